@@ -1,0 +1,110 @@
+//! The [`Entity`] trait: what a sharded type gives the region.
+//!
+//! An entity is plain data plus a message handler. The region owns every
+//! entity of a shard, delivers each entity's messages one at a time and in
+//! order, copies the entity's state to the shard's replicas after each
+//! change, and moves it by handoff when the shard's owner changes. The handler
+//! never does I/O: it changes the state, answers, and may ask the region to
+//! run CPU-heavy work on its bounded worker pool (see [`Context::run_blocking`]).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A sharded entity type: its state is `Self`, serialized with postcard for
+/// replication and handoff.
+///
+/// An entity that does not exist is `None`: [`Entity::handle`] decides whether
+/// a message creates it (a submit does, a query does not).
+pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// Messages to the entity (tells and asks). Sent over the wire with postcard.
+    type Msg: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// Replies to asks. Sent over the wire with postcard.
+    type Reply: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// The entity type's name, the same on every node; it keys the region on
+    /// the wire, so two entity types in one cluster must differ.
+    const TYPE_NAME: &'static str;
+
+    /// Handles one message for entity `id`. `state` is `None` while the entity
+    /// does not exist; setting it to `Some` creates the entity, and setting it
+    /// back to `None` removes it.
+    ///
+    /// The returned [`Handled`] tells the region what to answer. The region
+    /// replicates a changed state before it sends the answer, so an answer
+    /// never reports a state the replicas do not hold.
+    fn handle(
+        ctx: &mut Context<Self::Msg>,
+        id: &str,
+        state: &mut Option<Self>,
+        msg: Self::Msg,
+    ) -> Handled<Self::Reply>;
+
+    /// Called when this node becomes the owner of an existing entity it did
+    /// not own before (a handoff, or a replica promoted after its owner
+    /// failed), so unfinished work can be restarted through `ctx`.
+    /// The default does nothing.
+    fn on_activate(&mut self, ctx: &mut Context<Self::Msg>, id: &str) {
+        let _ = (ctx, id);
+    }
+}
+
+/// What the region does with the asker after [`Entity::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled<R> {
+    /// Answer the asker with this value (ignored for tells).
+    Reply(R),
+    /// Keep the asker waiting: the region delivers the same message again
+    /// after the entity's next state change, until a call returns `Reply`
+    /// or the asker's timeout passes. Only return this for messages whose
+    /// handling is idempotent (a query, an arrival at a barrier).
+    Wait,
+}
+
+/// CPU-bound work the entity asked for: run on the region's worker pool, its
+/// output delivered back to the same entity as a message.
+pub type Job<M> = Box<dyn FnOnce() -> M + Send + 'static>;
+
+/// What a handler may ask of the region besides its answer.
+pub struct Context<M> {
+    node_name: String,
+    jobs: Vec<Job<M>>,
+}
+
+impl<M> Context<M> {
+    /// A context for a handler running on node `node_name`. Regions build one
+    /// per delivery; tests build their own to drive an entity directly.
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Context {
+            node_name: node_name.into(),
+            jobs: Vec::new(),
+        }
+    }
+
+    /// The name of the node running this handler (for `processed_by`).
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// Runs `job` on the region's bounded worker pool, never on the async
+    /// runtime's threads; its return value is delivered to this entity as a
+    /// message, in order with the entity's other messages. If the shard has
+    /// moved away by then, the output is discarded: the new owner restarts
+    /// the work from [`Entity::on_activate`].
+    pub fn run_blocking(&mut self, job: impl FnOnce() -> M + Send + 'static) {
+        self.jobs.push(Box::new(job));
+    }
+
+    /// Removes and returns the jobs queued by the handler so far.
+    pub fn take_jobs(&mut self) -> Vec<Job<M>> {
+        std::mem::take(&mut self.jobs)
+    }
+}
+
+impl<M> std::fmt::Debug for Context<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("node_name", &self.node_name)
+            .field("jobs", &self.jobs.len())
+            .finish()
+    }
+}
