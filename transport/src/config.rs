@@ -1,0 +1,113 @@
+//! Transport configuration: the `[transport]` section of `casty.toml`.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Limits and timers of the transport. Every field has a default; see
+/// [`TransportConfig::validate`] for the invariants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Largest frame accepted or sent, in bytes, length prefix excluded
+    /// (default 8 MiB). A longer length prefix closes the connection before
+    /// anything is allocated. Range 1 KiB ..= 1 GiB.
+    pub max_frame_bytes: usize,
+    /// Frames queued per peer and lane before sends are refused with
+    /// [`crate::SendError::QueueFull`] (default 65,536).
+    pub outbound_queue_frames: usize,
+    /// Frames queued per channel on the receiving side before the connection
+    /// stops reading (TCP back-pressure; default 8,192).
+    pub inbound_queue_frames: usize,
+    /// Largest batch written with one syscall, in bytes (default 256 KiB).
+    pub max_batch_bytes: usize,
+    /// Dial timeout, in ms (default 2,000).
+    pub connect_timeout_ms: u64,
+    /// Time a new connection has to complete its handshake, in ms (default 2,000).
+    pub handshake_timeout_ms: u64,
+    /// First reconnect delay after a failed dial, in ms (default 50).
+    pub reconnect_backoff_min_ms: u64,
+    /// Largest reconnect delay, in ms (default 2,000). Each delay is
+    /// doubled from the minimum, capped here, then jittered to 50–100 %.
+    pub reconnect_backoff_max_ms: u64,
+    /// How long shutdown waits for queued frames to be written, in ms (default 1,000).
+    pub flush_deadline_ms: u64,
+    /// Inbound connections allowed to be in their handshake at once; more are
+    /// closed at accept with a `warn` (default 256).
+    pub max_handshaking_connections: usize,
+    /// Inbound connections allowed at once after their handshake (default 4,096).
+    pub max_inbound_connections: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame_bytes: 8 * 1024 * 1024,
+            outbound_queue_frames: 65_536,
+            inbound_queue_frames: 8_192,
+            max_batch_bytes: 256 * 1024,
+            connect_timeout_ms: 2_000,
+            handshake_timeout_ms: 2_000,
+            reconnect_backoff_min_ms: 50,
+            reconnect_backoff_max_ms: 2_000,
+            flush_deadline_ms: 1_000,
+            max_handshaking_connections: 256,
+            max_inbound_connections: 4_096,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Checks the invariants.
+    ///
+    /// # Errors
+    /// A message naming the offending key when a value is out of range:
+    /// `max_frame_bytes` in 1 KiB ..= 1 GiB, queues and batch size non-zero,
+    /// timeouts non-zero, backoff min ≤ max.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1024..=(1 << 30)).contains(&self.max_frame_bytes) {
+            return Err(format!(
+                "transport.max_frame_bytes = {} is outside 1024 ..= 1073741824",
+                self.max_frame_bytes
+            ));
+        }
+        for (key, v) in [
+            ("outbound_queue_frames", self.outbound_queue_frames),
+            ("inbound_queue_frames", self.inbound_queue_frames),
+            ("max_batch_bytes", self.max_batch_bytes),
+            (
+                "max_handshaking_connections",
+                self.max_handshaking_connections,
+            ),
+            ("max_inbound_connections", self.max_inbound_connections),
+        ] {
+            if v == 0 {
+                return Err(format!("transport.{key} must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("reconnect_backoff_min_ms", self.reconnect_backoff_min_ms),
+            ("flush_deadline_ms", self.flush_deadline_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("transport.{key} must be at least 1"));
+            }
+        }
+        if self.reconnect_backoff_min_ms > self.reconnect_backoff_max_ms {
+            return Err(format!(
+                "transport.reconnect_backoff_min_ms ({}) exceeds reconnect_backoff_max_ms ({})",
+                self.reconnect_backoff_min_ms, self.reconnect_backoff_max_ms
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}

@@ -1,0 +1,164 @@
+//! Error types of the transport.
+//!
+//! Split by what the caller does about them: [`BindError`] stops a node from
+//! starting, [`SendError`] is a refusal to queue (retry later or give up),
+//! [`AskError`] is a failed request/reply, [`FrameError`] and
+//! [`HandshakeError`] describe a misbehaving connection (which is closed; the
+//! node keeps serving others).
+
+use std::io;
+
+/// `Result` with this crate's default error.
+pub type Result<T, E = BindError> = std::result::Result<T, E>;
+
+/// Why [`crate::Transport::bind`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The listener could not bind the address (in use, not local, bad syntax).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The `host:port` that was asked for.
+        addr: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The configuration breaks an invariant (named in the message).
+    #[error("invalid transport config: {0}")]
+    Config(String),
+}
+
+/// Why a frame could not be queued for a peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The peer's outbound queue holds `capacity` frames already: the peer is
+    /// slow or unreachable. Nothing was queued; retry later or use an `await`ing send.
+    #[error("outbound queue to {peer} is full ({capacity} frames)")]
+    QueueFull {
+        /// The peer's advertised address.
+        peer: String,
+        /// The queue's capacity in frames (`[transport] outbound_queue_frames`).
+        capacity: usize,
+    },
+    /// The body is longer than the peer would accept (`max_frame_bytes`).
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Encoded frame length in bytes.
+        len: usize,
+        /// `[transport] max_frame_bytes`.
+        max: usize,
+    },
+    /// The message could not be encoded (a serde error from postcard).
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+    /// The transport is shutting down.
+    #[error("transport is shut down")]
+    Shutdown,
+}
+
+/// Why an ask got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    /// No reply within the ask's timeout. The request may or may not have
+    /// been applied by the peer.
+    #[error("no reply from {peer} within {timeout_ms} ms")]
+    Timeout {
+        /// The peer's advertised address.
+        peer: String,
+        /// The timeout that passed, in ms.
+        timeout_ms: u64,
+    },
+    /// The link to the peer failed (dial refused, connection reset, handshake
+    /// refused) before a reply came.
+    #[error("peer {peer} unreachable: {reason}")]
+    Unreachable {
+        /// The peer's advertised address.
+        peer: String,
+        /// What failed, for logs.
+        reason: String,
+    },
+    /// The peer received the ask but rejected it (no handler for its channel,
+    /// handler dropped the request, inbox closed).
+    #[error("peer {peer} rejected the request: {reason}")]
+    Rejected {
+        /// The peer's advertised address.
+        peer: String,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The request could not be queued.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The reply did not decode as the expected type.
+    #[error("cannot decode reply from {peer}: {reason}")]
+    Decode {
+        /// The peer's advertised address.
+        peer: String,
+        /// The postcard error.
+        reason: String,
+    },
+}
+
+/// A framing error on one connection; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announced more than the maximum; nothing was allocated.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// The announced length in bytes.
+        len: u64,
+        /// `[transport] max_frame_bytes`.
+        max: usize,
+    },
+    /// The connection closed in the middle of a frame.
+    #[error("connection closed inside a frame ({buffered} bytes buffered)")]
+    Truncated {
+        /// Bytes of the partial frame body that had arrived.
+        buffered: usize,
+    },
+    /// The frame's header did not decode.
+    #[error("undecodable frame header: {0}")]
+    Header(String),
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The first frame did not start with the protocol's magic bytes (not a
+    /// casty node: an HTTP client, a port scanner, random bytes).
+    #[error("bad magic bytes {0:02x?}: not a casty peer")]
+    BadMagic([u8; 4]),
+    /// The peer speaks another protocol version.
+    #[error("protocol version {theirs} not supported (this node speaks {ours})")]
+    Version {
+        /// The peer's version.
+        theirs: u16,
+        /// This build's [`crate::PROTOCOL_VERSION`].
+        ours: u16,
+    },
+    /// The peer belongs to another cluster (`[system] name`).
+    #[error("cluster name {theirs:?} does not match this node's {ours:?}")]
+    WrongCluster {
+        /// The peer's cluster name.
+        theirs: String,
+        /// Ours.
+        ours: String,
+    },
+    /// The peer refused our handshake; its reason.
+    #[error("refused by peer: {0}")]
+    Refused(String),
+    /// The handshake frame did not decode.
+    #[error("undecodable handshake: {0}")]
+    Decode(String),
+    /// No handshake within `[transport] handshake_timeout_ms`.
+    #[error("no handshake within {0} ms")]
+    Timeout(u64),
+    /// The connection closed before the handshake completed.
+    #[error("connection closed during the handshake")]
+    Closed,
+    /// Framing failed during the handshake.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}

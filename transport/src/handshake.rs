@@ -1,0 +1,122 @@
+//! The handshake: the first frame on every connection.
+//!
+//! The dialer sends [`Hello`]; the acceptor checks magic, version and cluster
+//! name and answers [`HelloReply`]. Only after `Accepted` do other frames
+//! flow, and only from dialer to acceptor: each connection is one-way for
+//! data (a node answers over its own link to the asker's advertised address).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::HandshakeError;
+
+/// The first four bytes of every handshake body.
+pub const MAGIC: [u8; 4] = *b"CSTY";
+
+/// The wire protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A node's identity as peers see it.
+///
+/// `(name, generation)` is one *life* of a node: `generation` is fixed when
+/// the process starts and larger on each restart (start time in ms by
+/// default), so a restarted node is told apart from its previous life.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId {
+    /// Unique in the cluster; shown in logs and reports.
+    pub name: String,
+    /// Advertised `host:port`: what peers dial. May be a DNS name.
+    pub addr: String,
+    /// Per-process life number; larger means newer.
+    pub generation: u64,
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}#{}", self.name, self.addr, self.generation)
+    }
+}
+
+/// Which of the two links per peer a connection is.
+///
+/// `Control` carries small latency-critical traffic (membership probes);
+/// `Bulk` carries everything else. Each lane has its own TCP connection and
+/// queue, so a probe never waits behind megabytes of task frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Lane {
+    /// Membership and other small, urgent messages.
+    Control,
+    /// Application traffic.
+    Bulk,
+}
+
+/// The dialer's opening frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal [`MAGIC`].
+    pub magic: [u8; 4],
+    /// The dialer's [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The dialer's cluster name (`[system] name`).
+    pub cluster: String,
+    /// Who is dialing.
+    pub from: NodeId,
+    /// Which lane this connection serves.
+    pub lane: Lane,
+}
+
+/// The acceptor's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Frames may flow; the acceptor's identity.
+    Accepted {
+        /// Who answered.
+        node: NodeId,
+    },
+    /// The connection will be closed; why, for the dialer's log.
+    Refused {
+        /// Human-readable reason.
+        reason: String,
+    },
+}
+
+impl Hello {
+    /// Checks magic, version and cluster name against ours.
+    ///
+    /// # Errors
+    /// [`HandshakeError::BadMagic`], [`HandshakeError::Version`] or
+    /// [`HandshakeError::WrongCluster`].
+    pub fn check(&self, cluster: &str) -> Result<(), HandshakeError> {
+        if self.magic != MAGIC {
+            return Err(HandshakeError::BadMagic(self.magic));
+        }
+        if self.version != PROTOCOL_VERSION {
+            return Err(HandshakeError::Version {
+                theirs: self.version,
+                ours: PROTOCOL_VERSION,
+            });
+        }
+        if self.cluster != cluster {
+            return Err(HandshakeError::WrongCluster {
+                theirs: self.cluster.clone(),
+                ours: cluster.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes a handshake body. The magic is checked first so a stranger
+    /// (an HTTP request, random bytes) gets `BadMagic`, not a decode error.
+    ///
+    /// # Errors
+    /// [`HandshakeError::BadMagic`] or [`HandshakeError::Decode`].
+    pub fn decode(body: &[u8]) -> Result<Hello, HandshakeError> {
+        if body.len() < MAGIC.len() || body[..MAGIC.len()] != MAGIC {
+            let mut got = [0u8; 4];
+            for (d, s) in got.iter_mut().zip(body) {
+                *d = *s;
+            }
+            return Err(HandshakeError::BadMagic(got));
+        }
+        postcard::from_bytes(body).map_err(|e| HandshakeError::Decode(e.to_string()))
+    }
+}

@@ -1,0 +1,65 @@
+//! Counters of what the transport did and refused, for logs and tests.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Live counters, updated with relaxed atomics.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub frames_sent: AtomicU64,
+    pub frames_received: AtomicU64,
+    pub dropped_on_link_failure: AtomicU64,
+    pub late_replies: AtomicU64,
+    pub handshakes_refused: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub frame_errors: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub unknown_channel: AtomicU64,
+    pub dial_failures: AtomicU64,
+}
+
+/// A copy of the transport's counters at one moment. All counts since bind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Frames written to sockets.
+    pub frames_sent: u64,
+    /// Frames read from sockets after the handshake.
+    pub frames_received: u64,
+    /// One-way frames (tells, replies) failed because their link broke or
+    /// the peer could not be dialled (asks fail to their caller instead).
+    pub dropped_on_link_failure: u64,
+    /// Replies that arrived after their ask had timed out.
+    pub late_replies: u64,
+    /// Inbound handshakes refused (wrong magic, version, cluster; timeouts).
+    pub handshakes_refused: u64,
+    /// Inbound connections closed at accept because a connection cap was reached.
+    pub connections_refused: u64,
+    /// Connections closed for a framing error (oversized, truncated, bad header).
+    pub frame_errors: u64,
+    /// Message bodies that did not decode as their channel's type.
+    pub decode_errors: u64,
+    /// Frames for a channel nobody registered.
+    pub unknown_channel: u64,
+    /// Failed dial or outbound handshake attempts.
+    pub dial_failures: u64,
+}
+
+impl Stats {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            frames_sent: self.frames_sent.load(Relaxed),
+            frames_received: self.frames_received.load(Relaxed),
+            dropped_on_link_failure: self.dropped_on_link_failure.load(Relaxed),
+            late_replies: self.late_replies.load(Relaxed),
+            handshakes_refused: self.handshakes_refused.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            frame_errors: self.frame_errors.load(Relaxed),
+            decode_errors: self.decode_errors.load(Relaxed),
+            unknown_channel: self.unknown_channel.load(Relaxed),
+            dial_failures: self.dial_failures.load(Relaxed),
+        }
+    }
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
