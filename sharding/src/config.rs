@@ -1,0 +1,119 @@
+//! Region configuration: `[defaults.sharding]`, `[defaults.mailbox]` and
+//! `[sharding]` of `casty.toml`.
+
+use std::num::NonZeroU32;
+
+use serde::{Deserialize, Serialize};
+
+/// What a full mailbox does with a new message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MailboxStrategy {
+    /// Refuse it: the sender gets [`crate::RegionError::Overloaded`] and may retry.
+    #[default]
+    Backpressure,
+    /// Drop it (the seed's strategy): counted, logged at `warn`, and an
+    /// asker gets [`crate::RegionError::Dropped`].
+    DropNew,
+}
+
+/// The seed's `[defaults.sharding]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardingDefaults {
+    /// Shards per entity type (seed: 50). Must be the same on every node.
+    pub num_shards: NonZeroU32,
+}
+
+impl Default for ShardingDefaults {
+    fn default() -> Self {
+        ShardingDefaults {
+            num_shards: NonZeroU32::new(50).expect("50 is not zero"),
+        }
+    }
+}
+
+/// The seed's `[defaults.mailbox]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailboxConfig {
+    /// Messages a region's mailbox holds (seed: 5000), per entity type and node.
+    pub capacity: usize,
+    /// What happens when it is full.
+    pub strategy: MailboxStrategy,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        MailboxConfig {
+            capacity: 5000,
+            strategy: MailboxStrategy::Backpressure,
+        }
+    }
+}
+
+/// The `[sharding]` section: replication and handoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardingConfig {
+    /// Copies of each shard: the owner plus `replication_factor - 1`
+    /// replicas (default 2; fewer when fewer members are alive).
+    pub replication_factor: NonZeroU32,
+    /// Times a message may be forwarded between nodes whose views disagree
+    /// before the sender gets [`crate::RegionError::TooManyHops`] (default 3).
+    pub max_forward_hops: u8,
+    /// Timeout of one replication or handoff request, in ms (default 2,000).
+    pub replicate_timeout_ms: u64,
+    /// How long a node keeps the data of a shard it no longer holds, so a
+    /// late handoff request can still be served, in ms (default 30,000).
+    pub retire_after_ms: u64,
+    /// Largest handoff or sync page, in bytes (default 1 MiB; must stay
+    /// below `[transport] max_frame_bytes`).
+    pub snapshot_page_bytes: usize,
+}
+
+impl Default for ShardingConfig {
+    fn default() -> Self {
+        ShardingConfig {
+            replication_factor: NonZeroU32::new(2).expect("2 is not zero"),
+            max_forward_hops: 3,
+            replicate_timeout_ms: 2_000,
+            retire_after_ms: 30_000,
+            snapshot_page_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Everything a region needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegionConfig {
+    /// `[defaults.sharding]`.
+    pub defaults: ShardingDefaults,
+    /// `[defaults.mailbox]`.
+    pub mailbox: MailboxConfig,
+    /// `[sharding]`.
+    pub sharding: ShardingConfig,
+}
+
+impl RegionConfig {
+    /// Checks the invariants.
+    ///
+    /// # Errors
+    /// A message naming the key: mailbox capacity ≥ 1, timeouts ≥ 1 ms,
+    /// snapshot pages ≥ 1 KiB, forward hops ≤ 16.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.mailbox.capacity == 0 {
+            return Err("defaults.mailbox.capacity must be at least 1".into());
+        }
+        if self.sharding.replicate_timeout_ms == 0 {
+            return Err("sharding.replicate_timeout_ms must be at least 1".into());
+        }
+        if self.sharding.snapshot_page_bytes < 1024 {
+            return Err("sharding.snapshot_page_bytes must be at least 1024".into());
+        }
+        if self.sharding.max_forward_hops > 16 {
+            return Err("sharding.max_forward_hops must be at most 16".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! Errors of the shard region.
+
+use serde::{Deserialize, Serialize};
+
+/// `Result` with [`RegionError`] as the default error.
+pub type Result<T, E = RegionError> = std::result::Result<T, E>;
+
+/// Why a message to an entity got no answer. Each variant says whether a
+/// retry may help ([`RegionError::is_retriable`]); the region handle already
+/// retries the retriable ones until the ask's deadline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum RegionError {
+    /// No answer before the deadline. The message may or may not have been
+    /// applied.
+    #[error("no answer for entity {entity:?} within {timeout_ms} ms")]
+    Timeout {
+        /// The entity id.
+        entity: String,
+        /// The deadline that passed, in ms.
+        timeout_ms: u64,
+    },
+    /// The owner could not be reached (link failure, dial refused). Retriable.
+    #[error("owner {node} of the entity is unreachable: {reason}")]
+    Unreachable {
+        /// The owner's name or address.
+        node: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The owner's mailbox is full (`[defaults.mailbox] capacity`, strategy
+    /// `backpressure`). Nothing was applied; retry later.
+    #[error("mailbox of node {node} is full ({capacity} messages)")]
+    Overloaded {
+        /// The node whose mailbox is full.
+        node: String,
+        /// The mailbox capacity.
+        capacity: usize,
+    },
+    /// The message was dropped by a full mailbox with strategy `drop_new`
+    /// (counted and logged on the node that dropped it).
+    #[error("dropped by a full mailbox on node {node} (strategy drop_new)")]
+    Dropped {
+        /// The node that dropped it.
+        node: String,
+    },
+    /// No member holds shards yet (empty view).
+    #[error("no member owns shard {shard} yet")]
+    NoOwner {
+        /// The shard.
+        shard: u32,
+    },
+    /// Views disagreed for longer than the forwarding limit allows. Retriable.
+    #[error("message forwarded {hops} times without reaching the owner")]
+    TooManyHops {
+        /// Hops taken (`[sharding] max_forward_hops`).
+        hops: u8,
+    },
+    /// The state change was applied by the owner but its replicas did not
+    /// confirm it in time, so it is not acknowledged. Retriable (asks to
+    /// entities should be idempotent).
+    #[error("replicas of shard {shard} did not confirm: {reason}")]
+    ReplicationFailed {
+        /// The shard.
+        shard: u32,
+        /// What failed.
+        reason: String,
+    },
+    /// The shard moved while the message waited; retry to reach the new owner.
+    #[error("shard {shard} moved while the message waited")]
+    Moved {
+        /// The shard.
+        shard: u32,
+    },
+    /// The peer answered something that does not decode, or refused.
+    #[error("protocol error from {node}: {reason}")]
+    Protocol {
+        /// The peer.
+        node: String,
+        /// Details.
+        reason: String,
+    },
+    /// This node's region is stopping.
+    #[error("region is shut down")]
+    Shutdown,
+}
+
+impl RegionError {
+    /// True when the same message may succeed if sent again shortly
+    /// (ownership or links were changing).
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            RegionError::Unreachable { .. }
+                | RegionError::TooManyHops { .. }
+                | RegionError::ReplicationFailed { .. }
+                | RegionError::Moved { .. }
+                | RegionError::NoOwner { .. }
+        )
+    }
+}
+
+impl From<transport::AskError> for RegionError {
+    fn from(e: transport::AskError) -> Self {
+        use transport::AskError as A;
+        match e {
+            A::Timeout { peer, timeout_ms } => RegionError::Timeout {
+                entity: format!("(via {peer})"),
+                timeout_ms,
+            },
+            A::Unreachable { peer, reason } => RegionError::Unreachable { node: peer, reason },
+            A::Rejected { peer, reason } => RegionError::Unreachable { node: peer, reason },
+            A::Send(transport::SendError::QueueFull { peer, capacity }) => {
+                RegionError::Overloaded {
+                    node: peer,
+                    capacity,
+                }
+            }
+            A::Send(transport::SendError::Shutdown) => RegionError::Shutdown,
+            A::Send(e) => RegionError::Protocol {
+                node: String::new(),
+                reason: e.to_string(),
+            },
+            A::Decode { peer, reason } => RegionError::Protocol { node: peer, reason },
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! [`RegionHandle`]: tell and ask entities from any node.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use transport::{Channel, NodeId};
+
+use crate::alloc::Allocation;
+use crate::config::{MailboxStrategy, RegionConfig};
+use crate::entity::Entity;
+use crate::error::{RegionError, Result};
+use crate::region::{Cmd, MemberMap, RegionStats, ReplyTo};
+use crate::shard::{ShardId, shard_id};
+use crate::wire::{Wire, WireReply};
+
+/// One node's routing table: the members holding shards and the allocation
+/// computed from them.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// Members by name.
+    pub members: MemberMap,
+    /// Owner and replicas of every shard.
+    pub alloc: Allocation,
+    num_shards: NonZeroU32,
+}
+
+impl Routing {
+    pub(crate) fn new(members: MemberMap, alloc: Allocation, num_shards: NonZeroU32) -> Self {
+        Routing {
+            members,
+            alloc,
+            num_shards,
+        }
+    }
+
+    /// The shard of `entity_id`.
+    pub fn shard_of(&self, entity_id: &str) -> ShardId {
+        shard_id(entity_id, self.num_shards)
+    }
+
+    /// The owner of `entity_id`'s shard in this view, if any member holds shards.
+    pub fn owner_of(&self, entity_id: &str) -> Option<&NodeId> {
+        self.alloc
+            .owner(self.shard_of(entity_id))
+            .and_then(|n| self.members.get(n))
+    }
+}
+
+struct Shared<E: Entity> {
+    me: NodeId,
+    channel: Channel<Wire<E>>,
+    mbox: mpsc::Sender<Cmd<E>>,
+    routing: watch::Receiver<Arc<Routing>>,
+    stats: watch::Receiver<RegionStats>,
+    config: RegionConfig,
+}
+
+/// A cloneable handle to this node's region of entity type `E`.
+///
+/// `ask` and `tell` work from any node: the message goes to the shard's
+/// owner in this node's view (no network hop when that is this node);
+/// ownership changes in flight are retried until the deadline.
+pub struct RegionHandle<E: Entity> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E: Entity> Clone for RegionHandle<E> {
+    fn clone(&self) -> Self {
+        RegionHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<E: Entity> std::fmt::Debug for RegionHandle<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionHandle")
+            .field("entity", &E::TYPE_NAME)
+            .field("node", &self.shared.me.name)
+            .finish()
+    }
+}
+
+const RETRY_MIN: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_millis(250);
+
+impl<E: Entity> RegionHandle<E> {
+    pub(crate) fn new(
+        me: NodeId,
+        channel: Channel<Wire<E>>,
+        mbox: mpsc::Sender<Cmd<E>>,
+        routing: watch::Receiver<Arc<Routing>>,
+        stats: watch::Receiver<RegionStats>,
+        config: RegionConfig,
+    ) -> Self {
+        RegionHandle {
+            shared: Arc::new(Shared {
+                me,
+                channel,
+                mbox,
+                routing,
+                stats,
+                config,
+            }),
+        }
+    }
+
+    /// This node's current routing table.
+    pub fn routing(&self) -> Arc<Routing> {
+        Arc::clone(&self.shared.routing.borrow())
+    }
+
+    /// The region's counters.
+    pub fn stats(&self) -> RegionStats {
+        self.shared.stats.borrow().clone()
+    }
+
+    /// Sends `msg` to entity `entity_id` and waits for its answer, at most
+    /// `timeout`. Retriable failures (ownership moving, a link down, views
+    /// disagreeing) are retried with backoff (10–250 ms) until the deadline.
+    ///
+    /// The answer comes only after the entity's state change (if any) is
+    /// held by the shard's replicas.
+    ///
+    /// # Errors
+    /// [`RegionError::Timeout`] at the deadline (the message may have been
+    /// applied: make messages idempotent), [`RegionError::Overloaded`] or
+    /// [`RegionError::Dropped`] when the owner's mailbox is full, or the last
+    /// retriable error if the deadline passes while retrying.
+    pub async fn ask(&self, entity_id: &str, msg: E::Msg, timeout: Duration) -> Result<E::Reply> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = RETRY_MIN;
+        loop {
+            let r = self.ask_once(entity_id, msg.clone(), deadline).await;
+            match r {
+                Err(e) if e.is_retriable() => {
+                    let now = Instant::now();
+                    if now + backoff >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(entity = entity_id, error = %e, "retrying ask");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                Err(RegionError::Timeout { .. }) => {
+                    return Err(RegionError::Timeout {
+                        entity: entity_id.to_owned(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ask_once(&self, entity_id: &str, msg: E::Msg, deadline: Instant) -> Result<E::Reply> {
+        let routing = self.routing();
+        let shard = routing.shard_of(entity_id);
+        let owner = routing
+            .owner_of(entity_id)
+            .cloned()
+            .ok_or(RegionError::NoOwner { shard: shard.0 })?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timeout_err = || RegionError::Timeout {
+            entity: entity_id.to_owned(),
+            timeout_ms: remaining.as_millis() as u64,
+        };
+        if owner.name == self.shared.me.name {
+            let (tx, rx) = oneshot::channel();
+            self.enqueue(Cmd::Deliver {
+                id: entity_id.to_owned(),
+                msg,
+                reply: ReplyTo::Local(tx),
+                deadline: Some(deadline),
+                hops: 0,
+            })?;
+            match tokio::time::timeout(remaining, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(RegionError::Shutdown),
+                Err(_) => Err(timeout_err()),
+            }
+        } else {
+            let wire = Wire::Deliver {
+                id: entity_id.to_owned(),
+                msg,
+                hops: 0,
+                timeout_ms: remaining.as_millis() as u64,
+            };
+            match self
+                .shared
+                .channel
+                .ask::<WireReply<E>>(&owner.addr, &wire, remaining)
+                .await
+            {
+                Ok(WireReply::Reply(v)) => Ok(v),
+                Ok(WireReply::Error(e)) => Err(e),
+                Ok(_) => Err(RegionError::Protocol {
+                    node: owner.name.clone(),
+                    reason: "unexpected reply to a delivery".into(),
+                }),
+                Err(transport::AskError::Timeout { .. }) => Err(timeout_err()),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends `msg` to entity `entity_id` without waiting for an answer.
+    /// Best effort, never silent: a message that cannot be queued is an
+    /// error here; one dropped further on is counted and logged there.
+    ///
+    /// # Errors
+    /// [`RegionError::NoOwner`], [`RegionError::Overloaded`] /
+    /// [`RegionError::Dropped`] (full mailbox or link queue), [`RegionError::Shutdown`].
+    pub fn tell(&self, entity_id: &str, msg: E::Msg) -> Result<()> {
+        let routing = self.routing();
+        let shard = routing.shard_of(entity_id);
+        let owner = routing
+            .owner_of(entity_id)
+            .ok_or(RegionError::NoOwner { shard: shard.0 })?;
+        if owner.name == self.shared.me.name {
+            self.enqueue(Cmd::Deliver {
+                id: entity_id.to_owned(),
+                msg,
+                reply: ReplyTo::Nobody,
+                deadline: None,
+                hops: 0,
+            })
+        } else {
+            let wire = Wire::Deliver {
+                id: entity_id.to_owned(),
+                msg,
+                hops: 0,
+                timeout_ms: 0,
+            };
+            self.shared
+                .channel
+                .tell(&owner.addr, &wire)
+                .map_err(|e| match e {
+                    transport::SendError::QueueFull { peer, capacity } => RegionError::Overloaded {
+                        node: peer,
+                        capacity,
+                    },
+                    transport::SendError::Shutdown => RegionError::Shutdown,
+                    e => RegionError::Protocol {
+                        node: owner.name.clone(),
+                        reason: e.to_string(),
+                    },
+                })
+        }
+    }
+
+    /// Graceful leave: hands every shard this node owns to its owner in
+    /// the allocation without this node (and to that allocation's
+    /// replicas), and stops applying messages for them (they are forwarded).
+    /// Returns the number of shards handed off, or `None` at the timeout.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: a dropped call still hands the shards off.
+    pub async fn hand_off_all(&self, timeout: Duration) -> Option<usize> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.mbox.send(Cmd::HandOffAll(tx)).await.ok()?;
+        tokio::time::timeout(timeout, rx).await.ok()?.ok()
+    }
+
+    /// Tells the region that this node's life was declared dead while it
+    /// kept running: it drops all shard data and fetches current state
+    /// before serving again (see Identity in the design).
+    ///
+    /// # Errors
+    /// [`RegionError::Shutdown`] when the region has stopped.
+    pub async fn reset(&self) -> Result<()> {
+        self.shared
+            .mbox
+            .send(Cmd::Reset)
+            .await
+            .map_err(|_| RegionError::Shutdown)
+    }
+
+    fn enqueue(&self, cmd: Cmd<E>) -> Result<()> {
+        match self.shared.mbox.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let capacity = self.shared.config.mailbox.capacity;
+                match self.shared.config.mailbox.strategy {
+                    MailboxStrategy::Backpressure => Err(RegionError::Overloaded {
+                        node: self.shared.me.name.clone(),
+                        capacity,
+                    }),
+                    MailboxStrategy::DropNew => {
+                        tracing::warn!(
+                            capacity,
+                            entity = E::TYPE_NAME,
+                            "mailbox full: message dropped (drop_new)"
+                        );
+                        Err(RegionError::Dropped {
+                            node: self.shared.me.name.clone(),
+                        })
+                    }
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RegionError::Shutdown),
+        }
+    }
+}

@@ -1,0 +1,1262 @@
+//! The shard region: the actor that hosts one entity type on one node.
+//!
+//! Every node runs one region per entity type. It computes the allocation
+//! from its view of the members, applies messages to the entities of the
+//! shards it owns (one at a time, in order), replicates each state change to
+//! the shard's replicas before answering, forwards messages for shards it
+//! does not own, and moves shards when owners change:
+//!
+//! - **Handoff by fetch.** A node that becomes owner of a shard asks every
+//!   other node that held it (the previous owner and replicas, in the old
+//!   and the new allocation) for its data, page by page, merges by version,
+//!   and only then serves the shard. Messages that arrive meanwhile are
+//!   held and delivered afterwards in order. The previous owner, on the
+//!   first fetch page, stops applying messages for the shard and forwards
+//!   them to the new owner.
+//! - **Replicas.** After a state change the owner sends the new record to
+//!   the shard's replicas and answers the asker only once all have
+//!   confirmed; a reply that reads state waits for the same confirmation.
+//!   A node that becomes a replica gets the whole shard pushed by the owner.
+//! - **Restarts.** A node starting (or told it lost its shards) holds
+//!   nothing and fetches every shard it owns before serving it.
+//!
+//! See `PROTOCOL.md` for the messages and invariants.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use transport::{Channel, Inbox, Lane, NodeId, Received, Responder, Transport};
+
+use crate::alloc::{Allocation, allocate};
+use crate::config::{MailboxStrategy, RegionConfig};
+use crate::entity::{Context, Entity, Handled};
+use crate::error::{RegionError, Result};
+use crate::handle::{RegionHandle, Routing};
+use crate::pool::WorkerPool;
+use crate::shard::{ShardId, shard_id};
+use crate::wire::{Record, Wire, WireReply};
+
+/// The members that hold shards (alive and suspect), by name.
+pub type MemberMap = BTreeMap<String, NodeId>;
+
+/// Where the answer to a delivered message goes.
+pub(crate) enum ReplyTo<E: Entity> {
+    Local(oneshot::Sender<Result<E::Reply>>),
+    Remote(Responder),
+    Nobody,
+}
+
+impl<E: Entity> ReplyTo<E> {
+    fn send(self, r: Result<E::Reply>) {
+        match self {
+            ReplyTo::Local(tx) => {
+                let _ = tx.send(r);
+            }
+            ReplyTo::Remote(resp) => {
+                let reply = match r {
+                    Ok(v) => WireReply::<E>::Reply(v),
+                    Err(e) => WireReply::Error(e),
+                };
+                if let Err(e) = resp.reply_msg(&reply) {
+                    tracing::debug!(error = %e, "cannot send reply");
+                }
+            }
+            ReplyTo::Nobody => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "tell failed");
+                }
+            }
+        }
+    }
+}
+
+/// Commands from the local handle.
+pub(crate) enum Cmd<E: Entity> {
+    Deliver {
+        id: String,
+        msg: E::Msg,
+        reply: ReplyTo<E>,
+        deadline: Option<Instant>,
+        hops: u8,
+    },
+    Wire(Received<Wire<E>>),
+    /// This node's life was declared dead: drop everything, fetch again.
+    Reset,
+    /// Graceful leave: hand every owned shard to its next owner (computed
+    /// without this node), answer with the number of shards handed off.
+    HandOffAll(oneshot::Sender<usize>),
+}
+
+enum Internal<E: Entity> {
+    JobDone {
+        shard: ShardId,
+        id: String,
+        msg: E::Msg,
+    },
+    Replicated {
+        shard: ShardId,
+        id: String,
+        version: u64,
+        result: Result<()>,
+    },
+    Fetched {
+        shard: ShardId,
+        epoch: u64,
+        from: String,
+        result: Result<Vec<Record<E>>>,
+    },
+}
+
+enum Status<E: Entity> {
+    /// Fetching from `waiting`; messages held in `held`.
+    Recovering {
+        epoch: u64,
+        waiting: BTreeSet<String>,
+        held: VecDeque<Cmd<E>>,
+    },
+    Active,
+    /// Gave the shard to `to` on its fetch; forwards there.
+    HandedOff {
+        to: NodeId,
+    },
+}
+
+struct Entry<E> {
+    state: E,
+    version: u64,
+    /// Highest version all replicas confirmed.
+    acked: u64,
+}
+
+struct Parked<E: Entity> {
+    msg: E::Msg,
+    reply: ReplyTo<E>,
+    deadline: Option<Instant>,
+}
+
+struct ShardData<E: Entity> {
+    entities: BTreeMap<String, Entry<E>>,
+    /// Replies waiting until their entity's `acked` reaches a version.
+    waiting_acks: HashMap<String, Vec<(u64, ReplyTo<E>, Result<E::Reply>)>>,
+    parked: HashMap<String, Vec<Parked<E>>>,
+    /// When this node stopped holding the shard (data kept a while).
+    retired_at: Option<Instant>,
+}
+
+impl<E: Entity> Default for ShardData<E> {
+    fn default() -> Self {
+        ShardData {
+            entities: BTreeMap::new(),
+            waiting_acks: HashMap::new(),
+            parked: HashMap::new(),
+            retired_at: None,
+        }
+    }
+}
+
+/// Counters of one region, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionStats {
+    /// Messages applied to local entities.
+    pub delivered: u64,
+    /// Messages forwarded to another owner.
+    pub forwarded: u64,
+    /// Messages dropped by a full mailbox (strategy `drop_new`) or for
+    /// having no route; each is also logged.
+    pub dropped: u64,
+    /// Shards fetched from other nodes (takeovers).
+    pub shards_recovered: u64,
+    /// Shards handed to a new owner.
+    pub shards_handed_off: u64,
+}
+
+/// Starts one entity type's region on this node.
+pub struct Region;
+
+impl Region {
+    /// Starts the region of entity type `E`: registers transport channel
+    /// `channel` (the same id on every node), follows `view` (the members
+    /// holding shards, keyed by name; this node must appear in it to own
+    /// shards) and runs entity jobs on `pool`. Stops with `shutdown`.
+    ///
+    /// # Errors
+    /// [`RegionError::Protocol`] when the config is invalid or the channel
+    /// is taken.
+    pub fn start<E: Entity>(
+        transport: &Transport,
+        channel: u8,
+        config: RegionConfig,
+        view: watch::Receiver<MemberMap>,
+        pool: WorkerPool,
+        shutdown: CancellationToken,
+    ) -> Result<RegionHandle<E>> {
+        config.validate().map_err(|reason| RegionError::Protocol {
+            node: transport.identity().name.clone(),
+            reason,
+        })?;
+        let (chan, inbox) =
+            Channel::<Wire<E>>::register(transport, channel, Lane::Bulk).map_err(|e| {
+                RegionError::Protocol {
+                    node: transport.identity().name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let capacity = config.mailbox.capacity;
+        let (mbox_tx, mbox_rx) = mpsc::channel(capacity);
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let me = transport.identity().clone();
+        let num_shards = config.defaults.num_shards;
+        let replication = config.sharding.replication_factor;
+        let (routing_tx, routing_rx) = watch::channel(Arc::new(Routing::new(
+            MemberMap::new(),
+            allocate(&BTreeSet::new(), num_shards, replication),
+            num_shards,
+        )));
+        let (stats_tx, stats_rx) = watch::channel(RegionStats::default());
+        let handle = RegionHandle::new(
+            me.clone(),
+            chan.clone(),
+            mbox_tx.clone(),
+            routing_rx,
+            stats_rx,
+            config.clone(),
+        );
+        tokio::spawn(intake(
+            inbox,
+            mbox_tx,
+            config.mailbox.clone(),
+            me.name.clone(),
+            shutdown.clone(),
+        ));
+        let actor = Actor::<E> {
+            me,
+            config,
+            num_shards,
+            replication,
+            channel: chan,
+            members: MemberMap::new(),
+            alloc: allocate(&BTreeSet::new(), num_shards, replication),
+            status: HashMap::new(),
+            data: HashMap::new(),
+            epoch: 0,
+            pool,
+            backlog: VecDeque::new(),
+            internal_tx,
+            routing_tx,
+            stats: RegionStats::default(),
+            stats_tx,
+            retry_replicate: Vec::new(),
+        };
+        tokio::spawn(actor.run(mbox_rx, internal_rx, view, shutdown));
+        Ok(handle)
+    }
+}
+
+/// Moves remote requests into the mailbox, applying the mailbox strategy.
+async fn intake<E: Entity>(
+    mut inbox: Inbox<Wire<E>>,
+    mbox: mpsc::Sender<Cmd<E>>,
+    config: crate::config::MailboxConfig,
+    me: String,
+    shutdown: CancellationToken,
+) {
+    let mut dropped: u64 = 0;
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = inbox.recv() => match r { Some(r) => r, None => return },
+        };
+        match config.strategy {
+            MailboxStrategy::Backpressure => {
+                // Waiting here stops this connection's reads: the sender's
+                // queue fills and it gets `QueueFull`.
+                if mbox.send(Cmd::Wire(received)).await.is_err() {
+                    return;
+                }
+            }
+            MailboxStrategy::DropNew => match mbox.try_send(Cmd::Wire(received)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Cmd::Wire(r))) => {
+                    dropped += 1;
+                    tracing::warn!(from = %r.from, dropped, capacity = config.capacity, "mailbox full: message dropped (drop_new)");
+                    if let Some(resp) = r.responder {
+                        let _ = resp.reply_msg(&WireReply::<E>::Error(RegionError::Dropped {
+                            node: me.clone(),
+                        }));
+                    }
+                }
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+struct Actor<E: Entity> {
+    me: NodeId,
+    config: RegionConfig,
+    num_shards: NonZeroU32,
+    replication: NonZeroU32,
+    channel: Channel<Wire<E>>,
+    members: MemberMap,
+    alloc: Allocation,
+    /// Status of the shards this node owns (or handed off).
+    status: HashMap<ShardId, Status<E>>,
+    /// Data of the shards this node holds, owns or recently held.
+    data: HashMap<ShardId, ShardData<E>>,
+    epoch: u64,
+    pool: WorkerPool,
+    backlog: VecDeque<Box<dyn FnOnce() + Send + 'static>>,
+    internal_tx: mpsc::UnboundedSender<Internal<E>>,
+    routing_tx: watch::Sender<Arc<Routing>>,
+    stats: RegionStats,
+    stats_tx: watch::Sender<RegionStats>,
+    retry_replicate: Vec<(Instant, ShardId, String)>,
+}
+
+impl<E: Entity> Actor<E> {
+    async fn run(
+        mut self,
+        mut mbox: mpsc::Receiver<Cmd<E>>,
+        mut internal: mpsc::UnboundedReceiver<Internal<E>>,
+        mut view: watch::Receiver<MemberMap>,
+        shutdown: CancellationToken,
+    ) {
+        let first = view.borrow_and_update().clone();
+        self.on_view(first);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(i) = internal.recv() => self.on_internal(i),
+                changed = view.changed() => {
+                    if changed.is_err() { break; }
+                    let members = view.borrow_and_update().clone();
+                    self.on_view(members);
+                }
+                Some(cmd) = mbox.recv() => self.on_cmd(cmd),
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.pump_jobs();
+            self.stats_tx.send_if_modified(|s| {
+                if *s != self.stats {
+                    *s = self.stats.clone();
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    fn owner_of(&self, shard: ShardId) -> Option<&NodeId> {
+        self.alloc
+            .owner(shard)
+            .and_then(|name| self.members.get(name))
+    }
+
+    fn holders_ids(&self, alloc: &Allocation, members: &MemberMap, shard: ShardId) -> Vec<NodeId> {
+        alloc
+            .holders(shard)
+            .into_iter()
+            .filter_map(|n| {
+                let n: &str = n.as_ref();
+                members.get(n).cloned()
+            })
+            .collect()
+    }
+
+    // ----- view changes -------------------------------------------------
+
+    fn on_view(&mut self, members: MemberMap) {
+        let names: BTreeSet<String> = members.keys().cloned().collect();
+        let alloc = allocate(&names, self.num_shards, self.replication);
+        let old_alloc = std::mem::replace(&mut self.alloc, alloc);
+        let old_members = std::mem::replace(&mut self.members, members);
+        let now = Instant::now();
+        let mut gained = 0u32;
+        let mut lost = 0u32;
+        for s in 0..self.num_shards.get() {
+            let shard = ShardId(s);
+            let is_owner = self.alloc.owner(shard) == Some(self.me.name.as_str());
+            let had = self.status.contains_key(&shard);
+            let handed_off = matches!(self.status.get(&shard), Some(Status::HandedOff { .. }));
+            if is_owner && (!had || handed_off) {
+                gained += 1;
+                let mut sources: BTreeSet<NodeId> = self
+                    .holders_ids(&old_alloc, &old_members, shard)
+                    .into_iter()
+                    .chain(self.holders_ids(&self.alloc, &self.members, shard))
+                    .filter(|n| n.name != self.me.name && self.members.get(&n.name) == Some(n))
+                    .collect();
+                if let Some(Status::HandedOff { to }) = self.status.get(&shard) {
+                    if self.members.get(&to.name) == Some(to) {
+                        sources.insert(to.clone());
+                    }
+                }
+                self.start_recovery(shard, sources);
+            } else if is_owner {
+                // Still the owner: push the shard to replicas that are new
+                // (or a new life of an old one).
+                if matches!(self.status.get(&shard), Some(Status::Active)) {
+                    let old: BTreeSet<NodeId> = self
+                        .holders_ids(&old_alloc, &old_members, shard)
+                        .into_iter()
+                        .collect();
+                    for r in self.holders_ids(&self.alloc, &self.members, shard) {
+                        if r.name != self.me.name && !old.contains(&r) {
+                            self.push_sync(shard, r);
+                        }
+                    }
+                }
+            } else if had && !handed_off {
+                lost += 1;
+                self.lose_ownership(shard);
+            }
+            let holds = self.alloc.is_holder(shard, &self.me.name);
+            if let Some(d) = self.data.get_mut(&shard) {
+                if holds || is_owner {
+                    d.retired_at = None;
+                } else if d.retired_at.is_none() {
+                    d.retired_at = Some(now);
+                }
+            }
+        }
+        if gained > 0 || lost > 0 {
+            tracing::info!(
+                gained,
+                lost,
+                members = self.members.len(),
+                entity = E::TYPE_NAME,
+                "shards moved"
+            );
+        }
+        let routing = Routing::new(self.members.clone(), self.alloc.clone(), self.num_shards);
+        self.routing_tx.send_replace(Arc::new(routing));
+    }
+
+    fn lose_ownership(&mut self, shard: ShardId) {
+        let status = self.status.remove(&shard);
+        if let Some(Status::Recovering { held, .. }) = status {
+            for cmd in held {
+                self.on_cmd(cmd);
+            }
+        }
+        if let Some(d) = self.data.get_mut(&shard) {
+            for (_, parked) in d.parked.drain() {
+                for p in parked {
+                    p.reply.send(Err(RegionError::Moved { shard: shard.0 }));
+                }
+            }
+        }
+    }
+
+    fn start_recovery(&mut self, shard: ShardId, sources: BTreeSet<NodeId>) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let held = match self.status.remove(&shard) {
+            Some(Status::Recovering { held, .. }) => held,
+            _ => VecDeque::new(),
+        };
+        if sources.is_empty() {
+            self.status.insert(
+                shard,
+                Status::Recovering {
+                    epoch,
+                    waiting: BTreeSet::new(),
+                    held,
+                },
+            );
+            self.activate(shard);
+            return;
+        }
+        let waiting = sources.iter().map(|n| n.name.clone()).collect();
+        self.status.insert(
+            shard,
+            Status::Recovering {
+                epoch,
+                waiting,
+                held,
+            },
+        );
+        for src in sources {
+            let chan = self.channel.clone();
+            let tx = self.internal_tx.clone();
+            let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
+            tokio::spawn(async move {
+                let result = fetch_all(&chan, &src.addr, shard, timeout).await;
+                let _ = tx.send(Internal::Fetched {
+                    shard,
+                    epoch,
+                    from: src.name.clone(),
+                    result,
+                });
+            });
+        }
+    }
+
+    fn activate(&mut self, shard: ShardId) {
+        let Some(Status::Recovering { held, .. }) = self.status.insert(shard, Status::Active)
+        else {
+            return;
+        };
+        self.stats.shards_recovered += 1;
+        let data = self.data.entry(shard).or_default();
+        data.retired_at = None;
+        let mut jobs = Vec::new();
+        for (id, entry) in data.entities.iter_mut() {
+            // Data from a fetch counts as confirmed by its previous holders.
+            entry.acked = entry.version;
+            let mut ctx = Context::new(self.me.name.clone());
+            entry.state.on_activate(&mut ctx, id);
+            for job in ctx.take_jobs() {
+                jobs.push((id.clone(), job));
+            }
+        }
+        for (id, job) in jobs {
+            self.queue_job(shard, id, job);
+        }
+        let replicas: Vec<NodeId> = self
+            .holders_ids(&self.alloc, &self.members, shard)
+            .into_iter()
+            .filter(|n| n.name != self.me.name)
+            .collect();
+        for r in replicas {
+            self.push_sync(shard, r);
+        }
+        for cmd in held {
+            self.on_cmd(cmd);
+        }
+    }
+
+    fn push_sync(&self, shard: ShardId, to: NodeId) {
+        tokio::spawn(self.sync_task(shard, to));
+    }
+
+    /// Sends this node's data of `shard` to `to`, page by page.
+    fn sync_task(
+        &self,
+        shard: ShardId,
+        to: NodeId,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let pages = match self.data.get(&shard) {
+            Some(d) => paginate(
+                d.entities.iter().map(|(id, e)| Record {
+                    id: id.clone(),
+                    version: e.version,
+                    state: e.state.clone(),
+                }),
+                self.config.sharding.snapshot_page_bytes,
+            ),
+            None => Vec::new(),
+        };
+        let chan = self.channel.clone();
+        let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
+        async move {
+            for records in pages {
+                let r = chan
+                    .ask::<WireReply<E>>(
+                        &to.addr,
+                        &Wire::Sync {
+                            shard: shard.0,
+                            records,
+                        },
+                        timeout,
+                    )
+                    .await;
+                if !matches!(r, Ok(WireReply::Ack)) {
+                    tracing::warn!(to = %to, shard = shard.0, "shard sync failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    // ----- commands ------------------------------------------------------
+
+    fn on_cmd(&mut self, cmd: Cmd<E>) {
+        match cmd {
+            Cmd::Deliver {
+                id,
+                msg,
+                reply,
+                deadline,
+                hops,
+            } => self.route(id, msg, reply, deadline, hops),
+            Cmd::Wire(r) => self.on_wire(r),
+            Cmd::Reset => self.reset(),
+            Cmd::HandOffAll(tx) => self.hand_off_all(tx),
+        }
+    }
+
+    fn reset(&mut self) {
+        tracing::warn!(
+            entity = E::TYPE_NAME,
+            "dropping all shard state: this node's life was declared dead"
+        );
+        let shards: Vec<ShardId> = self.status.keys().copied().collect();
+        for s in shards {
+            self.lose_ownership(s);
+        }
+        self.data.clear();
+        self.backlog.clear();
+        let members = self.members.clone();
+        self.alloc = allocate(&BTreeSet::new(), self.num_shards, self.replication);
+        self.members = MemberMap::new();
+        self.on_view(members);
+    }
+
+    fn hand_off_all(&mut self, done: oneshot::Sender<usize>) {
+        let mut others = self.members.clone();
+        others.remove(&self.me.name);
+        let names: BTreeSet<String> = others.keys().cloned().collect();
+        let next = allocate(&names, self.num_shards, self.replication);
+        let owned: Vec<ShardId> = self
+            .status
+            .iter()
+            .filter(|(_, s)| matches!(s, Status::Active))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut transfers = Vec::new();
+        for shard in owned {
+            let Some(to) = next.owner(shard).and_then(|n| others.get(n)).cloned() else {
+                continue;
+            };
+            self.lose_ownership(shard);
+            self.status
+                .insert(shard, Status::HandedOff { to: to.clone() });
+            self.stats.shards_handed_off += 1;
+            for holder in self.holders_ids(&next, &others, shard) {
+                transfers.push(self.sync_task(shard, holder));
+            }
+        }
+        let count = self.stats.shards_handed_off;
+        tracing::info!(
+            shards = transfers.len(),
+            entity = E::TYPE_NAME,
+            "handing shards off before leaving"
+        );
+        tokio::spawn(async move {
+            futures::future::join_all(transfers).await;
+            let _ = done.send(count as usize);
+        });
+    }
+
+    fn route(
+        &mut self,
+        id: String,
+        msg: E::Msg,
+        reply: ReplyTo<E>,
+        deadline: Option<Instant>,
+        hops: u8,
+    ) {
+        let shard = shard_id(&id, self.num_shards);
+        match self.status.get_mut(&shard) {
+            Some(Status::Active) => self.deliver(shard, id, msg, reply, deadline),
+            Some(Status::Recovering { held, .. }) => {
+                if held.len() >= self.config.mailbox.capacity {
+                    self.stats.dropped += 1;
+                    tracing::warn!(shard = shard.0, "held messages full during handoff");
+                    reply.send(Err(RegionError::Overloaded {
+                        node: self.me.name.clone(),
+                        capacity: self.config.mailbox.capacity,
+                    }));
+                } else {
+                    held.push_back(Cmd::Deliver {
+                        id,
+                        msg,
+                        reply,
+                        deadline,
+                        hops,
+                    });
+                }
+            }
+            Some(Status::HandedOff { to }) => {
+                let to = to.clone();
+                self.forward(to, shard, id, msg, reply, deadline, hops);
+            }
+            None => match self.owner_of(shard).cloned() {
+                Some(owner) => self.forward(owner, shard, id, msg, reply, deadline, hops),
+                None => reply.send(Err(RegionError::NoOwner { shard: shard.0 })),
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        to: NodeId,
+        shard: ShardId,
+        id: String,
+        msg: E::Msg,
+        reply: ReplyTo<E>,
+        deadline: Option<Instant>,
+        hops: u8,
+    ) {
+        if hops >= self.config.sharding.max_forward_hops || to.name == self.me.name {
+            reply.send(Err(RegionError::TooManyHops { hops }));
+            return;
+        }
+        self.stats.forwarded += 1;
+        let wire = Wire::Deliver {
+            id,
+            msg,
+            hops: hops + 1,
+            timeout_ms: 0,
+        };
+        let chan = self.channel.clone();
+        match reply {
+            ReplyTo::Nobody => {
+                if let Err(e) = chan.tell(&to.addr, &wire) {
+                    self.stats.dropped += 1;
+                    tracing::warn!(to = %to, shard = shard.0, error = %e, "forwarded tell dropped");
+                }
+            }
+            reply => {
+                let remaining = deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(
+                        self.config.sharding.replicate_timeout_ms,
+                    ));
+                let wire = match wire {
+                    Wire::Deliver { id, msg, hops, .. } => Wire::Deliver {
+                        id,
+                        msg,
+                        hops,
+                        timeout_ms: remaining.as_millis() as u64,
+                    },
+                    w => w,
+                };
+                tokio::spawn(async move {
+                    let r = match chan.ask::<WireReply<E>>(&to.addr, &wire, remaining).await {
+                        Ok(WireReply::Reply(v)) => Ok(v),
+                        Ok(WireReply::Error(e)) => Err(e),
+                        Ok(_) => Err(RegionError::Protocol {
+                            node: to.name.clone(),
+                            reason: "unexpected reply to a delivery".into(),
+                        }),
+                        Err(e) => Err(e.into()),
+                    };
+                    reply.send(r);
+                });
+            }
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        shard: ShardId,
+        id: String,
+        msg: E::Msg,
+        reply: ReplyTo<E>,
+        deadline: Option<Instant>,
+    ) {
+        self.stats.delivered += 1;
+        let keep = match reply {
+            ReplyTo::Nobody => None,
+            _ => Some(msg.clone()),
+        };
+        let replicas: Vec<NodeId> = self
+            .holders_ids(&self.alloc, &self.members, shard)
+            .into_iter()
+            .filter(|n| n.name != self.me.name)
+            .collect();
+        let data = self.data.entry(shard).or_default();
+        let (mut state, version, acked) = match data.entities.remove(&id) {
+            Some(e) => (Some(e.state), e.version, e.acked),
+            None => (None, 0, 0),
+        };
+        let before = state.as_ref().map(encode_state);
+        let mut ctx = Context::new(self.me.name.clone());
+        let handled = E::handle(&mut ctx, &id, &mut state, msg);
+        let after = state.as_ref().map(encode_state);
+        let changed = before != after;
+        let version = if changed { version + 1 } else { version };
+        let acked = if replicas.is_empty() { version } else { acked };
+        let snapshot = if changed && !replicas.is_empty() {
+            state.clone()
+        } else {
+            None
+        };
+        if let Some(s) = state {
+            data.entities.insert(
+                id.clone(),
+                Entry {
+                    state: s,
+                    version,
+                    acked,
+                },
+            );
+        }
+        let jobs = ctx.take_jobs();
+        match handled {
+            Handled::Reply(r) => {
+                if acked >= version {
+                    reply.send(Ok(r));
+                } else {
+                    data.waiting_acks
+                        .entry(id.clone())
+                        .or_default()
+                        .push((version, reply, Ok(r)));
+                }
+            }
+            Handled::Wait => match keep {
+                Some(msg) => data.parked.entry(id.clone()).or_default().push(Parked {
+                    msg,
+                    reply,
+                    deadline,
+                }),
+                None => {}
+            },
+        }
+        for job in jobs {
+            self.queue_job(shard, id.clone(), job);
+        }
+        if changed {
+            if let Some(s) = snapshot {
+                self.replicate(shard, id.clone(), version, s, replicas);
+            }
+            self.redeliver_parked(shard, &id);
+        }
+    }
+
+    fn redeliver_parked(&mut self, shard: ShardId, id: &str) {
+        let Some(parked) = self.data.get_mut(&shard).and_then(|d| d.parked.remove(id)) else {
+            return;
+        };
+        let now = Instant::now();
+        for p in parked {
+            if p.deadline.is_some_and(|d| d <= now) {
+                p.reply.send(Err(RegionError::Timeout {
+                    entity: id.to_owned(),
+                    timeout_ms: 0,
+                }));
+                continue;
+            }
+            self.deliver(shard, id.to_owned(), p.msg, p.reply, p.deadline);
+        }
+    }
+
+    fn replicate(
+        &mut self,
+        shard: ShardId,
+        id: String,
+        version: u64,
+        state: E,
+        replicas: Vec<NodeId>,
+    ) {
+        let chan = self.channel.clone();
+        let tx = self.internal_tx.clone();
+        let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
+        let wire = Wire::Replicate {
+            shard: shard.0,
+            record: Record {
+                id: id.clone(),
+                version,
+                state,
+            },
+        };
+        tokio::spawn(async move {
+            let mut result = Ok(());
+            let asks = replicas
+                .iter()
+                .map(|r| chan.ask::<WireReply<E>>(&r.addr, &wire, timeout));
+            for (r, outcome) in replicas.iter().zip(futures::future::join_all(asks).await) {
+                match outcome {
+                    Ok(WireReply::Ack) => {}
+                    Ok(WireReply::Error(e)) => {
+                        result = Err(RegionError::ReplicationFailed {
+                            shard: shard.0,
+                            reason: format!("{}: {e}", r.name),
+                        })
+                    }
+                    Ok(_) => {
+                        result = Err(RegionError::ReplicationFailed {
+                            shard: shard.0,
+                            reason: format!("{}: unexpected reply", r.name),
+                        })
+                    }
+                    Err(e) => {
+                        result = Err(RegionError::ReplicationFailed {
+                            shard: shard.0,
+                            reason: format!("{}: {e}", r.name),
+                        })
+                    }
+                }
+            }
+            let _ = tx.send(Internal::Replicated {
+                shard,
+                id,
+                version,
+                result,
+            });
+        });
+    }
+
+    fn queue_job(&mut self, shard: ShardId, id: String, job: crate::entity::Job<E::Msg>) {
+        let tx = self.internal_tx.clone();
+        self.backlog.push_back(Box::new(move || {
+            let msg = job();
+            let _ = tx.send(Internal::JobDone { shard, id, msg });
+        }));
+    }
+
+    fn pump_jobs(&mut self) {
+        while let Some(work) = self.backlog.pop_front() {
+            if let Err(work) = self.pool.try_spawn(work) {
+                self.backlog.push_front(work);
+                break;
+            }
+        }
+    }
+
+    // ----- internal events ---------------------------------------------
+
+    fn on_internal(&mut self, i: Internal<E>) {
+        match i {
+            Internal::JobDone { shard, id, msg } => {
+                if matches!(self.status.get(&shard), Some(Status::Active)) {
+                    self.deliver(shard, id, msg, ReplyTo::Nobody, None);
+                } else {
+                    tracing::debug!(shard = shard.0, id = %id, "job output for a shard no longer owned; the new owner redoes it");
+                }
+            }
+            Internal::Replicated {
+                shard,
+                id,
+                version,
+                result,
+            } => {
+                let Some(d) = self.data.get_mut(&shard) else {
+                    return;
+                };
+                let ok = result.is_ok();
+                if let (Some(e), true) = (d.entities.get_mut(&id), ok) {
+                    e.acked = e.acked.max(version);
+                }
+                let acked = d.entities.get(&id).map_or(u64::MAX, |e| e.acked);
+                if let Some(list) = d.waiting_acks.remove(&id) {
+                    let mut keep = Vec::new();
+                    for (need, reply, r) in list {
+                        if need <= acked {
+                            reply.send(r);
+                        } else if !ok && need <= version {
+                            reply.send(Err(match &result {
+                                Err(e) => e.clone(),
+                                Ok(()) => RegionError::Shutdown,
+                            }));
+                        } else {
+                            keep.push((need, reply, r));
+                        }
+                    }
+                    if !keep.is_empty() {
+                        d.waiting_acks.insert(id.clone(), keep);
+                    }
+                }
+                if !ok {
+                    if let Err(e) = &result {
+                        tracing::warn!(shard = shard.0, id = %id, error = %e, "replication failed; will retry");
+                    }
+                    let at = Instant::now() + Duration::from_millis(200);
+                    self.retry_replicate.push((at, shard, id));
+                }
+            }
+            Internal::Fetched {
+                shard,
+                epoch,
+                from,
+                result,
+            } => {
+                let Some(Status::Recovering {
+                    epoch: current,
+                    waiting,
+                    ..
+                }) = self.status.get_mut(&shard)
+                else {
+                    return;
+                };
+                if *current != epoch {
+                    return;
+                }
+                waiting.remove(&from);
+                let done = waiting.is_empty();
+                match result {
+                    Ok(records) => {
+                        let d = self.data.entry(shard).or_default();
+                        merge(d, records);
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = shard.0, from = %from, error = %e, "handoff fetch failed; continuing with the other holders' copies");
+                    }
+                }
+                if done {
+                    self.activate(shard);
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        // Expired parked asks.
+        for d in self.data.values_mut() {
+            d.parked.retain(|id, list| {
+                let mut i = 0;
+                while i < list.len() {
+                    if list[i].deadline.is_some_and(|dl| dl <= now) {
+                        let p = list.swap_remove(i);
+                        p.reply.send(Err(RegionError::Timeout {
+                            entity: id.clone(),
+                            timeout_ms: 0,
+                        }));
+                    } else {
+                        i += 1;
+                    }
+                }
+                !list.is_empty()
+            });
+        }
+        // Retired shard data past its grace period.
+        let retire = Duration::from_millis(self.config.sharding.retire_after_ms);
+        self.data
+            .retain(|_, d| d.retired_at.is_none_or(|t| now.duration_since(t) < retire));
+        // Replications to retry.
+        let due: Vec<(Instant, ShardId, String)> = {
+            let (due, later) = std::mem::take(&mut self.retry_replicate)
+                .into_iter()
+                .partition(|(t, _, _)| *t <= now);
+            self.retry_replicate = later;
+            due
+        };
+        for (_, shard, id) in due {
+            if !matches!(self.status.get(&shard), Some(Status::Active)) {
+                continue;
+            }
+            let replicas: Vec<NodeId> = self
+                .holders_ids(&self.alloc, &self.members, shard)
+                .into_iter()
+                .filter(|n| n.name != self.me.name)
+                .collect();
+            let Some(entry) = self
+                .data
+                .get_mut(&shard)
+                .and_then(|d| d.entities.get_mut(&id))
+            else {
+                continue;
+            };
+            if replicas.is_empty() {
+                entry.acked = entry.version;
+                let version = entry.version;
+                let _ = self.internal_tx.send(Internal::Replicated {
+                    shard,
+                    id,
+                    version,
+                    result: Ok(()),
+                });
+                continue;
+            }
+            let (version, state) = (entry.version, entry.state.clone());
+            self.replicate(shard, id, version, state, replicas);
+        }
+    }
+
+    // ----- requests from other regions ----------------------------------
+
+    fn on_wire(&mut self, r: Received<Wire<E>>) {
+        let Received {
+            from,
+            msg,
+            responder,
+        } = r;
+        match msg {
+            Wire::Deliver {
+                id,
+                msg,
+                hops,
+                timeout_ms,
+            } => {
+                let (reply, deadline) = match responder {
+                    Some(resp) => (
+                        ReplyTo::Remote(resp),
+                        Some(Instant::now() + Duration::from_millis(timeout_ms.max(1))),
+                    ),
+                    None => (ReplyTo::Nobody, None),
+                };
+                self.route(id, msg, reply, deadline, hops);
+            }
+            Wire::Replicate { shard, record } => {
+                let d = self.data.entry(ShardId(shard)).or_default();
+                merge(d, vec![record]);
+                ack::<E>(responder);
+            }
+            Wire::Sync { shard, records } => {
+                let d = self.data.entry(ShardId(shard)).or_default();
+                merge(d, records);
+                ack::<E>(responder);
+            }
+            Wire::Fetch { shard, after } => {
+                let shard = ShardId(shard);
+                if after.is_none() && matches!(self.status.get(&shard), Some(Status::Active)) {
+                    tracing::info!(shard = shard.0, to = %from, entity = E::TYPE_NAME, "handing shard off");
+                    self.stats.shards_handed_off += 1;
+                    if let Some(d) = self.data.get_mut(&shard) {
+                        for (_, parked) in d.parked.drain() {
+                            for p in parked {
+                                p.reply.send(Err(RegionError::Moved { shard: shard.0 }));
+                            }
+                        }
+                    }
+                    self.status
+                        .insert(shard, Status::HandedOff { to: from.clone() });
+                }
+                let page = self.page(shard, after.as_deref());
+                if let Some(resp) = responder {
+                    if let Err(e) = resp.reply_msg(&page) {
+                        tracing::warn!(shard = shard.0, error = %e, "cannot send handoff page");
+                    }
+                }
+            }
+        }
+    }
+
+    fn page(&self, shard: ShardId, after: Option<&str>) -> WireReply<E> {
+        let Some(d) = self.data.get(&shard) else {
+            return WireReply::Page {
+                records: Vec::new(),
+                more: false,
+            };
+        };
+        let budget = self.config.sharding.snapshot_page_bytes;
+        let mut used = 0usize;
+        let mut records = Vec::new();
+        let range = match after {
+            Some(a) => d
+                .entities
+                .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => d.entities.range::<str, _>(..),
+        };
+        let mut more = false;
+        for (id, e) in range {
+            let size = encode_state(&e.state).len() + id.len() + 16;
+            if used + size > budget && !records.is_empty() {
+                more = true;
+                break;
+            }
+            used += size;
+            records.push(Record {
+                id: id.clone(),
+                version: e.version,
+                state: e.state.clone(),
+            });
+        }
+        WireReply::Page { records, more }
+    }
+}
+
+fn ack<E: Entity>(responder: Option<Responder>) {
+    if let Some(resp) = responder {
+        let _ = resp.reply_msg(&WireReply::<E>::Ack);
+    }
+}
+
+/// Merges records into shard data, the higher version winning.
+fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) {
+    for r in records {
+        match d.entities.get_mut(&r.id) {
+            Some(e) if e.version >= r.version => {}
+            Some(e) => {
+                e.state = r.state;
+                e.version = r.version;
+            }
+            None => {
+                d.entities.insert(
+                    r.id,
+                    Entry {
+                        state: r.state,
+                        version: r.version,
+                        acked: 0,
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn encode_state<E: Entity>(state: &E) -> Vec<u8> {
+    postcard::to_allocvec(state).unwrap_or_default()
+}
+
+fn paginate<E: Entity>(
+    records: impl Iterator<Item = Record<E>>,
+    budget: usize,
+) -> Vec<Vec<Record<E>>> {
+    let mut pages = Vec::new();
+    let mut page = Vec::new();
+    let mut used = 0usize;
+    for r in records {
+        let size = encode_state(&r.state).len() + r.id.len() + 16;
+        if used + size > budget && !page.is_empty() {
+            pages.push(std::mem::take(&mut page));
+            used = 0;
+        }
+        used += size;
+        page.push(r);
+    }
+    if !page.is_empty() {
+        pages.push(page);
+    }
+    pages
+}
+
+async fn fetch_all<E: Entity>(
+    chan: &Channel<Wire<E>>,
+    addr: &str,
+    shard: ShardId,
+    timeout: Duration,
+) -> Result<Vec<Record<E>>> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    let mut attempts = 0;
+    loop {
+        let r = chan
+            .ask::<WireReply<E>>(
+                addr,
+                &Wire::Fetch {
+                    shard: shard.0,
+                    after: after.clone(),
+                },
+                timeout,
+            )
+            .await;
+        match r {
+            Ok(WireReply::Page { records, more }) => {
+                attempts = 0;
+                after = records.last().map(|r| r.id.clone()).or(after);
+                out.extend(records);
+                if !more {
+                    return Ok(out);
+                }
+            }
+            Ok(WireReply::Error(e)) => return Err(e),
+            Ok(_) => {
+                return Err(RegionError::Protocol {
+                    node: addr.to_owned(),
+                    reason: "unexpected reply to a fetch".into(),
+                });
+            }
+            Err(e) => {
+                attempts += 1;
+                if attempts >= 3 {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Messages between the regions of one entity type on different nodes.
+//! One channel per entity type; postcard bodies; append-only variants.
+
+use serde::{Deserialize, Serialize};
+
+use crate::entity::Entity;
+use crate::error::RegionError;
+
+/// An entity's state with its version (incremented by the owner on every
+/// change; the higher version wins wherever two copies meet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Record<E: Entity> {
+    /// The entity id.
+    pub id: String,
+    /// The owner's change counter for this entity.
+    pub version: u64,
+    /// The state.
+    pub state: E,
+}
+
+/// Requests between regions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum Wire<E: Entity> {
+    /// A message for entity `id` (an ask when it comes with a responder).
+    Deliver {
+        /// The entity id.
+        id: String,
+        /// The message.
+        msg: E::Msg,
+        /// Times it was forwarded so far.
+        hops: u8,
+        /// The asker's remaining patience, in ms (for parked asks).
+        timeout_ms: u64,
+    },
+    /// The owner's new state of one entity, for a replica (ask; answered `Ack`).
+    Replicate {
+        /// The shard.
+        shard: u32,
+        /// The record.
+        record: Record<E>,
+    },
+    /// A new owner asks for a shard's data, one page after `after` (ask;
+    /// answered `Page`). The first page (`after: None`) from a node that
+    /// owns the shard makes it hand the shard off: it stops applying
+    /// messages for it and forwards them to the asker.
+    Fetch {
+        /// The shard.
+        shard: u32,
+        /// The last entity id of the previous page.
+        after: Option<String>,
+    },
+    /// The owner's full data of a shard, one page, for a new replica (ask; answered `Ack`).
+    Sync {
+        /// The shard.
+        shard: u32,
+        /// The page.
+        records: Vec<Record<E>>,
+    },
+}
+
+/// Answers to [`Wire`] asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum WireReply<E: Entity> {
+    /// The entity's answer to a `Deliver`.
+    Reply(E::Reply),
+    /// `Replicate` or `Sync` applied.
+    Ack,
+    /// One page of a `Fetch`; `more` when another page follows.
+    Page {
+        /// Records in entity-id order.
+        records: Vec<Record<E>>,
+        /// Whether to fetch again after the last id.
+        more: bool,
+    },
+    /// The request failed.
+    Error(RegionError),
+}

@@ -1,0 +1,200 @@
+//! Regions over the real transport on loopback: routing, replication,
+//! handoff on graceful leave, failover to a replica.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sharding::{
+    Context, Entity, Handled, MemberMap, Region, RegionConfig, RegionError, RegionHandle,
+    WorkerPool,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use transport::{LocalNode, Transport, TransportConfig};
+
+/// A counter: `Add(n)` returns the new value, `Get` the value (absent = 0,
+/// without creating it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Counter(u64);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum CounterMsg {
+    Add(u64),
+    Get,
+}
+
+impl Entity for Counter {
+    type Msg = CounterMsg;
+    type Reply = u64;
+    const TYPE_NAME: &'static str = "counter";
+
+    fn handle(
+        _: &mut Context<CounterMsg>,
+        _: &str,
+        state: &mut Option<Self>,
+        msg: CounterMsg,
+    ) -> Handled<u64> {
+        match msg {
+            CounterMsg::Add(n) => {
+                let c = state.get_or_insert(Counter(0));
+                c.0 += n;
+                Handled::Reply(c.0)
+            }
+            CounterMsg::Get => Handled::Reply(state.as_ref().map_or(0, |c| c.0)),
+        }
+    }
+}
+
+struct TestNode {
+    transport: Transport,
+    region: RegionHandle<Counter>,
+    view: watch::Sender<MemberMap>,
+    stop: CancellationToken,
+}
+
+async fn start(name: &str) -> TestNode {
+    let stop = CancellationToken::new();
+    let transport = Transport::bind(
+        LocalNode {
+            cluster: "test".into(),
+            name: name.into(),
+            generation: 1,
+            listen: "127.0.0.1:0".into(),
+            advertise_host: "127.0.0.1".into(),
+        },
+        TransportConfig::default(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let (view, rx) = watch::channel(MemberMap::new());
+    let region = Region::start::<Counter>(
+        &transport,
+        20,
+        RegionConfig::default(),
+        rx,
+        WorkerPool::new(1, 0),
+        stop.clone(),
+    )
+    .unwrap();
+    TestNode {
+        transport,
+        region,
+        view,
+        stop,
+    }
+}
+
+fn members(nodes: &[&TestNode]) -> MemberMap {
+    nodes
+        .iter()
+        .map(|n| {
+            (
+                n.transport.identity().name.clone(),
+                n.transport.identity().clone(),
+            )
+        })
+        .collect()
+}
+
+fn set_view(nodes: &[&TestNode], view: &MemberMap) {
+    for n in nodes {
+        n.view.send_replace(view.clone());
+    }
+}
+
+const T: Duration = Duration::from_secs(10);
+
+async fn add_all(
+    nodes: &[&TestNode],
+    ids: usize,
+    rounds: usize,
+    expected: &mut BTreeMap<String, u64>,
+) {
+    for round in 0..rounds {
+        for i in 0..ids {
+            let id = format!("counter-{i}");
+            let node = nodes[(i + round) % nodes.len()];
+            node.region.ask(&id, CounterMsg::Add(1), T).await.unwrap();
+            *expected.entry(id).or_default() += 1;
+        }
+    }
+}
+
+async fn check_all(nodes: &[&TestNode], expected: &BTreeMap<String, u64>) {
+    for n in nodes {
+        for (id, want) in expected {
+            let got = n.region.ask(id, CounterMsg::Get, T).await.unwrap();
+            assert_eq!(got, *want, "{id} read from {}", n.transport.identity().name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_survive_join_graceful_leave_and_owner_crash() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let mut expected = BTreeMap::new();
+    let view = members(&[&a, &b, &c]);
+    set_view(&[&a, &b, &c], &view);
+    add_all(&[&a, &b, &c], 100, 3, &mut expected).await;
+    check_all(&[&a, &b, &c], &expected).await;
+
+    // A fourth node joins: shards move to it by fetch.
+    let d = start("d").await;
+    let view = members(&[&a, &b, &c, &d]);
+    set_view(&[&a, &b, &c, &d], &view);
+    add_all(&[&a, &b, &c, &d], 100, 2, &mut expected).await;
+    check_all(&[&a, &b, &c, &d], &expected).await;
+    assert!(d.region.stats().shards_recovered > 0, "d took over shards");
+
+    // c leaves gracefully: hands its shards off, then leaves the views.
+    let handed = c.region.hand_off_all(T).await;
+    assert!(handed.is_some());
+    let view = members(&[&a, &b, &d]);
+    set_view(&[&a, &b, &d], &view);
+    c.stop.cancel();
+    add_all(&[&a, &b, &d], 100, 1, &mut expected).await;
+    check_all(&[&a, &b, &d], &expected).await;
+
+    // b crashes without handoff (R = 2): replicas serve its shards.
+    b.stop.cancel();
+    b.transport.shutdown().await;
+    let view = members(&[&a, &d]);
+    set_view(&[&a, &d], &view);
+    check_all(&[&a, &d], &expected).await;
+    add_all(&[&a, &d], 100, 1, &mut expected).await;
+    check_all(&[&a, &d], &expected).await;
+}
+
+#[tokio::test]
+async fn unreachable_owner_is_a_typed_error_within_the_timeout() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let view = members(&[&a, &b]);
+    a.view.send_replace(view.clone());
+    b.stop.cancel();
+    b.transport.shutdown().await;
+    // Find an id owned by b in a's view.
+    let routing = a.region.routing();
+    let id = (0..1000)
+        .map(|i| format!("x{i}"))
+        .find(|id| routing.owner_of(id).map(|n| n.name.as_str()) == Some("b"))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = a
+        .region
+        .ask(&id, CounterMsg::Add(1), Duration::from_millis(800))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegionError::Unreachable { .. } | RegionError::Timeout { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
