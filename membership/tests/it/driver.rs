@@ -1,0 +1,148 @@
+//! The tokio driver over the real transport on loopback.
+
+use std::time::Duration;
+
+use membership::{MemberState, MembershipConfig, MembershipHandle};
+use tokio_util::sync::CancellationToken;
+use transport::{LocalNode, Transport, TransportConfig};
+
+struct Node {
+    transport: Transport,
+    members: MembershipHandle,
+    stop: CancellationToken,
+}
+
+async fn node(name: &str, port: u16, seeds: Vec<String>, generation: u64) -> Node {
+    let stop = CancellationToken::new();
+    let transport = Transport::bind(
+        LocalNode {
+            cluster: "driver-test".into(),
+            name: name.into(),
+            generation,
+            listen: format!("127.0.0.1:{port}"),
+            advertise_host: "127.0.0.1".into(),
+        },
+        TransportConfig::default(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let seeds = if seeds.is_empty() {
+        vec![transport.identity().addr.clone()]
+    } else {
+        seeds
+    };
+    let members =
+        membership::start(&transport, MembershipConfig::default(), seeds, stop.clone()).unwrap();
+    Node {
+        transport,
+        members,
+        stop,
+    }
+}
+
+const T: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_join_detect_a_crash_and_see_a_restart() {
+    let a = node("a", 0, vec![], 1).await;
+    let seed = a.transport.identity().addr.clone();
+    let b = node("b", 0, vec![seed.clone()], 1).await;
+    let c = node("c", 0, vec![seed.clone()], 1).await;
+    for n in [&a, &b, &c] {
+        n.members.wait_joined(T).await.unwrap();
+        n.members.wait_for(3, T).await.unwrap();
+    }
+    // Crash c (no leave): the others mark it dead.
+    let c_port = c.transport.local_addr().port();
+    c.stop.cancel();
+    c.transport.shutdown().await;
+    for n in [&a, &b] {
+        let mut view = n.members.watch_view();
+        tokio::time::timeout(T, async {
+            loop {
+                if view
+                    .borrow_and_update()
+                    .get("c")
+                    .is_some_and(|m| m.state == MemberState::Dead)
+                {
+                    break;
+                }
+                view.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    }
+    // Restart c on the same port with a new generation: alive everywhere.
+    let c2 = node("c", c_port, vec![seed], 2).await;
+    c2.members.wait_joined(T).await.unwrap();
+    for n in [&a, &b, &c2] {
+        let mut view = n.members.watch_view();
+        tokio::time::timeout(T, async {
+            loop {
+                if view
+                    .borrow_and_update()
+                    .get("c")
+                    .is_some_and(|m| m.state == MemberState::Alive && m.id.generation == 2)
+                {
+                    break;
+                }
+                view.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    }
+    // Graceful leave of b is seen as Left.
+    b.members.leave(T).await.unwrap();
+    let mut view = a.members.watch_view();
+    tokio::time::timeout(T, async {
+        loop {
+            if view
+                .borrow_and_update()
+                .get("b")
+                .is_some_and(|m| m.state == MemberState::Left)
+            {
+                break;
+            }
+            view.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    b.stop.cancel();
+}
+
+#[tokio::test]
+async fn unreachable_seed_fails_the_join_with_a_clear_error() {
+    let stop = CancellationToken::new();
+    let transport = Transport::bind(
+        LocalNode {
+            cluster: "driver-test".into(),
+            name: "lonely".into(),
+            generation: 1,
+            listen: "127.0.0.1:0".into(),
+            advertise_host: "127.0.0.1".into(),
+        },
+        TransportConfig::default(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    // A port nobody listens on: bind one, note it, drop it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let config = MembershipConfig {
+        join_deadline_ms: 1_000,
+        ..MembershipConfig::default()
+    };
+    let handle = membership::start(&transport, config, vec![dead_addr], stop.clone()).unwrap();
+    let err = handle.wait_joined(T).await.unwrap_err();
+    assert!(
+        matches!(err, membership::DriverError::JoinFailed { .. }),
+        "{err:?}"
+    );
+    stop.cancel();
+}
