@@ -1,0 +1,435 @@
+//! The task entity: `pending -> completed`, never back.
+//!
+//! A task is created by its first submit, on the node that owns its shard.
+//! The submit stores the input (pending) and hands the hash to the region's
+//! worker pool ([`Context::run_blocking`]); the job's output comes back as
+//! [`TaskMsg::Completed`], which stores the result and the name of the node
+//! that computed it (completed). A task never leaves `completed`.
+//!
+//! - A resubmit with the same payload and iterations is idempotent: the same
+//!   answer, no second computation. Different input is a conflict, and the
+//!   task is left as it was.
+//! - A query of an unknown id answers "not found" and creates nothing.
+//! - When a node becomes the owner of a pending task (handoff, or a replica
+//!   promoted after its owner failed), [`Entity::on_activate`] restarts the
+//!   job; the computation is deterministic, so a recomputation gives the
+//!   same result, and a result arriving for a task already completed is
+//!   ignored (the first one wins).
+//!
+//! # Size
+//! A completed task keeps no payload: only a 16-byte digest of its input (to
+//! tell an idempotent resubmit from a conflict), the 8-byte result and a
+//! shared, interned node name: [`TaskEntity`] is 40 bytes in memory with no
+//! heap block of its own.
+
+use std::fmt;
+use std::num::NonZeroU32;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sharding::{Context, Entity, Handled};
+
+use crate::error::{Error, Result, ValidationError};
+use crate::node_name::NodeName;
+use crate::work::{self, ShortDigest};
+
+/// Messages to a task (the task id is the entity id).
+///
+/// A wire type (postcard): variants are only ever appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskMsg {
+    /// Creates the task and starts its computation; idempotent for the same
+    /// input. Answers [`TaskReply::Accepted`] (new task or same input
+    /// again), [`TaskReply::Conflict`] (the task exists with another input)
+    /// or [`TaskReply::Invalid`] (empty id, or `iterations` is 0; the
+    /// configured limits are checked by the sender, see
+    /// [`TasksConfig::validate_submit`](crate::TasksConfig::validate_submit)).
+    Submit {
+        /// The text hashed (its UTF-8 bytes).
+        payload: String,
+        /// How many times SHA-256 is applied, at least 1.
+        iterations: u32,
+    },
+    /// Reads the task: [`TaskReply::Status`] or [`TaskReply::NotFound`].
+    /// Never creates it.
+    Get,
+    /// Waits for the result: [`TaskReply::Status`] once completed,
+    /// [`TaskReply::NotFound`] at once for an unknown id; while the task is
+    /// pending the handler returns [`Handled::Wait`] and the region asks
+    /// again after each change. Never creates the task.
+    WaitResult,
+    /// The output of the task's job, delivered by the region from its worker
+    /// pool: completes a pending task. Ignored for a completed task (the
+    /// first result wins), an unknown task, or a `result` that is not 16 hex
+    /// characters. Answers [`TaskReply::Status`] (or
+    /// [`TaskReply::NotFound`]); the region drops the answer of a tell.
+    Completed {
+        /// The result, 16 lowercase hex characters.
+        result: String,
+        /// The name of the node that computed it.
+        processed_by: String,
+    },
+}
+
+/// Answers of a task.
+///
+/// A wire type (postcard): variants are only ever appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskReply {
+    /// The submit is held: the task exists with this input (pending or
+    /// completed). The same answer for a first submit and an idempotent
+    /// resubmit.
+    Accepted,
+    /// The task as it is now.
+    Status(TaskStatus),
+    /// No task has this id.
+    NotFound,
+    /// The task exists with a different payload or iteration count and was
+    /// left unchanged.
+    Conflict {
+        /// The existing task's state.
+        existing: TaskState,
+    },
+    /// The request is malformed (see [`TaskMsg::Submit`]).
+    Invalid(ValidationError),
+}
+
+impl TaskReply {
+    /// Turns an answer about task `id` into the task API's result:
+    /// `Accepted` is `Ok(None)`, `Status` is `Ok(Some(status))`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Conflict`] or [`Error::Invalid`] for the
+    /// answers of those names.
+    pub fn into_result(self, id: &str) -> Result<Option<TaskStatus>> {
+        match self {
+            TaskReply::Accepted => Ok(None),
+            TaskReply::Status(status) => Ok(Some(status)),
+            TaskReply::NotFound => Err(Error::NotFound { id: id.to_owned() }),
+            TaskReply::Conflict { existing } => Err(Error::Conflict {
+                id: id.to_owned(),
+                existing,
+            }),
+            TaskReply::Invalid(e) => Err(Error::Invalid(e)),
+        }
+    }
+}
+
+/// A task's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Submitted, result not computed yet.
+    Pending,
+    /// The result is stored; final.
+    Completed,
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskState::Pending => "pending",
+            TaskState::Completed => "completed",
+        })
+    }
+}
+
+/// What a query reports about a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The task id.
+    pub id: String,
+    /// Pending or completed.
+    pub status: TaskState,
+    /// The result, 16 lowercase hex characters; `Some` once completed.
+    pub result: Option<String>,
+    /// The name of the node that computed the result; `Some` once completed.
+    pub processed_by: Option<String>,
+}
+
+/// A digest of a task's input (payload and iterations), kept instead of the
+/// payload once the task is completed so a resubmit can still be told apart
+/// from a conflict: the first 16 bytes of SHA-256 over the iteration count
+/// (4 bytes, little-endian) followed by the payload.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct InputDigest([u8; 16]);
+
+impl InputDigest {
+    fn of(payload: &str, iterations: u32) -> InputDigest {
+        let mut hasher = Sha256::new();
+        hasher.update(iterations.to_le_bytes());
+        hasher.update(payload.as_bytes());
+        let digest = hasher.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        InputDigest(out)
+    }
+}
+
+impl fmt::Debug for InputDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InputDigest(")?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// A task: the state the region holds, replicates and hands off.
+///
+/// Built only by its handler ([`Entity::handle`]); read with its accessors.
+/// Serialized (postcard) as its phase: pending with payload and iterations,
+/// or completed with input digest, result bytes and node name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskEntity {
+    phase: Phase,
+}
+
+/// The two phases of a task and what each keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Phase {
+    /// Waiting for its result; keeps the input to (re)start the job.
+    Pending {
+        payload: Box<str>,
+        iterations: NonZeroU32,
+    },
+    /// Final.
+    Completed {
+        input: InputDigest,
+        result: ShortDigest,
+        processed_by: NodeName,
+    },
+}
+
+impl TaskEntity {
+    /// Pending or completed.
+    pub fn state(&self) -> TaskState {
+        match self.phase {
+            Phase::Pending { .. } => TaskState::Pending,
+            Phase::Completed { .. } => TaskState::Completed,
+        }
+    }
+
+    /// Whether the result is stored.
+    pub fn is_completed(&self) -> bool {
+        self.state() == TaskState::Completed
+    }
+
+    /// The result, once completed.
+    pub fn result(&self) -> Option<ShortDigest> {
+        match &self.phase {
+            Phase::Pending { .. } => None,
+            Phase::Completed { result, .. } => Some(*result),
+        }
+    }
+
+    /// The name of the node that computed the result, once completed.
+    pub fn processed_by(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Pending { .. } => None,
+            Phase::Completed { processed_by, .. } => Some(processed_by.as_str()),
+        }
+    }
+
+    /// Whether this task was submitted with exactly this payload and
+    /// iteration count (for a completed task: whether the digests of the two
+    /// inputs match).
+    pub fn has_input(&self, payload: &str, iterations: u32) -> bool {
+        match &self.phase {
+            Phase::Pending {
+                payload: p,
+                iterations: n,
+            } => n.get() == iterations && **p == *payload,
+            Phase::Completed { input, .. } => *input == InputDigest::of(payload, iterations),
+        }
+    }
+
+    /// The task as a query reports it, under id `id`.
+    pub fn status(&self, id: &str) -> TaskStatus {
+        TaskStatus {
+            id: id.to_owned(),
+            status: self.state(),
+            result: self.result().map(|r| r.to_hex()),
+            processed_by: self.processed_by().map(str::to_owned),
+        }
+    }
+
+    /// A submit: create and start, or check the input of the existing task.
+    fn submit(
+        ctx: &mut Context<TaskMsg>,
+        id: &str,
+        state: &mut Option<TaskEntity>,
+        payload: String,
+        iterations: u32,
+    ) -> TaskReply {
+        if id.is_empty() {
+            return TaskReply::Invalid(ValidationError::EmptyTaskId);
+        }
+        let Some(iterations) = NonZeroU32::new(iterations) else {
+            return TaskReply::Invalid(ValidationError::IterationsOutOfRange {
+                iterations,
+                max: u32::MAX,
+            });
+        };
+        if let Some(task) = state {
+            return if task.has_input(&payload, iterations.get()) {
+                TaskReply::Accepted
+            } else {
+                TaskReply::Conflict {
+                    existing: task.state(),
+                }
+            };
+        }
+        let stored: Box<str> = Box::from(payload.as_str());
+        start_job(ctx, payload, iterations);
+        *state = Some(TaskEntity {
+            phase: Phase::Pending {
+                payload: stored,
+                iterations,
+            },
+        });
+        TaskReply::Accepted
+    }
+
+    /// A job's output: complete a pending task.
+    fn complete(
+        id: &str,
+        state: &mut Option<TaskEntity>,
+        result: &str,
+        processed_by: &str,
+    ) -> TaskReply {
+        let Some(task) = state else {
+            tracing::warn!(task = %id, "result for an unknown task ignored");
+            return TaskReply::NotFound;
+        };
+        if let Phase::Pending {
+            payload,
+            iterations,
+        } = &task.phase
+        {
+            match ShortDigest::from_hex(result) {
+                Some(result) => {
+                    task.phase = Phase::Completed {
+                        input: InputDigest::of(payload, iterations.get()),
+                        result,
+                        processed_by: NodeName::intern(processed_by),
+                    };
+                }
+                None => {
+                    tracing::warn!(task = %id, result, "malformed result ignored");
+                }
+            }
+        }
+        TaskReply::Status(task.status(id))
+    }
+}
+
+/// Queues the computation of `payload` on the region's worker pool; its
+/// output comes back as [`TaskMsg::Completed`] naming this node.
+fn start_job(ctx: &mut Context<TaskMsg>, payload: String, iterations: NonZeroU32) {
+    let node = ctx.node_name().to_owned();
+    ctx.run_blocking(move || TaskMsg::Completed {
+        result: work::compute(payload.as_bytes(), iterations).to_hex(),
+        processed_by: node,
+    });
+}
+
+impl Entity for TaskEntity {
+    type Msg = TaskMsg;
+    type Reply = TaskReply;
+
+    const TYPE_NAME: &'static str = "task";
+
+    fn handle(
+        ctx: &mut Context<TaskMsg>,
+        id: &str,
+        state: &mut Option<Self>,
+        msg: TaskMsg,
+    ) -> Handled<TaskReply> {
+        match msg {
+            TaskMsg::Submit {
+                payload,
+                iterations,
+            } => Handled::Reply(Self::submit(ctx, id, state, payload, iterations)),
+            TaskMsg::Get => Handled::Reply(match state {
+                Some(task) => TaskReply::Status(task.status(id)),
+                None => TaskReply::NotFound,
+            }),
+            TaskMsg::WaitResult => match state {
+                Some(task) if task.is_completed() => {
+                    Handled::Reply(TaskReply::Status(task.status(id)))
+                }
+                Some(_) => Handled::Wait,
+                None => Handled::Reply(TaskReply::NotFound),
+            },
+            TaskMsg::Completed {
+                result,
+                processed_by,
+            } => Handled::Reply(Self::complete(id, state, &result, &processed_by)),
+        }
+    }
+
+    fn on_activate(&mut self, ctx: &mut Context<TaskMsg>, _id: &str) {
+        if let Phase::Pending {
+            payload,
+            iterations,
+        } = &self.phase
+        {
+            start_job(ctx, payload.to_string(), *iterations);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_task_is_40_bytes() {
+        // The pending phase's fields fit beside the completed phase's node
+        // name, whose null pointer niche tells the phases apart.
+        assert_eq!(std::mem::size_of::<TaskEntity>(), 40);
+    }
+
+    #[test]
+    fn input_digest_separates_iterations_from_payload() {
+        assert_ne!(InputDigest::of("a", 1), InputDigest::of("a", 2));
+        assert_ne!(InputDigest::of("a", 1), InputDigest::of("b", 1));
+        assert_eq!(InputDigest::of("a", 1), InputDigest::of("a", 1));
+    }
+
+    #[test]
+    fn replicas_share_the_node_name_of_completed_tasks() {
+        let mut ctx = Context::new("node-share");
+        let mut a = None;
+        let mut b = None;
+        for (id, state) in [("a", &mut a), ("b", &mut b)] {
+            TaskEntity::handle(
+                &mut ctx,
+                id,
+                state,
+                TaskMsg::Submit {
+                    payload: id.into(),
+                    iterations: 1,
+                },
+            );
+            for job in ctx.take_jobs() {
+                TaskEntity::handle(&mut ctx, id, state, job());
+            }
+        }
+        let copy = |t: &Option<TaskEntity>| -> TaskEntity {
+            postcard::from_bytes(&postcard::to_allocvec(t.as_ref().unwrap()).unwrap()).unwrap()
+        };
+        let (ra, rb) = (copy(&a), copy(&b));
+        let name = |t: &TaskEntity| match &t.phase {
+            Phase::Completed { processed_by, .. } => processed_by.clone(),
+            Phase::Pending { .. } => panic!("pending"),
+        };
+        assert!(name(&ra).shares_with(&name(&rb)));
+        assert!(name(&ra).shares_with(&name(a.as_ref().unwrap())));
+        assert_eq!(ra, *a.as_ref().unwrap());
+    }
+}
