@@ -146,6 +146,11 @@ impl MembershipHandle {
         self.view.clone()
     }
 
+    /// A receiver that changes with the core's status.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
     /// The core's status (joining, joined, leaving, …).
     pub fn status(&self) -> Status {
         *self.status.borrow()
@@ -399,18 +404,20 @@ impl Driver {
     }
 }
 
+/// The core logs lifecycle events itself at `info`; the driver adds the
+/// failures at `error`/`warn` and the rest at `debug`.
 fn log_event(ev: &Event) {
     match ev {
-        Event::Joined => tracing::info!("joined the cluster"),
+        Event::Joined => tracing::debug!("joined the cluster"),
         Event::JoinFailed { seeds } => tracing::error!(?seeds, "join failed: no seed answered"),
         Event::JoinRefused { by, reason } => {
             tracing::error!(by = %by.name, ?reason, "join refused")
         }
-        Event::MemberUp(m) => tracing::info!(member = %m.id, "member up"),
-        Event::MemberSuspect(m) => tracing::info!(member = %m.id, "member suspect"),
-        Event::MemberAlive(m) => tracing::info!(member = %m.id, "member alive again"),
-        Event::MemberDown(m) => tracing::info!(member = %m.id, "member down"),
-        Event::MemberLeft(m) => tracing::info!(member = %m.id, "member left"),
+        Event::MemberUp(m) => tracing::debug!(member = %m.id, "member up"),
+        Event::MemberSuspect(m) => tracing::debug!(member = %m.id, "member suspect"),
+        Event::MemberAlive(m) => tracing::debug!(member = %m.id, "member alive again"),
+        Event::MemberDown(m) => tracing::debug!(member = %m.id, "member down"),
+        Event::MemberLeft(m) => tracing::debug!(member = %m.id, "member left"),
         Event::MemberUpdated(m) => tracing::debug!(member = %m.id, "member metadata updated"),
         Event::RejoinedAfterDeath {
             declared_by,
@@ -423,6 +430,6 @@ fn log_event(ev: &Event) {
         Event::Superseded { by } => {
             tracing::error!(by = %by, "a newer life of this node exists; stopping")
         }
-        Event::Left => tracing::info!("left the cluster"),
+        Event::Left => tracing::debug!("left the cluster"),
     }
 }

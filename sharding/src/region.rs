@@ -380,6 +380,13 @@ impl<E: Entity> Actor<E> {
         let old_alloc = std::mem::replace(&mut self.alloc, alloc);
         let old_members = std::mem::replace(&mut self.members, members);
         let now = Instant::now();
+        let mut without_me = self.members.clone();
+        without_me.remove(&self.me.name);
+        let alloc_without_me = allocate(
+            &without_me.keys().cloned().collect(),
+            self.num_shards,
+            self.replication,
+        );
         let mut gained = 0u32;
         let mut lost = 0u32;
         for s in 0..self.num_shards.get() {
@@ -389,10 +396,14 @@ impl<E: Entity> Actor<E> {
             let handed_off = matches!(self.status.get(&shard), Some(Status::HandedOff { .. }));
             if is_owner && (!had || handed_off) {
                 gained += 1;
+                // Whoever may hold the shard's data: its holders before
+                // this change, now, and in the allocation without this
+                // node (where it lived before this node joined or restarted).
                 let mut sources: BTreeSet<NodeId> = self
                     .holders_ids(&old_alloc, &old_members, shard)
                     .into_iter()
                     .chain(self.holders_ids(&self.alloc, &self.members, shard))
+                    .chain(self.holders_ids(&alloc_without_me, &without_me, shard))
                     .filter(|n| n.name != self.me.name && self.members.get(&n.name) == Some(n))
                     .collect();
                 if let Some(Status::HandedOff { to }) = self.status.get(&shard) {

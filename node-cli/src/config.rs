@@ -1,0 +1,316 @@
+//! The node's configuration, layered with figment: built-in defaults <
+//! `casty.toml` < `CASTY_*` environment (`__` nests: `CASTY_CLUSTER__PORT`)
+//! < command-line flags. Unknown keys and bad values are errors naming the
+//! key and where it came from.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use membership::{MembershipConfig, SeedTimings};
+use serde::{Deserialize, Serialize};
+use sharding::{MailboxConfig, RegionConfig, ShardingConfig, ShardingDefaults};
+use taskqueue::TasksConfig;
+use transport::TransportConfig;
+
+use crate::cli::Cli;
+
+/// The whole `casty.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[system]`.
+    pub system: SystemSection,
+    /// `[cluster]` and its subsections.
+    pub cluster: ClusterSection,
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[defaults]` (the seed's `[defaults.sharding]`, `[defaults.mailbox]`).
+    pub defaults: DefaultsSection,
+    /// `[transport]`.
+    pub transport: TransportConfig,
+    /// `[sharding]`.
+    pub sharding: ShardingConfig,
+    /// `[tasks]`.
+    pub tasks: TasksConfig,
+}
+
+/// `[system]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SystemSection {
+    /// The cluster's name; nodes of another cluster are refused at the handshake.
+    pub name: String,
+}
+
+impl Default for SystemSection {
+    fn default() -> Self {
+        SystemSection {
+            name: "task-queue".into(),
+        }
+    }
+}
+
+/// `[node]`: this node's identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Unique node name (`--name`); empty means the default (see `--help`).
+    pub name: String,
+    /// Address to bind (`--bind-host`); empty means `[cluster] host`.
+    pub bind_host: String,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Identity host peers dial (`--host`; `auto` resolves the hostname).
+    pub host: String,
+    /// Listen port (`--port`; 0 = any free port).
+    pub port: u16,
+    /// Seeds to join through (`--seed`).
+    pub seed_nodes: Vec<String>,
+    /// `[cluster.gossip]`.
+    pub gossip: GossipSection,
+    /// `[cluster.heartbeat]`.
+    pub heartbeat: HeartbeatSection,
+    /// `[cluster.failure_detector]`.
+    pub failure_detector: FailureDetectorSection,
+    /// `[cluster.membership]`: SWIM settings without a seed key.
+    pub membership: MembershipConfig,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            host: "127.0.0.1".into(),
+            port: 25520,
+            seed_nodes: Vec::new(),
+            gossip: GossipSection::default(),
+            heartbeat: HeartbeatSection::default(),
+            failure_detector: FailureDetectorSection::default(),
+            membership: MembershipConfig::default(),
+        }
+    }
+}
+
+/// `[cluster.gossip]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipSection {
+    /// Seconds between anti-entropy push-pull rounds.
+    pub interval: f64,
+}
+
+impl Default for GossipSection {
+    fn default() -> Self {
+        GossipSection { interval: 1.0 }
+    }
+}
+
+/// `[cluster.heartbeat]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatSection {
+    /// Seconds per SWIM protocol period (one probe each).
+    pub interval: f64,
+    /// Seconds of the minimum suspicion timeout.
+    pub availability_check_interval: f64,
+}
+
+impl Default for HeartbeatSection {
+    fn default() -> Self {
+        HeartbeatSection {
+            interval: 0.5,
+            availability_check_interval: 2.0,
+        }
+    }
+}
+
+/// `[cluster.failure_detector]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailureDetectorSection {
+    /// Scales the suspicion timeout (the seed's phi threshold, 8.0).
+    pub threshold: f64,
+}
+
+impl Default for FailureDetectorSection {
+    fn default() -> Self {
+        FailureDetectorSection { threshold: 8.0 }
+    }
+}
+
+/// `[defaults]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefaultsSection {
+    /// `[defaults.sharding]`.
+    pub sharding: ShardingDefaults,
+    /// `[defaults.mailbox]`.
+    pub mailbox: MailboxConfig,
+}
+
+/// A configuration error: one line naming the key and its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Layers defaults, the config file, `CASTY_*` and the flags.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key and its source for an unknown key, a
+    /// bad value, an unreadable or missing explicit file, or a value that
+    /// breaks an invariant.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let path: Option<PathBuf> = match &cli.config {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(ConfigError(format!(
+                        "config file {}: cannot read it (missing or not a file)",
+                        p.display()
+                    )));
+                }
+                Some(p.clone())
+            }
+            None => Some(PathBuf::from("casty.toml")).filter(|p| p.is_file()),
+        };
+        if let Some(p) = &path {
+            // figment reports a TOML syntax error without the file name.
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("config file {}: {e}", p.display())))?;
+            if let Err(e) = text.parse::<toml::Table>() {
+                return Err(ConfigError(format!(
+                    "config file {}: {}",
+                    p.display(),
+                    e.to_string().lines().next().unwrap_or("invalid TOML")
+                )));
+            }
+        }
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = &path {
+            fig = fig.merge(Toml::file_exact(p));
+        }
+        fig = fig.merge(Env::prefixed("CASTY_").split("__"));
+        fig = merge_flags(fig, cli);
+        let config: Config = fig.extract().map_err(|e| ConfigError(describe(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every section's invariants.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.system.name.is_empty() {
+            return Err(ConfigError("system.name must not be empty".into()));
+        }
+        if self.cluster.host.is_empty() {
+            return Err(ConfigError("cluster.host must not be empty".into()));
+        }
+        for seed in &self.cluster.seed_nodes {
+            check_host_port(seed).map_err(|e| ConfigError(format!("cluster.seed_nodes: {e}")))?;
+        }
+        self.membership()
+            .map_err(|e| ConfigError(format!("cluster: {e}")))?;
+        self.transport.validate().map_err(ConfigError)?;
+        self.region().validate().map_err(ConfigError)?;
+        self.tasks
+            .validate()
+            .map_err(|e| ConfigError(format!("tasks: {e}")))?;
+        Ok(())
+    }
+
+    /// The membership settings: `[cluster.membership]` with the seed keys
+    /// (`[cluster.gossip]`, `[cluster.heartbeat]`, `[cluster.failure_detector]`) applied.
+    ///
+    /// # Errors
+    /// The membership crate's error for an out-of-range seed key.
+    pub fn membership(&self) -> Result<MembershipConfig, membership::ConfigError> {
+        let seed = SeedTimings {
+            gossip_interval_s: self.cluster.gossip.interval,
+            heartbeat_interval_s: self.cluster.heartbeat.interval,
+            availability_check_interval_s: self.cluster.heartbeat.availability_check_interval,
+            failure_detector_threshold: self.cluster.failure_detector.threshold,
+        };
+        self.cluster.membership.clone().with_seed(&seed)
+    }
+
+    /// The region settings.
+    pub fn region(&self) -> RegionConfig {
+        RegionConfig {
+            defaults: self.defaults.sharding.clone(),
+            mailbox: self.defaults.mailbox.clone(),
+            sharding: self.sharding.clone(),
+        }
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+/// Checks a `host:port` seed address.
+///
+/// # Errors
+/// A message when the port is missing or not a number.
+pub fn check_host_port(addr: &str) -> Result<(), String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!(
+            "{addr:?} is not host:port (for example 127.0.0.1:25520)"
+        )),
+    }
+}
+
+fn merge_flags(mut fig: Figment, cli: &Cli) -> Figment {
+    if let Some(port) = cli.port {
+        fig = fig.merge(Serialized::default("cluster.port", port));
+    }
+    if let Some(host) = &cli.host {
+        fig = fig.merge(Serialized::default("cluster.host", host));
+    }
+    if let Some(bind) = &cli.bind_host {
+        fig = fig.merge(Serialized::default("node.bind_host", bind));
+    }
+    if let Some(name) = &cli.name {
+        fig = fig.merge(Serialized::default("node.name", name));
+    }
+    if !cli.seeds.is_empty() {
+        fig = fig.merge(Serialized::default("cluster.seed_nodes", &cli.seeds));
+    }
+    fig
+}
+
+/// One line: the key, the problem and where the value came from.
+fn describe(e: &figment::Error) -> String {
+    let mut out = Vec::new();
+    for err in e.clone() {
+        let key = if err.path.is_empty() {
+            String::from("(top level)")
+        } else {
+            err.path.join(".")
+        };
+        let source = match (
+            &err.metadata,
+            &err.metadata.as_ref().and_then(|m| m.source.as_ref()),
+        ) {
+            (Some(m), Some(src)) => format!("{} {}", m.name, src),
+            (Some(m), None) => m.name.to_string(),
+            (None, _) => "unknown source".into(),
+        };
+        out.push(format!("{key}: {} (from {source})", err.kind));
+    }
+    out.join("; ")
+}
+
+/// The path a config would be read from, for logs.
+pub fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.config
+        .clone()
+        .or_else(|| Some(PathBuf::from("casty.toml")).filter(|p| Path::new(p).is_file()))
+}

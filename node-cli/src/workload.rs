@@ -1,0 +1,150 @@
+//! The seed's workload: submit this node's tasks, wait for every result,
+//! report, wait for the cluster's final report, meet the others at the
+//! shutdown barrier.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+
+use crate::node::Node;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Tasks this node submits.
+    pub tasks: u32,
+    /// SHA-256 iterations per task.
+    pub iterations: u32,
+    /// Members to wait for; `None` = wait for the view to settle.
+    pub nodes: Option<u32>,
+    /// Settle period.
+    pub settle: Duration,
+}
+
+/// Report entity id shared by all nodes of a run.
+const REPORT: &str = "final-report";
+/// Barrier every node meets before leaving.
+const SHUTDOWN_BARRIER: &str = "shutdown";
+/// Submits and queries in flight at once.
+const IN_FLIGHT: usize = 64;
+
+/// Runs the workload; `Ok(true)` when every task completed.
+///
+/// # Errors
+/// Joining, reporting or the barrier failing.
+pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
+    let cfg = node.queue.config().clone();
+    let join_deadline = Duration::from_secs(120);
+    node.members
+        .wait_joined(join_deadline)
+        .await
+        .context("could not join the cluster")?;
+    let members = match w.nodes {
+        Some(n) => {
+            node.members
+                .wait_for(n as usize, cfg.barrier_timeout())
+                .await
+                .with_context(|| format!("fewer than {n} members joined"))?;
+            n as usize
+        }
+        None => node
+            .members
+            .wait_stable(w.settle, cfg.barrier_timeout())
+            .await
+            .context("membership did not settle")?
+            .len(),
+    };
+    tracing::info!(members, "cluster ready");
+
+    let ids: Vec<String> = (0..w.tasks)
+        .map(|i| format!("job-{}-{i}", node.name))
+        .collect();
+    let started = Instant::now();
+    let submitted: Vec<(String, Result<(), taskqueue::QueueError>)> =
+        futures::stream::iter(ids.iter().cloned())
+            .map(|id| async move {
+                let payload = format!("doc-{id}");
+                let r = node.queue.submit(&id, &payload, w.iterations).await;
+                (id, r)
+            })
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+    let mut failed = Vec::new();
+    let mut accepted = Vec::new();
+    for (id, r) in submitted {
+        match r {
+            Ok(()) => accepted.push(id),
+            Err(e) => {
+                tracing::error!(task = %id, error = %e, "submit failed");
+                failed.push(id);
+            }
+        }
+    }
+    let result_timeout = cfg.result_timeout();
+    let results = futures::stream::iter(accepted.iter().cloned())
+        .map(|id| async move {
+            let r = node.queue.wait_result(&id, result_timeout).await;
+            (id, r)
+        })
+        .buffered(IN_FLIGHT);
+    futures::pin_mut!(results);
+    let mut distribution: BTreeMap<String, u64> = BTreeMap::new();
+    let mut done = 0u64;
+    while let Some((id, r)) = results.next().await {
+        match r {
+            Ok(status) => {
+                let by = status.processed_by.unwrap_or_default();
+                tracing::info!(
+                    "{id}: {} (on {by})",
+                    status.result.as_deref().unwrap_or("?")
+                );
+                *distribution.entry(by).or_default() += 1;
+                done += 1;
+            }
+            Err(e) => {
+                tracing::error!(task = %id, error = %e, "no result");
+                failed.push(id);
+            }
+        }
+    }
+    tracing::info!(
+        "{done}/{} completed in {:.2}s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Every member reports; the count comes from membership.
+    let n = node.members.view().active_count().max(members) as u32;
+    node.queue
+        .report(REPORT, &node.name, distribution, done)
+        .await
+        .context("cannot send this node's report")?;
+    let report = node
+        .queue
+        .final_report(REPORT, n, cfg.barrier_timeout())
+        .await
+        .with_context(|| format!("reports from {n} nodes did not arrive"))?;
+    let parts: Vec<String> = report
+        .distribution
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    tracing::info!(
+        "Final Report ({} tasks): {}",
+        report.total,
+        parts.join(", ")
+    );
+
+    node.queue
+        .barrier(SHUTDOWN_BARRIER, &node.name, n, cfg.barrier_timeout())
+        .await
+        .context("shutdown barrier")?;
+    if !failed.is_empty() {
+        tracing::error!(count = failed.len(), tasks = ?failed, "tasks without a result");
+        bail!("{} tasks without a result", failed.len());
+    }
+    Ok(true)
+}

@@ -1,0 +1,261 @@
+//! [`TaskQueue`]: the task API over three sharding regions (tasks, reports,
+//! barriers).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sharding::{MemberMap, Region, RegionConfig, RegionError, RegionHandle, WorkerPool};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use transport::Transport;
+
+use crate::barrier::{BarrierEntity, BarrierMsg, BarrierReply};
+use crate::config::TasksConfig;
+use crate::error::Error;
+use crate::report::{FinalReport, ReportEntity, ReportMsg, ReportReply};
+use crate::task::{TaskEntity, TaskMsg, TaskReply, TaskStatus};
+
+/// Transport channel of the task region (the same on every node).
+pub const TASK_CHANNEL: u8 = 10;
+/// Transport channel of the report region.
+pub const REPORT_CHANNEL: u8 = 11;
+/// Transport channel of the barrier region.
+pub const BARRIER_CHANNEL: u8 = 12;
+
+/// An error of the [`TaskQueue`] API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The task layer's answer: invalid input, conflict, not found.
+    #[error(transparent)]
+    Task(#[from] Error),
+    /// Routing or delivery failed: timeout, unreachable owner, overload.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// The entity answered something this API does not expect (a version
+    /// mismatch between nodes).
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+/// A cloneable handle to the task queue on this node: submit from here,
+/// processed on the shard's owner, queried from anywhere.
+#[derive(Clone, Debug)]
+pub struct TaskQueue {
+    tasks: RegionHandle<TaskEntity>,
+    reports: RegionHandle<ReportEntity>,
+    barriers: RegionHandle<BarrierEntity>,
+    config: TasksConfig,
+}
+
+impl TaskQueue {
+    /// Starts the task, report and barrier regions on `transport`, following
+    /// `view` (the members that hold shards), with a worker pool of
+    /// `[tasks] workers` threads for the hashing.
+    ///
+    /// # Errors
+    /// [`QueueError::Region`] when a region cannot start (invalid config,
+    /// channel taken), [`QueueError::Unexpected`] for an invalid `[tasks]`.
+    pub fn start(
+        transport: &Transport,
+        region: RegionConfig,
+        config: TasksConfig,
+        view: watch::Receiver<MemberMap>,
+        shutdown: CancellationToken,
+    ) -> Result<TaskQueue, QueueError> {
+        config
+            .validate()
+            .map_err(|e| QueueError::Unexpected(e.to_string()))?;
+        let pool = WorkerPool::new(config.worker_count().get(), 0);
+        let tasks = Region::start::<TaskEntity>(
+            transport,
+            TASK_CHANNEL,
+            region.clone(),
+            view.clone(),
+            pool.clone(),
+            shutdown.clone(),
+        )?;
+        let reports = Region::start::<ReportEntity>(
+            transport,
+            REPORT_CHANNEL,
+            region.clone(),
+            view.clone(),
+            pool.clone(),
+            shutdown.clone(),
+        )?;
+        let barriers = Region::start::<BarrierEntity>(
+            transport,
+            BARRIER_CHANNEL,
+            region,
+            view,
+            pool,
+            shutdown,
+        )?;
+        Ok(TaskQueue {
+            tasks,
+            reports,
+            barriers,
+            config,
+        })
+    }
+
+    /// The `[tasks]` settings in force.
+    pub fn config(&self) -> &TasksConfig {
+        &self.config
+    }
+
+    /// The task region (routing, counters).
+    pub fn task_region(&self) -> &RegionHandle<TaskEntity> {
+        &self.tasks
+    }
+
+    /// Submits task `id`: SHA-256 applied `iterations` times to `payload`.
+    /// Returns once the task is held by its shard's owner and replicas.
+    /// Idempotent: the same id with the same input again is accepted and
+    /// computed once.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] past a `[tasks]` limit (nothing is sent),
+    /// [`Error::Conflict`] when `id` exists with another input,
+    /// [`QueueError::Region`] on timeout (`[tasks] ask_timeout_ms`) or overload.
+    pub async fn submit(&self, id: &str, payload: &str, iterations: u32) -> Result<(), QueueError> {
+        self.config
+            .validate_submit(id, payload, iterations)
+            .map_err(Error::Invalid)?;
+        let msg = TaskMsg::Submit {
+            payload: payload.to_owned(),
+            iterations,
+        };
+        let reply = self.tasks.ask(id, msg, self.config.ask_timeout()).await?;
+        match reply.into_result(id)? {
+            None => Ok(()),
+            Some(_) => Err(QueueError::Unexpected("status answered to a submit".into())),
+        }
+    }
+
+    /// Reads task `id` now (pending or completed). Never creates it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an id never submitted, [`QueueError::Region`]
+    /// on timeout (`[tasks] ask_timeout_ms`).
+    pub async fn get(&self, id: &str) -> Result<TaskStatus, QueueError> {
+        self.config.validate_task_id(id).map_err(Error::Invalid)?;
+        let reply = self
+            .tasks
+            .ask(id, TaskMsg::Get, self.config.ask_timeout())
+            .await?;
+        status(id, reply)
+    }
+
+    /// Waits until task `id` is completed and returns it, at most `timeout`;
+    /// answers as soon as the result exists (no polling interval).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] at once for an id never submitted,
+    /// [`RegionError::Timeout`] when it is still pending at the deadline.
+    pub async fn wait_result(&self, id: &str, timeout: Duration) -> Result<TaskStatus, QueueError> {
+        self.config.validate_task_id(id).map_err(Error::Invalid)?;
+        let reply = self.tasks.ask(id, TaskMsg::WaitResult, timeout).await?;
+        status(id, reply)
+    }
+
+    /// Records `node`'s report in report `run` (replacing an earlier one of
+    /// the same node). Returns how many nodes have reported.
+    ///
+    /// # Errors
+    /// [`QueueError::Region`] on timeout.
+    pub async fn report(
+        &self,
+        run: &str,
+        node: &str,
+        distribution: BTreeMap<String, u64>,
+        total: u64,
+    ) -> Result<u32, QueueError> {
+        let msg = ReportMsg::Report {
+            node: node.to_owned(),
+            distribution,
+            total,
+        };
+        match self
+            .reports
+            .ask(run, msg, self.config.ask_timeout())
+            .await?
+        {
+            ReportReply::Recorded { nodes_reported } => Ok(nodes_reported),
+            other => Err(QueueError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Waits until `n` distinct nodes have reported in `run`, at most
+    /// `timeout`, and returns the merged report.
+    ///
+    /// # Errors
+    /// [`RegionError::Timeout`] when fewer reported by the deadline.
+    pub async fn final_report(
+        &self,
+        run: &str,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<FinalReport, QueueError> {
+        match self
+            .reports
+            .ask(run, ReportMsg::WaitForReports { n }, timeout)
+            .await?
+        {
+            ReportReply::Final(report) => Ok(report),
+            other => Err(QueueError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Arrives at barrier `name` as `node` and waits until `n` distinct
+    /// nodes have arrived (at most `timeout`). Returns the arrival count.
+    ///
+    /// # Errors
+    /// [`RegionError::Timeout`] when fewer arrived by the deadline.
+    pub async fn barrier(
+        &self,
+        name: &str,
+        node: &str,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<u32, QueueError> {
+        let msg = BarrierMsg::Arrive {
+            node: node.to_owned(),
+            n,
+        };
+        match self.barriers.ask(name, msg, timeout).await? {
+            BarrierReply::Released { arrived } => Ok(arrived),
+        }
+    }
+
+    /// Graceful leave: hands every shard of the three regions to its next
+    /// owner. Returns false if any region did not finish within `timeout`.
+    pub async fn hand_off_all(&self, timeout: Duration) -> bool {
+        let (a, b, c) = tokio::join!(
+            self.tasks.hand_off_all(timeout),
+            self.reports.hand_off_all(timeout),
+            self.barriers.hand_off_all(timeout)
+        );
+        a.is_some() && b.is_some() && c.is_some()
+    }
+
+    /// This node's life was declared dead while it ran: drop all shard
+    /// state and fetch current state before serving again.
+    ///
+    /// # Errors
+    /// [`RegionError::Shutdown`] when the regions have stopped.
+    pub async fn reset(&self) -> Result<(), QueueError> {
+        self.tasks.reset().await?;
+        self.reports.reset().await?;
+        self.barriers.reset().await?;
+        Ok(())
+    }
+}
+
+fn status(id: &str, reply: TaskReply) -> Result<TaskStatus, QueueError> {
+    match reply.into_result(id)? {
+        Some(status) => Ok(status),
+        None => Err(QueueError::Unexpected(
+            "accepted answered to a query".into(),
+        )),
+    }
+}
