@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the seed's three-terminal cluster on this machine at once: builds
+# node-cli (release), starts node 1 on port 25520 (it starts the cluster)
+# and nodes 2 and 3 joining through it, prints their logs labelled [1] [2]
+# [3], and exits with the first non-zero status (0 when all three finish).
+#
+#   ./run-local.sh                 # 5 tasks per node, as in the seed
+#   ./run-local.sh --tasks 200     # extra flags go to every node
+#   BASE_PORT=26000 ./run-local.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+cargo build --release -p node-cli
+bin=target/release/node-cli
+base=${BASE_PORT:-25520}
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup INT TERM
+start() {
+  local label=$1; shift
+  "$bin" "$@" > >(sed -u "s/^/[$label] /") 2>&1 &
+  pids+=($!)
+}
+start 1 --port "$base" "$@"
+start 2 --port $((base + 1)) --seed "127.0.0.1:$base" "$@"
+start 3 --port $((base + 2)) --seed "127.0.0.1:$base" "$@"
+status=0
+for p in "${pids[@]}"; do
+  wait "$p" || status=$?
+done
+exit "$status"
