@@ -139,10 +139,13 @@ struct Parked<E: Entity> {
     deadline: Option<Instant>,
 }
 
+/// An answer held until its entity's `acked` version reaches the first field.
+type HeldReply<E> = (u64, ReplyTo<E>, Result<<E as Entity>::Reply>);
+
 struct ShardData<E: Entity> {
     entities: BTreeMap<String, Entry<E>>,
     /// Replies waiting until their entity's `acked` reaches a version.
-    waiting_acks: HashMap<String, Vec<(u64, ReplyTo<E>, Result<E::Reply>)>>,
+    waiting_acks: HashMap<String, Vec<HeldReply<E>>>,
     parked: HashMap<String, Vec<Parked<E>>>,
     /// When this node stopped holding the shard (data kept a while).
     retired_at: Option<Instant>,
@@ -364,11 +367,8 @@ impl<E: Entity> Actor<E> {
     fn holders_ids(&self, alloc: &Allocation, members: &MemberMap, shard: ShardId) -> Vec<NodeId> {
         alloc
             .holders(shard)
-            .into_iter()
-            .filter_map(|n| {
-                let n: &str = n.as_ref();
-                members.get(n).cloned()
-            })
+            .iter()
+            .filter_map(|n| members.get(n.as_str()).cloned())
             .collect()
     }
 
@@ -817,14 +817,15 @@ impl<E: Entity> Actor<E> {
                         .push((version, reply, Ok(r)));
                 }
             }
-            Handled::Wait => match keep {
-                Some(msg) => data.parked.entry(id.clone()).or_default().push(Parked {
-                    msg,
-                    reply,
-                    deadline,
-                }),
-                None => {}
-            },
+            Handled::Wait => {
+                if let Some(msg) = keep {
+                    data.parked.entry(id.clone()).or_default().push(Parked {
+                        msg,
+                        reply,
+                        deadline,
+                    });
+                }
+            }
         }
         for job in jobs {
             self.queue_job(shard, id.clone(), job);
