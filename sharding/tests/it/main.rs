@@ -1,0 +1,6 @@
+//! The sharding crate's integration tests, one binary (see STYLE.md).
+#![allow(clippy::unwrap_used)]
+
+mod alloc;
+mod region;
+mod shard;
