@@ -1,0 +1,130 @@
+//! Error types. Split by what a caller does about them: a bad
+//! configuration is fixed by the operator ([`ConfigError`]), oversized
+//! metadata by the caller ([`MetadataError`]), a bad message is dropped
+//! and counted ([`InvalidMessage`], [`WireError`]).
+
+use thiserror::Error;
+
+/// A [`MembershipConfig`](crate::MembershipConfig) (or the seed values it
+/// was built from) breaks an invariant. Returned by `validate()` and by
+/// the core's constructor.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ConfigError {
+    /// A duration that must be positive is zero (or a seed value is not a
+    /// positive finite number of seconds).
+    #[error("`{key}` must be a positive duration")]
+    NotPositive {
+        /// The configuration key.
+        key: &'static str,
+    },
+    /// A count or multiplier is outside its allowed range.
+    #[error("`{key}` = {value} is outside {min}..={max}")]
+    OutOfRange {
+        /// The configuration key.
+        key: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
+    /// Two keys contradict each other.
+    #[error("`{key}` must be smaller than `{other}`")]
+    MustBeSmaller {
+        /// The key that is too large.
+        key: &'static str,
+        /// The key it must stay below.
+        other: &'static str,
+    },
+    /// The local member's initial metadata exceeds `max_metadata_bytes`.
+    #[error("metadata is {len} bytes, the limit is {max} bytes (max_metadata_bytes)")]
+    MetadataTooLarge {
+        /// Bytes given.
+        len: usize,
+        /// The configured bound.
+        max: usize,
+    },
+    /// The local member's identity is unusable (empty or too long name,
+    /// too long address).
+    #[error("invalid local identity: {0}")]
+    InvalidIdentity(#[from] InvalidMessage),
+}
+
+/// Metadata given to `set_metadata` (or the constructor) is too large.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MetadataError {
+    /// More than `max_metadata_bytes`.
+    #[error("metadata is {len} bytes, the limit is {max} bytes (max_metadata_bytes)")]
+    TooLarge {
+        /// Bytes given.
+        len: usize,
+        /// The configured bound.
+        max: usize,
+    },
+    /// The member has left, was superseded or failed to join; its record
+    /// no longer changes.
+    #[error("the member is no longer part of the cluster")]
+    NotRunning,
+}
+
+/// A received message breaks a bound; it is dropped, counted and logged
+/// at `warn`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InvalidMessage {
+    /// A member name is empty.
+    #[error("empty member name")]
+    EmptyName,
+    /// A member name is longer than `MAX_NAME_BYTES`.
+    #[error("member name of {len} bytes exceeds {max}")]
+    NameTooLong {
+        /// Bytes received.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// An address is longer than `MAX_ADDR_BYTES`.
+    #[error("address of {len} bytes exceeds {max}")]
+    AddrTooLong {
+        /// Bytes received.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// Metadata larger than `max_metadata_bytes`.
+    #[error("metadata of {len} bytes exceeds {max}")]
+    MetadataTooLarge {
+        /// Bytes received.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// More updates or state entries than allowed.
+    #[error("{len} updates exceed {max}")]
+    TooManyUpdates {
+        /// Entries received.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+}
+
+/// Encoding or decoding a [`Message`](crate::swim::Message) failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WireError {
+    /// postcard could not encode the message.
+    #[error("encode: {0}")]
+    Encode(postcard::Error),
+    /// The bytes are not a valid message.
+    #[error("decode: {0}")]
+    Decode(postcard::Error),
+    /// A valid message was followed by extra bytes.
+    #[error("{len} trailing bytes after the message")]
+    TrailingBytes {
+        /// Extra bytes.
+        len: usize,
+    },
+}
+
+/// Result with [`ConfigError`] as the default error.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;

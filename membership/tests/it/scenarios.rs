@@ -1,0 +1,1 @@
+//! The simulated scenarios of issue 3.
