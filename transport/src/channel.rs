@@ -1,17 +1,21 @@
 //! Typed channels: one serde enum per upper layer, encoded with postcard.
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{AskError, SendError};
+use crate::frame::{Header, Kind, postcard_into};
 use crate::handshake::{Lane, NodeId};
-use crate::inbound::{Inbound, Responder};
-use crate::transport::Transport;
+use crate::inbound::Responder;
+use crate::mailbox::{Delivery, Mailbox};
+use crate::transport::{Slot, Transport};
 
 /// Why a channel could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,10 +57,9 @@ impl<M> std::fmt::Debug for Channel<M> {
     }
 }
 
-fn encode<T: Serialize>(msg: &T) -> Result<Bytes, SendError> {
-    postcard::to_allocvec(msg)
-        .map(Bytes::from)
-        .map_err(|e| SendError::Encode(e.to_string()))
+/// An encoder that appends `msg`'s postcard encoding to a frame.
+fn typed<T: Serialize>(msg: &T) -> impl FnMut(&mut BytesMut) -> Result<(), SendError> + '_ {
+    move |buf: &mut BytesMut| postcard_into(msg, buf)
 }
 
 impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
@@ -70,7 +73,14 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
         id: u8,
         lane: Lane,
     ) -> Result<(Channel<M>, Inbox<M>), RegisterError> {
-        let rx = transport.register(id)?;
+        let config = &transport.inner.config;
+        let mailbox = Arc::new(Mailbox::new(
+            config.inbound_queue_frames,
+            config.inbound_queue_bytes,
+        ));
+        transport
+            .inner
+            .register_slot(id, Slot::Mailbox(Arc::clone(&mailbox)))?;
         Ok((
             Channel {
                 transport: transport.clone(),
@@ -79,7 +89,9 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
                 _msg: PhantomData,
             },
             Inbox {
-                rx,
+                mailbox,
+                taken: VecDeque::new(),
+                stop: transport.inner.shutdown.clone(),
                 _msg: PhantomData,
             },
         ))
@@ -90,12 +102,32 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
         &self.transport
     }
 
-    /// Queues `msg` for `peer` without waiting.
+    /// This channel's id.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// The lane this side sends on.
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            channel: self.id,
+            kind: Kind::Tell,
+        }
+    }
+
+    /// Queues `msg` for `peer` without waiting. The message is encoded
+    /// straight into the link's queue.
     ///
     /// # Errors
     /// As [`Transport::tell`], plus [`SendError::Encode`].
     pub fn tell(&self, peer: &str, msg: &M) -> Result<(), SendError> {
-        self.transport.tell(peer, self.lane, self.id, encode(msg)?)
+        self.transport
+            .inner
+            .try_send(peer, self.lane, self.header(), &mut typed(msg))
     }
 
     /// Queues `msg` for `peer`, waiting for queue space.
@@ -107,7 +139,8 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
     /// Cancel-safe: nothing is queued if it is dropped before completing.
     pub async fn send(&self, peer: &str, msg: &M) -> Result<(), SendError> {
         self.transport
-            .send(peer, self.lane, self.id, encode(msg)?)
+            .inner
+            .send(peer, self.lane, self.header(), &mut typed(msg))
             .await
     }
 
@@ -116,16 +149,19 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
     /// # Errors
     /// As [`Transport::ask`], plus [`AskError::Decode`] for a reply that is
     /// not an `R`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the ask; a late reply is counted.
     pub async fn ask<R: DeserializeOwned>(
         &self,
         peer: &str,
         msg: &M,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        let body = encode(msg)?;
         let reply = self
             .transport
-            .ask(peer, self.lane, self.id, body, timeout)
+            .inner
+            .ask(peer, self.lane, self.id, &mut typed(msg), timeout)
             .await?;
         postcard::from_bytes(&reply).map_err(|e| AskError::Decode {
             peer: peer.to_owned(),
@@ -135,14 +171,27 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
 }
 
 /// The receiving side of a typed channel.
+///
+/// Dropping it closes the channel for good: frames still queued are
+/// dropped (asks among them rejected) and later frames for it are counted
+/// in `unknown_channel` and, when asks, rejected.
 pub struct Inbox<M> {
-    rx: mpsc::Receiver<Inbound>,
+    mailbox: Arc<Mailbox>,
+    /// Deliveries taken from the mailbox, not yet fully returned.
+    taken: VecDeque<Delivery>,
+    stop: CancellationToken,
     _msg: PhantomData<fn() -> M>,
 }
 
 impl<M> std::fmt::Debug for Inbox<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inbox").finish_non_exhaustive()
+    }
+}
+
+impl<M> Drop for Inbox<M> {
+    fn drop(&mut self) {
+        self.mailbox.close();
     }
 }
 
@@ -161,42 +210,65 @@ impl<M: DeserializeOwned> Inbox<M> {
     /// The next message that decodes. A body that does not decode as `M`
     /// closes the connection it came on (counted as `decode_errors`, logged
     /// at `warn`), rejects it if it was an ask, and is skipped.
-    /// `None` once the transport has shut down.
+    /// `None` once the transport has shut down and every message that had
+    /// arrived was returned.
     ///
     /// # Cancel safety
     /// Cancel-safe: no message is lost if it is dropped while waiting.
     pub async fn recv(&mut self) -> Option<Received<M>> {
         loop {
-            let inbound = self.rx.recv().await?;
-            match postcard::from_bytes::<M>(inbound.body()) {
+            let Some(d) = self.taken.front_mut() else {
+                if !self.mailbox.take(&mut self.taken, &self.stop).await {
+                    return None;
+                }
+                continue;
+            };
+            let Some(f) = d.pop() else {
+                self.taken.pop_front();
+                continue;
+            };
+            match postcard::from_bytes::<M>(d.body(f)) {
                 Ok(msg) => {
-                    let from = inbound.from().clone();
-                    let (_, responder) = inbound.into_parts();
                     return Some(Received {
-                        from,
+                        from: d.conn.peer.clone(),
                         msg,
-                        responder,
+                        responder: f
+                            .corr
+                            .map(|corr| Responder::new(Arc::clone(&d.conn), d.channel, corr)),
                     });
                 }
                 Err(e) => {
-                    inbound.close_connection(&e.to_string());
-                    let (_, responder) = inbound.into_parts();
-                    if let Some(r) = responder {
-                        let _ = r.reject("undecodable message");
+                    crate::stats::bump(&d.conn.inner.stats.decode_errors);
+                    tracing::warn!(peer = %d.conn.peer, channel = d.channel, error = %e, "closing connection: undecodable message");
+                    if let Some(corr) = f.corr {
+                        let _ = Responder::new(Arc::clone(&d.conn), d.channel, corr)
+                            .reject("undecodable message");
                     }
+                    d.conn.closer.cancel();
                 }
             }
         }
     }
+
+    /// Messages already taken from the transport and waiting in this inbox
+    /// (a lower bound: messages still queued in the transport are not counted).
+    pub fn len(&self) -> usize {
+        self.taken.iter().map(|d| d.frames.len() - d.next).sum()
+    }
+
+    /// True when [`Inbox::len`] is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Responder {
-    /// Encodes `reply` with postcard and sends it.
+    /// Encodes `reply` with postcard straight into the link's queue and
+    /// sends it.
     ///
     /// # Errors
     /// [`SendError`] when it cannot be encoded or queued.
     pub fn reply_msg<R: Serialize>(self, reply: &R) -> Result<(), SendError> {
-        let body = encode(reply)?;
-        self.reply(body)
+        self.reply_with(&mut typed(reply))
     }
 }

@@ -15,10 +15,21 @@ pub struct TransportConfig {
     /// Frames queued per peer and lane before sends are refused with
     /// [`crate::SendError::QueueFull`] (default 65,536).
     pub outbound_queue_frames: usize,
+    /// Bytes queued per peer and lane before sends are refused like a full
+    /// queue (default 64 MiB). A frame is always accepted into an empty
+    /// queue, so one frame of up to `max_frame_bytes` always fits.
+    pub outbound_queue_bytes: usize,
     /// Frames queued per channel on the receiving side before the connection
     /// stops reading (TCP back-pressure; default 8,192).
     pub inbound_queue_frames: usize,
-    /// Largest batch written with one syscall, in bytes (default 256 KiB).
+    /// Message bytes queued per channel on the receiving side before the
+    /// connections stop reading, as for `inbound_queue_frames` (default
+    /// 64 MiB; a typed channel's queue may exceed either bound by one read's
+    /// worth of frames).
+    pub inbound_queue_bytes: usize,
+    /// Largest write handed to one syscall, in bytes (default 256 KiB); queued
+    /// frames beyond it go out in further writes. Write buffers up to this
+    /// size are kept for reuse.
     pub max_batch_bytes: usize,
     /// Dial timeout, in ms (default 2,000).
     pub connect_timeout_ms: u64,
@@ -43,7 +54,9 @@ impl Default for TransportConfig {
         TransportConfig {
             max_frame_bytes: 8 * 1024 * 1024,
             outbound_queue_frames: 65_536,
+            outbound_queue_bytes: 64 * 1024 * 1024,
             inbound_queue_frames: 8_192,
+            inbound_queue_bytes: 64 * 1024 * 1024,
             max_batch_bytes: 256 * 1024,
             connect_timeout_ms: 2_000,
             handshake_timeout_ms: 2_000,
@@ -72,7 +85,9 @@ impl TransportConfig {
         }
         for (key, v) in [
             ("outbound_queue_frames", self.outbound_queue_frames),
+            ("outbound_queue_bytes", self.outbound_queue_bytes),
             ("inbound_queue_frames", self.inbound_queue_frames),
+            ("inbound_queue_bytes", self.inbound_queue_bytes),
             ("max_batch_bytes", self.max_batch_bytes),
             (
                 "max_handshaking_connections",

@@ -55,6 +55,18 @@ pub enum SendError {
     Shutdown,
 }
 
+impl From<FrameError> for SendError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::TooLarge { len, max } => SendError::TooLarge {
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+                max,
+            },
+            other => SendError::Encode(other.to_string()),
+        }
+    }
+}
+
 /// Why an ask got no reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AskError {
@@ -112,7 +124,7 @@ pub enum FrameError {
     /// The connection closed in the middle of a frame.
     #[error("connection closed inside a frame ({buffered} bytes buffered)")]
     Truncated {
-        /// Bytes of the partial frame body that had arrived.
+        /// Bytes of the partial frame (length prefix included) that had arrived.
         buffered: usize,
     },
     /// The frame's header did not decode.

@@ -12,6 +12,10 @@ use crate::error::HandshakeError;
 /// The first four bytes of every handshake body.
 pub const MAGIC: [u8; 4] = *b"CSTY";
 
+/// Largest handshake frame body accepted, in bytes (16 KiB). Until a peer
+/// has presented a valid [`Hello`] it may make this node buffer no more.
+pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 16 * 1024;
+
 /// The wire protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 
@@ -49,6 +53,19 @@ pub enum Lane {
     Bulk,
 }
 
+impl Lane {
+    /// Both lanes, in index order.
+    pub const ALL: [Lane; 2] = [Lane::Control, Lane::Bulk];
+
+    /// 0 for `Control`, 1 for `Bulk`.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Lane::Control => 0,
+            Lane::Bulk => 1,
+        }
+    }
+}
+
 /// The dialer's opening frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -77,6 +94,16 @@ pub enum HelloReply {
         /// Human-readable reason.
         reason: String,
     },
+}
+
+impl HelloReply {
+    /// Decodes the acceptor's answer.
+    ///
+    /// # Errors
+    /// [`HandshakeError::Decode`] when it is not a `HelloReply`.
+    pub fn decode(body: &[u8]) -> Result<HelloReply, HandshakeError> {
+        postcard::from_bytes(body).map_err(|e| HandshakeError::Decode(e.to_string()))
+    }
 }
 
 impl Hello {

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::SendError;
 use crate::frame::{Header, Kind};
 use crate::handshake::{Lane, NodeId};
-use crate::transport::{Inner, Outgoing};
+use crate::transport::Inner;
 
 /// One accepted inbound connection, shared by the frames read from it.
 pub(crate) struct ConnInfo {
@@ -20,6 +20,9 @@ pub(crate) struct ConnInfo {
 }
 
 /// A tell or an ask received on a registered channel.
+///
+/// Dropping an ask without answering it (through [`Inbound::into_parts`]
+/// and its [`Responder`]) rejects it, so the asker learns at once.
 pub struct Inbound {
     pub(crate) conn: Arc<ConnInfo>,
     pub(crate) channel: u8,
@@ -49,6 +52,11 @@ impl Inbound {
         self.conn.lane
     }
 
+    /// The channel it was sent to.
+    pub fn channel(&self) -> u8 {
+        self.channel
+    }
+
     /// The message bytes (the channel's own encoding).
     pub fn body(&self) -> &Bytes {
         &self.body
@@ -60,7 +68,8 @@ impl Inbound {
     }
 
     /// Closes the connection this frame came on, e.g. because its body did
-    /// not decode. Frames already queued from it are still delivered.
+    /// not decode. Counted in `decode_errors` and logged at `warn`. Frames
+    /// already queued from it are still delivered.
     pub fn close_connection(&self, reason: &str) {
         crate::stats::bump(&self.conn.inner.stats.decode_errors);
         tracing::warn!(peer = %self.conn.peer, channel = self.channel, reason, "closing connection: undecodable message");
@@ -68,14 +77,44 @@ impl Inbound {
     }
 
     /// The body, and a responder when it is an ask.
-    pub fn into_parts(self) -> (Bytes, Option<Responder>) {
-        let responder = self.corr.map(|corr| Responder {
+    pub fn into_parts(mut self) -> (Bytes, Option<Responder>) {
+        let body = std::mem::take(&mut self.body);
+        let responder = self.corr.take().map(|corr| Responder {
             conn: Arc::clone(&self.conn),
             channel: self.channel,
             corr,
             answered: false,
         });
-        (self.body, responder)
+        (body, responder)
+    }
+
+    /// Rejects an ask that no inbox will see (the channel has no receiver),
+    /// counting it in `unknown_channel`.
+    pub(crate) fn undeliverable(mut self) {
+        crate::stats::bump(&self.conn.inner.stats.unknown_channel);
+        tracing::debug!(peer = %self.conn.peer, channel = self.channel, "no receiver for channel");
+        if let Some(corr) = self.corr.take() {
+            let reason = format!("no receiver for channel {}", self.channel);
+            let _ = answer(
+                &self.conn,
+                self.channel,
+                Kind::Reject { corr },
+                reason.as_bytes(),
+            );
+        }
+    }
+}
+
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        if let Some(corr) = self.corr.take() {
+            let _ = answer(
+                &self.conn,
+                self.channel,
+                Kind::Reject { corr },
+                b"request dropped without a reply",
+            );
+        }
     }
 }
 
@@ -98,18 +137,33 @@ impl std::fmt::Debug for Responder {
 }
 
 impl Responder {
+    pub(crate) fn new(conn: Arc<ConnInfo>, channel: u8, corr: u64) -> Responder {
+        Responder {
+            conn,
+            channel,
+            corr,
+            answered: false,
+        }
+    }
+
     /// Who asked.
     pub fn asker(&self) -> &NodeId {
         &self.conn.peer
     }
 
-    /// Sends the reply over this node's link to the asker.
+    /// Sends the reply over this node's link to the asker (same lane as
+    /// the ask), without waiting.
     ///
     /// # Errors
     /// [`SendError`] when it cannot be queued; the asker then times out.
     pub fn reply(mut self, body: Bytes) -> Result<(), SendError> {
         self.answered = true;
-        self.send(Kind::Reply { corr: self.corr }, body)
+        answer(
+            &self.conn,
+            self.channel,
+            Kind::Reply { corr: self.corr },
+            &body,
+        )
     }
 
     /// Refuses the ask with a reason the asker gets as [`crate::AskError::Rejected`].
@@ -118,33 +172,55 @@ impl Responder {
     /// [`SendError`] when it cannot be queued; the asker then times out.
     pub fn reject(mut self, reason: &str) -> Result<(), SendError> {
         self.answered = true;
-        self.send(
+        answer(
+            &self.conn,
+            self.channel,
             Kind::Reject { corr: self.corr },
-            Bytes::copy_from_slice(reason.as_bytes()),
+            reason.as_bytes(),
         )
     }
 
-    fn send(&self, kind: Kind, body: Bytes) -> Result<(), SendError> {
-        let out = Outgoing {
-            header: Header {
-                channel: self.channel,
-                kind,
-            },
-            body,
+    /// Sends a reply whose body `encode` appends (the typed path).
+    pub(crate) fn reply_with(
+        mut self,
+        encode: &mut dyn FnMut(&mut bytes::BytesMut) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        self.answered = true;
+        let header = Header {
+            channel: self.channel,
+            kind: Kind::Reply { corr: self.corr },
         };
         self.conn
             .inner
-            .try_enqueue(&self.conn.peer.addr, self.conn.lane, out)
+            .try_send(&self.conn.peer.addr, self.conn.lane, header, encode)
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
-            let _ = self.send(
+            let _ = answer(
+                &self.conn,
+                self.channel,
                 Kind::Reject { corr: self.corr },
-                Bytes::from_static(b"request dropped without a reply"),
+                b"request dropped without a reply",
             );
         }
     }
+}
+
+/// Queues a reply or rejection over this node's link to the asker.
+pub(crate) fn answer(
+    conn: &ConnInfo,
+    channel: u8,
+    kind: Kind,
+    body: &[u8],
+) -> Result<(), SendError> {
+    let header = Header { channel, kind };
+    let mut encode = |buf: &mut bytes::BytesMut| {
+        buf.extend_from_slice(body);
+        Ok(())
+    };
+    conn.inner
+        .try_send(&conn.peer.addr, conn.lane, header, &mut encode)
 }

@@ -26,6 +26,7 @@ pub mod handshake;
 mod inbound;
 mod link;
 mod listener;
+mod mailbox;
 mod stats;
 mod transport;
 

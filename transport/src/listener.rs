@@ -4,18 +4,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::codec::Framed;
+use tokio_util::codec::Encoder;
 
 use crate::error::{FrameError, HandshakeError};
-use crate::frame::{FrameCodec, Header, Kind};
-use crate::handshake::{Hello, HelloReply};
-use crate::inbound::{ConnInfo, Inbound};
+use crate::frame::{FrameCodec, FrameReader, Header, Kind, LENGTH_PREFIX_BYTES, frames_in};
+use crate::handshake::{HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply};
+use crate::inbound::ConnInfo;
+use crate::mailbox::{Delivery, FrameRef};
 use crate::stats::bump;
-use crate::transport::{Inner, Outgoing};
+use crate::transport::{Inner, Slot};
 
 pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
     let handshaking = Arc::new(Semaphore::new(inner.config.max_handshaking_connections));
@@ -23,7 +24,10 @@ pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = inner.shutdown.cancelled() => return,
+            _ = inner.shutdown.cancelled() => {
+                inner.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
             r = listener.accept() => r,
         };
         match accepted {
@@ -54,19 +58,27 @@ pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
 
 async fn serve(
     inner: Arc<Inner>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     addr: SocketAddr,
     handshake_permit: OwnedSemaphorePermit,
     connected: Arc<Semaphore>,
 ) {
-    let mut framed = Framed::new(stream, FrameCodec::new(inner.config.max_frame_bytes));
-    let hello = match handshake(&inner, &mut framed).await {
+    let mut reader = FrameReader::new(HANDSHAKE_MAX_FRAME_BYTES);
+    let handshake = tokio::select! {
+        biased;
+        _ = inner.shutdown.cancelled() => return,
+        r = tokio::time::timeout(
+            inner.config.handshake_timeout(),
+            read_hello(&inner, &mut reader, &mut stream),
+        ) => r.unwrap_or(Err(HandshakeError::Timeout(inner.config.handshake_timeout_ms))),
+    };
+    let hello = match handshake {
         Ok(hello) => hello,
         Err(e) => {
             bump(&inner.stats.handshakes_refused);
             tracing::warn!(%addr, error = %e, "handshake refused");
             if !matches!(e, HandshakeError::Closed | HandshakeError::Timeout(_)) {
-                refuse(&mut framed, &e.to_string()).await;
+                refuse(&mut stream, &e.to_string()).await;
             }
             return;
         }
@@ -78,146 +90,223 @@ async fn serve(
             inner.config.max_inbound_connections
         );
         tracing::warn!(%addr, peer = %hello.from, "refusing connection: {reason}");
-        refuse(&mut framed, &reason).await;
+        refuse(&mut stream, &reason).await;
         return;
     };
     drop(handshake_permit);
     let accepted = HelloReply::Accepted {
         node: inner.local.clone(),
     };
-    let Ok(body) = postcard::to_allocvec(&accepted) else {
-        return;
-    };
-    if framed.send(Bytes::from(body)).await.is_err() {
+    if let Err(e) = send_handshake_frame(&mut stream, &accepted).await {
+        tracing::debug!(%addr, peer = %hello.from, error = %e, "inbound handshake reply failed");
         return;
     }
     tracing::debug!(peer = %hello.from, lane = ?hello.lane, %addr, "inbound link up");
+    reader.set_max_frame_bytes(inner.config.max_frame_bytes);
     let conn = Arc::new(ConnInfo {
         inner: Arc::clone(&inner),
         peer: hello.from,
         lane: hello.lane,
         closer: inner.shutdown.child_token(),
     });
-    loop {
-        let next = tokio::select! {
+    let why = loop {
+        // Hand every buffered frame on, then read more.
+        let drained = tokio::select! {
             biased;
-            _ = conn.closer.cancelled() => break,
-            f = framed.next() => f,
+            _ = conn.closer.cancelled() => break "closed".to_owned(),
+            r = drain(&inner, &conn, &mut reader) => r,
         };
-        match next {
-            None => break,
-            Some(Err(e)) => {
+        if let Err(e) = drained {
+            bump(&inner.stats.frame_errors);
+            tracing::warn!(peer = %conn.peer, %addr, error = %e, "closing connection: bad frame");
+            break e.to_string();
+        }
+        let read = tokio::select! {
+            biased;
+            _ = conn.closer.cancelled() => break "closed".to_owned(),
+            r = reader.read_from(&mut stream) => r,
+        };
+        match read {
+            Ok(0) => break "closed by peer".to_owned(),
+            Ok(_) => {}
+            Err(e @ FrameError::Io(_)) => break e.to_string(),
+            Err(e) => {
                 bump(&inner.stats.frame_errors);
                 tracing::warn!(peer = %conn.peer, %addr, error = %e, "closing connection: bad frame");
-                break;
+                break e.to_string();
             }
-            Some(Ok(frame)) => {
-                bump(&inner.stats.frames_received);
-                if let Err(e) = dispatch(&inner, &conn, frame.freeze()).await {
-                    bump(&inner.stats.frame_errors);
-                    tracing::warn!(peer = %conn.peer, %addr, error = %e, "closing connection: bad frame");
+        }
+    };
+    tracing::debug!(peer = %conn.peer, %addr, reason = %why, "inbound link down");
+}
+
+/// Frames handed to a channel at once, at most.
+const MAX_BATCH_FRAMES: usize = 1024;
+
+/// Dispatches every complete frame in `reader`'s buffer: tells and asks go
+/// to their channel's queue, one [`Delivery`] per run of frames for the
+/// same channel; replies and rejections complete their ask.
+///
+/// # Cancel safety
+/// Frames not yet handed on when it is dropped are dropped (asks among
+/// them are rejected); only used when the connection closes.
+async fn drain(
+    inner: &Arc<Inner>,
+    conn: &Arc<ConnInfo>,
+    reader: &mut FrameReader,
+) -> Result<(), FrameError> {
+    loop {
+        let Some(region) = reader.next_frames()? else {
+            return Ok(());
+        };
+        let mut frames = 0u64;
+        let mut run: Option<Delivery> = None;
+        let mut bad = None;
+        for range in frames_in(&region) {
+            frames += 1;
+            let (header, header_len) = match Header::decode(&region[range.clone()]) {
+                Ok(h) => h,
+                Err(e) => {
+                    bad = Some(e);
                     break;
+                }
+            };
+            let body = range.start + header_len..range.end;
+            let corr = match header.kind {
+                Kind::Tell => None,
+                Kind::Ask { corr } => Some(corr),
+                Kind::Reply { corr } => {
+                    inner.complete(corr, Ok(region.slice(body)));
+                    continue;
+                }
+                Kind::Reject { corr } => {
+                    inner.complete(
+                        corr,
+                        Err(crate::AskError::Rejected {
+                            peer: conn.peer.addr.clone(),
+                            reason: String::from_utf8_lossy(&region[body]).into_owned(),
+                        }),
+                    );
+                    continue;
+                }
+            };
+            let frame = FrameRef {
+                // Regions are below 4 GiB: a region lies in the read
+                // buffer, at most one maximal frame (≤ 1 GiB) or one chunk.
+                start: body.start as u32,
+                end: body.end as u32,
+                corr,
+            };
+            match &mut run {
+                Some(d) if d.channel == header.channel && d.frames.len() < MAX_BATCH_FRAMES => {
+                    d.frames.push(frame);
+                    d.bytes += body.len();
+                }
+                _ => {
+                    if let Some(d) = run.take() {
+                        deliver(inner, d).await;
+                    }
+                    run = Some(Delivery {
+                        conn: Arc::clone(conn),
+                        channel: header.channel,
+                        region: region.clone(),
+                        frames: vec![frame],
+                        next: 0,
+                        bytes: body.len(),
+                    });
                 }
             }
         }
-    }
-    tracing::debug!(peer = %conn.peer, %addr, "inbound link down");
-}
-
-async fn handshake(
-    inner: &Inner,
-    framed: &mut Framed<TcpStream, FrameCodec>,
-) -> Result<Hello, HandshakeError> {
-    let first = tokio::time::timeout(inner.config.handshake_timeout(), framed.next())
-        .await
-        .map_err(|_| HandshakeError::Timeout(inner.config.handshake_timeout_ms))?;
-    let body = match first {
-        None => return Err(HandshakeError::Closed),
-        Some(Err(FrameError::TooLarge { .. })) => {
-            // A stranger's first bytes read as a huge length: report it as
-            // what it most likely is.
-            let mut magic = [0u8; 4];
-            let buffered = framed.read_buffer();
-            for (d, s) in magic.iter_mut().zip(buffered.iter()) {
-                *d = *s;
-            }
-            return Err(HandshakeError::BadMagic(magic));
+        inner
+            .stats
+            .frames_received
+            .fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
+        // Frames before a bad one are still delivered.
+        if let Some(d) = run {
+            deliver(inner, d).await;
         }
-        Some(Err(e)) => return Err(e.into()),
-        Some(Ok(body)) => body,
-    };
-    let hello = Hello::decode(&body)?;
-    hello.check(&inner.cluster)?;
-    Ok(hello)
+        if let Some(e) = bad {
+            return Err(e);
+        }
+    }
 }
 
-async fn refuse(framed: &mut Framed<TcpStream, FrameCodec>, reason: &str) {
+/// Hands `d` to its channel's receiver, waiting for queue space. Frames
+/// nobody will receive are counted and, for asks, rejected.
+async fn deliver(inner: &Inner, d: Delivery) {
+    let slot = inner
+        .channels
+        .get(usize::from(d.channel))
+        .and_then(|s| s.get());
+    match slot {
+        Some(Slot::Mailbox(mailbox)) => {
+            if let Err(d) = mailbox.push(d).await {
+                d.undeliverable();
+            }
+        }
+        Some(Slot::Raw(tx)) => {
+            for item in d.into_inbounds() {
+                if let Err(e) = tx.send(item).await {
+                    e.0.undeliverable();
+                }
+            }
+        }
+        None => d.undeliverable(),
+    }
+}
+
+/// Reads the dialer's [`Hello`] and checks it against this node.
+async fn read_hello(
+    inner: &Inner,
+    reader: &mut FrameReader,
+    stream: &mut TcpStream,
+) -> Result<Hello, HandshakeError> {
+    loop {
+        match reader.next_frame() {
+            Ok(Some(body)) => {
+                let hello = Hello::decode(&body)?;
+                hello.check(&inner.cluster)?;
+                return Ok(hello);
+            }
+            Ok(None) => {}
+            Err(FrameError::TooLarge { .. }) => {
+                // A stranger's first bytes read as a huge length: report it
+                // as what it most likely is.
+                let mut magic = [0u8; 4];
+                for (d, s) in magic.iter_mut().zip(reader.buffered()) {
+                    *d = *s;
+                }
+                return Err(HandshakeError::BadMagic(magic));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if reader.read_from(stream).await? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+    }
+}
+
+/// Writes one handshake frame (a [`Hello`] or a [`HelloReply`]).
+pub(crate) async fn send_handshake_frame<T: serde::Serialize>(
+    stream: &mut TcpStream,
+    msg: &T,
+) -> Result<(), HandshakeError> {
+    let body = postcard::to_allocvec(msg).map_err(|e| HandshakeError::Decode(e.to_string()))?;
+    let mut frame = BytesMut::with_capacity(LENGTH_PREFIX_BYTES + body.len());
+    FrameCodec::new(HANDSHAKE_MAX_FRAME_BYTES).encode(Bytes::from(body), &mut frame)?;
+    stream.write_all(&frame).await.map_err(FrameError::Io)?;
+    Ok(())
+}
+
+/// Tells a refused dialer why, best effort (at most 500 ms), then closes.
+async fn refuse(stream: &mut TcpStream, reason: &str) {
     let reply = HelloReply::Refused {
         reason: reason.to_owned(),
     };
-    if let Ok(body) = postcard::to_allocvec(&reply) {
-        let _ =
-            tokio::time::timeout(Duration::from_millis(500), framed.send(Bytes::from(body))).await;
-    }
-}
-
-async fn dispatch(
-    inner: &Arc<Inner>,
-    conn: &Arc<ConnInfo>,
-    frame: Bytes,
-) -> Result<(), FrameError> {
-    let (header, body) = Header::decode_frame(frame)?;
-    match header.kind {
-        Kind::Tell | Kind::Ask { .. } => {
-            let corr = match header.kind {
-                Kind::Ask { corr } => Some(corr),
-                _ => None,
-            };
-            let slot = inner
-                .channels
-                .get(usize::from(header.channel))
-                .and_then(|s| s.get());
-            let delivered = match slot {
-                Some(tx) => tx
-                    .send(Inbound {
-                        conn: Arc::clone(conn),
-                        channel: header.channel,
-                        corr,
-                        body,
-                    })
-                    .await
-                    .is_ok(),
-                None => false,
-            };
-            if !delivered {
-                bump(&inner.stats.unknown_channel);
-                tracing::debug!(peer = %conn.peer, channel = header.channel, "no receiver for channel");
-                if let Some(corr) = corr {
-                    let _ = inner.try_enqueue(
-                        &conn.peer.addr,
-                        conn.lane,
-                        Outgoing {
-                            header: Header {
-                                channel: header.channel,
-                                kind: Kind::Reject { corr },
-                            },
-                            body: Bytes::from(format!(
-                                "no receiver for channel {}",
-                                header.channel
-                            )),
-                        },
-                    );
-                }
-            }
-        }
-        Kind::Reply { corr } => inner.complete(corr, Ok(body)),
-        Kind::Reject { corr } => inner.complete(
-            corr,
-            Err(crate::AskError::Rejected {
-                peer: conn.peer.addr.clone(),
-                reason: String::from_utf8_lossy(&body).into_owned(),
-            }),
-        ),
-    }
-    Ok(())
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        send_handshake_frame(stream, &reply).await?;
+        stream.shutdown().await.map_err(FrameError::Io)?;
+        Ok::<_, HandshakeError>(())
+    })
+    .await;
 }

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -17,8 +17,10 @@ use crate::error::{AskError, BindError, SendError};
 use crate::frame::{Header, Kind};
 use crate::handshake::{Lane, NodeId};
 use crate::inbound::Inbound;
+use crate::link::{self, BodyEncoder, Link, Pushed};
+use crate::listener;
+use crate::mailbox::Mailbox;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::{link, listener};
 
 /// Channel ids are `0..MAX_CHANNELS`.
 pub const MAX_CHANNELS: usize = 64;
@@ -39,16 +41,69 @@ pub struct LocalNode {
     pub advertise_host: String,
 }
 
-/// A frame waiting in a link's queue.
-#[derive(Debug)]
-pub(crate) struct Outgoing {
-    pub header: Header,
-    pub body: Bytes,
+/// Where a channel's inbound frames go.
+pub(crate) enum Slot {
+    /// [`Transport::register`]: one frame per queue item.
+    Raw(mpsc::Sender<Inbound>),
+    /// [`crate::Channel::register`]: batched.
+    Mailbox(Arc<Mailbox>),
 }
 
+/// The two links (one per [`Lane`]) to one peer address.
+pub(crate) struct PeerLinks {
+    lanes: [Arc<Link>; 2],
+}
+
+impl PeerLinks {
+    pub(crate) fn lane(&self, lane: Lane) -> &Arc<Link> {
+        &self.lanes[lane.index()]
+    }
+}
+
+/// A fast hasher for the small keys of the links and pending-ask maps
+/// (peer addresses, correlation ids): the FxHash mixing step (rotate, xor,
+/// multiply by a 64-bit odd constant, as in rustc's `FxHasher`). Not
+/// resistant to chosen keys, which is fine here: keys are our own
+/// correlation ids and the addresses this node sends to.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.write_u64(u64::from_le_bytes(tail) ^ rest.len() as u64);
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
 struct PendingAsk {
-    peer: String,
-    lane: Lane,
+    /// The link the ask was queued on.
+    link: Arc<Link>,
     tx: oneshot::Sender<Result<Bytes, AskError>>,
 }
 
@@ -57,12 +112,15 @@ pub(crate) struct Inner {
     pub cluster: String,
     pub local: NodeId,
     pub local_addr: SocketAddr,
-    links: Mutex<HashMap<(String, Lane), mpsc::Sender<Outgoing>>>,
-    pub channels: [OnceLock<mpsc::Sender<Inbound>>; MAX_CHANNELS],
-    pending: Mutex<HashMap<u64, PendingAsk>>,
+    links: Mutex<FastMap<String, Arc<PeerLinks>>>,
+    pub channels: [OnceLock<Slot>; MAX_CHANNELS],
+    pending: Mutex<FastMap<u64, PendingAsk>>,
     next_corr: AtomicU64,
     pub stats: Stats,
     pub shutdown: CancellationToken,
+    /// Set once `shutdown` is seen cancelled (a lock-free copy for the
+    /// send path; `CancellationToken::is_cancelled` takes a lock).
+    pub stopped: AtomicBool,
     pub tracker: TaskTracker,
 }
 
@@ -120,12 +178,13 @@ impl Transport {
             cluster: local.cluster,
             local: id,
             local_addr,
-            links: Mutex::new(HashMap::new()),
+            links: Mutex::new(FastMap::default()),
             channels: std::array::from_fn(|_| OnceLock::new()),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(FastMap::default()),
             next_corr: AtomicU64::new(1),
             stats: Stats::default(),
             shutdown,
+            stopped: AtomicBool::new(false),
             tracker: TaskTracker::new(),
         });
         inner
@@ -169,17 +228,13 @@ impl Transport {
     /// per channel for the transport's life. Capacity
     /// `[transport] inbound_queue_frames`; when it is full the connection
     /// stops reading (back-pressure), other connections and lanes go on.
+    /// [`crate::Channel::register`] is the typed (and faster, batched) way.
     ///
     /// # Errors
     /// [`crate::RegisterError`] when `id ≥ MAX_CHANNELS` or it is already taken.
     pub fn register(&self, id: u8) -> Result<mpsc::Receiver<Inbound>, crate::RegisterError> {
-        let slot = self
-            .inner
-            .channels
-            .get(usize::from(id))
-            .ok_or(crate::RegisterError::OutOfRange(id))?;
         let (tx, rx) = mpsc::channel(self.inner.config.inbound_queue_frames);
-        slot.set(tx).map_err(|_| crate::RegisterError::Taken(id))?;
+        self.inner.register_slot(id, Slot::Raw(tx))?;
         Ok(rx)
     }
 
@@ -188,18 +243,18 @@ impl Transport {
     /// # Errors
     /// [`SendError::QueueFull`] when the link's queue is full (nothing is
     /// queued), [`SendError::TooLarge`], [`SendError::Shutdown`].
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime and no link to `peer` exists yet
+    /// (the link's task is spawned on first use).
     pub fn tell(&self, peer: &str, lane: Lane, channel: u8, body: Bytes) -> Result<(), SendError> {
-        self.inner.try_enqueue(
-            peer,
-            lane,
-            Outgoing {
-                header: Header {
-                    channel,
-                    kind: Kind::Tell,
-                },
-                body,
-            },
-        )
+        self.inner.check_body(&body)?;
+        let header = Header {
+            channel,
+            kind: Kind::Tell,
+        };
+        self.inner
+            .try_send(peer, lane, header, &mut copy_body(&body))
     }
 
     /// Queues a one-way message for `peer`, waiting for queue space.
@@ -216,18 +271,13 @@ impl Transport {
         channel: u8,
         body: Bytes,
     ) -> Result<(), SendError> {
+        self.inner.check_body(&body)?;
+        let header = Header {
+            channel,
+            kind: Kind::Tell,
+        };
         self.inner
-            .enqueue(
-                peer,
-                lane,
-                Outgoing {
-                    header: Header {
-                        channel,
-                        kind: Kind::Tell,
-                    },
-                    body,
-                },
-            )
+            .send(peer, lane, header, &mut copy_body(&body))
             .await
     }
 
@@ -250,36 +300,245 @@ impl Transport {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, AskError> {
-        let corr = self.inner.next_corr.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.inner.pending_lock().insert(
-            corr,
-            PendingAsk {
-                peer: peer.to_owned(),
-                lane,
-                tx,
-            },
-        );
+        self.inner.check_body(&body)?;
+        self.inner
+            .ask(peer, lane, channel, &mut copy_body(&body), timeout)
+            .await
+    }
+
+    /// Drops the links to `peer` (e.g. a member that was removed); frames
+    /// still queued on them are written (within `[transport]
+    /// flush_deadline_ms`) or failed. A later send dials again.
+    pub fn forget(&self, peer: &str) {
+        let removed = self.inner.links_lock().remove(peer);
+        if let Some(links) = removed {
+            for link in &links.lanes {
+                link.retire();
+            }
+        }
+    }
+
+    /// Stops the listener and the links: queued frames get up to
+    /// `[transport] flush_deadline_ms` to be written, then every task is
+    /// waited for (at most twice that deadline). Pending asks fail with
+    /// [`AskError::Unreachable`], inboxes return `None` once drained.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.stopped.store(true, Ordering::Relaxed);
+        self.inner.tracker.close();
+        let deadline = Duration::from_millis(self.inner.config.flush_deadline_ms * 2);
+        let _ = tokio::time::timeout(deadline, self.inner.tracker.wait()).await;
+        self.inner.fail_all_pending("transport shut down");
+    }
+}
+
+/// The error of an ask whose transport stopped before it was answered.
+fn shut_down(peer: &str) -> AskError {
+    AskError::Unreachable {
+        peer: peer.to_owned(),
+        reason: "transport shut down".into(),
+    }
+}
+
+/// An encoder that copies an already encoded body.
+fn copy_body(body: &[u8]) -> impl FnMut(&mut BytesMut) -> Result<(), SendError> + '_ {
+    move |buf: &mut BytesMut| {
+        buf.extend_from_slice(body);
+        Ok(())
+    }
+}
+
+/// Whether a frame is worth a syscall of its own when the link is idle:
+/// everything on the control lane, and asks and replies on any lane.
+fn inline(lane: Lane, kind: Kind) -> bool {
+    lane == Lane::Control || !matches!(kind, Kind::Tell)
+}
+
+/// Removes an ask's pending entry however the ask ends.
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    corr: u64,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed.load(Ordering::Relaxed) {
+            self.inner.pending_lock().remove(&self.corr);
+        }
+    }
+}
+
+impl Inner {
+    fn links_lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, Arc<PeerLinks>>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending_lock(&self) -> std::sync::MutexGuard<'_, FastMap<u64, PendingAsk>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn register_slot(&self, id: u8, slot: Slot) -> Result<(), crate::RegisterError> {
+        let cell = self
+            .channels
+            .get(usize::from(id))
+            .ok_or(crate::RegisterError::OutOfRange(id))?;
+        cell.set(slot).map_err(|_| crate::RegisterError::Taken(id))
+    }
+
+    /// Refuses a body that cannot fit a frame before copying it anywhere.
+    fn check_body(&self, body: &[u8]) -> Result<(), SendError> {
+        let max = self.config.max_frame_bytes;
+        if body.len() > max {
+            return Err(SendError::TooLarge {
+                len: body.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err(SendError::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// The links to `peer`, creating them (and spawning their tasks) on
+    /// first use.
+    fn peer_links(self: &Arc<Self>, peer: &str) -> Arc<PeerLinks> {
+        let mut links = self.links_lock();
+        if let Some(p) = links.get(peer) {
+            return Arc::clone(p);
+        }
+        let p = Arc::new(PeerLinks {
+            lanes: Lane::ALL.map(|lane| Arc::new(Link::new(self, peer, lane))),
+        });
+        for link in &p.lanes {
+            self.tracker
+                .spawn(link::run(Arc::clone(self), Arc::clone(link)));
+        }
+        links.insert(peer.to_owned(), Arc::clone(&p));
+        p
+    }
+
+    fn queue_full(&self, peer: &str) -> SendError {
+        SendError::QueueFull {
+            peer: peer.to_owned(),
+            capacity: self.config.outbound_queue_frames,
+        }
+    }
+
+    /// Queues one frame without waiting.
+    pub(crate) fn try_send(
+        self: &Arc<Self>,
+        peer: &str,
+        lane: Lane,
+        header: Header,
+        body: BodyEncoder<'_>,
+    ) -> Result<(), SendError> {
+        // A link retired by `forget` while we held it: take the new one.
+        for _ in 0..2 {
+            self.check_open()?;
+            let links = self.peer_links(peer);
+            match links
+                .lane(lane)
+                .try_push(self, header, inline(lane, header.kind), body)?
+            {
+                Pushed::Queued => return Ok(()),
+                Pushed::Full => return Err(self.queue_full(peer)),
+                Pushed::Closed => {}
+            }
+        }
+        Err(SendError::Shutdown)
+    }
+
+    /// Queues one frame, waiting for space.
+    pub(crate) async fn send<F>(
+        self: &Arc<Self>,
+        peer: &str,
+        lane: Lane,
+        header: Header,
+        body: &mut F,
+    ) -> Result<(), SendError>
+    where
+        F: FnMut(&mut BytesMut) -> Result<(), SendError>,
+    {
+        for _ in 0..2 {
+            self.check_open()?;
+            let links = self.peer_links(peer);
+            match links
+                .lane(lane)
+                .push(self, header, inline(lane, header.kind), body)
+                .await?
+            {
+                Pushed::Queued | Pushed::Full => return Ok(()),
+                Pushed::Closed => {}
+            }
+        }
+        Err(SendError::Shutdown)
+    }
+
+    /// Queues an ask and waits for its reply.
+    pub(crate) async fn ask<F>(
+        self: &Arc<Self>,
+        peer: &str,
+        lane: Lane,
+        channel: u8,
+        body: &mut F,
+        timeout: Duration,
+    ) -> Result<Bytes, AskError>
+    where
+        F: FnMut(&mut BytesMut) -> Result<(), SendError>,
+    {
+        let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = oneshot::channel();
+        let mut tx = Some(tx);
         let guard = PendingGuard {
-            inner: &self.inner,
+            inner: self,
             corr,
+            armed: std::sync::atomic::AtomicBool::new(true),
         };
-        let out = Outgoing {
-            header: Header {
-                channel,
-                kind: Kind::Ask { corr },
-            },
-            body,
+        let header = Header {
+            channel,
+            kind: Kind::Ask { corr },
         };
         let result = tokio::time::timeout(timeout, async {
-            self.inner.enqueue(peer, lane, out).await?;
-            match rx.await {
-                Ok(r) => r,
-                Err(_) => Err(AskError::Unreachable {
-                    peer: peer.to_owned(),
-                    reason: "transport shut down".into(),
-                }),
+            let mut queued = false;
+            for _ in 0..2 {
+                self.check_open()?;
+                let links = self.peer_links(peer);
+                let link = links.lane(lane);
+                // Registered before it is queued: the reply may beat us back.
+                if let Some(tx) = tx.take() {
+                    let link = Arc::clone(link);
+                    self.pending_lock().insert(corr, PendingAsk { link, tx });
+                } else if let Some(p) = self.pending_lock().get_mut(&corr) {
+                    p.link = Arc::clone(link);
+                }
+                // Waiting for queue space ends early if the link fails
+                // meanwhile: the ask fails with it instead of being queued.
+                let pushed = tokio::select! {
+                    biased;
+                    r = &mut rx => return r.unwrap_or_else(|_| Err(shut_down(peer))),
+                    p = link.push(self, header, true, body) => p?,
+                };
+                match pushed {
+                    Pushed::Queued | Pushed::Full => {
+                        queued = true;
+                        break;
+                    }
+                    Pushed::Closed => {}
+                }
             }
+            if !queued {
+                return Err(AskError::Send(SendError::Shutdown));
+            }
+            let reply = (&mut rx).await;
+            // Whoever answered removed the entry already.
+            guard.armed.store(false, Ordering::Relaxed);
+            reply.unwrap_or_else(|_| Err(shut_down(peer)))
         })
         .await;
         drop(guard);
@@ -287,109 +546,9 @@ impl Transport {
             Ok(r) => r,
             Err(_) => Err(AskError::Timeout {
                 peer: peer.to_owned(),
-                timeout_ms: timeout.as_millis() as u64,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             }),
         }
-    }
-
-    /// Drops the links to `peer` (e.g. a member that was removed); frames
-    /// still queued on them are written or failed as on shutdown. A later
-    /// send dials again.
-    pub fn forget(&self, peer: &str) {
-        let mut links = self.inner.links_lock();
-        links.remove(&(peer.to_owned(), Lane::Control));
-        links.remove(&(peer.to_owned(), Lane::Bulk));
-    }
-
-    /// Stops the listener and the links: queued frames get up to
-    /// `[transport] flush_deadline_ms` to be written, then every task is
-    /// waited for (at most twice that deadline).
-    pub async fn shutdown(&self) {
-        self.inner.shutdown.cancel();
-        self.inner.tracker.close();
-        let deadline = Duration::from_millis(self.inner.config.flush_deadline_ms * 2);
-        let _ = tokio::time::timeout(deadline, self.inner.tracker.wait()).await;
-    }
-}
-
-/// Removes an ask's pending entry however the ask ends.
-struct PendingGuard<'a> {
-    inner: &'a Inner,
-    corr: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.inner.pending_lock().remove(&self.corr);
-    }
-}
-
-impl Inner {
-    fn links_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, Lane), mpsc::Sender<Outgoing>>> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn pending_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PendingAsk>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn check_size(&self, out: &Outgoing) -> Result<(), SendError> {
-        let max = self.config.max_frame_bytes;
-        if out.body.len() + crate::frame::MAX_HEADER_BYTES > max {
-            return Err(SendError::TooLarge {
-                len: out.body.len(),
-                max,
-            });
-        }
-        if self.shutdown.is_cancelled() {
-            return Err(SendError::Shutdown);
-        }
-        Ok(())
-    }
-
-    /// The sender of the link to (`peer`, `lane`), spawning the link task on first use.
-    fn link(self: &Arc<Self>, peer: &str, lane: Lane) -> mpsc::Sender<Outgoing> {
-        let mut links = self.links_lock();
-        if let Some(tx) = links.get(&(peer.to_owned(), lane)) {
-            if !tx.is_closed() {
-                return tx.clone();
-            }
-        }
-        let (tx, rx) = mpsc::channel(self.config.outbound_queue_frames);
-        self.tracker
-            .spawn(link::run(Arc::clone(self), peer.to_owned(), lane, rx));
-        links.insert((peer.to_owned(), lane), tx.clone());
-        tx
-    }
-
-    pub(crate) fn try_enqueue(
-        self: &Arc<Self>,
-        peer: &str,
-        lane: Lane,
-        out: Outgoing,
-    ) -> Result<(), SendError> {
-        self.check_size(&out)?;
-        match self.link(peer, lane).try_send(out) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(SendError::QueueFull {
-                peer: peer.to_owned(),
-                capacity: self.config.outbound_queue_frames,
-            }),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Shutdown),
-        }
-    }
-
-    pub(crate) async fn enqueue(
-        self: &Arc<Self>,
-        peer: &str,
-        lane: Lane,
-        out: Outgoing,
-    ) -> Result<(), SendError> {
-        self.check_size(&out)?;
-        let tx = self.link(peer, lane);
-        tx.send(out).await.map_err(|_| SendError::Shutdown)
     }
 
     /// Completes a pending ask; a missing entry is a late reply.
@@ -406,21 +565,33 @@ impl Inner {
         }
     }
 
-    /// Fails every pending ask to (`peer`, `lane`): its link broke.
-    pub(crate) fn fail_pending_to(&self, peer: &str, lane: Lane, reason: &str) {
-        let mut pending = self.pending_lock();
-        let corrs: Vec<u64> = pending
-            .iter()
-            .filter(|(_, p)| p.peer == peer && p.lane == lane)
-            .map(|(c, _)| *c)
-            .collect();
-        for corr in corrs {
-            if let Some(p) = pending.remove(&corr) {
-                let _ = p.tx.send(Err(AskError::Unreachable {
-                    peer: peer.to_owned(),
-                    reason: reason.to_owned(),
-                }));
-            }
+    /// Fails every pending ask queued on `link`: it broke or was closed.
+    pub(crate) fn fail_pending_link(&self, link: &Link, reason: &str) {
+        let failed: Vec<PendingAsk> = {
+            let mut pending = self.pending_lock();
+            let corrs: Vec<u64> = pending
+                .iter()
+                .filter(|(_, p)| std::ptr::eq(Arc::as_ptr(&p.link), link))
+                .map(|(c, _)| *c)
+                .collect();
+            corrs.iter().filter_map(|c| pending.remove(c)).collect()
+        };
+        for p in failed {
+            let _ = p.tx.send(Err(AskError::Unreachable {
+                peer: link.peer.clone(),
+                reason: reason.to_owned(),
+            }));
+        }
+    }
+
+    /// Fails every pending ask (shutdown).
+    fn fail_all_pending(&self, reason: &str) {
+        let failed: Vec<PendingAsk> = self.pending_lock().drain().map(|(_, p)| p).collect();
+        for p in failed {
+            let _ = p.tx.send(Err(AskError::Unreachable {
+                peer: p.link.peer.clone(),
+                reason: reason.to_owned(),
+            }));
         }
     }
 }

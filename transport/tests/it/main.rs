@@ -1,4 +1,9 @@
-//! Loopback integration tests of the transport.
-#![allow(clippy::unwrap_used, missing_docs)]
+//! Integration tests of the transport (one binary, one module per concern).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod codec;
+mod golden;
+mod hostile;
+mod lanes;
 mod loopback;
+mod support;

@@ -1,0 +1,341 @@
+//! Strangers and misbehaving peers: wrong cluster, oversized frames, random
+//! bytes and HTTP on the transport's port. Each is refused with a reason
+//! where one can be sent, and nothing else is disturbed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder};
+use transport::frame::FrameCodec;
+use transport::handshake::{Hello, HelloReply, MAGIC};
+use transport::{AskError, Channel, Lane, NodeId, PROTOCOL_VERSION, Transport, TransportConfig};
+
+use crate::support::{node, node_with, wait_until};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Msg {
+    Ping(u64),
+    Pong(u64),
+}
+
+/// Answers every `Ping(n)` on channel 1 (control lane) with `Pong(n)`.
+fn echo(t: &Transport) -> Channel<Msg> {
+    let (ch, mut inbox) = Channel::<Msg>::register(t, 1, Lane::Control).unwrap();
+    tokio::spawn(async move {
+        while let Some(r) = inbox.recv().await {
+            if let (Msg::Ping(n), Some(resp)) = (r.msg, r.responder) {
+                let _ = resp.reply_msg(&Msg::Pong(n));
+            }
+        }
+    });
+    ch
+}
+
+async fn ping(ch: &Channel<Msg>, peer: &str, n: u64) -> Result<Msg, AskError> {
+    ch.ask(peer, &Msg::Ping(n), Duration::from_secs(5)).await
+}
+
+/// A handshake frame as a dialer would send it.
+fn hello_frame(cluster: &str) -> BytesMut {
+    let hello = Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        cluster: cluster.into(),
+        from: NodeId {
+            name: "raw".into(),
+            addr: "127.0.0.1:1".into(),
+            generation: 1,
+        },
+        lane: Lane::Bulk,
+    };
+    let mut buf = BytesMut::new();
+    FrameCodec::new(1 << 20)
+        .encode(
+            Bytes::from(postcard::to_allocvec(&hello).unwrap()),
+            &mut buf,
+        )
+        .unwrap();
+    buf
+}
+
+/// Reads what the acceptor sends until it closes (at most 5 s) and decodes
+/// the first frame as a handshake reply, if there is one.
+async fn reply_until_eof(s: &mut TcpStream) -> Option<HelloReply> {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the acceptor closes the connection")
+        .ok()?;
+    let mut buf = BytesMut::from(&got[..]);
+    let frame = FrameCodec::new(1 << 20).decode(&mut buf).ok()??;
+    Some(HelloReply::decode(&frame).unwrap())
+}
+
+fn refused_reason(reply: Option<HelloReply>) -> String {
+    match reply {
+        Some(HelloReply::Refused { reason }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Log lines written while a test runs on the current thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// Current-thread runtime: every task logs through this thread's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn wrong_cluster_is_refused_with_the_reason_on_both_sides() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let a = node("a", "one").await;
+    let b = node("b", "two").await;
+    let ca = echo(&a);
+    echo(&b);
+    let err = ping(&ca, &b.identity().addr, 1).await.unwrap_err();
+    // The dialer's error carries the acceptor's reason.
+    match &err {
+        AskError::Unreachable { reason, .. } => {
+            assert!(reason.contains("refused by peer"), "{reason}");
+            assert!(reason.contains(r#"cluster name "one""#), "{reason}");
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    // The acceptor counted it.
+    assert_eq!(b.stats().handshakes_refused, 1);
+    assert_eq!(a.stats().dial_failures, 1);
+    // Both logged a warning with the reason.
+    let text = logs.text();
+    assert!(
+        text.contains("WARN") && text.contains("handshake refused") && text.contains("two"),
+        "acceptor's warning missing:\n{text}"
+    );
+    assert!(
+        text.contains("handshake refused by peer"),
+        "dialer's warning missing:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
+    let b = node("b", "c").await;
+    // Wrong cluster.
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(&hello_frame("other")).await.unwrap();
+    let reason = refused_reason(reply_until_eof(&mut s).await);
+    assert!(reason.contains("cluster name"), "{reason}");
+    // Wrong version.
+    let mut hello = Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION + 1,
+        cluster: "c".into(),
+        from: NodeId {
+            name: "raw".into(),
+            addr: "127.0.0.1:1".into(),
+            generation: 1,
+        },
+        lane: Lane::Control,
+    };
+    let mut frame = BytesMut::new();
+    FrameCodec::new(1 << 20)
+        .encode(
+            Bytes::from(postcard::to_allocvec(&hello).unwrap()),
+            &mut frame,
+        )
+        .unwrap();
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(&frame).await.unwrap();
+    let reason = refused_reason(reply_until_eof(&mut s).await);
+    assert!(reason.contains("protocol version"), "{reason}");
+    // The right handshake is accepted.
+    hello.version = PROTOCOL_VERSION;
+    let mut frame = BytesMut::new();
+    FrameCodec::new(1 << 20)
+        .encode(
+            Bytes::from(postcard::to_allocvec(&hello).unwrap()),
+            &mut frame,
+        )
+        .unwrap();
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(&frame).await.unwrap();
+    let mut buf = BytesMut::new();
+    let reply = loop {
+        if let Some(f) = FrameCodec::new(1 << 20).decode(&mut buf).unwrap() {
+            break HelloReply::decode(&f).unwrap();
+        }
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+    };
+    assert!(matches!(reply, HelloReply::Accepted { node } if node.name == "b"));
+    assert_eq!(b.stats().handshakes_refused, 2);
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_that_connection_and_the_listener_serves_the_next() {
+    let config = TransportConfig {
+        max_frame_bytes: 64 * 1024,
+        ..TransportConfig::default()
+    };
+    let b = node_with("b", "c", config).await;
+    echo(&b);
+    // A peer that passes the handshake, then announces a frame above the
+    // maximum.
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(&hello_frame("c")).await.unwrap();
+    let mut buf = BytesMut::new();
+    loop {
+        if FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_some() {
+            break;
+        }
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+    }
+    s.write_all(&(64 * 1024 + 1u32).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(&[0u8; 1024]).await.unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing is sent back after the handshake");
+    wait_until("the frame error count", Duration::from_secs(5), || {
+        b.stats().frame_errors == 1
+    })
+    .await;
+
+    // A stranger whose very first length is oversized is refused too.
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let reason = refused_reason(reply_until_eof(&mut s).await);
+    assert!(reason.contains("bad magic"), "{reason}");
+
+    // The next connection is served.
+    let a = node("a", "c").await;
+    let ca = echo(&a);
+    assert_eq!(
+        ping(&ca, &b.identity().addr, 7).await.unwrap(),
+        Msg::Pong(7)
+    );
+}
+
+#[tokio::test]
+async fn random_bytes_and_http_are_refused_without_disturbing_links() {
+    let a = node("a", "c").await;
+    let b = node("b", "c").await;
+    let ca = echo(&a);
+    echo(&b);
+    let b_addr = b.identity().addr.clone();
+    assert_eq!(ping(&ca, &b_addr, 1).await.unwrap(), Msg::Pong(1));
+
+    // An HTTP request.
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: node-b\r\n\r\n")
+        .await
+        .unwrap();
+    let reason = refused_reason(reply_until_eof(&mut s).await);
+    assert!(reason.contains("bad magic"), "{reason}");
+
+    // Random bytes (seeded), in a few shapes: a huge length, a small
+    // length with garbage, and garbage that ends mid-frame.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut garbage = vec![0u8; 4096];
+    rng.fill(&mut garbage[..]);
+    garbage[0] |= 0x80; // the first length reads as > 2 GiB
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(&garbage).await.unwrap();
+    let reason = refused_reason(reply_until_eof(&mut s).await);
+    assert!(reason.contains("bad magic"), "{reason}");
+
+    let mut small = vec![0, 0, 0, 200];
+    small.extend((0..200).map(|_| rng.r#gen::<u8>() | 1));
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(&small).await.unwrap();
+    let reason = refused_reason(reply_until_eof(&mut s).await);
+    assert!(reason.contains("bad magic"), "{reason}");
+
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+
+    // The existing link was not disturbed, and still works.
+    assert_eq!(ping(&ca, &b_addr, 2).await.unwrap(), Msg::Pong(2));
+    wait_until("every stranger counted", Duration::from_secs(5), || {
+        b.stats().handshakes_refused == 4
+    })
+    .await;
+    assert_eq!(a.stats().dial_failures, 0);
+    assert_eq!(a.stats().dropped_on_link_failure, 0);
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    let config = TransportConfig {
+        handshake_timeout_ms: 200,
+        ..TransportConfig::default()
+    };
+    let b = node_with("b", "c", config).await;
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed by the acceptor")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(b.stats().handshakes_refused, 1);
+}
+
+#[tokio::test]
+async fn too_many_handshakes_in_progress_are_refused_at_accept() {
+    let config = TransportConfig {
+        max_handshaking_connections: 2,
+        handshake_timeout_ms: 10_000,
+        ..TransportConfig::default()
+    };
+    let b = node_with("b", "c", config).await;
+    // Two silent connections hold both handshake slots; the listener
+    // accepts in order, so the third finds none free.
+    let _s1 = TcpStream::connect(b.local_addr()).await.unwrap();
+    let _s2 = TcpStream::connect(b.local_addr()).await.unwrap();
+    let mut s3 = TcpStream::connect(b.local_addr()).await.unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s3.read_to_end(&mut rest))
+        .await
+        .expect("closed at accept")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(b.stats().connections_refused, 1);
+    assert_eq!(b.stats().handshakes_refused, 0);
+}
