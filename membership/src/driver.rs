@@ -317,6 +317,7 @@ impl Driver {
         shutdown: CancellationToken,
     ) {
         self.swim.join(now(), seeds);
+        let mut commands_open = true;
         loop {
             self.drain();
             let deadline = self.swim.poll_timeout().map(tokio::time::Instant::from_std);
@@ -333,7 +334,7 @@ impl Driver {
                     Some(r) => self.swim.handle_message(now(), &r.from.addr, r.msg),
                     None => break,
                 },
-                c = commands.recv() => match c {
+                c = commands.recv(), if commands_open => match c {
                     Some(Command::Leave(tx)) => {
                         if matches!(self.swim.status(), Status::Left | Status::Failed | Status::Superseded | Status::Idle) {
                             let _ = tx.send(());
@@ -345,7 +346,8 @@ impl Driver {
                     Some(Command::SetMetadata(m, tx)) => {
                         let _ = tx.send(self.swim.set_metadata(now(), m));
                     }
-                    None => {}
+                    // Every handle is gone: membership goes on until shutdown.
+                    None => commands_open = false,
                 },
                 _ = timer => self.swim.handle_timeout(now()),
             }

@@ -26,3 +26,4 @@ pub fn deliver<E: Entity>(
     let handled = E::handle(&mut ctx, id, state, msg);
     (handled, ctx.take_jobs())
 }
+mod queue;

@@ -1,0 +1,60 @@
+//! The task queue on one node, using only `transport`, `membership`,
+//! `sharding` and `taskqueue`: submit tasks, wait for their results, read
+//! one back, and see an unknown id answered as not found.
+//!
+//! Run with `cargo run -p taskqueue --example queue`.
+
+use std::time::Duration;
+
+use sharding::{MemberMap, RegionConfig};
+use taskqueue::{TaskQueue, TasksConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use transport::{LocalNode, Transport, TransportConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let transport = Transport::bind(
+        LocalNode {
+            cluster: "queue-example".into(),
+            name: "solo".into(),
+            generation: 1,
+            listen: "127.0.0.1:0".into(),
+            advertise_host: "127.0.0.1".into(),
+        },
+        TransportConfig::default(),
+        stop.clone(),
+    )
+    .await?;
+    // A one-node cluster: the region's view is just this node. A real
+    // deployment follows `membership` (see node-cli).
+    let me = transport.identity().clone();
+    let (_view_tx, view) = watch::channel(MemberMap::from([(me.name.clone(), me)]));
+    let queue = TaskQueue::start(
+        &transport,
+        RegionConfig::default(),
+        TasksConfig::default(),
+        view,
+        stop.clone(),
+    )?;
+    for i in 0..3 {
+        let id = format!("job-solo-{i}");
+        queue.submit(&id, &format!("doc-{id}"), 500).await?;
+    }
+    for i in 0..3 {
+        let id = format!("job-solo-{i}");
+        let s = queue.wait_result(&id, Duration::from_secs(10)).await?;
+        println!(
+            "{id}: {} (on {})",
+            s.result.unwrap_or_default(),
+            s.processed_by.unwrap_or_default()
+        );
+    }
+    match queue.get("no-such-task").await {
+        Err(e) => println!("no-such-task: {e}"),
+        Ok(s) => println!("unexpected: {s:?}"),
+    }
+    stop.cancel();
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The `TaskQueue` over real regions: three in-process nodes on loopback
+//! with real membership; results from any node; the busy-workers test.
+
+use std::time::{Duration, Instant};
+
+use membership::{Event, MembershipConfig, MembershipHandle};
+use sharding::{MemberMap, RegionConfig};
+use taskqueue::{QueueError, TaskQueue, TaskState, TasksConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use transport::{LocalNode, NodeId, Transport, TransportConfig};
+
+struct Node {
+    queue: TaskQueue,
+    members: MembershipHandle,
+    stop: CancellationToken,
+}
+
+fn member_map(members: &MembershipHandle) -> watch::Receiver<MemberMap> {
+    let mut view = members.watch_view();
+    let to_map = |v: &membership::View| -> MemberMap {
+        v.active()
+            .map(|m| {
+                (
+                    m.id.name.clone(),
+                    NodeId {
+                        name: m.id.name.clone(),
+                        addr: m.id.addr.clone(),
+                        generation: m.id.generation,
+                    },
+                )
+            })
+            .collect()
+    };
+    let (tx, rx) = watch::channel(to_map(&view.borrow_and_update()));
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            tx.send_replace(to_map(&view.borrow_and_update()));
+        }
+    });
+    rx
+}
+
+async fn node(name: &str, seed: Option<String>, workers: u32) -> Node {
+    let stop = CancellationToken::new();
+    let transport = Transport::bind(
+        LocalNode {
+            cluster: "queue-test".into(),
+            name: name.into(),
+            generation: 1,
+            listen: "127.0.0.1:0".into(),
+            advertise_host: "127.0.0.1".into(),
+        },
+        TransportConfig::default(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let seeds = vec![seed.unwrap_or_else(|| transport.identity().addr.clone())];
+    let members =
+        membership::start(&transport, MembershipConfig::default(), seeds, stop.clone()).unwrap();
+    members.wait_joined(Duration::from_secs(10)).await.unwrap();
+    let config = TasksConfig {
+        workers,
+        ..TasksConfig::default()
+    };
+    let queue = TaskQueue::start(
+        &transport,
+        RegionConfig::default(),
+        config,
+        member_map(&members),
+        stop.clone(),
+    )
+    .unwrap();
+    Node {
+        queue,
+        members,
+        stop,
+    }
+}
+
+async fn cluster(workers: u32) -> Vec<Node> {
+    let a = node("a", None, workers).await;
+    let seed = a.members.local().addr.clone();
+    let b = node("b", Some(seed.clone()), workers).await;
+    let c = node("c", Some(seed), workers).await;
+    let nodes = vec![a, b, c];
+    for n in &nodes {
+        n.members
+            .wait_for(3, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    nodes
+}
+
+const T: Duration = Duration::from_secs(20);
+
+/// Two 3-node clusters at once would share 2 cores: run them one by one.
+static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_anywhere_read_everywhere_never_create_on_get() {
+    let _serial = CLUSTER_LOCK.lock().await;
+    let nodes = cluster(1).await;
+    for i in 0..30 {
+        let id = format!("t/{i} ü");
+        nodes[i % 3]
+            .queue
+            .submit(&id, &format!("doc-{id}"), 50)
+            .await
+            .unwrap();
+    }
+    for i in 0..30 {
+        let id = format!("t/{i} ü");
+        let mut results = Vec::new();
+        for n in &nodes {
+            let s = n.queue.wait_result(&id, T).await.unwrap();
+            assert_eq!(s.status, TaskState::Completed);
+            results.push((s.result.unwrap(), s.processed_by.unwrap()));
+        }
+        assert!(results.windows(2).all(|w| w[0] == w[1]), "{results:?}");
+    }
+    // Unknown ids are "not found", at once, and stay unknown.
+    for n in &nodes {
+        let err = n.queue.get("never-submitted").await.unwrap_err();
+        assert!(
+            matches!(err, QueueError::Task(taskqueue::Error::NotFound { .. })),
+            "{err:?}"
+        );
+        let err = n.queue.wait_result("never-submitted", T).await.unwrap_err();
+        assert!(
+            matches!(err, QueueError::Task(taskqueue::Error::NotFound { .. })),
+            "{err:?}"
+        );
+    }
+    // A conflicting resubmit is refused, an identical one accepted.
+    nodes[0]
+        .queue
+        .submit("t/0 ü", "doc-t/0 ü", 50)
+        .await
+        .unwrap();
+    let err = nodes[1]
+        .queue
+        .submit("t/0 ü", "other", 50)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QueueError::Task(taskqueue::Error::Conflict { .. })),
+        "{err:?}"
+    );
+    for n in &nodes {
+        n.stop.cancel();
+    }
+}
+
+/// Issue 5: while every hashing worker of every node is busy, membership
+/// keeps every node alive (no suspicion) and completed results are still
+/// served within their timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_workers_do_not_stall_probes_or_queries() {
+    let _serial = CLUSTER_LOCK.lock().await;
+    let nodes = cluster(2).await;
+    // One cheap task to query while the workers are busy.
+    nodes[0].queue.submit("done", "doc-done", 10).await.unwrap();
+    nodes[0].queue.wait_result("done", T).await.unwrap();
+    let mut events: Vec<_> = nodes.iter().map(|n| n.members.subscribe()).collect();
+    // Saturate: 24 tasks of 2,000,000 iterations (~1 s of CPU each here)
+    // spread over the shards of all nodes, 2 workers per node.
+    for i in 0..24 {
+        let id = format!("heavy-{i}");
+        nodes[i % 3]
+            .queue
+            .submit(&id, "x", 2_000_000)
+            .await
+            .unwrap();
+    }
+    // While they run, queries of the completed task answer quickly.
+    let busy_until = Instant::now() + Duration::from_secs(4);
+    let mut worst = Duration::ZERO;
+    let mut queries = 0;
+    while Instant::now() < busy_until {
+        for n in &nodes {
+            let t0 = Instant::now();
+            let s = n.queue.get("done").await.unwrap();
+            assert_eq!(s.status, TaskState::Completed);
+            worst = worst.max(t0.elapsed());
+            queries += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(queries > 10);
+    assert!(
+        worst < Duration::from_millis(500),
+        "a query took {worst:?} while the workers were busy"
+    );
+    // Some heavy task is still pending: the workers really were busy.
+    let mut pending = 0;
+    for i in 0..24 {
+        if nodes[0]
+            .queue
+            .get(&format!("heavy-{i}"))
+            .await
+            .unwrap()
+            .status
+            == TaskState::Pending
+        {
+            pending += 1;
+        }
+    }
+    assert!(pending > 0, "the workers were not saturated");
+    // No member was suspected or declared down meanwhile.
+    for rx in &mut events {
+        while let Ok(ev) = rx.try_recv() {
+            assert!(
+                !matches!(ev, Event::MemberSuspect(_) | Event::MemberDown(_)),
+                "false alarm while busy: {ev:?}"
+            );
+        }
+    }
+    for n in &nodes {
+        n.stop.cancel();
+    }
+}
