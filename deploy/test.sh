@@ -68,6 +68,8 @@ trap 'echo "test.sh: line $LINENO: \`$BASH_COMMAND\` failed" >&2' ERR
 trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
+# Full ids of the project's containers, running or not (Compose v1 and v2 label them alike).
+project_containers() { docker ps -aq --no-trunc --filter "label=com.docker.compose.project=$project"; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 
 # The cgroup's peak memory of each container id given, sampled until killed
@@ -95,7 +97,7 @@ run_cluster() {
   t0=$(now)
   compose -f "$file" up -d --no-build >"$dir.up" 2>&1 || { cat "$dir.up" >&2; return 1; }
   echo "   up -d returned after $(since "$t0") s"
-  mapfile -t ids < <(compose -f "$file" ps -q | xargs -r docker inspect -f '{{.Id}}')
+  mapfile -t ids < <(project_containers)
   [ "${#ids[@]}" -eq "$nodes" ] || { echo "test.sh: ${#ids[@]} containers, expected $nodes" >&2; return 1; }
   sample_memory "$dir.mem" "${ids[@]}" &
   sampler=$!
@@ -140,7 +142,7 @@ echo "== stop: SIGTERM as compose down sends it"
 sed 's/"--tasks", "5"/"--tasks", "5", "--nodes", "4"/' "$here/docker-compose.yml" >"$stopfile"
 grep -q '"--nodes", "4"' "$stopfile" || { echo "test.sh: cannot derive the stop test's file" >&2; exit 1; }
 compose -f "$stopfile" up -d --no-build >"$work/stop.up" 2>&1 || { cat "$work/stop.up" >&2; exit 1; }
-mapfile -t ids < <(compose -f "$stopfile" ps -q)
+mapfile -t ids < <(project_containers)
 deadline=$(( $(date +%s) + 60 ))
 for id in "${ids[@]}"; do # each node has seen the two others come up
   until [ "$(docker logs "$id" 2>&1 | grep -c 'member up')" -ge 2 ]; do
