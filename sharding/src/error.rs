@@ -56,8 +56,8 @@ pub enum RegionError {
         hops: u8,
     },
     /// The state change was applied by the owner but its replicas did not
-    /// confirm it in time, so it is not acknowledged. Retriable (asks to
-    /// entities should be idempotent).
+    /// confirm it, so it is not acknowledged. Not retried automatically:
+    /// the change may be applied (asks to entities should be idempotent).
     #[error("replicas of shard {shard} did not confirm: {reason}")]
     ReplicationFailed {
         /// The shard.
@@ -92,7 +92,6 @@ impl RegionError {
             self,
             RegionError::Unreachable { .. }
                 | RegionError::TooManyHops { .. }
-                | RegionError::ReplicationFailed { .. }
                 | RegionError::Moved { .. }
                 | RegionError::NoOwner { .. }
         )

@@ -952,17 +952,18 @@ impl<E: Entity> Actor<E> {
                 if let (Some(e), true) = (d.entities.get_mut(&id), ok) {
                     e.acked = e.acked.max(version);
                 }
+                // Held answers wait until their version is confirmed. A
+                // failed replication does not fail them: the state is
+                // already applied here, so failing would invite a retry
+                // that applies it twice. The owner retries the replication
+                // (to the replicas of its current view) instead, and the
+                // askers' own deadlines bound the wait.
                 let acked = d.entities.get(&id).map_or(u64::MAX, |e| e.acked);
                 if let Some(list) = d.waiting_acks.remove(&id) {
                     let mut keep = Vec::new();
                     for (need, reply, r) in list {
                         if need <= acked {
                             reply.send(r);
-                        } else if !ok && need <= version {
-                            reply.send(Err(match &result {
-                                Err(e) => e.clone(),
-                                Ok(()) => RegionError::Shutdown,
-                            }));
                         } else {
                             keep.push((need, reply, r));
                         }

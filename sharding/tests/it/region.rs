@@ -198,3 +198,90 @@ async fn unreachable_owner_is_a_typed_error_within_the_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Issue 4: increments (asks) from every node while a fourth node joins
+/// and then one node leaves gracefully, then tells: every counter ends at
+/// exactly its number of acknowledged increments, read from every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_through_join_and_graceful_leave() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let view = members(&[&a, &b, &c]);
+    set_view(&[&a, &b, &c], &view);
+    let d = start("d").await;
+    const IDS: usize = 500;
+    let stop_load = CancellationToken::new();
+    // a and b send until told to stop; c sends until it leaves.
+    let spawn_load = |r: RegionHandle<Counter>, k: usize, stop: CancellationToken| {
+        tokio::spawn(async move {
+            let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+            let mut failed = 0u32;
+            let mut i = k;
+            while !stop.is_cancelled() {
+                let id = format!("counter-{}", i % IDS);
+                match r.ask(&id, CounterMsg::Add(1), T).await {
+                    Ok(_) => *acked.entry(id).or_default() += 1,
+                    Err(_) => failed += 1,
+                }
+                i += 7;
+            }
+            (acked, failed)
+        })
+    };
+    let stop_c = CancellationToken::new();
+    let load_a = spawn_load(a.region.clone(), 0, stop_load.clone());
+    let load_b = spawn_load(b.region.clone(), 1, stop_load.clone());
+    let load_c = spawn_load(c.region.clone(), 2, stop_c.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // d joins.
+    let view = members(&[&a, &b, &c, &d]);
+    set_view(&[&a, &b, &c, &d], &view);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // c stops its own sends, hands its shards off and leaves.
+    stop_c.cancel();
+    let mut results = vec![load_c.await.unwrap()];
+    assert!(c.region.hand_off_all(T).await.is_some());
+    let view = members(&[&a, &b, &d]);
+    set_view(&[&a, &b, &d], &view);
+    c.stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_load.cancel();
+    results.push(load_a.await.unwrap());
+    results.push(load_b.await.unwrap());
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failed = 0;
+    for (acked, f) in results {
+        failed += f;
+        for (id, n) in acked {
+            *expected.entry(id).or_default() += n;
+        }
+    }
+    let total: u64 = expected.values().sum();
+    assert_eq!(failed, 0, "asks failed during the churn");
+    assert!(total >= 2_000, "too little load to mean anything: {total}");
+    check_all(&[&a, &b, &d], &expected).await;
+
+    // Tells lose none: 2,000 tells from d, then read until they all landed.
+    for i in 0..2000 {
+        let id = format!("counter-{}", i % IDS);
+        d.region.tell(&id, CounterMsg::Add(1)).unwrap();
+        *expected.entry(id).or_default() += 1;
+    }
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let mut all = true;
+        for (id, want) in &expected {
+            if a.region.ask(id, CounterMsg::Get, T).await.unwrap() != *want {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "tells were lost");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check_all(&[&a, &b, &d], &expected).await;
+}
