@@ -1,0 +1,99 @@
+//! Bad input: a one-line error naming the problem and a non-zero exit.
+
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use casty_tests::{Process, reserve_port};
+
+use crate::{node_cmd, scratch};
+
+/// Time a refused start may take.
+const REFUSE: Duration = Duration::from_secs(20);
+
+/// Runs `cmd` to its exit; returns the status and the non-empty stderr lines.
+fn run(name: &str, cmd: std::process::Command) -> (ExitStatus, Vec<String>) {
+    let mut p = Process::spawn(name, cmd).unwrap();
+    let status = p
+        .wait_exit(Instant::now() + REFUSE)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name} still running"));
+    let lines = p
+        .stderr()
+        .snapshot()
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    (status, lines)
+}
+
+#[test]
+fn an_unknown_key_in_casty_toml_is_named_with_its_file() {
+    let dir = scratch();
+    std::fs::write(
+        dir.join("casty.toml"),
+        "[system]\nname = \"task-queue\"\n\n[cluster]\nport = 25520\nbogus_key = 1\n",
+    )
+    .unwrap();
+    let mut cmd = node_cmd("cfg", &["--port", "0"]);
+    cmd.current_dir(&dir);
+    let (status, lines) = run("cfg", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(lines[0].contains("bogus_key"), "names the key: {lines:?}");
+    assert!(lines[0].contains("casty.toml"), "names the file: {lines:?}");
+}
+
+#[test]
+fn an_unknown_key_in_an_explicit_config_file_is_named_with_its_file() {
+    let dir = scratch();
+    let path = dir.join("other.toml");
+    std::fs::write(&path, "[tasks]\nnot_a_key = true\n").unwrap();
+    let path = path.to_string_lossy().into_owned();
+    let (status, lines) = run("cfg", node_cmd("cfg", &["--port", "0", "--config", &path]));
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(lines[0].contains("not_a_key"), "names the key: {lines:?}");
+    assert!(lines[0].contains("other.toml"), "names the file: {lines:?}");
+}
+
+#[test]
+fn a_seed_without_a_port_is_refused() {
+    let (status, lines) = run(
+        "noport",
+        node_cmd("noport", &["--port", "0", "--seed", "127.0.0.1"]),
+    );
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(lines[0].contains("127.0.0.1"), "names the value: {lines:?}");
+    assert!(lines[0].contains("seed"), "names the key: {lines:?}");
+}
+
+/// No process listens on the seed's port: after the join deadline (1.5 s
+/// here, through `CASTY_`) the node gives up with a clear error.
+#[test]
+fn a_seed_that_never_answers_fails_after_the_join_deadline() {
+    let _heavy = casty_tests::serial();
+    let port = reserve_port().unwrap();
+    let seed = format!("127.0.0.1:{port}");
+    let mut cmd = node_cmd("lonely", &["--port", "0", "--seed", &seed]);
+    cmd.env("CASTY_CLUSTER__MEMBERSHIP__JOIN_DEADLINE_MS", "1500");
+    let start = Instant::now();
+    let (status, lines) = run("lonely", cmd);
+    let took = start.elapsed();
+    assert!(!status.success(), "exit {status}: {lines:?}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "gave up after the deadline, not before: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "gave up soon after the deadline: {took:?}"
+    );
+    let errors: Vec<&String> = lines.iter().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("join") && l.contains(&seed)),
+        "a clear error naming the seed: {errors:?}"
+    );
+}
