@@ -207,6 +207,21 @@ async fn run(sizes: Sizes, smoke: bool) {
             assert!(matches!(r, Msg::Pong(b) if b.seq == seq));
         }
     }
+    if only == "rtt" {
+        for (name, v) in [("raw", &mut raw_rtt), ("ask", &mut ask_rtt)] {
+            v.sort();
+            let at = |q: f64| micros(v[((v.len() as f64 * q) as usize).min(v.len() - 1)]);
+            println!(
+                "{name}: p50 {:.1} p90 {:.1} p95 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} µs",
+                at(0.5),
+                at(0.9),
+                at(0.95),
+                at(0.99),
+                at(0.999),
+                at(1.0)
+            );
+        }
+    }
     let (raw50, raw99) = percentiles(&mut raw_rtt);
     let (ask50, ask99) = percentiles(&mut ask_rtt);
     println!(

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::SendError;
 use crate::frame::{Header, Kind};
 use crate::handshake::{Lane, NodeId};
+use crate::outbox::{BodyEncoder, Outbox, Pushed};
 use crate::transport::Inner;
 
 /// One accepted inbound connection, shared by the frames read from it.
@@ -15,8 +16,11 @@ pub(crate) struct ConnInfo {
     pub inner: Arc<Inner>,
     pub peer: NodeId,
     pub lane: Lane,
-    /// Cancelled to close the connection (e.g. a body that does not decode).
+    /// Cancelled to close the connection (e.g. a body that does not
+    /// decode); replies already queued are flushed first.
     pub closer: CancellationToken,
+    /// Replies and rejections, written back on this connection.
+    pub replies: Outbox,
 }
 
 /// A tell or an ask received on a registered channel.
@@ -151,11 +155,14 @@ impl Responder {
         &self.conn.peer
     }
 
-    /// Sends the reply over this node's link to the asker (same lane as
-    /// the ask), without waiting.
+    /// Sends the reply back on the connection the ask came on, without
+    /// waiting.
     ///
     /// # Errors
-    /// [`SendError`] when it cannot be queued; the asker then times out.
+    /// [`SendError::QueueFull`] when the connection's reply queue is full,
+    /// [`SendError::Shutdown`] when the connection has closed (the asker
+    /// has seen its link fail) or the transport is shutting down,
+    /// [`SendError::TooLarge`].
     pub fn reply(mut self, body: Bytes) -> Result<(), SendError> {
         self.answered = true;
         answer(
@@ -181,18 +188,13 @@ impl Responder {
     }
 
     /// Sends a reply whose body `encode` appends (the typed path).
-    pub(crate) fn reply_with(
-        mut self,
-        encode: &mut dyn FnMut(&mut bytes::BytesMut) -> Result<(), SendError>,
-    ) -> Result<(), SendError> {
+    pub(crate) fn reply_with(mut self, encode: BodyEncoder<'_>) -> Result<(), SendError> {
         self.answered = true;
         let header = Header {
             channel: self.channel,
             kind: Kind::Reply { corr: self.corr },
         };
-        self.conn
-            .inner
-            .try_send(&self.conn.peer.addr, self.conn.lane, header, encode)
+        push_answer(&self.conn, header, encode)
     }
 }
 
@@ -209,7 +211,7 @@ impl Drop for Responder {
     }
 }
 
-/// Queues a reply or rejection over this node's link to the asker.
+/// Queues a reply or rejection on the connection the ask came on.
 pub(crate) fn answer(
     conn: &ConnInfo,
     channel: u8,
@@ -221,6 +223,16 @@ pub(crate) fn answer(
         buf.extend_from_slice(body);
         Ok(())
     };
-    conn.inner
-        .try_send(&conn.peer.addr, conn.lane, header, &mut encode)
+    push_answer(conn, header, &mut encode)
+}
+
+fn push_answer(conn: &ConnInfo, header: Header, encode: BodyEncoder<'_>) -> Result<(), SendError> {
+    match conn.replies.try_push(&conn.inner, header, true, encode)? {
+        Pushed::Queued => Ok(()),
+        Pushed::Full => Err(SendError::QueueFull {
+            peer: conn.peer.addr.clone(),
+            capacity: conn.inner.config.outbound_queue_frames,
+        }),
+        Pushed::Closed => Err(SendError::Shutdown),
+    }
 }

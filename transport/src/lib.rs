@@ -27,6 +27,7 @@ mod inbound;
 mod link;
 mod listener;
 mod mailbox;
+mod outbox;
 mod stats;
 mod transport;
 

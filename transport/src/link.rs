@@ -1,46 +1,35 @@
-//! One outbound link: the queue of encoded frames to one (peer, lane) and
-//! the task that dials, writes and redials.
+//! One outbound link: the [`Outbox`] of frames to one (peer, lane), the
+//! task that dials, writes and redials, and the reader of the replies that
+//! come back on the same connection.
 //!
-//! Senders encode their frame straight into the link's buffer under a
-//! short lock ([`Link::try_push`]); the writer task swaps the whole buffer
-//! out and writes it with as few syscalls as the socket allows, so many
-//! frames go out per syscall under load. When the link is connected and
-//! idle, a latency-sensitive frame (an ask, a reply, anything on the
-//! control lane) is written by the sender itself with one non-blocking
-//! `write`, skipping the hand-over to the writer task.
-//!
-//! Writer states: *idle* (no connection, waiting for a frame) → *dialing*
-//! → *connected* (writing batches) → back to idle when the connection
-//! breaks. A failed dial or a broken connection fails every queued frame
-//! back (asks with [`crate::AskError::Unreachable`], one-way frames counted
-//! in `dropped_on_link_failure`) and the next dial waits one backoff step.
-//!
-//! Invariant: bytes reach the socket only from the writer task while
-//! `writer_busy` is set, or from a sender holding the lock while it is not,
-//! so frames are never interleaved and leave in queue order.
+//! States: *idle* (no connection, waiting for a frame) → *dialing* →
+//! *connected* (writing batches; a reader task completes asks from the
+//! replies) → back to idle when the connection breaks. A failed dial or a
+//! broken connection fails every queued frame back (asks with
+//! [`crate::AskError::Unreachable`], one-way frames counted in
+//! `dropped_on_link_failure`) and the next dial waits one backoff step.
+//! Once retired (`forget`, shutdown), frames still queued get one more dial
+//! and write within `[transport] flush_deadline_ms`.
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use rand::Rng;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{HandshakeError, SendError};
-use crate::frame::{FrameReader, Header, Kind};
+use crate::error::{AskError, FrameError, HandshakeError};
+use crate::frame::{FrameReader, Header, Kind, frames_in};
 use crate::handshake::{
     HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply, Lane, MAGIC, NodeId, PROTOCOL_VERSION,
 };
 use crate::listener::send_handshake_frame;
+use crate::outbox::{Ended, Outbox, count_dropped, flush_deadline, write_loop};
+use crate::stats::bump;
 use crate::transport::Inner;
-
-/// A frame encoder handed to [`Link::try_push`]: appends the message bytes.
-pub(crate) type BodyEncoder<'a> = &'a mut dyn FnMut(&mut BytesMut) -> Result<(), SendError>;
 
 /// The queue and connection state of one (peer, lane).
 pub(crate) struct Link {
@@ -48,44 +37,10 @@ pub(crate) struct Link {
     pub peer: String,
     /// Which lane this link serves.
     pub lane: Lane,
-    state: Mutex<LinkState>,
-    /// Wakes the writer task (a stored permit survives until it waits).
-    writer: Notify,
-    /// Wakes senders waiting for queue space.
-    space: Notify,
+    /// Frames waiting for the connection.
+    pub outbox: Outbox,
     /// Cancelled by `forget` or shutdown: flush, then stop.
     retire: CancellationToken,
-    max_frame_bytes: usize,
-    capacity_frames: usize,
-    capacity_bytes: usize,
-}
-
-#[derive(Default)]
-struct LinkState {
-    /// Encoded frames not yet handed to the socket. The first frame may be
-    /// partly written already (after a short inline write).
-    buf: BytesMut,
-    /// Frames in `buf`.
-    frames: usize,
-    /// One-way frames (tells, replies, rejections) in `buf`.
-    one_way: usize,
-    /// The write half while connected.
-    sock: Option<Arc<OwnedWriteHalf>>,
-    /// The writer task has been handed the buffer (or is dialing).
-    writer_busy: bool,
-    /// No more frames are accepted.
-    closed: bool,
-}
-
-/// What [`Link::try_push`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pushed {
-    /// The frame is queued (or already written).
-    Queued,
-    /// The queue is at capacity; nothing was queued.
-    Full,
-    /// The link was retired; look it up again.
-    Closed,
 }
 
 /// Exponential backoff with jitter between `min` and `max`.
@@ -115,180 +70,30 @@ impl Link {
         Link {
             peer: peer.to_owned(),
             lane,
-            state: Mutex::new(LinkState::default()),
-            writer: Notify::new(),
-            space: Notify::new(),
+            outbox: Outbox::new(inner),
             retire: inner.shutdown.child_token(),
-            max_frame_bytes: inner.config.max_frame_bytes,
-            capacity_frames: inner.config.outbound_queue_frames,
-            capacity_bytes: inner.config.outbound_queue_bytes,
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, LinkState> {
-        // A panic while the lock is held cannot leave a half-encoded frame
-        // behind (`encode_frame_with` rolls back), so the state stays sound.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops accepting frames; the writer flushes what is queued and exits.
     pub(crate) fn retire(&self) {
-        self.lock().closed = true;
+        self.outbox.close();
         self.retire.cancel();
     }
 
-    /// Encodes one frame into the queue without waiting.
-    ///
-    /// With `inline` set and the link connected and idle, the frame is
-    /// written to the socket here with one non-blocking write.
-    ///
-    /// # Errors
-    /// The encoder's error, or [`SendError::TooLarge`]; nothing is queued.
-    pub(crate) fn try_push(
-        &self,
-        inner: &Inner,
-        header: Header,
-        inline: bool,
-        body: BodyEncoder<'_>,
-    ) -> Result<Pushed, SendError> {
-        let mut st = self.lock();
-        if st.closed {
-            return Ok(Pushed::Closed);
-        }
-        if st.frames >= self.capacity_frames
-            || (st.frames > 0 && st.buf.len() >= self.capacity_bytes)
-        {
-            return Ok(Pushed::Full);
-        }
-        let was_empty = st.buf.is_empty();
-        header.encode_frame_with(self.max_frame_bytes, &mut st.buf, body)?;
-        st.frames += 1;
-        if !matches!(header.kind, Kind::Ask { .. }) {
-            st.one_way += 1;
-        }
-        if st.writer_busy {
-            return Ok(Pushed::Queued);
-        }
-        if inline && was_empty {
-            if let Some(sock) = &st.sock {
-                match sock.try_write(&st.buf) {
-                    Ok(n) if n == st.buf.len() => {
-                        st.buf.clear();
-                        st.frames = 0;
-                        st.one_way = 0;
-                        inner.stats.frames_sent.fetch_add(1, Relaxed);
-                        return Ok(Pushed::Queued);
-                    }
-                    Ok(n) => st.buf.advance(n),
-                    // Would block, or the connection broke: the writer
-                    // task finds out and handles it.
-                    Err(_) => {}
-                }
-            }
-        }
-        st.writer_busy = true;
-        drop(st);
-        self.writer.notify_one();
-        Ok(Pushed::Queued)
-    }
-
-    /// Encodes one frame into the queue, waiting for space.
-    ///
-    /// # Errors
-    /// As [`Link::try_push`].
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: if dropped before it returns, nothing was queued.
-    pub(crate) async fn push<F>(
-        &self,
-        inner: &Inner,
-        header: Header,
-        inline: bool,
-        body: &mut F,
-    ) -> Result<Pushed, SendError>
-    where
-        F: FnMut(&mut BytesMut) -> Result<(), SendError>,
-    {
-        loop {
-            match self.try_push(inner, header, inline, body)? {
-                Pushed::Full => {}
-                done => return Ok(done),
-            }
-            // Register for a wake-up, then look again, so a batch taken by
-            // the writer in between is not missed.
-            let notified = self.space.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.try_push(inner, header, inline, body)? {
-                Pushed::Full => notified.await,
-                done => return Ok(done),
-            }
-        }
-    }
-
-    /// Drops every queued frame: asks are failed by the caller through
-    /// the pending map, one-way frames are counted here.
-    fn fail_queued(&self, inner: &Inner, reason: &str, in_flight_one_way: usize) {
-        let one_way = {
-            let mut st = self.lock();
-            st.buf.clear();
-            st.frames = 0;
-            std::mem::take(&mut st.one_way)
-        } + in_flight_one_way;
-        self.space.notify_waiters();
-        if one_way > 0 {
-            inner
-                .stats
-                .dropped_on_link_failure
-                .fetch_add(one_way as u64, Relaxed);
-            tracing::warn!(peer = %self.peer, lane = ?self.lane, dropped = one_way, reason, "one-way frames dropped: link failed");
-        }
-    }
-
-    /// Waits until a frame is queued. False when the link was retired
-    /// with nothing queued.
-    async fn wait_for_work(&self) -> bool {
-        loop {
-            {
-                let mut st = self.lock();
-                if !st.buf.is_empty() {
-                    st.writer_busy = true;
-                    return true;
-                }
-                st.writer_busy = false;
-                if self.retire.is_cancelled() {
-                    return false;
-                }
-            }
-            tokio::select! {
-                biased;
-                _ = self.retire.cancelled() => {}
-                _ = self.writer.notified() => {}
-            }
-        }
-    }
-
-    /// Completes `[transport] flush_deadline_ms` after the link is retired.
-    async fn flush_deadline(&self, inner: &Inner) {
-        self.retire.cancelled().await;
-        tokio::time::sleep(Duration::from_millis(inner.config.flush_deadline_ms)).await;
+    /// Fails what is queued (and a lost batch's one-way frames) and every
+    /// pending ask sent on this link.
+    fn fail(&self, inner: &Inner, reason: &str, in_flight_one_way: usize) {
+        let one_way = self.outbox.drop_queued() + in_flight_one_way;
+        count_dropped(inner, &self.peer, one_way, reason);
+        inner.fail_pending_link(self, reason);
     }
 
     /// Closes the link for good: frames still queued are failed.
     fn close(&self, inner: &Inner, reason: &str) {
-        self.lock().closed = true;
-        self.fail_queued(inner, reason, 0);
-        inner.fail_pending_link(self, reason);
+        self.outbox.close();
+        self.fail(inner, reason, 0);
     }
-}
-
-/// How a connected period ended.
-enum Ended {
-    /// The connection failed, losing a batch with this many one-way
-    /// frames (0 when idle); redial when there is work.
-    Broke(String, usize),
-    /// The link was retired and flushed.
-    Retired,
 }
 
 /// The writer task of one link. Returns when the link is retired.
@@ -302,7 +107,7 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
     // Once retired, frames still queued get one more dial and write.
     let mut last_try = false;
     loop {
-        if !link.wait_for_work().await {
+        if !link.outbox.wait_for_work(&link.retire).await {
             link.close(&inner, retire_reason(&inner));
             return;
         }
@@ -315,20 +120,18 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
         }
         let dialed = tokio::select! {
             biased;
-            _ = link.flush_deadline(&inner) => {
+            _ = flush_deadline(&inner, &link.retire) => {
                 link.close(&inner, "not flushed before the shutdown deadline");
                 return;
             }
             r = dial(&inner, &link.peer, link.lane) => r,
         };
-        let (mut rd, wr, remote) = match dialed {
+        let (rd, wr, remote) = match dialed {
             Ok(conn) => conn,
             Err(e) => {
-                crate::stats::bump(&inner.stats.dial_failures);
+                bump(&inner.stats.dial_failures);
                 tracing::warn!(peer = %link.peer, lane = ?link.lane, error = %e, "cannot reach peer");
-                let reason = e.to_string();
-                link.fail_queued(&inner, &reason, 0);
-                inner.fail_pending_link(&link, &reason);
+                link.fail(&inner, &e.to_string(), 0);
                 if link.retire.is_cancelled() {
                     link.close(&inner, retire_reason(&inner));
                     return;
@@ -344,15 +147,38 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
         backoff.failures = 0;
         tracing::debug!(peer = %link.peer, remote = %remote, lane = ?link.lane, "link up");
         let sock = Arc::new(wr);
-        link.lock().sock = Some(Arc::clone(&sock));
-        let ended = connected(&inner, &link, &mut rd, sock, &mut spare).await;
+        link.outbox.attach(Arc::clone(&sock));
+        let (broke_tx, mut broke_rx) = oneshot::channel();
+        let reader = inner.tracker.spawn(read_replies(
+            Arc::clone(&inner),
+            Arc::clone(&link),
+            rd,
+            broke_tx,
+        ));
+        let ended = write_loop(
+            &inner,
+            &link.peer,
+            &link.outbox,
+            sock,
+            &mut spare,
+            &link.retire,
+            &mut broke_rx,
+        )
+        .await;
+        link.outbox.detach();
         match ended {
-            Ended::Retired => return,
+            // The reader goes on until the peer closes its side, for the
+            // replies to what was just flushed.
+            Ended::Retired => {
+                if inner.shutdown.is_cancelled() {
+                    inner.fail_pending_link(&link, "transport shut down");
+                }
+                return;
+            }
             Ended::Broke(reason, in_flight_one_way) => {
-                link.lock().sock = None;
+                reader.abort();
                 tracing::info!(peer = %link.peer, lane = ?link.lane, reason = %reason, "link down");
-                link.fail_queued(&inner, &reason, in_flight_one_way);
-                inner.fail_pending_link(&link, &reason);
+                link.fail(&inner, &reason, in_flight_one_way);
             }
         }
     }
@@ -366,116 +192,63 @@ fn retire_reason(inner: &Inner) -> &'static str {
     }
 }
 
-/// Writes batches until the connection breaks or the link is retired.
-async fn connected(
+/// Reads the replies and rejections that come back on a link's
+/// connection and completes their asks. Anything else from the acceptor
+/// is a protocol violation that closes the connection. Sends why it
+/// stopped on `broke`.
+async fn read_replies(
+    inner: Arc<Inner>,
+    link: Arc<Link>,
+    mut rd: OwnedReadHalf,
+    broke: oneshot::Sender<String>,
+) {
+    let mut reader = FrameReader::new(inner.config.max_frame_bytes);
+    let reason = loop {
+        if let Err(e) = complete_replies(&inner, &link, &mut reader) {
+            bump(&inner.stats.frame_errors);
+            tracing::warn!(peer = %link.peer, lane = ?link.lane, error = %e, "closing link: bad frame from peer");
+            break e.to_string();
+        }
+        let read = tokio::select! {
+            biased;
+            _ = inner.shutdown.cancelled() => break "transport shut down".to_owned(),
+            r = reader.read_from(&mut rd) => r,
+        };
+        match read {
+            Ok(0) => break "connection closed by peer".to_owned(),
+            Ok(_) => {}
+            Err(e) => break e.to_string(),
+        }
+    };
+    let _ = broke.send(reason);
+}
+
+/// Completes the asks answered by every complete frame buffered.
+fn complete_replies(
     inner: &Inner,
     link: &Link,
-    rd: &mut OwnedReadHalf,
-    sock: Arc<OwnedWriteHalf>,
-    spare: &mut BytesMut,
-) -> Ended {
-    loop {
-        if link.retire.is_cancelled() {
-            flush_and_close(inner, link, sock).await;
-            return Ended::Retired;
-        }
-        let batch = {
-            let mut st = link.lock();
-            if st.buf.is_empty() {
-                st.writer_busy = false;
-                None
-            } else {
-                st.writer_busy = true;
-                let frames = std::mem::take(&mut st.frames);
-                let one_way = std::mem::take(&mut st.one_way);
-                let buf = std::mem::replace(&mut st.buf, std::mem::take(spare));
-                Some((buf, frames, one_way))
-            }
-        };
-        let Some((mut buf, frames, one_way)) = batch else {
-            let mut probe = [0u8; 1];
-            tokio::select! {
-                biased;
-                _ = link.retire.cancelled() => continue,
-                // The acceptor never writes after the handshake: a read
-                // completing means the connection closed or misbehaved.
-                r = rd.read(&mut probe) => {
-                    let reason = match r {
-                        Ok(0) => "connection closed by peer".to_owned(),
-                        Ok(_) => "peer wrote on a one-way link".to_owned(),
-                        Err(e) => e.to_string(),
-                    };
-                    return Ended::Broke(reason, 0);
+    reader: &mut FrameReader,
+) -> Result<(), FrameError> {
+    while let Some(region) = reader.next_frames()? {
+        for range in frames_in(&region) {
+            let (header, header_len) = Header::decode(&region[range.clone()])?;
+            let body = range.start + header_len..range.end;
+            match header.kind {
+                Kind::Reply { corr } => inner.complete(corr, Ok(region.slice(body))),
+                Kind::Reject { corr } => inner.complete(
+                    corr,
+                    Err(AskError::Rejected {
+                        peer: link.peer.clone(),
+                        reason: String::from_utf8_lossy(&region[body]).into_owned(),
+                    }),
+                ),
+                Kind::Tell | Kind::Ask { .. } => {
+                    return Err(FrameError::Header(format!(
+                        "{:?} from the acceptor of a link",
+                        header.kind
+                    )));
                 }
-                _ = link.writer.notified() => continue,
             }
-        };
-        link.space.notify_waiters();
-        // Once retired, the write in progress gets the flush deadline.
-        let written = tokio::select! {
-            r = write_all(&sock, &buf, inner.config.max_batch_bytes) => r,
-            _ = link.flush_deadline(inner) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "not flushed before the shutdown deadline",
-            )),
-        };
-        if let Err(e) = written {
-            return Ended::Broke(e.to_string(), one_way);
-        }
-        inner.stats.frames_sent.fetch_add(frames as u64, Relaxed);
-        buf.clear();
-        // Keep the allocation for the next swap unless a huge frame grew it.
-        if buf.capacity() <= inner.config.max_batch_bytes.max(64 * 1024) {
-            *spare = buf;
-        }
-    }
-}
-
-/// Retires the connected link: takes what is queued, writes it within
-/// `[transport] flush_deadline_ms`, then closes the write side.
-async fn flush_and_close(inner: &Inner, link: &Link, sock: Arc<OwnedWriteHalf>) {
-    let (buf, frames, one_way) = {
-        let mut st = link.lock();
-        st.closed = true;
-        st.sock = None;
-        (
-            std::mem::take(&mut st.buf),
-            std::mem::take(&mut st.frames),
-            std::mem::take(&mut st.one_way),
-        )
-    };
-    link.space.notify_waiters();
-    let deadline = Duration::from_millis(inner.config.flush_deadline_ms);
-    let written = tokio::time::timeout(
-        deadline,
-        write_all(&sock, &buf, inner.config.max_batch_bytes),
-    )
-    .await;
-    let reason = retire_reason(inner);
-    match written {
-        Ok(Ok(())) => {
-            inner.stats.frames_sent.fetch_add(frames as u64, Relaxed);
-        }
-        Ok(Err(e)) => link.fail_queued(inner, &e.to_string(), one_way),
-        Err(_) => link.fail_queued(inner, "not flushed before the shutdown deadline", one_way),
-    }
-    if inner.shutdown.is_cancelled() {
-        inner.fail_pending_link(link, reason);
-    }
-    // Dropping the last handle of the write half sends FIN.
-    drop(sock);
-}
-
-/// Writes all of `data` through the shared write half, `chunk` bytes per
-/// call at most.
-async fn write_all(sock: &OwnedWriteHalf, mut data: &[u8], chunk: usize) -> std::io::Result<()> {
-    while !data.is_empty() {
-        let n = data.len().min(chunk.max(1));
-        match sock.try_write(&data[..n]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.writable().await?,
-            Err(e) => return Err(e),
         }
     }
     Ok(())

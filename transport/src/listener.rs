@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::codec::Encoder;
 
 use crate::error::{FrameError, HandshakeError};
@@ -15,6 +16,7 @@ use crate::frame::{FrameCodec, FrameReader, Header, Kind, LENGTH_PREFIX_BYTES, f
 use crate::handshake::{HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply};
 use crate::inbound::ConnInfo;
 use crate::mailbox::{Delivery, FrameRef};
+use crate::outbox::{Ended, Outbox, count_dropped, write_loop};
 use crate::stats::bump;
 use crate::transport::{Inner, Slot};
 
@@ -103,12 +105,20 @@ async fn serve(
     }
     tracing::debug!(peer = %hello.from, lane = ?hello.lane, %addr, "inbound link up");
     reader.set_max_frame_bytes(inner.config.max_frame_bytes);
+    let (mut rd, wr) = stream.into_split();
     let conn = Arc::new(ConnInfo {
         inner: Arc::clone(&inner),
         peer: hello.from,
         lane: hello.lane,
         closer: inner.shutdown.child_token(),
+        replies: Outbox::new(&inner),
     });
+    let sock = Arc::new(wr);
+    conn.replies.attach(Arc::clone(&sock));
+    let (broke_tx, broke_rx) = oneshot::channel();
+    inner
+        .tracker
+        .spawn(write_replies(Arc::clone(&conn), sock, broke_rx));
     let why = loop {
         // Hand every buffered frame on, then read more.
         let drained = tokio::select! {
@@ -124,7 +134,7 @@ async fn serve(
         let read = tokio::select! {
             biased;
             _ = conn.closer.cancelled() => break "closed".to_owned(),
-            r = reader.read_from(&mut stream) => r,
+            r = reader.read_from(&mut rd) => r,
         };
         match read {
             Ok(0) => break "closed by peer".to_owned(),
@@ -138,6 +148,34 @@ async fn serve(
         }
     };
     tracing::debug!(peer = %conn.peer, %addr, reason = %why, "inbound link down");
+    let _ = broke_tx.send(why);
+}
+
+/// Writes the replies to the asks of one inbound connection until it
+/// closes; replies still queued when the peer is gone are counted.
+async fn write_replies(
+    conn: Arc<ConnInfo>,
+    sock: Arc<OwnedWriteHalf>,
+    mut broke: oneshot::Receiver<String>,
+) {
+    let inner = &conn.inner;
+    let mut spare = BytesMut::new();
+    let ended = write_loop(
+        inner,
+        &conn.peer.addr,
+        &conn.replies,
+        sock,
+        &mut spare,
+        &conn.closer,
+        &mut broke,
+    )
+    .await;
+    conn.replies.detach();
+    if let Ended::Broke(reason, in_flight_one_way) = ended {
+        conn.replies.close();
+        let lost = conn.replies.drop_queued() + in_flight_one_way;
+        count_dropped(inner, &conn.peer.addr, lost, &reason);
+    }
 }
 
 /// Frames handed to a channel at once, at most.

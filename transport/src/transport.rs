@@ -17,9 +17,10 @@ use crate::error::{AskError, BindError, SendError};
 use crate::frame::{Header, Kind};
 use crate::handshake::{Lane, NodeId};
 use crate::inbound::Inbound;
-use crate::link::{self, BodyEncoder, Link, Pushed};
+use crate::link::{self, Link};
 use crate::listener;
 use crate::mailbox::Mailbox;
+use crate::outbox::{BodyEncoder, Pushed};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// Channel ids are `0..MAX_CHANNELS`.
@@ -444,6 +445,7 @@ impl Inner {
             let links = self.peer_links(peer);
             match links
                 .lane(lane)
+                .outbox
                 .try_push(self, header, inline(lane, header.kind), body)?
             {
                 Pushed::Queued => return Ok(()),
@@ -470,6 +472,7 @@ impl Inner {
             let links = self.peer_links(peer);
             match links
                 .lane(lane)
+                .outbox
                 .push(self, header, inline(lane, header.kind), body)
                 .await?
             {
@@ -522,7 +525,7 @@ impl Inner {
                 let pushed = tokio::select! {
                     biased;
                     r = &mut rx => return r.unwrap_or_else(|_| Err(shut_down(peer))),
-                    p = link.push(self, header, true, body) => p?,
+                    p = link.outbox.push(self, header, true, body) => p?,
                 };
                 match pushed {
                     Pushed::Queued | Pushed::Full => {
