@@ -32,7 +32,70 @@ fn form(
     (sim, t, last)
 }
 
+fn crash_exp(n: usize, loss: f64, seeds: std::ops::Range<u64>) {
+    for seed in seeds {
+        let (mut sim, _, _) = form(n, seed, NetConfig::default(), Duration::from_millis(500));
+        sim.set_net(NetConfig {
+            loss,
+            duplicate: 0.01,
+            latency_max: Duration::from_millis(10),
+            ..NetConfig::default()
+        });
+        sim.run_for(Duration::from_secs(20));
+        let lhm: Vec<u32> = sim
+            .nodes()
+            .iter()
+            .filter_map(|n| n.core())
+            .map(|c| c.local_health())
+            .collect();
+        let avg = lhm.iter().sum::<u32>() as f64 / lhm.len() as f64;
+        let victim = n / 3;
+        sim.crash(victim);
+        let t0 = sim.elapsed();
+        let name = sim.node(victim).name.clone();
+        let others: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
+        let t = sim.run_until_cond(Duration::from_secs(60), Duration::from_millis(10), |s| {
+            others.iter().all(|&i| {
+                s.node(i)
+                    .core()
+                    .is_some_and(|c| c.member(&name).is_some_and(|m| !m.is_active()))
+            })
+        });
+        let downs = sim.downs();
+        let first_suspect = sim
+            .nodes()
+            .iter()
+            .flat_map(|n| n.events.iter())
+            .filter(|(t, _, e)| {
+                *t >= t0 && matches!(e, Event::MemberSuspect(m) if m.id.name == name)
+            })
+            .map(|x| x.0)
+            .min();
+        let first = downs.iter().filter(|d| d.2.name == name).map(|d| d.0).min();
+        println!(
+            "seed {seed}: avg lhm {avg:.2} max {:?} suspect +{:?} first down +{:?} all +{:?}",
+            lhm.iter().max(),
+            first_suspect.map(|f| f - t0),
+            first.map(|f| f - t0),
+            t.map(|t| t - t0)
+        );
+    }
+}
+
 fn main() {
+    if let Ok(v) = std::env::var("CRASH_EXP") {
+        let loss: f64 = v.parse().unwrap_or(0.05);
+        let n: usize = std::env::args()
+            .nth(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(100);
+        let k: u64 = std::env::var("SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(12);
+        crash_exp(n, loss, 0..k);
+        return;
+    }
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

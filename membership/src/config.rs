@@ -84,7 +84,8 @@ pub struct MembershipConfig {
     /// (default 3; 0..=16).
     pub indirect_probes: u32,
     /// Lifeguard's K: independent confirmations that shrink a suspicion
-    /// from its ceiling to its floor (default 3; 0..=16; capped at N − 2).
+    /// from its ceiling to its floor (default 2, as memberlist; 0..=16;
+    /// capped at N − 2).
     pub suspicion_confirmations: u32,
     /// λ: each update is piggybacked λ·⌈log2(N+1)⌉ times (default 2;
     /// 1..=16).
@@ -146,7 +147,7 @@ impl Default for MembershipConfig {
             suspicion_max_multiplier: 4.0,
             probe_timeout_ms: 200,
             indirect_probes: 3,
-            suspicion_confirmations: 3,
+            suspicion_confirmations: 2,
             retransmit_multiplier: 2,
             gossip_interval_ms: 200,
             gossip_fanout: 3,

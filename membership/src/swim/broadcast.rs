@@ -104,7 +104,7 @@ impl BroadcastQueue {
         let mut expired = Vec::new();
         let mut scanned = 0usize;
         for (key, name) in &self.order {
-            if out.len() >= max_count || scanned >= max_count.saturating_mul(8) || max_bytes < 64 {
+            if out.len() >= max_count || scanned >= max_count.saturating_mul(8) || max_bytes == 0 {
                 break;
             }
             scanned += 1;

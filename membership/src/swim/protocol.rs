@@ -29,6 +29,11 @@ use crate::swim::view::{SYNC_BUCKETS, Table, View, bucket_of, view_digest};
 const MAX_RELAYS: usize = 256;
 /// Most duplicate-name checks in flight at once.
 const MAX_DUP_CHECKS: usize = 64;
+/// How many members, in expectation, probe a freshly suspected member
+/// out of round-robin order (each with probability this / N).
+const PRIORITY_PROBERS: f64 = 8.0;
+/// Most suspects waiting for a priority probe.
+const MAX_PRIORITY: usize = 16;
 
 /// Where the core is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +159,8 @@ pub struct Swim {
     suspicions: BTreeMap<String, Suspicion>,
     probe_list: ProbeList,
     probe: Option<Probe>,
+    /// Suspects to probe before resuming round-robin.
+    priority: VecDeque<String>,
     next_probe_at: Option<Instant>,
     next_gossip_at: Option<Instant>,
     next_sync_at: Option<Instant>,
@@ -166,6 +173,8 @@ pub struct Swim {
     seeds: Vec<String>,
     self_addrs: BTreeSet<String>,
     grace_until: Option<Instant>,
+    /// `in_minority()` when the anti-entropy state being merged arrived.
+    sync_minority: bool,
     next_seq: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -220,6 +229,7 @@ impl Swim {
             suspicions: BTreeMap::new(),
             probe_list: ProbeList::default(),
             probe: None,
+            priority: VecDeque::new(),
             next_probe_at: None,
             next_gossip_at: None,
             next_sync_at: None,
@@ -232,6 +242,7 @@ impl Swim {
             seeds: Vec::new(),
             self_addrs: BTreeSet::new(),
             grace_until: None,
+            sync_minority: false,
             next_seq: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -829,11 +840,26 @@ impl Swim {
         if self.status != Status::Joined {
             return;
         }
-        let Some(name) = self.probe_list.next_target(
-            self.table.active(),
-            |n| self.table.get(n).is_some_and(|e| e.member.is_active()),
-            &mut self.rng,
-        ) else {
+        let mut prioritized = None;
+        while let Some(n) = self.priority.pop_front() {
+            if self
+                .table
+                .get(&n)
+                .is_some_and(|e| e.member.state == MemberState::Suspect)
+            {
+                prioritized = Some(n);
+                break;
+            }
+        }
+        let next = match prioritized {
+            Some(n) => Some(n),
+            None => self.probe_list.next_target(
+                self.table.active(),
+                |n| self.table.get(n).is_some_and(|e| e.member.is_active()),
+                &mut self.rng,
+            ),
+        };
+        let Some(name) = next else {
             return;
         };
         let Some(target) = self.table.get(&name).map(|e| e.member.clone()) else {
@@ -1087,11 +1113,16 @@ impl Swim {
         }
     }
 
+    /// Merges anti-entropy state. Whether we are in the minority is decided
+    /// once, before merging, so that adopting the first entries cannot flip
+    /// the verdict for the rest.
     fn merge_state(&mut self, now: Instant, state: Vec<Update>) {
+        self.sync_minority = self.in_minority();
         for mut u in state {
             u.accuser = None;
             self.apply_update(now, u, Source::Sync);
         }
+        self.sync_minority = false;
     }
 
     /// Merges one update: the record with the greater precedence wins
@@ -1130,9 +1161,17 @@ impl Swim {
                     self.enqueue(u);
                 } else if source == Source::Gossip {
                     // Rumor mongering with feedback (Demers et al. 1987):
-                    // the sender already knew it, so we send it less.
-                    let limit = self.config.retransmit_limit(self.cluster_size());
-                    self.broadcasts.bump(&u.member.id.name, limit);
+                    // the sender already knew it, so we send it less. An
+                    // `alive` that comes back to us is dropped outright
+                    // (anti-entropy covers the rest; this is what keeps a
+                    // join storm from flooding), while failure news only
+                    // counts one transmission.
+                    if u.member.state == MemberState::Alive {
+                        self.broadcasts.remove(&u.member.id.name);
+                    } else {
+                        let limit = self.config.retransmit_limit(self.cluster_size());
+                        self.broadcasts.bump(&u.member.id.name, limit);
+                    }
                 }
             }
             Some(std::cmp::Ordering::Less) => {
@@ -1145,7 +1184,7 @@ impl Swim {
                 if old.state != MemberState::Dead || old.id.generation != u.member.id.generation {
                     return;
                 }
-                if self.in_minority() {
+                if self.sync_minority {
                     if u.member.incarnation == old.incarnation {
                         // We cannot see a majority: trust the peer's view
                         // over our own verdict.
@@ -1190,6 +1229,15 @@ impl Swim {
                     s.hold_until(g);
                 }
                 self.suspicions.insert(name.clone(), s);
+                // Check a fresh suspicion ourselves soon, so independent
+                // confirmations (or the refutation) come within a period
+                // or two instead of whenever round-robin gets there. About
+                // PRIORITY_PROBERS members do, so the load stays flat.
+                let accused_by_us = u.accuser.as_deref() == Some(self.local.id.name.as_str());
+                let p = (PRIORITY_PROBERS / n as f64).min(1.0);
+                if !accused_by_us && self.rng.gen_bool(p) && self.priority.len() < MAX_PRIORITY {
+                    self.priority.push_back(name.clone());
+                }
             }
         } else {
             self.suspicions.remove(name);
@@ -1204,7 +1252,10 @@ impl Swim {
 
         self.emit_transition(old.as_ref(), new);
 
-        if source != Source::Sync {
+        if source == Source::Sync {
+            // Never piggyback a queued update older than what we now hold.
+            self.broadcasts.remove(&u.member.id.name);
+        } else {
             self.enqueue(u);
         }
     }

@@ -89,3 +89,37 @@ pub fn all_see_gone(sim: &Sim, subject: usize) -> bool {
                 .is_none_or(|c| c.member(name).is_none_or(|m| !m.is_active()))
     })
 }
+
+/// What keeps `sim.converged(expected)` false, for failure messages: per
+/// node, the members it holds wrongly (at most 20 lines).
+pub fn divergence(sim: &Sim, expected: &[usize]) -> String {
+    let mut out = Vec::new();
+    for &i in expected {
+        let node = sim.node(i);
+        let Some(c) = node.core() else {
+            out.push(format!("{} is down", node.name));
+            continue;
+        };
+        for &j in expected {
+            let other = sim.node(j);
+            if i == j {
+                continue;
+            }
+            match c.member(&other.name) {
+                Some(m)
+                    if m.state == membership::MemberState::Alive
+                        && m.id.generation == other.generation => {}
+                m => out.push(format!(
+                    "{} ({:?}) holds {}: {:?} (current generation {})",
+                    node.name,
+                    c.status(),
+                    other.name,
+                    m.map(|m| (m.id.generation, m.incarnation, m.state)),
+                    other.generation
+                )),
+            }
+        }
+    }
+    out.truncate(20);
+    out.join("\n")
+}
