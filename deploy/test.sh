@@ -72,26 +72,41 @@ now() { date +%s.%N; }
 project_containers() { docker ps -aq --no-trunc --filter "label=com.docker.compose.project=$project"; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 
-# The cgroup's peak memory of each container id given, sampled until killed
-# (the cgroup disappears with the container, so the last sample is kept).
+# Peak memory of each container given as id:pid, sampled every 0.1 s until
+# killed (both disappear with the container, so the last sample is kept):
+# the cgroup's peak (v1 memory.max_usage_in_bytes or v2 memory.peak: the
+# container's memory including page cache) into $out/<id>.cgroup, and the
+# process's peak resident set (VmHWM, bytes) into $out/<id>.rss.
 sample_memory() {
-  local out=$1 id f v; shift
+  local out=$1 pair id pid f v k unit; shift
   while :; do
-    for id in "$@"; do
+    for pair in "$@"; do # bash builtins only: 20 containers at 10 Hz stay cheap
+      id=${pair%%:*} pid=${pair##*:}
       for f in "/sys/fs/cgroup/memory/docker/$id/memory.max_usage_in_bytes" \
                "/sys/fs/cgroup/system.slice/docker-$id.scope/memory.peak" \
                "/sys/fs/cgroup/docker/$id/memory.peak"; do
-        if v=$(cat "$f" 2>/dev/null); then echo "$v" > "$out/$id"; break; fi
+        if [ -r "$f" ] && read -r v <"$f" 2>/dev/null; then echo "$v" >"$out/$id.cgroup"; break; fi
       done
+      if [ -r "/proc/$pid/status" ]; then
+        while read -r k v unit; do
+          if [ "$k" = "VmHWM:" ]; then echo $((v * 1024)) >"$out/$id.rss"; break; fi
+        done <"/proc/$pid/status" 2>/dev/null || true
+      fi
     done
     sleep 0.1
   done
+}
+# "min, median, max MiB over N" of the numbers in the files given.
+mib_summary() {
+  cat "$@" 2>/dev/null | sort -n | awk '{ v[NR] = $1 } END {
+    if (NR) printf "min %.1f, median %.1f, max %.1f MiB over %d containers", v[1]/1048576, v[int((NR+1)/2)]/1048576, v[NR]/1048576, NR
+    else printf "not readable here" }'
 }
 
 # One run of a compose file: up, wait for every container, collect logs and
 # exit statuses into $work/<label>/, verify, report the figures.
 run_cluster() {
-  local file=$1 nodes=$2 label=$3 dir="$work/$3" t0 ids id svc peaks
+  local file=$1 nodes=$2 label=$3 dir="$work/$3" t0 ids pairs id svc
   mkdir -p "$dir" "$dir.mem"
   echo "== $label: $nodes nodes ($(basename "$file"))"
   t0=$(now)
@@ -99,7 +114,8 @@ run_cluster() {
   echo "   up -d returned after $(since "$t0") s"
   mapfile -t ids < <(project_containers)
   [ "${#ids[@]}" -eq "$nodes" ] || { echo "test.sh: ${#ids[@]} containers, expected $nodes" >&2; return 1; }
-  sample_memory "$dir.mem" "${ids[@]}" &
+  mapfile -t pairs < <(docker inspect -f '{{.Id}}:{{.State.Pid}}' "${ids[@]}")
+  sample_memory "$dir.mem" "${pairs[@]}" &
   sampler=$!
   if ! timeout "$run_timeout" docker wait "${ids[@]}" >/dev/null; then
     echo "test.sh: $label did not finish within $run_timeout s" >&2
@@ -110,12 +126,12 @@ run_cluster() {
     docker logs "$id" >"$dir/$svc.log" 2>&1
     docker inspect -f '{{if .State.Running}}running{{else}}{{.State.ExitCode}}{{end}}' "$id" >"$dir/$svc.exit"
   done
-  peaks=$(cat "$dir.mem"/* 2>/dev/null | sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "min %.1f MiB, median %.1f MiB, max %.1f MiB over %d containers", v[1]/1048576, v[int((NR+1)/2)]/1048576, v[NR]/1048576, NR; else printf "not readable here" }')
   if ! python3 "$here/verify.py" "$dir" "$nodes" 5 500 "$t0"; then
     for svc in "$dir"/*.log; do echo "--- $svc (exit $(cat "${svc%.log}.exit"))" >&2; tail -n 40 "$svc" >&2; done
     return 1
   fi
-  echo "   peak memory per container (cgroup): $peaks"
+  echo "   peak memory per container, cgroup (incl. page cache): $(mib_summary "$dir.mem"/*.cgroup)"
+  echo "   peak resident set per container (VmHWM): $(mib_summary "$dir.mem"/*.rss)"
   compose -f "$file" down -v --remove-orphans -t 20 >/dev/null 2>&1
 }
 
