@@ -41,6 +41,9 @@ use crate::pool::WorkerPool;
 use crate::shard::{ShardId, shard_id};
 use crate::wire::{Record, Wire, WireReply};
 
+/// Mailbox messages handled per wake-up before replication is flushed.
+const BURST: usize = 512;
+
 /// The members that hold shards (alive and suspect), by name.
 pub type MemberMap = BTreeMap<String, NodeId>;
 
@@ -98,10 +101,8 @@ enum Internal<E: Entity> {
         id: String,
         msg: E::Msg,
     },
-    Replicated {
-        shard: ShardId,
-        id: String,
-        version: u64,
+    ReplicatedBatch {
+        entries: Vec<(ShardId, String, u64)>,
         result: Result<()>,
     },
     Fetched {
@@ -254,6 +255,7 @@ impl Region {
             stats: RegionStats::default(),
             stats_tx,
             retry_replicate: Vec::new(),
+            outbox: BTreeMap::new(),
         };
         tokio::spawn(actor.run(mbox_rx, internal_rx, view, shutdown));
         Ok(handle)
@@ -319,6 +321,8 @@ struct Actor<E: Entity> {
     stats: RegionStats,
     stats_tx: watch::Sender<RegionStats>,
     retry_replicate: Vec<(Instant, ShardId, String)>,
+    /// Replications queued by this burst of input, by replica set.
+    outbox: BTreeMap<Vec<NodeId>, BTreeMap<(ShardId, String), Record<E>>>,
 }
 
 impl<E: Entity> Actor<E> {
@@ -343,9 +347,19 @@ impl<E: Entity> Actor<E> {
                     let members = view.borrow_and_update().clone();
                     self.on_view(members);
                 }
-                Some(cmd) = mbox.recv() => self.on_cmd(cmd),
+                Some(cmd) = mbox.recv() => {
+                    self.on_cmd(cmd);
+                    // Take the rest of the burst before flushing replication.
+                    for _ in 0..BURST {
+                        match mbox.try_recv() {
+                            Ok(cmd) => self.on_cmd(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = tick.tick() => self.on_tick(),
             }
+            self.flush_replication();
             self.pump_jobs();
             self.stats_tx.send_if_modified(|s| {
                 if *s != self.stats {
@@ -855,6 +869,8 @@ impl<E: Entity> Actor<E> {
         }
     }
 
+    /// Queues the new state of one entity for the shard's replicas; sent
+    /// in batches by [`Actor::flush_replication`] after each burst of input.
     fn replicate(
         &mut self,
         shard: ShardId,
@@ -863,52 +879,61 @@ impl<E: Entity> Actor<E> {
         state: E,
         replicas: Vec<NodeId>,
     ) {
-        let chan = self.channel.clone();
-        let tx = self.internal_tx.clone();
+        self.outbox
+            .entry(replicas)
+            .or_default()
+            .insert((shard, id.clone()), Record { id, version, state });
+    }
+
+    /// Sends every queued replication: one `ReplicateBatch` ask per replica
+    /// set and page, and reports each batch's outcome back to the actor.
+    fn flush_replication(&mut self) {
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
-        let wire = Wire::Replicate {
-            shard: shard.0,
-            record: Record {
-                id: id.clone(),
-                version,
-                state,
-            },
-        };
-        tokio::spawn(async move {
-            let mut result = Ok(());
-            let asks = replicas
-                .iter()
-                .map(|r| chan.ask::<WireReply<E>>(&r.addr, &wire, timeout));
-            for (r, outcome) in replicas.iter().zip(futures::future::join_all(asks).await) {
-                match outcome {
-                    Ok(WireReply::Ack) => {}
-                    Ok(WireReply::Error(e)) => {
-                        result = Err(RegionError::ReplicationFailed {
-                            shard: shard.0,
-                            reason: format!("{}: {e}", r.name),
-                        })
-                    }
-                    Ok(_) => {
-                        result = Err(RegionError::ReplicationFailed {
-                            shard: shard.0,
-                            reason: format!("{}: unexpected reply", r.name),
-                        })
-                    }
-                    Err(e) => {
-                        result = Err(RegionError::ReplicationFailed {
-                            shard: shard.0,
-                            reason: format!("{}: {e}", r.name),
-                        })
-                    }
+        let budget = self.config.sharding.snapshot_page_bytes;
+        for (replicas, batch) in std::mem::take(&mut self.outbox) {
+            let mut pages: Vec<Vec<(u32, Record<E>)>> = vec![Vec::new()];
+            let mut used = 0usize;
+            for ((shard, _), record) in batch {
+                let size = encode_state(&record.state).len() + record.id.len() + 24;
+                if used + size > budget && pages.last().is_some_and(|p| !p.is_empty()) {
+                    pages.push(Vec::new());
+                    used = 0;
+                }
+                used += size;
+                if let Some(page) = pages.last_mut() {
+                    page.push((shard.0, record));
                 }
             }
-            let _ = tx.send(Internal::Replicated {
-                shard,
-                id,
-                version,
-                result,
-            });
-        });
+            for records in pages.into_iter().filter(|p| !p.is_empty()) {
+                let entries: Vec<(ShardId, String, u64)> = records
+                    .iter()
+                    .map(|(s, r)| (ShardId(*s), r.id.clone(), r.version))
+                    .collect();
+                let chan = self.channel.clone();
+                let tx = self.internal_tx.clone();
+                let replicas = replicas.clone();
+                let wire = Wire::ReplicateBatch { records };
+                tokio::spawn(async move {
+                    let asks = replicas
+                        .iter()
+                        .map(|r| chan.ask::<WireReply<E>>(&r.addr, &wire, timeout));
+                    let mut result = Ok(());
+                    for (r, outcome) in replicas.iter().zip(futures::future::join_all(asks).await) {
+                        let reason = match outcome {
+                            Ok(WireReply::Ack) => continue,
+                            Ok(WireReply::Error(e)) => e.to_string(),
+                            Ok(_) => "unexpected reply".to_owned(),
+                            Err(e) => e.to_string(),
+                        };
+                        result = Err(RegionError::ReplicationFailed {
+                            shard: entries.first().map_or(0, |e| e.0.0),
+                            reason: format!("{}: {reason}", r.name),
+                        });
+                    }
+                    let _ = tx.send(Internal::ReplicatedBatch { entries, result });
+                });
+            }
+        }
     }
 
     fn queue_job(&mut self, shard: ShardId, id: String, job: crate::entity::Job<E::Msg>) {
@@ -939,45 +964,13 @@ impl<E: Entity> Actor<E> {
                     tracing::debug!(shard = shard.0, id = %id, "job output for a shard no longer owned; the new owner redoes it");
                 }
             }
-            Internal::Replicated {
-                shard,
-                id,
-                version,
-                result,
-            } => {
-                let Some(d) = self.data.get_mut(&shard) else {
-                    return;
-                };
+            Internal::ReplicatedBatch { entries, result } => {
+                if let Err(e) = &result {
+                    tracing::warn!(entities = entries.len(), error = %e, "replication failed; will retry");
+                }
                 let ok = result.is_ok();
-                if let (Some(e), true) = (d.entities.get_mut(&id), ok) {
-                    e.acked = e.acked.max(version);
-                }
-                // Held answers wait until their version is confirmed. A
-                // failed replication does not fail them: the state is
-                // already applied here, so failing would invite a retry
-                // that applies it twice. The owner retries the replication
-                // (to the replicas of its current view) instead, and the
-                // askers' own deadlines bound the wait.
-                let acked = d.entities.get(&id).map_or(u64::MAX, |e| e.acked);
-                if let Some(list) = d.waiting_acks.remove(&id) {
-                    let mut keep = Vec::new();
-                    for (need, reply, r) in list {
-                        if need <= acked {
-                            reply.send(r);
-                        } else {
-                            keep.push((need, reply, r));
-                        }
-                    }
-                    if !keep.is_empty() {
-                        d.waiting_acks.insert(id.clone(), keep);
-                    }
-                }
-                if !ok {
-                    if let Err(e) = &result {
-                        tracing::warn!(shard = shard.0, id = %id, error = %e, "replication failed; will retry");
-                    }
-                    let at = Instant::now() + Duration::from_millis(200);
-                    self.retry_replicate.push((at, shard, id));
+                for (shard, id, version) in entries {
+                    self.on_replicated(shard, id, version, ok);
                 }
             }
             Internal::Fetched {
@@ -1012,6 +1005,39 @@ impl<E: Entity> Actor<E> {
                     self.activate(shard);
                 }
             }
+        }
+    }
+
+    /// One entity's replication of `version` finished (`ok`: every replica
+    /// confirmed). Held answers wait until their version is confirmed. A
+    /// failed replication does not fail them: the state is already applied
+    /// here, so failing would invite a retry that applies it twice. The
+    /// owner retries the replication (to the replicas of its current view)
+    /// instead, and the askers' own deadlines bound the wait.
+    fn on_replicated(&mut self, shard: ShardId, id: String, version: u64, ok: bool) {
+        let Some(d) = self.data.get_mut(&shard) else {
+            return;
+        };
+        if let (Some(e), true) = (d.entities.get_mut(&id), ok) {
+            e.acked = e.acked.max(version);
+        }
+        let acked = d.entities.get(&id).map_or(u64::MAX, |e| e.acked);
+        if let Some(list) = d.waiting_acks.remove(&id) {
+            let mut keep = Vec::new();
+            for (need, reply, r) in list {
+                if need <= acked {
+                    reply.send(r);
+                } else {
+                    keep.push((need, reply, r));
+                }
+            }
+            if !keep.is_empty() {
+                d.waiting_acks.insert(id.clone(), keep);
+            }
+        }
+        if !ok {
+            let at = Instant::now() + Duration::from_millis(200);
+            self.retry_replicate.push((at, shard, id));
         }
     }
 
@@ -1066,12 +1092,7 @@ impl<E: Entity> Actor<E> {
             if replicas.is_empty() {
                 entry.acked = entry.version;
                 let version = entry.version;
-                let _ = self.internal_tx.send(Internal::Replicated {
-                    shard,
-                    id,
-                    version,
-                    result: Ok(()),
-                });
+                self.on_replicated(shard, id, version, true);
                 continue;
             }
             let (version, state) = (entry.version, entry.state.clone());
@@ -1106,6 +1127,13 @@ impl<E: Entity> Actor<E> {
             Wire::Replicate { shard, record } => {
                 let d = self.data.entry(ShardId(shard)).or_default();
                 merge(d, vec![record]);
+                ack::<E>(responder);
+            }
+            Wire::ReplicateBatch { records } => {
+                for (shard, record) in records {
+                    let d = self.data.entry(ShardId(shard)).or_default();
+                    merge(d, vec![record]);
+                }
                 ack::<E>(responder);
             }
             Wire::Sync { shard, records } => {

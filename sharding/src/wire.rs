@@ -58,6 +58,12 @@ pub enum Wire<E: Entity> {
         /// The page.
         records: Vec<Record<E>>,
     },
+    /// The owner's new states of several entities, for a replica (ask;
+    /// answered `Ack`): what `Replicate` does, batched per burst of input.
+    ReplicateBatch {
+        /// `(shard, record)` pairs.
+        records: Vec<(u32, Record<E>)>,
+    },
 }
 
 /// Answers to [`Wire`] asks.
