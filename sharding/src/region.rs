@@ -140,6 +140,9 @@ struct Parked<E: Entity> {
     deadline: Option<Instant>,
 }
 
+/// Records waiting to be replicated, by (shard, entity id).
+type Outgoing<E> = BTreeMap<(ShardId, String), Record<E>>;
+
 /// An answer held until its entity's `acked` version reaches the first field.
 type HeldReply<E> = (u64, ReplyTo<E>, Result<<E as Entity>::Reply>);
 
@@ -322,7 +325,7 @@ struct Actor<E: Entity> {
     stats_tx: watch::Sender<RegionStats>,
     retry_replicate: Vec<(Instant, ShardId, String)>,
     /// Replications queued by this burst of input, by replica set.
-    outbox: BTreeMap<Vec<NodeId>, BTreeMap<(ShardId, String), Record<E>>>,
+    outbox: BTreeMap<Vec<NodeId>, Outgoing<E>>,
 }
 
 impl<E: Entity> Actor<E> {
