@@ -30,6 +30,9 @@ work=$(mktemp -d)
 big="$here/.test-$$-20.yml"
 stopfile="$here/.test-$$-stop.yml"
 sampler=""
+# The EXIT trap may run while a command's output is redirected to a file:
+# its messages go to the original stdout and stderr, kept as fds 4 and 3.
+exec 3>&2 4>&1
 
 if docker compose version >/dev/null 2>&1; then
   compose_cmd=(docker compose)
@@ -57,14 +60,14 @@ cleanup() {
   rm -f "$big" "$stopfile"
   if [ "$status" -eq 0 ]; then
     rm -rf "$work"
-    echo "test.sh: PASS"
+    echo "test.sh: PASS" >&4
   else
-    echo "test.sh: FAIL (status $status); logs kept in $work" >&2
+    echo "test.sh: FAIL (status $status); logs kept in $work" >&3
   fi
   exit "$status"
 }
 trap cleanup EXIT
-trap 'echo "test.sh: line $LINENO: \`$BASH_COMMAND\` failed" >&2' ERR
+trap 'echo "test.sh: line $LINENO: \`$BASH_COMMAND\` failed" >&3' ERR
 trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
