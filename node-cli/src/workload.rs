@@ -116,17 +116,19 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
         started.elapsed().as_secs_f64()
     );
 
-    // Every member reports; the count comes from membership.
-    let n = node.members.view().active_count().max(members) as u32;
+    // Every member reports; the count comes from membership *at that
+    // moment* and is re-read whenever the view changes, so a member that
+    // dies meanwhile (declared dead, no longer active) is not waited for.
     node.queue
         .report(REPORT, &node.name, distribution, done)
         .await
         .context("cannot send this node's report")?;
-    let report = node
-        .queue
-        .final_report(REPORT, n, cfg.barrier_timeout())
-        .await
-        .with_context(|| format!("reports from {n} nodes did not arrive"))?;
+    let deadline = tokio::time::Instant::now() + cfg.barrier_timeout();
+    let report = with_live_count(node, deadline, |n, left| {
+        node.queue.final_report(REPORT, n, left)
+    })
+    .await
+    .context("reports from the live members did not arrive")?;
     let parts: Vec<String> = report
         .distribution
         .iter()
@@ -138,13 +140,58 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
         parts.join(", ")
     );
 
-    node.queue
-        .barrier(SHUTDOWN_BARRIER, &node.name, n, cfg.barrier_timeout())
-        .await
-        .context("shutdown barrier")?;
+    let deadline = tokio::time::Instant::now() + cfg.barrier_timeout();
+    with_live_count(node, deadline, |n, left| {
+        node.queue.barrier(SHUTDOWN_BARRIER, &node.name, n, left)
+    })
+    .await
+    .context("shutdown barrier")?;
     if !failed.is_empty() {
         tracing::error!(count = failed.len(), tasks = ?failed, "tasks without a result");
         bail!("{} tasks without a result", failed.len());
     }
     Ok(true)
+}
+
+/// Runs `ask(n, time_left)` with `n` = the members active in the view now
+/// (at least 1), until it answers or `deadline` passes. When the active
+/// count changes meanwhile (a member declared dead or gone), the ask is
+/// dropped and sent again with the new count. Report and barrier asks are
+/// idempotent, so a repeated ask only parks once more at the owner, until
+/// its own deadline at most.
+///
+/// # Errors
+/// The last ask's error (a timeout at `deadline`).
+async fn with_live_count<T, F, Fut>(
+    node: &Node,
+    deadline: tokio::time::Instant,
+    mut ask: F,
+) -> Result<T, taskqueue::QueueError>
+where
+    F: FnMut(u32, Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<T, taskqueue::QueueError>>,
+{
+    let mut view = node.members.watch_view();
+    let count = |v: &membership::View| u32::try_from(v.active_count().max(1)).unwrap_or(u32::MAX);
+    loop {
+        let n = count(&view.borrow_and_update());
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let pending = ask(n, left.max(Duration::from_millis(1)));
+        futures::pin_mut!(pending);
+        loop {
+            tokio::select! {
+                r = &mut pending => return r,
+                changed = view.changed() => {
+                    if changed.is_err() {
+                        // Membership stopped: this count stays to the end.
+                        return pending.await;
+                    }
+                    if count(&view.borrow_and_update()) != n {
+                        tracing::info!(was = n, "active members changed while waiting; recounting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
