@@ -1,27 +1,33 @@
 //! Throughput and ask latency of the transport, each beside a raw tokio TCP
-//! baseline measured in the same run on the same runtime.
+//! baseline measured in the same run on the same runtime (2 worker threads).
 //!
-//! - one way: ~64-byte typed messages with `Channel::send`, against
-//!   length-prefixed 64-byte frames written in batches on a bare `TcpStream`;
+//! - one way: 64-byte typed messages, `Channel::send` in one task and
+//!   `Inbox::recv` in another, against length-prefixed 64-byte frames
+//!   written 512 per `write_all` on a bare `TcpStream` and parsed by a bare
+//!   reader; also the same typed frames received as `()`, which is the
+//!   transport's own cost without the message's decoding;
 //! - round trip: `Channel::ask` on the control lane, against a ping-pong of
 //!   one 64-byte frame on a bare `TcpStream`.
 //!
-//! Rounds of the transport and of the baseline alternate, so load from other
-//! processes on the machine hits both alike; the figures to judge are the
-//! ratios.
+//! Rounds of the transport and of the baselines alternate (round trips in
+//! blocks of 1,000), so load from other processes on the machine hits both
+//! alike; the figures to judge are the ratios.
 //!
-//! Run: `cargo bench -p transport --bench throughput`
-//! (`-- --test` for a short smoke run that only checks it works).
+//! Run: `cargo bench -p transport --bench throughput` (about a minute);
+//! `-- --test` is a short smoke run that only checks it works. For
+//! profiling: `BENCH_ONLY=raw|typed|unit|rtt`, `BENCH_MSGS=n`,
+//! `BENCH_ROUNDS=n`, `BENCH_WORKERS=n`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use transport::{Channel, Lane, LocalNode, Transport, TransportConfig};
+use transport::{Channel, Inbox, Lane, LocalNode, Transport, TransportConfig};
 
 /// Size of the raw baseline's frame body, in bytes.
 const FRAME_BYTES: usize = 64;
@@ -29,11 +35,10 @@ const FRAME_BYTES: usize = 64;
 const RAW_BATCH_FRAMES: usize = 512;
 
 /// The typed message, shaped like the task queue's traffic: a sequence
-/// number, a shard id, a 128-bit task id and a 256-bit digest, no heap
-/// data. postcard encodes a `Data` here in 62 bytes (tag 1, `seq` 3,
-/// `shard` 3, `task` 2 × 9, `digest` 10 + 3 × 9 varint bytes); with the
-/// transport's 2-byte header the frame body is 64 bytes, like the raw
-/// frames (`main` checks it).
+/// number, a shard id and a task key. postcard encodes a `Data` here in 62
+/// bytes (tag 1, `seq` 3, `shard` 3, key length 1, key 54); with the
+/// transport's 2-byte header the frame body is 64 bytes, like the raw frames
+/// (`run` checks it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Msg {
     Data(Body),
@@ -45,8 +50,7 @@ enum Msg {
 struct Body {
     seq: u64,
     shard: u16,
-    task: [u64; 2],
-    digest: [u64; 4],
+    key: String,
 }
 
 struct Sizes {
@@ -58,7 +62,7 @@ struct Sizes {
 
 fn main() {
     let smoke = std::env::args().any(|a| a == "--test");
-    let sizes = if smoke {
+    let mut sizes = if smoke {
         Sizes {
             one_way_msgs: 20_000,
             rounds: 1,
@@ -73,13 +77,15 @@ fn main() {
             rtt_block: 1_000,
         }
     };
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = env("BENCH_MSGS") {
+        sizes.one_way_msgs = n;
+    }
+    if let Some(n) = env("BENCH_ROUNDS") {
+        sizes.rounds = n as usize;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("BENCH_WORKERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(2),
-        )
+        .worker_threads(env("BENCH_WORKERS").unwrap_or(2) as usize)
         .enable_all()
         .build()
         .expect("runtime");
@@ -115,6 +121,10 @@ async fn run(sizes: Sizes, smoke: bool) {
     let (_bulk_b, mut inbox_b) = Channel::<Msg>::register(&b, 1, Lane::Bulk).unwrap();
     let (ctl_a, _ctl_inbox_a) = Channel::<Msg>::register(&a, 2, Lane::Control).unwrap();
     let (_ctl_b, mut ctl_inbox_b) = Channel::<Msg>::register(&b, 2, Lane::Control).unwrap();
+    // The same frames, received as `()`: the transport without the
+    // message's own decoding.
+    let (unit_a, _unit_inbox_a) = Channel::<Msg>::register(&a, 3, Lane::Bulk).unwrap();
+    let (_unit_b, mut unit_inbox_b) = Channel::<()>::register(&b, 3, Lane::Bulk).unwrap();
     let b_addr = b.identity().addr.clone();
 
     // The ask server on b: answers every Ping with a Pong.
@@ -141,121 +151,109 @@ async fn run(sizes: Sizes, smoke: bool) {
         .unwrap();
     bulk_a.send(&b_addr, &data(0)).await.unwrap();
     inbox_b.recv().await.unwrap();
+    unit_a.send(&b_addr, &data(0)).await.unwrap();
+    unit_inbox_b.recv().await.unwrap();
 
     println!(
-        "transport throughput bench: {} msgs one way x {} rounds, {} round trips",
+        "transport bench: {} messages one way x {} rounds, {} round trips, 2 worker threads",
         sizes.one_way_msgs, sizes.rounds, sizes.rtt_samples
     );
-
-    // One way. `BENCH_ONLY=typed|raw|rtt|micro` narrows the run for profiling.
+    // `BENCH_ONLY=raw|typed|unit|rtt` narrows the run, for profiling.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    if only == "micro" {
-        micro();
-        return;
-    }
-    let mut raw_rates = Vec::new();
-    let mut typed_rates = Vec::new();
-    for _ in 0..sizes.rounds {
-        if only.is_empty() || only == "raw" {
-            raw_rates.push(raw_one_way(sizes.one_way_msgs).await);
-        }
-        if only.is_empty() || only == "typed" {
-            typed_rates
-                .push(typed_one_way(&bulk_a, &mut inbox_b, &b_addr, sizes.one_way_msgs).await);
-        }
-    }
-    if !only.is_empty() && only != "rtt" {
-        println!("raw {raw_rates:?}\ntyped {typed_rates:?}");
-        return;
-    }
-    if only == "rtt" {
-        raw_rates.push(1.0);
-        typed_rates.push(1.0);
-    }
-    let raw = median(&mut raw_rates);
-    let typed = median(&mut typed_rates);
-    println!(
-        "one way, raw tcp 64 B frames : {:>12.0} frames/s (median of {})",
-        raw, sizes.rounds
-    );
-    println!(
-        "one way, Channel::send 64 B  : {:>12.0} msgs/s   (median of {})  ratio {:.2} (goal >= 2,000,000 and >= 0.30)",
-        typed,
-        sizes.rounds,
-        typed / raw
-    );
+    let part = |name: &str| only.is_empty() || only == name;
 
-    // Round trips, interleaved in blocks.
-    let mut raw_rtt = Vec::with_capacity(sizes.rtt_samples);
-    let mut ask_rtt = Vec::with_capacity(sizes.rtt_samples);
-    let mut s = TcpStream::connect(echo_addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
-    let mut seq = 0u64;
-    while raw_rtt.len() < sizes.rtt_samples {
-        for _ in 0..sizes.rtt_block {
-            raw_rtt.push(raw_round_trip(&mut s).await);
+    // One way: rounds of the three alternate.
+    let n = sizes.one_way_msgs;
+    let (mut raw, mut typed, mut unit) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..sizes.rounds {
+        if part("raw") {
+            raw.push(raw_one_way(n).await);
         }
-        for _ in 0..sizes.rtt_block {
-            seq += 1;
-            let msg = ping(seq);
-            let t = Instant::now();
-            let r: Msg = ctl_a
-                .ask(&b_addr, &msg, Duration::from_secs(5))
-                .await
-                .unwrap();
-            ask_rtt.push(t.elapsed());
-            assert!(matches!(r, Msg::Pong(b) if b.seq == seq));
-        }
-    }
-    if only == "rtt" {
-        for (name, v) in [("raw", &mut raw_rtt), ("ask", &mut ask_rtt)] {
-            v.sort();
-            let at = |q: f64| micros(v[((v.len() as f64 * q) as usize).min(v.len() - 1)]);
-            println!(
-                "{name}: p50 {:.1} p90 {:.1} p95 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} µs",
-                at(0.5),
-                at(0.9),
-                at(0.95),
-                at(0.99),
-                at(0.999),
-                at(1.0)
+        if part("typed") {
+            typed.push(
+                one_way(&bulk_a, &mut inbox_b, &b_addr, n, |m, seq| {
+                    assert!(matches!(m, Msg::Data(b) if b.seq == seq), "out of order");
+                })
+                .await,
             );
         }
+        if part("unit") {
+            unit.push(one_way(&unit_a, &mut unit_inbox_b, &b_addr, n, |_, _| {}).await);
+        }
     }
-    let (raw50, raw99) = percentiles(&mut raw_rtt);
-    let (ask50, ask99) = percentiles(&mut ask_rtt);
-    println!(
-        "round trip, raw tcp ping-pong: p50 {:>8.1} µs  p99 {:>8.1} µs",
-        micros(raw50),
-        micros(raw99)
-    );
-    println!(
-        "round trip, Channel::ask     : p50 {:>8.1} µs  p99 {:>8.1} µs  ratios p50 {:.2} (goal <= 2.0)  p99 {:.2} (goal <= 1.5)",
-        micros(ask50),
-        micros(ask99),
-        micros(ask50) / micros(raw50),
-        micros(ask99) / micros(raw99)
-    );
+    let raw = median(&mut raw);
+    let typed = median(&mut typed);
+    let unit = median(&mut unit);
+    if !raw.is_nan() {
+        println!("one way, raw TCP, 64 B frames in batches  : {raw:>10.0} frames/s");
+    }
+    if !typed.is_nan() {
+        println!(
+            "one way, Channel::send -> Inbox::recv      : {typed:>10.0} msgs/s  {:.2} of raw  {}",
+            typed / raw,
+            verdict(typed >= 2_000_000.0 && typed / raw >= 0.3),
+        );
+    }
+    if !unit.is_nan() {
+        println!(
+            "  same frames received as () (no decoding) : {unit:>10.0} msgs/s  {:.2} of raw",
+            unit / raw
+        );
+    }
+
+    // Round trips, interleaved in blocks.
+    if part("rtt") {
+        let mut raw_rtt = Vec::with_capacity(sizes.rtt_samples);
+        let mut ask_rtt = Vec::with_capacity(sizes.rtt_samples);
+        let mut s = TcpStream::connect(echo_addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut seq = 0u64;
+        while raw_rtt.len() < sizes.rtt_samples {
+            for _ in 0..sizes.rtt_block {
+                raw_rtt.push(raw_round_trip(&mut s).await);
+            }
+            for _ in 0..sizes.rtt_block {
+                seq += 1;
+                let msg = ping(seq);
+                let t = Instant::now();
+                let r: Msg = ctl_a
+                    .ask(&b_addr, &msg, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                ask_rtt.push(t.elapsed());
+                assert!(matches!(r, Msg::Pong(b) if b.seq == seq));
+            }
+        }
+        let raw = Percentiles::of(&mut raw_rtt);
+        let ask = Percentiles::of(&mut ask_rtt);
+        println!("round trip, raw TCP ping-pong of one frame : {raw}");
+        println!("round trip, Channel::ask on the control lane: {ask}");
+        println!(
+            "  ratios: p50 {:.2} {}, p99 {:.2} {}",
+            ask.p50 / raw.p50,
+            verdict(ask.p50 / raw.p50 <= 2.0),
+            ask.p99 / raw.p99,
+            verdict(ask.p99 / raw.p99 <= 1.5),
+        );
+    }
     let stats = a.stats();
     assert_eq!(stats.dropped_on_link_failure, 0);
     if smoke {
-        println!("smoke run: figures are not meaningful");
+        println!("(smoke run: figures are not meaningful)");
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "(goal met)" } else { "(goal missed)" }
 }
 
 fn body(seq: u64) -> Body {
     Body {
         seq,
         shard: 40_000,
-        task: [0x0123_4567_89ab_cdef, 0x0fed_cba9_8765_4321],
-        digest: [
-            0x8000_0000_0000_0001,
-            0x1111_2222_3333_4444,
-            0x5555_6666_7777_0888,
-            0x0999_aaaa_bbbb_cccc,
-        ],
+        key: "task-7f3e9a2c-41d8-4b6f-9c1e-0a5d3b8e6f21/attempt-0001".into(),
     }
 }
 
@@ -267,13 +265,15 @@ fn ping(seq: u64) -> Msg {
     Msg::Ping(body(seq))
 }
 
-/// Sends `n` messages with `Channel::send` and returns messages per second,
-/// from the first send until the last message was received and decoded.
-async fn typed_one_way(
+/// Sends `n` messages with `Channel::send` from a task of their own and
+/// receives them in this one; returns messages per second from the first
+/// send until the last message was received (decoded as `R`, checked).
+async fn one_way<R: DeserializeOwned>(
     ch: &Channel<Msg>,
-    inbox: &mut transport::Inbox<Msg>,
+    inbox: &mut Inbox<R>,
     peer: &str,
     n: u64,
+    check: impl Fn(&R, u64),
 ) -> f64 {
     let start = Instant::now();
     let sender = {
@@ -289,16 +289,9 @@ async fn typed_one_way(
             }
         })
     };
-    let mut expect = 1;
-    while expect <= n {
+    for seq in 1..=n {
         let r = inbox.recv().await.unwrap();
-        match r.msg {
-            Msg::Data(b) => {
-                assert_eq!(b.seq, expect, "out of order");
-                expect += 1;
-            }
-            m => panic!("unexpected {m:?}"),
-        }
+        check(&r.msg, seq);
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
     sender.await.unwrap();
@@ -370,52 +363,42 @@ async fn raw_round_trip(s: &mut TcpStream) -> Duration {
     t.elapsed()
 }
 
-/// Single-threaded costs of the pieces of one message, for profiling.
-fn micro() {
-    let n = 5_000_000u64;
-    let msg = data(1_000_000);
-    let t = Instant::now();
-    let mut buf = Vec::with_capacity(128);
-    for i in 0..n {
-        buf.clear();
-        let m = std::hint::black_box(&msg);
-        buf = postcard::to_extend(m, buf).unwrap();
-        std::hint::black_box((&buf, i));
-    }
-    println!("encode: {:.1} ns", t.elapsed().as_nanos() as f64 / n as f64);
-    let t = Instant::now();
-    for _ in 0..n {
-        let m: Msg = postcard::from_bytes(std::hint::black_box(&buf)).unwrap();
-        std::hint::black_box(m);
-    }
-    println!("decode: {:.1} ns", t.elapsed().as_nanos() as f64 / n as f64);
-    let id = transport::NodeId {
-        name: "node-a".into(),
-        addr: "127.0.0.1:40000".into(),
-        generation: 1,
-    };
-    let t = Instant::now();
-    for _ in 0..n {
-        let c = std::hint::black_box(&id).clone();
-        std::hint::black_box(c);
-    }
-    println!(
-        "NodeId clone+drop: {:.1} ns",
-        t.elapsed().as_nanos() as f64 / n as f64
-    );
-}
-
+/// The median; NaN for no samples.
 fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn percentiles(v: &mut [Duration]) -> (Duration, Duration) {
-    v.sort();
-    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
-    (at(0.50), at(0.99))
+/// Round-trip percentiles, in µs.
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
 }
 
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
+impl Percentiles {
+    fn of(v: &mut [Duration]) -> Percentiles {
+        v.sort();
+        let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1e6;
+        Percentiles {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p999: at(0.999),
+        }
+    }
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:>6.1} µs  p90 {:>6.1} µs  p99 {:>7.1} µs  p99.9 {:>8.1} µs",
+            self.p50, self.p90, self.p99, self.p999
+        )
+    }
 }

@@ -15,7 +15,7 @@ use crate::frame::{Header, Kind, postcard_into};
 use crate::handshake::{Lane, NodeId};
 use crate::inbound::Responder;
 use crate::mailbox::{Delivery, Mailbox};
-use crate::transport::{Slot, Transport};
+use crate::transport::{PeerCache, Slot, Transport};
 
 /// Why a channel could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +34,8 @@ pub struct Channel<M> {
     transport: Transport,
     id: u8,
     lane: Lane,
+    /// The links of the last peer sent to.
+    cache: PeerCache,
     _msg: PhantomData<fn(M)>,
 }
 
@@ -43,6 +45,7 @@ impl<M> Clone for Channel<M> {
             transport: self.transport.clone(),
             id: self.id,
             lane: self.lane,
+            cache: PeerCache::default(),
             _msg: PhantomData,
         }
     }
@@ -86,6 +89,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
                 transport: transport.clone(),
                 id,
                 lane,
+                cache: PeerCache::default(),
                 _msg: PhantomData,
             },
             Inbox {
@@ -125,9 +129,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
     /// # Errors
     /// As [`Transport::tell`], plus [`SendError::Encode`].
     pub fn tell(&self, peer: &str, msg: &M) -> Result<(), SendError> {
-        self.transport
-            .inner
-            .try_send(peer, self.lane, self.header(), &mut typed(msg))
+        self.transport.inner.try_send(
+            Some(&self.cache),
+            peer,
+            self.lane,
+            self.header(),
+            &mut typed(msg),
+        )
     }
 
     /// Queues `msg` for `peer`, waiting for queue space.
@@ -140,7 +148,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
     pub async fn send(&self, peer: &str, msg: &M) -> Result<(), SendError> {
         self.transport
             .inner
-            .send(peer, self.lane, self.header(), &mut typed(msg))
+            .send(
+                Some(&self.cache),
+                peer,
+                self.lane,
+                self.header(),
+                &mut typed(msg),
+            )
             .await
     }
 
@@ -161,7 +175,14 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
         let reply = self
             .transport
             .inner
-            .ask(peer, self.lane, self.id, &mut typed(msg), timeout)
+            .ask(
+                Some(&self.cache),
+                peer,
+                self.lane,
+                self.id,
+                &mut typed(msg),
+                timeout,
+            )
             .await?;
         postcard::from_bytes(&reply).map_err(|e| AskError::Decode {
             peer: peer.to_owned(),

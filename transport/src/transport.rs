@@ -52,7 +52,41 @@ pub(crate) enum Slot {
 
 /// The two links (one per [`Lane`]) to one peer address.
 pub(crate) struct PeerLinks {
+    addr: String,
     lanes: [Arc<Link>; 2],
+}
+
+/// A sender's memory of the last peer it sent to, so a stream of frames to
+/// one peer skips the transport's map (its lock and hash).
+#[derive(Default)]
+pub(crate) struct PeerCache(Mutex<Option<Arc<PeerLinks>>>);
+
+impl PeerCache {
+    fn get(&self, inner: &Arc<Inner>, peer: &str) -> Arc<PeerLinks> {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some(p) if p.addr == peer => Arc::clone(p),
+            _ => {
+                let p = inner.peer_links(peer);
+                *last = Some(Arc::clone(&p));
+                p
+            }
+        }
+    }
+
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl Inner {
+    /// The links to `peer`, through `cache` when there is one.
+    fn links(self: &Arc<Self>, cache: Option<&PeerCache>, peer: &str) -> Arc<PeerLinks> {
+        match cache {
+            Some(c) => c.get(self, peer),
+            None => self.peer_links(peer),
+        }
+    }
 }
 
 impl PeerLinks {
@@ -255,7 +289,7 @@ impl Transport {
             kind: Kind::Tell,
         };
         self.inner
-            .try_send(peer, lane, header, &mut copy_body(&body))
+            .try_send(None, peer, lane, header, &mut copy_body(&body))
     }
 
     /// Queues a one-way message for `peer`, waiting for queue space.
@@ -278,7 +312,7 @@ impl Transport {
             kind: Kind::Tell,
         };
         self.inner
-            .send(peer, lane, header, &mut copy_body(&body))
+            .send(None, peer, lane, header, &mut copy_body(&body))
             .await
     }
 
@@ -303,7 +337,7 @@ impl Transport {
     ) -> Result<Bytes, AskError> {
         self.inner.check_body(&body)?;
         self.inner
-            .ask(peer, lane, channel, &mut copy_body(&body), timeout)
+            .ask(None, peer, lane, channel, &mut copy_body(&body), timeout)
             .await
     }
 
@@ -330,6 +364,13 @@ impl Transport {
         let deadline = Duration::from_millis(self.inner.config.flush_deadline_ms * 2);
         let _ = tokio::time::timeout(deadline, self.inner.tracker.wait()).await;
         self.inner.fail_all_pending("transport shut down");
+    }
+}
+
+/// A link came back closed: it was forgotten, so the cache is stale.
+fn forgotten(cache: Option<&PeerCache>) {
+    if let Some(c) = cache {
+        c.clear();
     }
 }
 
@@ -414,6 +455,7 @@ impl Inner {
             return Arc::clone(p);
         }
         let p = Arc::new(PeerLinks {
+            addr: peer.to_owned(),
             lanes: Lane::ALL.map(|lane| Arc::new(Link::new(self, peer, lane))),
         });
         for link in &p.lanes {
@@ -434,6 +476,7 @@ impl Inner {
     /// Queues one frame without waiting.
     pub(crate) fn try_send(
         self: &Arc<Self>,
+        cache: Option<&PeerCache>,
         peer: &str,
         lane: Lane,
         header: Header,
@@ -442,7 +485,7 @@ impl Inner {
         // A link retired by `forget` while we held it: take the new one.
         for _ in 0..2 {
             self.check_open()?;
-            let links = self.peer_links(peer);
+            let links = self.links(cache, peer);
             match links
                 .lane(lane)
                 .outbox
@@ -450,7 +493,7 @@ impl Inner {
             {
                 Pushed::Queued => return Ok(()),
                 Pushed::Full => return Err(self.queue_full(peer)),
-                Pushed::Closed => {}
+                Pushed::Closed => forgotten(cache),
             }
         }
         Err(SendError::Shutdown)
@@ -459,6 +502,7 @@ impl Inner {
     /// Queues one frame, waiting for space.
     pub(crate) async fn send<F>(
         self: &Arc<Self>,
+        cache: Option<&PeerCache>,
         peer: &str,
         lane: Lane,
         header: Header,
@@ -469,15 +513,17 @@ impl Inner {
     {
         for _ in 0..2 {
             self.check_open()?;
-            let links = self.peer_links(peer);
-            match links
-                .lane(lane)
-                .outbox
-                .push(self, header, inline(lane, header.kind), body)
-                .await?
-            {
+            let links = self.links(cache, peer);
+            let outbox = &links.lane(lane).outbox;
+            let inline = inline(lane, header.kind);
+            // Without waiting first: the common case needs no future.
+            let pushed = match outbox.try_push(self, header, inline, body)? {
+                Pushed::Full => outbox.push(self, header, inline, body).await?,
+                pushed => pushed,
+            };
+            match pushed {
                 Pushed::Queued | Pushed::Full => return Ok(()),
-                Pushed::Closed => {}
+                Pushed::Closed => forgotten(cache),
             }
         }
         Err(SendError::Shutdown)
@@ -486,6 +532,7 @@ impl Inner {
     /// Queues an ask and waits for its reply.
     pub(crate) async fn ask<F>(
         self: &Arc<Self>,
+        cache: Option<&PeerCache>,
         peer: &str,
         lane: Lane,
         channel: u8,
@@ -511,7 +558,7 @@ impl Inner {
             let mut queued = false;
             for _ in 0..2 {
                 self.check_open()?;
-                let links = self.peer_links(peer);
+                let links = self.links(cache, peer);
                 let link = links.lane(lane);
                 // Registered before it is queued: the reply may beat us back.
                 if let Some(tx) = tx.take() {
@@ -532,7 +579,7 @@ impl Inner {
                         queued = true;
                         break;
                     }
-                    Pushed::Closed => {}
+                    Pushed::Closed => forgotten(cache),
                 }
             }
             if !queued {
