@@ -17,7 +17,8 @@
 # Always tears down (compose down -v, the project's networks, generated
 # files), also when a step fails. Prints the figures: image size, time from
 # `up` to the first Final Report, peak memory per container (the cgroup's
-# peak, sampled every 0.1 s while the containers run).
+# peak and the process's peak resident set, sampled every 0.1 s while the
+# containers run), the time the graceful stop took.
 #
 # Environment: CASTY_TEST_PROJECT (Compose project name, default
 # casty-deploy-test), CASTY_TEST_TIMEOUT_S (per run, default 90).
