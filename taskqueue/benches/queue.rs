@@ -1,0 +1,116 @@
+//! One node, in process, through the whole `TaskQueue`: tasks/s for
+//! 500-iteration tasks (submit, hash on the region's worker pool, wait for
+//! the result), beside a raw SHA-256 loop on the same number of threads
+//! measured in the same run. Rounds alternate the two so machine noise
+//! hits both alike; medians and the ratio are printed.
+//!
+//! `cargo bench -p taskqueue --bench queue`; `-- --test` runs a quick
+//! version (CI).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use sharding::{MemberMap, RegionConfig};
+use taskqueue::{TaskQueue, TasksConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use transport::{LocalNode, Transport, TransportConfig};
+
+const ITERATIONS: u32 = 500;
+
+fn raw_task(payload: &str) -> [u8; 32] {
+    let mut d: [u8; 32] = Sha256::digest(payload.as_bytes()).into();
+    for _ in 1..ITERATIONS {
+        d = Sha256::digest(d).into();
+    }
+    d
+}
+
+/// Tasks/s of the raw loop on `threads` threads, `tasks` tasks in all.
+fn raw_rate(threads: usize, tasks: usize, round: usize) -> f64 {
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for i in (t..tasks).step_by(threads) {
+                    std::hint::black_box(raw_task(&format!("doc-raw-{round}-{i}")));
+                }
+            });
+        }
+    });
+    tasks as f64 / t0.elapsed().as_secs_f64()
+}
+
+async fn queue_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
+    let t0 = Instant::now();
+    let ids: Vec<String> = (0..tasks).map(|i| format!("job-{round}-{i}")).collect();
+    futures::stream::iter(ids.iter())
+        .map(|id| async move {
+            queue
+                .submit(id, &format!("doc-{id}"), ITERATIONS)
+                .await
+                .expect("submit");
+            queue
+                .wait_result(id, Duration::from_secs(60))
+                .await
+                .expect("result");
+        })
+        .buffer_unordered(512)
+        .collect::<Vec<()>>()
+        .await;
+    tasks as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--test");
+    let (tasks, rounds) = if quick { (500, 1) } else { (20_000, 5) };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let stop = CancellationToken::new();
+        let transport = Transport::bind(
+            LocalNode {
+                cluster: "queue-bench".into(),
+                name: "solo".into(),
+                generation: 1,
+                listen: "127.0.0.1:0".into(),
+                advertise_host: "127.0.0.1".into(),
+            },
+            TransportConfig::default(),
+            stop.clone(),
+        )
+        .await
+        .expect("bind");
+        let me = transport.identity().clone();
+        let (_tx, view) = watch::channel(MemberMap::from([(me.name.clone(), me)]));
+        let mut region = RegionConfig::default();
+        region.mailbox.capacity = 100_000;
+        let config = TasksConfig {
+            workers: threads as u32,
+            ..TasksConfig::default()
+        };
+        let queue = TaskQueue::start(&transport, region, config, view, stop.clone()).expect("queue");
+        let (mut raw, mut through) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            raw.push(raw_rate(threads, tasks, round));
+            through.push(queue_rate(&queue, tasks, round).await);
+        }
+        let (raw, through) = (median(raw), median(through));
+        println!("taskqueue bench: one node in process, {threads} worker threads, {tasks} tasks of {ITERATIONS} iterations per round, {rounds} rounds (medians)");
+        println!("| path | tasks/s |");
+        println!("|---|---|");
+        println!("| raw SHA-256 loop on {threads} threads | {raw:.0} |");
+        println!("| TaskQueue submit + wait_result | {through:.0} |");
+        println!("ratio TaskQueue / raw: {:.2}", through / raw);
+        stop.cancel();
+    });
+}
