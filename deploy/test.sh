@@ -145,6 +145,8 @@ echo "== build: deploy/build.sh, then compose build"
 t=$(now)
 "$here/build.sh"
 compose build >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
+# Earlier builds of this image that the new one untagged (by label only).
+docker image prune -f --filter "label=org.casty.image=node" >/dev/null
 image=$(python3 -c "print(round($(docker image inspect -f '{{.Size}}' casty-node:latest) / 1e6, 1))")
 echo "   image casty-node:latest: $image MB; build took $(since "$t") s"
 
