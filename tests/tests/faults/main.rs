@@ -152,6 +152,8 @@ fn logged(p: &Process, needle: &str) -> bool {
 /// tokio runtime; its methods block.
 struct Probe {
     name: String,
+    /// The probe's listening address (a seed for nodes that join later).
+    addr: SocketAddr,
     rt: tokio::runtime::Runtime,
     members: MembershipHandle,
     queue: TaskQueue,
@@ -176,7 +178,7 @@ impl Probe {
             .build()
             .unwrap();
         let stop = CancellationToken::new();
-        let (members, queue) = rt.block_on(async {
+        let (members, queue, addr) = rt.block_on(async {
             let transport = Transport::bind(
                 LocalNode {
                     cluster: "task-queue".into(),
@@ -209,10 +211,11 @@ impl Probe {
             )
             .unwrap();
             members.wait_joined(START).await.unwrap();
-            (members, queue)
+            (members, queue, transport.local_addr())
         });
         Probe {
             name: name.into(),
+            addr,
             rt,
             members,
             queue,
