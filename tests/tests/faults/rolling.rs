@@ -84,16 +84,16 @@ fn rolling_restart_under_load_loses_nothing() {
     ));
     let steady_to = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(150);
-    for i in 0..nodes.len() {
-        let name = nodes[i].label().to_owned();
-        nodes[i].terminate().unwrap();
-        assert_exits_0(&mut nodes[i], deadline);
+    for node in &mut nodes {
+        let name = node.label().to_owned();
+        node.terminate().unwrap();
+        assert_exits_0(node, deadline);
         assert!(
             wait_until(Instant::now() + Duration::from_secs(20), || !probe
                 .is_active(&name)),
             "{name} left"
         );
-        nodes[i] = spawn(
+        *node = spawn(
             &name,
             &["--nodes", "5", "--tasks", "0", "--seed", &probe_addr],
         );
