@@ -42,10 +42,10 @@ pub struct FrameCodec {
 
 impl FrameCodec {
     /// A codec that accepts bodies of at most `max_frame_bytes` bytes
-    /// (at most `u32::MAX`, the largest length the prefix can carry).
+    /// (capped at `u32::MAX - 4`, so a whole frame's length fits a `u32`).
     pub fn new(max_frame_bytes: usize) -> Self {
         FrameCodec {
-            max_frame_bytes: max_frame_bytes.min(u32::MAX as usize),
+            max_frame_bytes: cap_frame_bytes(max_frame_bytes),
         }
     }
 
@@ -57,7 +57,7 @@ impl FrameCodec {
     /// Changes the maximum body length (e.g. from the handshake's small
     /// limit to the configured one once the peer is known).
     pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
-        self.max_frame_bytes = max_frame_bytes.min(u32::MAX as usize);
+        self.max_frame_bytes = cap_frame_bytes(max_frame_bytes);
     }
 
     /// The total length (prefix included) of the frame at the start of
@@ -78,6 +78,10 @@ impl FrameCodec {
         }
         Ok(Some(LENGTH_PREFIX_BYTES + len as usize))
     }
+}
+
+fn cap_frame_bytes(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.min(u32::MAX as usize - LENGTH_PREFIX_BYTES)
 }
 
 /// Makes `buf` able to hold `total` bytes without growing past that: a

@@ -126,7 +126,7 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
             }
             r = dial(&inner, &link.peer, link.lane) => r,
         };
-        let (rd, wr, remote) = match dialed {
+        let (rd, wr, remote, reader) = match dialed {
             Ok(conn) => conn,
             Err(e) => {
                 bump(&inner.stats.dial_failures);
@@ -153,6 +153,7 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
             Arc::clone(&inner),
             Arc::clone(&link),
             rd,
+            reader,
             broke_tx,
         ));
         let ended = write_loop(
@@ -200,9 +201,9 @@ async fn read_replies(
     inner: Arc<Inner>,
     link: Arc<Link>,
     mut rd: OwnedReadHalf,
+    mut reader: FrameReader,
     broke: oneshot::Sender<String>,
 ) {
-    let mut reader = FrameReader::new(inner.config.max_frame_bytes);
     let reason = loop {
         if let Err(e) = complete_replies(&inner, &link, &mut reader) {
             bump(&inner.stats.frame_errors);
@@ -234,8 +235,9 @@ fn complete_replies(
             let (header, header_len) = Header::decode(&region[range.clone()])?;
             let body = range.start + header_len..range.end;
             match header.kind {
-                Kind::Reply { corr } => inner.complete(corr, Ok(region.slice(body))),
+                Kind::Reply { corr } => inner.complete(link, corr, Ok(region.slice(body))),
                 Kind::Reject { corr } => inner.complete(
+                    link,
                     corr,
                     Err(AskError::Rejected {
                         peer: link.peer.clone(),
@@ -254,12 +256,14 @@ fn complete_replies(
     Ok(())
 }
 
-/// Dials `peer` (resolving its name now) and runs the handshake.
+/// Dials `peer` (resolving its name now) and runs the handshake. Returns
+/// the connection's halves, who answered, and the reader holding whatever
+/// arrived after the handshake reply.
 async fn dial(
     inner: &Inner,
     peer: &str,
     lane: Lane,
-) -> Result<(OwnedReadHalf, OwnedWriteHalf, NodeId), HandshakeError> {
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, NodeId, FrameReader), HandshakeError> {
     let mut stream = tokio::time::timeout(inner.config.connect_timeout(), TcpStream::connect(peer))
         .await
         .map_err(|_| {
@@ -281,9 +285,9 @@ async fn dial(
         lane,
     };
     let timeout_ms = inner.config.handshake_timeout_ms;
+    let mut reader = FrameReader::new(HANDSHAKE_MAX_FRAME_BYTES);
     let reply = tokio::time::timeout(inner.config.handshake_timeout(), async {
         send_handshake_frame(&mut stream, &hello).await?;
-        let mut reader = FrameReader::new(HANDSHAKE_MAX_FRAME_BYTES);
         loop {
             if let Some(frame) = reader.next_frame()? {
                 return Ok(frame);
@@ -299,7 +303,8 @@ async fn dial(
     match reply {
         HelloReply::Accepted { node } => {
             let (rd, wr) = stream.into_split();
-            Ok((rd, wr, node))
+            reader.set_max_frame_bytes(inner.config.max_frame_bytes);
+            Ok((rd, wr, node, reader))
         }
         HelloReply::Refused { reason } => {
             tracing::warn!(peer = %peer, reason = %reason, "handshake refused by peer");

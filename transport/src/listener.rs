@@ -213,19 +213,14 @@ async fn drain(
             let corr = match header.kind {
                 Kind::Tell => None,
                 Kind::Ask { corr } => Some(corr),
-                Kind::Reply { corr } => {
-                    inner.complete(corr, Ok(region.slice(body)));
-                    continue;
-                }
-                Kind::Reject { corr } => {
-                    inner.complete(
-                        corr,
-                        Err(crate::AskError::Rejected {
-                            peer: conn.peer.addr.clone(),
-                            reason: String::from_utf8_lossy(&region[body]).into_owned(),
-                        }),
-                    );
-                    continue;
+                // Replies travel from acceptor to dialer only: from a
+                // dialer they could complete asks sent to other peers.
+                Kind::Reply { .. } | Kind::Reject { .. } => {
+                    bad = Some(FrameError::Header(format!(
+                        "{:?} from the dialer of a connection",
+                        header.kind
+                    )));
+                    break;
                 }
             };
             let frame = FrameRef {

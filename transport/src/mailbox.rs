@@ -95,13 +95,20 @@ impl Delivery {
 }
 
 impl Drop for Delivery {
-    /// Asks dropped unread (inbox dropped, shutdown) are rejected so their
-    /// askers learn at once.
+    /// Frames dropped unread (inbox dropped, shutdown) are counted; asks
+    /// among them are rejected so their askers learn at once.
     fn drop(&mut self) {
-        for corr in self.frames[self.next.min(self.frames.len())..]
-            .iter()
-            .filter_map(|f| f.corr)
-        {
+        let left = &self.frames[self.next.min(self.frames.len())..];
+        if left.is_empty() {
+            return;
+        }
+        self.conn
+            .inner
+            .stats
+            .dropped_unread
+            .fetch_add(left.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(peer = %self.conn.peer, channel = self.channel, frames = left.len(), "frames dropped unread");
+        for corr in left.iter().filter_map(|f| f.corr) {
             let _ = answer(
                 &self.conn,
                 self.channel,

@@ -14,6 +14,7 @@ pub(crate) struct Stats {
     pub frame_errors: AtomicU64,
     pub decode_errors: AtomicU64,
     pub unknown_channel: AtomicU64,
+    pub dropped_unread: AtomicU64,
     pub dial_failures: AtomicU64,
 }
 
@@ -27,7 +28,8 @@ pub struct StatsSnapshot {
     /// One-way frames (tells, replies) failed because their link broke or
     /// the peer could not be dialled (asks fail to their caller instead).
     pub dropped_on_link_failure: u64,
-    /// Replies that arrived after their ask had timed out.
+    /// Replies that matched no pending ask on their link: they arrived after
+    /// the ask had timed out or failed (or answer what was never asked).
     pub late_replies: u64,
     /// Inbound handshakes refused (wrong magic, version, cluster; timeouts).
     pub handshakes_refused: u64,
@@ -37,8 +39,11 @@ pub struct StatsSnapshot {
     pub frame_errors: u64,
     /// Message bodies that did not decode as their channel's type.
     pub decode_errors: u64,
-    /// Frames for a channel nobody registered.
+    /// Frames for a channel nobody registered (or whose inbox was dropped).
     pub unknown_channel: u64,
+    /// Frames received and queued for an inbox but dropped unread because
+    /// the inbox or the transport closed first.
+    pub dropped_unread: u64,
     /// Failed dial or outbound handshake attempts.
     pub dial_failures: u64,
 }
@@ -55,6 +60,7 @@ impl Stats {
             frame_errors: self.frame_errors.load(Relaxed),
             decode_errors: self.decode_errors.load(Relaxed),
             unknown_channel: self.unknown_channel.load(Relaxed),
+            dropped_unread: self.dropped_unread.load(Relaxed),
             dial_failures: self.dial_failures.load(Relaxed),
         }
     }

@@ -601,16 +601,24 @@ impl Inner {
         }
     }
 
-    /// Completes a pending ask; a missing entry is a late reply.
-    pub(crate) fn complete(&self, corr: u64, result: Result<Bytes, AskError>) {
-        let pending = self.pending_lock().remove(&corr);
+    /// Completes the ask `corr` sent on `link` with what came back on that
+    /// link's connection. No such ask (it timed out, or the peer answers
+    /// what was never asked of it) counts as a late reply.
+    pub(crate) fn complete(&self, link: &Link, corr: u64, result: Result<Bytes, AskError>) {
+        let pending = {
+            let mut pending = self.pending_lock();
+            match pending.get(&corr) {
+                Some(p) if std::ptr::eq(Arc::as_ptr(&p.link), link) => pending.remove(&corr),
+                _ => None,
+            }
+        };
         match pending {
             Some(p) => {
                 let _ = p.tx.send(result);
             }
             None => {
                 crate::stats::bump(&self.stats.late_replies);
-                tracing::debug!(corr, "late reply dropped");
+                tracing::debug!(peer = %link.peer, corr, "late reply dropped");
             }
         }
     }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
-use transport::frame::FrameCodec;
+use transport::frame::{FrameCodec, Header, Kind};
 use transport::handshake::{Hello, HelloReply, MAGIC};
 use transport::{AskError, Channel, Lane, NodeId, PROTOCOL_VERSION, Transport, TransportConfig};
 
@@ -338,4 +338,111 @@ async fn too_many_handshakes_in_progress_are_refused_at_accept() {
     assert_eq!(n, 0);
     assert_eq!(b.stats().connections_refused, 1);
     assert_eq!(b.stats().handshakes_refused, 0);
+}
+
+#[tokio::test]
+async fn a_dialer_sending_replies_is_cut_off() {
+    let b = node("b", "c").await;
+    echo(&b);
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    s.write_all(&hello_frame("c")).await.unwrap();
+    let mut buf = BytesMut::new();
+    loop {
+        if FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_some() {
+            break;
+        }
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+    }
+    // Replies flow from acceptor to dialer only.
+    let mut frame = BytesMut::new();
+    Header {
+        channel: 1,
+        kind: Kind::Reply { corr: 1 },
+    }
+    .encode_frame(b"forged", 1 << 20, &mut frame)
+    .unwrap();
+    s.write_all(&frame).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed by the acceptor");
+    wait_until("the frame error count", Duration::from_secs(5), || {
+        b.stats().frame_errors == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_cannot_answer_asks_sent_to_another() {
+    let a = node("a", "c").await;
+    let b = node("b", "c").await;
+    let ca = echo(&a);
+    // b takes asks and never answers them.
+    let (_cb, mut ib) = Channel::<Msg>::register(&b, 1, Lane::Control).unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(r) = ib.recv().await {
+            held.push(r.responder);
+        }
+    });
+    // A fake peer accepts a's link and answers every correlation id it can
+    // guess.
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut s, _) = fake.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        loop {
+            if FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_some() {
+                break;
+            }
+            assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+        }
+        let accepted = HelloReply::Accepted {
+            node: NodeId {
+                name: "fake".into(),
+                addr: "127.0.0.1:1".into(),
+                generation: 1,
+            },
+        };
+        let mut out = BytesMut::new();
+        FrameCodec::new(1 << 20)
+            .encode(
+                Bytes::from(postcard::to_allocvec(&accepted).unwrap()),
+                &mut out,
+            )
+            .unwrap();
+        for corr in 0..200 {
+            Header {
+                channel: 1,
+                kind: Kind::Reply { corr },
+            }
+            .encode_frame(
+                &postcard::to_allocvec(&Msg::Pong(9)).unwrap(),
+                1 << 20,
+                &mut out,
+            )
+            .unwrap();
+        }
+        s.write_all(&out).await.unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+    });
+    let to_b = tokio::spawn({
+        let ca = ca.clone();
+        let b_addr = b.identity().addr.clone();
+        async move {
+            ca.ask::<Msg>(&b_addr, &Msg::Ping(1), Duration::from_millis(500))
+                .await
+        }
+    });
+    // Open the link to the fake peer while the ask to b is pending.
+    wait_until("the ask to b to be pending", Duration::from_secs(5), || {
+        b.stats().frames_received >= 1
+    })
+    .await;
+    ca.tell(&fake_addr, &Msg::Ping(2)).unwrap();
+    let err = to_b.await.unwrap().unwrap_err();
+    assert!(matches!(err, AskError::Timeout { .. }), "{err:?}");
+    assert!(a.stats().late_replies >= 100, "{:?}", a.stats());
 }
