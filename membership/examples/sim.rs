@@ -1,167 +1,200 @@
-//! scratch
-use membership::sim::{NetConfig, Sim};
-use membership::{Event, MembershipConfig};
+//! Prints the simulated figures of `README.md`: formation and convergence
+//! at N = 1,000, crash-to-dead at N = 3, 20, 100 and 1,000, and messages
+//! and bytes per member per second at N = 10, 100 and 1,000, all with the
+//! default configuration.
+//!
+//! ```text
+//! cargo run --release -p membership --no-default-features --example sim
+//! ```
+//!
+//! `SIM_SEED` changes the seed (default 1); `SIM_CRASHES` the number of
+//! crashes measured per cluster size (default 20).
+
 use std::time::{Duration, Instant};
 
-fn form(
-    n: usize,
-    seed: u64,
-    net: NetConfig,
-    spread: Duration,
-) -> (Sim, Option<Duration>, Duration) {
-    let mut sim = Sim::new(seed, net, MembershipConfig::default());
-    let s = sim.add_node(Vec::new());
-    let addr = sim.node(s).addr.clone();
-    for i in 1..n {
-        let at = sim.at(spread.mul_f64(i as f64 / n as f64));
-        sim.add_node_at(at, vec![addr.clone()]);
+use membership::sim::{NetConfig, Sim};
+use membership::{Event, MembershipConfig};
+
+fn net(loss: f64, count_bytes: bool) -> NetConfig {
+    NetConfig {
+        latency_min: Duration::from_millis(1),
+        latency_max: Duration::from_millis(10),
+        loss,
+        duplicate: 0.01,
+        count_bytes,
     }
-    let all: Vec<usize> = (0..n).collect();
-    let t = sim.run_until_cond(Duration::from_secs(120), Duration::from_millis(100), |s| {
-        s.converged(&all)
-    });
-    // last join time
-    let mut last = Duration::ZERO;
-    for node in sim.nodes() {
-        for (t, _, e) in &node.events {
-            if matches!(e, Event::Joined) {
-                last = last.max(*t);
-            }
-        }
-    }
-    (sim, t, last)
 }
 
-fn crash_exp(n: usize, loss: f64, seeds: std::ops::Range<u64>) {
-    for seed in seeds {
-        let (mut sim, _, _) = form(n, seed, NetConfig::default(), Duration::from_millis(500));
-        sim.set_net(NetConfig {
-            loss,
-            duplicate: 0.01,
-            latency_max: Duration::from_millis(10),
-            ..NetConfig::default()
-        });
-        sim.run_for(Duration::from_secs(20));
-        let lhm: Vec<u32> = sim
-            .nodes()
+/// `n` nodes joining through node 0, started evenly over `spread`.
+fn cluster(seed: u64, n: usize, spread: Duration) -> Sim {
+    let mut sim = Sim::new(seed, net(0.01, false), MembershipConfig::default());
+    let seed_addr = Sim::default_addr(0);
+    sim.add_node(vec![seed_addr.clone()]);
+    for i in 1..n {
+        let at = sim.at(spread.mul_f64(i as f64 / n as f64));
+        sim.add_node_at(at, vec![seed_addr.clone()]);
+    }
+    sim
+}
+
+fn converge(sim: &mut Sim, expected: &[usize]) -> Duration {
+    sim.run_until_cond(Duration::from_secs(120), Duration::from_millis(100), |s| {
+        s.converged(expected)
+    })
+    .expect("the cluster converges")
+}
+
+fn settle(sim: &mut Sim) {
+    sim.run_until_cond(Duration::from_secs(120), Duration::from_millis(500), |s| {
+        s.nodes()
             .iter()
             .filter_map(|n| n.core())
-            .map(|c| c.local_health())
-            .collect();
-        let avg = lhm.iter().sum::<u32>() as f64 / lhm.len() as f64;
-        let victim = n / 3;
+            .all(|c| c.pending_broadcasts() == 0)
+    });
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Crashes `crashes` nodes one after the other (waiting for each to be
+/// dead everywhere, then for dissemination to settle) under `loss`, and
+/// returns the crash-to-dead-everywhere times in seconds, sorted.
+fn crash_times(sim: &mut Sim, crashes: usize, loss: f64, first: usize) -> Vec<f64> {
+    let n = sim.len();
+    sim.set_net(net(loss, false));
+    sim.run_for(Duration::from_secs(10));
+    let mut times = Vec::new();
+    for k in 0..crashes.min(n.saturating_sub(2)) {
+        let victim = 1 + ((first + k) * 7919) % (n - 1);
+        if sim.node(victim).core().is_none() {
+            continue;
+        }
         sim.crash(victim);
         let t0 = sim.elapsed();
         let name = sim.node(victim).name.clone();
-        let others: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
-        let t = sim.run_until_cond(Duration::from_secs(60), Duration::from_millis(10), |s| {
-            others.iter().all(|&i| {
-                s.node(i)
-                    .core()
-                    .is_some_and(|c| c.member(&name).is_some_and(|m| !m.is_active()))
+        let t = sim
+            .run_until_cond(Duration::from_secs(60), Duration::from_millis(10), |s| {
+                s.nodes().iter().all(|x| {
+                    x.core()
+                        .is_none_or(|c| c.member(&name).is_none_or(|m| !m.is_active()))
+                })
             })
-        });
-        let downs = sim.downs();
-        let first_suspect = sim
-            .nodes()
-            .iter()
-            .flat_map(|n| n.events.iter())
-            .filter(|(t, _, e)| {
-                *t >= t0 && matches!(e, Event::MemberSuspect(m) if m.id.name == name)
-            })
-            .map(|x| x.0)
-            .min();
-        let first = downs.iter().filter(|d| d.2.name == name).map(|d| d.0).min();
-        println!(
-            "seed {seed}: avg lhm {avg:.2} max {:?} suspect +{:?} first down +{:?} all +{:?}",
-            lhm.iter().max(),
-            first_suspect.map(|f| f - t0),
-            first.map(|f| f - t0),
-            t.map(|t| t - t0)
-        );
+            .expect("the crash is detected");
+        times.push((t - t0).as_secs_f64());
+        sim.run_for(Duration::from_secs(3));
     }
+    times.sort_by(f64::total_cmp);
+    times
 }
 
 fn main() {
-    if let Ok(v) = std::env::var("CRASH_EXP") {
-        let loss: f64 = v.parse().unwrap_or(0.05);
-        let n: usize = std::env::args()
-            .nth(1)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(100);
-        let k: u64 = std::env::var("SEEDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(12);
-        crash_exp(n, loss, 0..k);
-        return;
-    }
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100);
+    let seed: u64 = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let crashes: usize = std::env::var("SIM_CRASHES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let period = MembershipConfig::default().probe_interval.as_secs_f64();
+    println!("seed {seed}; network: 1-10 ms latency, 1% duplication; protocol period {period} s\n");
+
+    // Formation at N = 1,000.
+    let n = 1000;
     let wall = Instant::now();
-    let (mut sim, t, last) = form(n, 1, NetConfig::default(), Duration::from_secs(2));
-    for (k, v) in &sim.by_kind {
-        println!("  {k}: {v:?}");
-    }
-    if std::env::var("FORM_ONLY").is_ok() {
-        println!("converged {t:?}");
-        return;
-    }
-    println!(
-        "N={n} converged at {:?} last join {:?} wall {:?}",
-        t,
-        last,
-        wall.elapsed()
-    );
-    let q: usize = sim
+    let mut big = cluster(seed, n, Duration::from_secs(2));
+    let all: Vec<usize> = (0..n).collect();
+    let converged = converge(&mut big, &all);
+    let last_join = big
         .nodes()
         .iter()
-        .filter_map(|n| n.core())
-        .map(|c| c.pending_broadcasts())
+        .flat_map(|x| x.events.iter())
+        .filter(|(_, _, e)| matches!(e, Event::Joined))
+        .map(|(t, _, _)| *t)
         .max()
-        .unwrap_or(0);
-    println!("max pending broadcasts {q}");
-    sim.run_for(Duration::from_secs(5));
-    let all: Vec<usize> = (0..n).collect();
+        .unwrap_or_default();
+    println!("## Formation (N = {n}, joins spread over 2 s through one seed, 1% loss)");
     println!(
-        "still converged {} downs {}",
-        sim.converged(&all),
-        sim.downs().len()
+        "last join at {:.2} s; every view holds {n} alive members at {:.2} s: {:.2} s = {:.1} periods after the last join (bound 2·log2 N = {:.1}); simulated in {:.1} s",
+        last_join.as_secs_f64(),
+        converged.as_secs_f64(),
+        (converged - last_join).as_secs_f64(),
+        (converged - last_join).as_secs_f64() / period,
+        2.0 * (n as f64).log2(),
+        wall.elapsed().as_secs_f64()
     );
-    let wall = Instant::now();
-    sim.reset_counters();
-    sim.run_for(Duration::from_secs(10));
-    let msgs: u64 = sim.nodes().iter().map(|n| n.sent_messages).sum();
+    println!("messages during formation, by kind (count, updates carried):");
+    for (kind, (count, entries)) in &big.by_kind {
+        println!("  {kind:<13} {count:>8} {entries:>10}");
+    }
+
+    // Steady load.
+    println!("\n## Steady load per member (settled cluster, no loss, 20 s window)");
+    println!("| N | messages/s | bytes/s | messages per period |");
+    println!("|---|---|---|---|");
+    settle(&mut big);
+    let mut loads = Vec::new();
+    for size in [10usize, 100] {
+        let mut s = cluster(seed + size as u64, size, Duration::from_millis(500));
+        let everyone: Vec<usize> = (0..size).collect();
+        converge(&mut s, &everyone);
+        settle(&mut s);
+        loads.push((size, s));
+    }
+    loads.push((n, big));
+    for (size, s) in &mut loads {
+        s.set_net(net(0.0, true));
+        s.reset_counters();
+        let window = Duration::from_secs(20);
+        s.run_for(window);
+        let msgs: u64 = s.nodes().iter().map(|x| x.sent_messages).sum();
+        let bytes: u64 = s.nodes().iter().map(|x| x.sent_bytes).sum();
+        let per_s = |v: u64| v as f64 / *size as f64 / window.as_secs_f64();
+        println!(
+            "| {size} | {:.2} | {:.0} | {:.3} |",
+            per_s(msgs),
+            per_s(bytes),
+            per_s(msgs) * period
+        );
+    }
+
+    // Crash to dead everywhere.
     println!(
-        "steady msgs/member/s {:.2} wall {:?}",
-        msgs as f64 / n as f64 / 10.0,
-        wall.elapsed()
+        "\n## Crash to dead in every view (up to {} crashes per size and loss, one after another, at most N/4)",
+        crashes / 2
     );
-    let victim = n / 2;
-    sim.crash(victim);
-    let t0 = sim.elapsed();
-    let name = sim.node(victim).name.clone();
-    let wall = Instant::now();
-    let others: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
-    let t = sim.run_until_cond(Duration::from_secs(60), Duration::from_millis(50), |s| {
-        others.iter().all(|&i| {
-            s.node(i)
-                .core()
-                .is_some_and(|c| c.member(&name).is_some_and(|m| !m.is_active()))
-        })
-    });
-    println!(
-        "crash to dead everywhere: {:?} wall {:?}",
-        t.map(|t| t - t0),
-        wall.elapsed()
-    );
-    let downs = sim.downs();
-    let first = downs.iter().filter(|d| d.2.name == name).map(|d| d.0).min();
-    println!(
-        "first down {:?}; false downs {}",
-        first.map(|f| f - t0),
-        downs.iter().filter(|d| d.2.name != name).count()
-    );
+    println!("| N | loss | median | p90 | max |");
+    println!("|---|---|---|---|---|");
+    let big = loads.pop().map(|(_, s)| s).expect("the 1,000-node cluster");
+    let mut sized: Vec<(usize, Sim)> = Vec::new();
+    for size in [3usize, 20] {
+        let mut s = cluster(seed + 7 * size as u64, size, Duration::from_millis(500));
+        let everyone: Vec<usize> = (0..size).collect();
+        converge(&mut s, &everyone);
+        sized.push((size, s));
+    }
+    sized.extend(loads.into_iter().filter(|(size, _)| *size == 100));
+    sized.push((n, big));
+    for (size, mut s) in sized {
+        for loss in [0.0, 0.05] {
+            if size == 3 && loss > 0.0 {
+                continue;
+            }
+            let count = (crashes / 2).min(size / 4).max(1);
+            let first = if loss > 0.0 { count } else { 0 };
+            let t = crash_times(&mut s, count, loss, first);
+            if t.is_empty() {
+                continue;
+            }
+            println!(
+                "| {size} | {:.0}% | {:.2} s | {:.2} s | {:.2} s |",
+                loss * 100.0,
+                percentile(&t, 0.5),
+                percentile(&t, 0.9),
+                t[t.len() - 1]
+            );
+        }
+    }
 }

@@ -102,12 +102,11 @@ impl BroadcastQueue {
         let mut picked: Vec<(u32, Reverse<u64>)> = Vec::new();
         let mut out = Vec::new();
         let mut expired = Vec::new();
-        let mut scanned = 0usize;
-        for (key, name) in &self.order {
-            if out.len() >= max_count || scanned >= max_count.saturating_mul(8) || max_bytes == 0 {
+        let scan_limit = max_count.saturating_mul(8);
+        for (key, name) in self.order.iter().take(scan_limit) {
+            if out.len() >= max_count || max_bytes == 0 {
                 break;
             }
-            scanned += 1;
             let Some(q) = self.entries.get(name) else {
                 continue;
             };

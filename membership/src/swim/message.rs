@@ -69,6 +69,11 @@ pub enum RefuseReason {
         /// The generation the cluster knows.
         current: u64,
     },
+    /// The acceptor already holds `max_members` members.
+    ClusterFull {
+        /// The acceptor's bound.
+        max_members: u64,
+    },
 }
 
 impl std::fmt::Display for RefuseReason {
@@ -82,6 +87,10 @@ impl std::fmt::Display for RefuseReason {
             RefuseReason::StaleGeneration { current } => write!(
                 f,
                 "the cluster already knows a newer life of this name (generation {current})"
+            ),
+            RefuseReason::ClusterFull { max_members } => write!(
+                f,
+                "the cluster is full ({max_members} members, max_members)"
             ),
         }
     }
@@ -316,7 +325,7 @@ impl Message {
             }
             Message::JoinRefused { reason, .. } => match reason {
                 RefuseReason::DuplicateName { existing } => check_id(existing),
-                RefuseReason::StaleGeneration { .. } => Ok(()),
+                RefuseReason::StaleGeneration { .. } | RefuseReason::ClusterFull { .. } => Ok(()),
             },
         }
     }

@@ -1,4 +1,4 @@
-//! The member table ([`Table`], private) and the snapshot the core hands
+//! The member table (`Table`, private) and the snapshot the core hands
 //! out ([`View`]).
 //!
 //! The table holds one record per name (the newest life known), the

@@ -413,3 +413,43 @@ fn invalid_messages_are_dropped_and_counted() {
     assert!(transmits(&mut c).is_empty());
     assert!(c.member("b").is_none());
 }
+
+#[test]
+fn a_full_table_refuses_new_names() {
+    let now = Instant::now();
+    let config = MembershipConfig {
+        max_members: 2,
+        ..MembershipConfig::default()
+    };
+    let mut c = Swim::new(MemberId::new("a", "h:1", 1), Vec::new(), config, 1).unwrap();
+    c.join(now, Vec::new());
+    transmits(&mut c);
+    for (name, addr) in [("b", "h:2"), ("c", "h:3"), ("d", "h:4")] {
+        c.handle_message(
+            now,
+            addr,
+            Message::Join {
+                from: MemberId::new(name, addr, 1),
+                seed: "h:1".into(),
+                incarnation: 0,
+                metadata: Vec::new(),
+            },
+        );
+    }
+    let sent = transmits(&mut c);
+    let refused: Vec<&Transmit> = sent
+        .iter()
+        .filter(|t| matches!(t.msg, Message::JoinRefused { .. }))
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].to_addr, "h:4");
+    assert!(matches!(
+        refused[0].msg,
+        Message::JoinRefused {
+            reason: RefuseReason::ClusterFull { max_members: 2 },
+            ..
+        }
+    ));
+    assert!(c.member("d").is_none());
+    assert_eq!(c.stats().members_dropped, 1);
+}

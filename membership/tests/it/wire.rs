@@ -80,6 +80,10 @@ fn samples() -> Vec<Message> {
             from: id("a"),
             reason: RefuseReason::StaleGeneration { current: 9 },
         },
+        Message::JoinRefused {
+            from: id("a"),
+            reason: RefuseReason::ClusterFull { max_members: 3 },
+        },
     ]
 }
 
@@ -97,6 +101,7 @@ const GOLDEN: &[&str] = &[
     "09016103683a310200",
     "0a016103683a310200016203683a3102",
     "0a016103683a31020109",
+    "0a016103683a31020203",
 ];
 
 fn hex(bytes: &[u8]) -> String {
@@ -217,6 +222,10 @@ fn message() -> impl Strategy<Value = Message> {
         (member_id(), any::<u64>()).prop_map(|(from, current)| Message::JoinRefused {
             from,
             reason: RefuseReason::StaleGeneration { current }
+        }),
+        (member_id(), any::<u64>()).prop_map(|(from, max_members)| Message::JoinRefused {
+            from,
+            reason: RefuseReason::ClusterFull { max_members }
         }),
     ]
 }
