@@ -41,6 +41,10 @@ use crate::pool::WorkerPool;
 use crate::shard::{ShardId, shard_id};
 use crate::wire::{Record, Wire, WireReply};
 
+/// Fetch attempts (200 ms apart) while the holder's view does not yet
+/// make the fetcher the owner.
+const FETCH_VIEW_RETRIES: u32 = 25;
+
 /// Mailbox messages handled per wake-up before replication is flushed.
 const BURST: usize = 512;
 
@@ -443,9 +447,14 @@ impl<E: Entity> Actor<E> {
                         }
                     }
                 }
-            } else if had && !handed_off {
-                lost += 1;
-                self.lose_ownership(shard);
+            } else if had {
+                if handed_off {
+                    // The view now names the owner: route by it.
+                    self.status.remove(&shard);
+                } else {
+                    lost += 1;
+                    self.lose_ownership(shard);
+                }
             }
             let holds = self.alloc.is_holder(shard, &self.me.name);
             if let Some(d) = self.data.get_mut(&shard) {
@@ -1146,7 +1155,21 @@ impl<E: Entity> Actor<E> {
             }
             Wire::Fetch { shard, after } => {
                 let shard = ShardId(shard);
-                if after.is_none() && matches!(self.status.get(&shard), Some(Status::Active)) {
+                let active = matches!(self.status.get(&shard), Some(Status::Active));
+                if active && self.alloc.owner(shard) != Some(from.name.as_str()) {
+                    // Our view says we own the shard, not the fetcher: one
+                    // of the two views is behind. Handing off now could
+                    // leave the shard with nobody applying its messages
+                    // (each side forwarding to the other), so the fetcher
+                    // retries until the views agree.
+                    if let Some(resp) = responder {
+                        let _ = resp.reply_msg(&WireReply::<E>::Error(RegionError::Moved {
+                            shard: shard.0,
+                        }));
+                    }
+                    return;
+                }
+                if after.is_none() && active {
                     tracing::info!(shard = shard.0, to = %from, entity = E::TYPE_NAME, "handing shard off");
                     self.stats.shards_handed_off += 1;
                     if let Some(d) = self.data.get_mut(&shard) {
@@ -1267,6 +1290,7 @@ async fn fetch_all<E: Entity>(
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     let mut attempts = 0;
+    let mut views_disagree = 0u32;
     loop {
         let r = chan
             .ask::<WireReply<E>>(
@@ -1286,6 +1310,14 @@ async fn fetch_all<E: Entity>(
                 if !more {
                     return Ok(out);
                 }
+            }
+            Ok(WireReply::Error(RegionError::Moved { .. })) => {
+                // The holder's view does not make us the owner yet.
+                views_disagree += 1;
+                if views_disagree > FETCH_VIEW_RETRIES {
+                    return Err(RegionError::Moved { shard: shard.0 });
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Ok(WireReply::Error(e)) => return Err(e),
             Ok(_) => {

@@ -285,3 +285,26 @@ async fn concurrent_increments_through_join_and_graceful_leave() {
     }
     check_all(&[&a, &b, &d], &expected).await;
 }
+
+/// A node whose view wrongly made it an owner for a while must not leave
+/// the real owners forwarding to it forever (found by deploy/test.sh as
+/// "message forwarded 3 times without reaching the owner").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_view_elsewhere_does_not_strand_shards() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let ab = members(&[&a, &b]);
+    set_view(&[&a, &b], &ab);
+    let mut expected = BTreeMap::new();
+    add_all(&[&a, &b], 100, 1, &mut expected).await;
+    // c alone believes it is a member (a and b never admit it): it fetches
+    // the shards it thinks it owns from a and b.
+    c.view.send_replace(members(&[&a, &b, &c]));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Then c learns the truth.
+    c.view.send_replace(ab.clone());
+    // Every counter is still reachable from a and b, and writable.
+    add_all(&[&a, &b], 100, 1, &mut expected).await;
+    check_all(&[&a, &b], &expected).await;
+}
