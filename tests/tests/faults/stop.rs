@@ -16,7 +16,14 @@ pub(crate) fn submit_and_wait(probe: &Probe, checker: &mut LostWriteChecker, ids
             .map(|id| {
                 let q = probe.queue.clone();
                 async move {
-                    let r = match q.submit(&id, &format!("doc-{id}"), 500).await {
+                    // A client retries a submit that timed out (submits
+                    // are idempotent), for up to 40 s.
+                    let give_up = Instant::now() + Duration::from_secs(40);
+                    let mut r = q.submit(&id, &format!("doc-{id}"), 500).await;
+                    while matches!(r, Err(QueueError::Region(_))) && Instant::now() < give_up {
+                        r = q.submit(&id, &format!("doc-{id}"), 500).await;
+                    }
+                    let r = match r {
                         Ok(()) => q.wait_result(&id, Duration::from_secs(30)).await,
                         Err(e) => Err(e),
                     };
