@@ -171,6 +171,10 @@ impl Default for MembershipConfig {
     }
 }
 
+/// Longest accepted duration for any parameter: one day (in
+/// milliseconds in `ConfigError::OutOfRange`).
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
 fn seconds(key: &'static str, value: f64) -> Result<Duration, ConfigError> {
     if value.is_finite() && value > 0.0 {
         Duration::try_from_secs_f64(value).map_err(|_| ConfigError::NotPositive { key })
@@ -276,7 +280,8 @@ impl MembershipConfig {
         self.retransmit_multiplier.saturating_mul(log)
     }
 
-    /// Checks every invariant stated on the fields.
+    /// Checks every invariant stated on the fields, and that every
+    /// duration is positive and at most [`MAX_DURATION`] (one day).
     ///
     /// # Errors
     /// The first violated invariant, naming its key.
@@ -299,6 +304,14 @@ impl MembershipConfig {
         for (key, d) in durations {
             if d.is_zero() {
                 return Err(ConfigError::NotPositive { key });
+            }
+            if d > MAX_DURATION {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    value: d.as_millis().try_into().unwrap_or(u64::MAX),
+                    min: 1,
+                    max: MAX_DURATION.as_millis() as u64,
+                });
             }
         }
         if self.probe_timeout() >= self.probe_interval {

@@ -75,6 +75,9 @@ pub enum InvalidMessage {
     /// A member name is empty.
     #[error("empty member name")]
     EmptyName,
+    /// A member's advertised address is empty.
+    #[error("empty member address")]
+    EmptyAddr,
     /// A member name is longer than `MAX_NAME_BYTES`.
     #[error("member name of {len} bytes exceeds {max}")]
     NameTooLong {

@@ -366,6 +366,9 @@ fn check_addr(addr: &str) -> Result<(), InvalidMessage> {
 
 fn check_id(id: &MemberId) -> Result<(), InvalidMessage> {
     check_name(&id.name)?;
+    if id.addr.is_empty() {
+        return Err(InvalidMessage::EmptyAddr);
+    }
     check_addr(&id.addr)
 }
 

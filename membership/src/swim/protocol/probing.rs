@@ -182,6 +182,20 @@ impl Swim {
     }
 
     pub(super) fn on_ping_req(&mut self, now: Instant, from: MemberId, seq: u64, target: MemberId) {
+        if target.same_life(&self.local.id) {
+            // Asked to probe ourselves (the requester's view is odd): we
+            // are the answer.
+            let updates = self.piggyback(None);
+            self.send(
+                from.addr.clone(),
+                Message::Ack {
+                    from: self.local.id.clone(),
+                    seq,
+                    updates,
+                },
+            );
+            return;
+        }
         if self.relays.len() >= MAX_RELAYS {
             self.stats.relays_dropped += 1;
             return;
