@@ -2,8 +2,8 @@
 //!
 //! The dialer sends [`Hello`]; the acceptor checks magic, version and cluster
 //! name and answers [`HelloReply`]. Only after `Accepted` do other frames
-//! flow, and only from dialer to acceptor: each connection is one-way for
-//! data (a node answers over its own link to the asker's advertised address).
+//! flow: tells and asks from dialer to acceptor, replies and rejections back.
+//! See `PROTOCOL.md` for the bytes.
 
 use serde::{Deserialize, Serialize};
 

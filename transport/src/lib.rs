@@ -13,10 +13,41 @@
 //!   waits behind bulk frames.
 //! - **Channels** ([`Channel`], [`Inbox`]): each upper layer registers a
 //!   channel id and gets only its own messages, typed by its serde enum.
-//! - **Ask/reply**: correlation ids, typed timeouts and failures ([`AskError`]).
+//! - **Ask/reply**: correlation ids, typed timeouts and failures
+//!   ([`AskError`]); the reply comes back on the connection the ask went
+//!   out on.
 //!
-//! Data flows one way per connection: a reply travels on the replier's own
-//! link to the asker's advertised address. See `PROTOCOL.md`.
+//! On a connection the dialer sends tells and asks, the acceptor only
+//! replies and rejections. The wire format, limits and invariants are in
+//! `PROTOCOL.md`; how to use the crate alone, its configuration and its
+//! measured speed in `README.md`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use transport::{Channel, Lane, LocalNode, Transport, TransportConfig};
+//!
+//! let node = LocalNode {
+//!     cluster: "demo".into(),
+//!     name: "a".into(),
+//!     generation: 1,
+//!     listen: "127.0.0.1:0".into(),
+//!     advertise_host: "127.0.0.1".into(),
+//! };
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let t = Transport::bind(node, TransportConfig::default(), shutdown).await?;
+//! let (ch, mut inbox) = Channel::<String>::register(&t, 1, Lane::Control)?;
+//! ch.tell("127.0.0.1:25520", &"hello".to_owned())?;
+//! let answer: String = ch
+//!     .ask("127.0.0.1:25520", &"ping".to_owned(), Duration::from_millis(500))
+//!     .await?;
+//! if let Some(r) = inbox.recv().await {
+//!     if let Some(responder) = r.responder {
+//!         responder.reply_msg(&format!("hi {}", r.from.name))?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod channel;
 pub mod config;
@@ -38,3 +69,6 @@ pub use handshake::{Lane, NodeId, PROTOCOL_VERSION};
 pub use inbound::{Inbound, Responder};
 pub use stats::StatsSnapshot;
 pub use transport::{LocalNode, MAX_CHANNELS, Transport};
+
+/// `Result` with this crate's default error, [`BindError`].
+pub use error::Result;

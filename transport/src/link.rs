@@ -256,6 +256,46 @@ fn complete_replies(
     Ok(())
 }
 
+/// Connects to `peer` from the listener's IP `local` (port chosen by the
+/// system) when that IP is specific, so a node's outbound connections come
+/// from the address it is known by: on a host with several addresses
+/// (e.g. nodes on 127.0.0.2 and 127.0.0.3 of one machine) peers and
+/// firewall rules see the right source. An unspecified `local` (0.0.0.0,
+/// `::`), an address of the other family, or a loopback `local` with a
+/// non-loopback peer connect without binding (the system's choice).
+///
+/// # Errors
+/// Name resolution, bind or connect errors (the last one when the peer
+/// has several addresses).
+async fn connect_from(local: std::net::IpAddr, peer: &str) -> std::io::Result<TcpStream> {
+    if local.is_unspecified() {
+        return TcpStream::connect(peer).await;
+    }
+    let mut last = None;
+    for addr in tokio::net::lookup_host(peer).await? {
+        let bind =
+            addr.is_ipv4() == local.is_ipv4() && (addr.ip().is_loopback() || !local.is_loopback());
+        let r = if bind {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(std::net::SocketAddr::new(local, 0))?;
+            socket.connect(addr).await
+        } else {
+            TcpStream::connect(addr).await
+        };
+        match r {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{peer}: no address"))
+    }))
+}
+
 /// Dials `peer` (resolving its name now) and runs the handshake. Returns
 /// the connection's halves, who answered, and the reader holding whatever
 /// arrived after the handshake reply.
@@ -264,7 +304,8 @@ async fn dial(
     peer: &str,
     lane: Lane,
 ) -> Result<(OwnedReadHalf, OwnedWriteHalf, NodeId, FrameReader), HandshakeError> {
-    let mut stream = tokio::time::timeout(inner.config.connect_timeout(), TcpStream::connect(peer))
+    let connect = connect_from(inner.local_addr.ip(), peer);
+    let mut stream = tokio::time::timeout(inner.config.connect_timeout(), connect)
         .await
         .map_err(|_| {
             HandshakeError::Frame(crate::FrameError::Io(std::io::Error::new(
