@@ -70,6 +70,9 @@ pub(crate) struct Probe {
     pub(crate) direct_deadline: Instant,
     pub(crate) indirect_sent: bool,
     pub(crate) expected_nacks: u32,
+    /// Names of the members asked to probe indirectly; only they (and
+    /// the target itself) may answer for the target.
+    pub(crate) relays: Vec<String>,
     pub(crate) nacks: u32,
     pub(crate) acked: bool,
 }

@@ -567,9 +567,9 @@ impl Swim {
                 self.apply_updates(now, updates, Source::Gossip);
                 self.on_ping_req(now, from, seq, target);
             }
-            Message::Nack { seq, .. } => {
+            Message::Nack { from, seq } => {
                 if let Some(p) = &mut self.probe {
-                    if p.seq == seq {
+                    if p.seq == seq && p.relays.contains(&from.name) {
                         p.nacks += 1;
                     }
                 }

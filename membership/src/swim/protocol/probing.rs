@@ -60,6 +60,7 @@ impl Swim {
             direct_deadline: now + self.health.scale(self.config.probe_timeout()),
             indirect_sent: false,
             expected_nacks: 0,
+            relays: Vec::new(),
             nacks: 0,
             acked: false,
         });
@@ -90,6 +91,7 @@ impl Swim {
         if let Some(p) = &mut self.probe {
             p.indirect_sent = true;
             p.expected_nacks = relays.len() as u32;
+            p.relays = relays.iter().map(|r| r.id.name.clone()).collect();
         }
     }
 
@@ -134,7 +136,8 @@ impl Swim {
     pub(super) fn on_ack(&mut self, from: &MemberId, seq: u64) {
         if let Some(p) = &mut self.probe {
             if p.seq == seq {
-                if !p.acked && (from.same_life(&p.target) || p.indirect_sent) {
+                let answers_for_target = from.same_life(&p.target) || p.relays.contains(&from.name);
+                if !p.acked && answers_for_target {
                     p.acked = true;
                     self.health.apply(-1);
                 }
