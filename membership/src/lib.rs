@@ -26,6 +26,10 @@
 //! - [`sim`]: a deterministic network simulator for many cores (tests,
 //!   figures, and other crates' simulations).
 //!
+//! The default `runtime` feature adds the tokio and `transport`
+//! dependencies for the driver that runs a [`Swim`] over the network;
+//! without it (`--no-default-features`) the crate is the pure core.
+//!
 //! See `PROTOCOL.md` for messages, timers and invariants, and `README.md`
 //! for measured figures.
 
