@@ -168,8 +168,8 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
         .await;
         link.outbox.detach();
         match ended {
-            // The reader goes on until the peer closes its side, for the
-            // replies to what was just flushed.
+            // The reader goes on until the peer closes its side (at most
+            // the flush deadline), for the replies to what was flushed.
             Ended::Retired => {
                 if inner.shutdown.is_cancelled() {
                     inner.fail_pending_link(&link, "transport shut down");
@@ -212,7 +212,8 @@ async fn read_replies(
         }
         let read = tokio::select! {
             biased;
-            _ = inner.shutdown.cancelled() => break "transport shut down".to_owned(),
+            // Retired: replies to what was flushed get the flush deadline.
+            _ = flush_deadline(&inner, &link.retire) => break retire_reason(&inner).to_owned(),
             r = reader.read_from(&mut rd) => r,
         };
         match read {

@@ -264,6 +264,8 @@ impl Transport {
     /// `[transport] inbound_queue_frames`; when it is full the connection
     /// stops reading (back-pressure), other connections and lanes go on.
     /// [`crate::Channel::register`] is the typed (and faster, batched) way.
+    /// The receiver does not end at shutdown (the transport keeps its
+    /// sender): select on [`Transport::shutdown_token`] to stop.
     ///
     /// # Errors
     /// [`crate::RegisterError`] when `id ≥ MAX_CHANNELS` or it is already taken.

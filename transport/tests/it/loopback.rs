@@ -328,3 +328,75 @@ async fn forget_drops_the_links_and_a_later_send_dials_again() {
     assert_eq!(ib.recv().await.unwrap().msg, Msg::Ping(2));
     assert_eq!(a.stats().dropped_on_link_failure, 0);
 }
+
+#[tokio::test]
+async fn untyped_register_tell_and_ask() {
+    use bytes::Bytes;
+    let a = node("a", "c").await;
+    let b = node("b", "c").await;
+    let mut rx = b.register(7).unwrap();
+    assert!(matches!(
+        b.register(7),
+        Err(transport::RegisterError::Taken(7))
+    ));
+    assert!(matches!(
+        b.register(64),
+        Err(transport::RegisterError::OutOfRange(64))
+    ));
+    let b_addr = b.identity().addr.clone();
+    tokio::spawn(async move {
+        while let Some(inbound) = rx.recv().await {
+            assert_eq!(inbound.from().name, "a");
+            assert_eq!(inbound.channel(), 7);
+            let lane = inbound.lane();
+            let is_ask = inbound.is_ask();
+            let (body, responder) = inbound.into_parts();
+            assert_eq!(is_ask, responder.is_some());
+            if let Some(r) = responder {
+                if &body[..] == b"drop me" {
+                    drop(r);
+                } else {
+                    let mut answer = body.to_vec();
+                    answer.extend_from_slice(format!(" via {lane:?}").as_bytes());
+                    r.reply(Bytes::from(answer)).unwrap();
+                }
+            }
+        }
+    });
+    a.tell(&b_addr, Lane::Bulk, 7, Bytes::from_static(b"one way"))
+        .unwrap();
+    a.send(&b_addr, Lane::Control, 7, Bytes::from_static(b"waits"))
+        .await
+        .unwrap();
+    let reply = a
+        .ask(
+            &b_addr,
+            Lane::Bulk,
+            7,
+            Bytes::from_static(b"hello"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&reply[..], b"hello via Bulk");
+    let err = a
+        .ask(
+            &b_addr,
+            Lane::Control,
+            7,
+            Bytes::from_static(b"drop me"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AskError::Rejected { .. }), "{err:?}");
+    let huge = Bytes::from(vec![0u8; a.config().max_frame_bytes + 1]);
+    assert!(matches!(
+        a.tell(&b_addr, Lane::Bulk, 7, huge),
+        Err(SendError::TooLarge { .. })
+    ));
+    wait_until("all frames received", Duration::from_secs(5), || {
+        b.stats().frames_received == 4
+    })
+    .await;
+}
