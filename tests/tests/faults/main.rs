@@ -21,6 +21,7 @@
 
 mod hostile;
 mod kill;
+mod partition;
 mod rolling;
 mod stop;
 
@@ -165,6 +166,11 @@ impl Probe {
     /// built-in defaults (the nodes run without a `casty.toml`), and waits
     /// until it has joined.
     fn join(name: &str, seed: SocketAddr) -> Probe {
+        Probe::join_on(name, "127.0.0.1", seed)
+    }
+
+    /// [`Probe::join`] with the probe listening on (and advertising) `host`.
+    fn join_on(name: &str, host: &str, seed: SocketAddr) -> Probe {
         // The probe's own logs, when asked for (`PROBE_LOG=info`).
         if let Ok(filter) = std::env::var("PROBE_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -187,8 +193,8 @@ impl Probe {
                         .duration_since(UNIX_EPOCH)
                         .unwrap()
                         .as_millis() as u64,
-                    listen: "127.0.0.1:0".into(),
-                    advertise_host: "127.0.0.1".into(),
+                    listen: format!("{host}:0"),
+                    advertise_host: host.into(),
                 },
                 TransportConfig::default(),
                 stop.clone(),
