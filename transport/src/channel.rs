@@ -146,6 +146,18 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Channel<M> {
     /// # Cancel safety
     /// Cancel-safe: nothing is queued if it is dropped before completing.
     pub async fn send(&self, peer: &str, msg: &M) -> Result<(), SendError> {
+        // The common case, a queue with room, needs no nested future.
+        let inner = &self.transport.inner;
+        let mut encode = typed(msg);
+        if inner.try_send_once(
+            Some(&self.cache),
+            peer,
+            self.lane,
+            self.header(),
+            &mut encode,
+        )? {
+            return Ok(());
+        }
         self.transport
             .inner
             .send(

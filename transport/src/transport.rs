@@ -501,6 +501,26 @@ impl Inner {
         Err(SendError::Shutdown)
     }
 
+    /// One attempt to queue a frame without waiting: true when queued,
+    /// false when the caller should go the waiting way ([`Inner::send`]).
+    pub(crate) fn try_send_once(
+        self: &Arc<Self>,
+        cache: Option<&PeerCache>,
+        peer: &str,
+        lane: Lane,
+        header: Header,
+        body: BodyEncoder<'_>,
+    ) -> Result<bool, SendError> {
+        self.check_open()?;
+        let links = self.links(cache, peer);
+        let pushed =
+            links
+                .lane(lane)
+                .outbox
+                .try_push(self, header, inline(lane, header.kind), body)?;
+        Ok(pushed == Pushed::Queued)
+    }
+
     /// Queues one frame, waiting for space.
     pub(crate) async fn send<F>(
         self: &Arc<Self>,
