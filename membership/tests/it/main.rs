@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod core;
+#[cfg(feature = "runtime")]
+mod driver;
 mod harness;
 mod order;
 mod scenarios;
