@@ -400,3 +400,25 @@ async fn untyped_register_tell_and_ask() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn peers_may_be_named_by_dns_name() {
+    let a = node("a", "c").await;
+    let b = node("b", "c").await;
+    let (ca, _ia) = Channel::<Msg>::register(&a, 1, Lane::Control).unwrap();
+    let (_cb, mut ib) = Channel::<Msg>::register(&b, 1, Lane::Control).unwrap();
+    tokio::spawn(async move {
+        while let Some(r) = ib.recv().await {
+            if let (Msg::Ping(n), Some(resp)) = (r.msg, r.responder) {
+                resp.reply_msg(&Msg::Pong(n)).unwrap();
+            }
+        }
+    });
+    // Resolved at dial time (here by the system resolver).
+    let by_name = format!("localhost:{}", b.local_addr().port());
+    let reply: Msg = ca
+        .ask(&by_name, &Msg::Ping(3), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, Msg::Pong(3));
+}
