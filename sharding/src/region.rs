@@ -465,6 +465,22 @@ impl<E: Entity> Actor<E> {
                 }
             }
         }
+        // A recovering shard stops waiting for holders that left the view
+        // (a stopped or crashed holder would otherwise hold its messages
+        // for every retry of its fetch); their data is on the replicas.
+        let mut ready = Vec::new();
+        for (shard, status) in self.status.iter_mut() {
+            if let Status::Recovering { waiting, .. } = status {
+                let before = waiting.len();
+                waiting.retain(|name| self.members.contains_key(name));
+                if waiting.is_empty() && before > 0 {
+                    ready.push(*shard);
+                }
+            }
+        }
+        for shard in ready {
+            self.activate(shard);
+        }
         if gained > 0 || lost > 0 {
             tracing::info!(
                 gained,
