@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use casty_tests::{reserve_port, serial};
 
-use crate::{assert_all_succeeded, busy, check_run, spawn, spawn_joiner, spawn_seed, wait_all};
+use crate::{assert_all_succeeded, busy, check_run, spawn, spawn_joiner, spawn_seed};
 
 /// Time a whole small run may take, start to exit.
 const RUN: Duration = Duration::from_secs(45);
@@ -115,11 +115,13 @@ fn a_duplicate_name_is_refused() {
         &["--port", "0", "--seed", &seed.to_string(), "--nodes", "2"],
     );
     cmd.env("CASTY_CLUSTER__MEMBERSHIP__JOIN_DEADLINE_MS", "5000");
-    let second = casty_tests::Process::spawn("dup", cmd).unwrap();
-    let mut second = [second];
-    let status = wait_all(&mut second, deadline).remove(0);
+    let mut second = casty_tests::Process::spawn("dup", cmd).unwrap();
+    let status = second
+        .wait_exit(deadline)
+        .unwrap()
+        .expect("the duplicate exits");
     assert!(!status.success(), "the duplicate exited with {status}");
-    let errors: Vec<String> = second[0]
+    let errors: Vec<String> = second
         .stderr()
         .snapshot()
         .into_iter()

@@ -77,13 +77,30 @@ fn spawn_joiner(name: &str, seed: SocketAddr, args: &[&str]) -> Process {
     spawn(name, &all)
 }
 
-/// Waits until every node exited (by `deadline`) and returns their exit
-/// statuses; a node still running at the deadline fails the test.
+/// Waits until every node exited, or one exited with a failure, by
+/// `deadline`, and returns the exit statuses in order; a node still running
+/// then fails the test (after a failure, the others are not waited for:
+/// they would only hang at the report or the barrier).
 fn wait_all(nodes: &mut [Process], deadline: Instant) -> Vec<ExitStatus> {
+    casty_tests::wait_until(deadline, || {
+        let statuses: Vec<_> = nodes.iter_mut().map(|p| p.try_status().unwrap()).collect();
+        statuses.iter().all(Option::is_some) || statuses.iter().flatten().any(|s| !s.success())
+    });
+    let failed: Vec<String> = nodes
+        .iter_mut()
+        .filter_map(|p| match p.try_status().unwrap() {
+            Some(s) if !s.success() => Some(format!("{} exited with {s}", p.label())),
+            _ => None,
+        })
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("; "));
     nodes
         .iter_mut()
         .map(|p| {
-            let status = p.wait_exit(deadline).unwrap();
+            // Exited: this only waits for the rest of its output.
+            let status = p
+                .wait_exit(Instant::now() + Duration::from_secs(5))
+                .unwrap();
             status.unwrap_or_else(|| panic!("{} still running at the deadline", p.label()))
         })
         .collect()
