@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -39,12 +40,19 @@ fn scratch() -> PathBuf {
     dir
 }
 
+/// One empty directory the nodes of this test binary run in (no
+/// `casty.toml` to pick up).
+fn empty_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(scratch)
+}
+
 /// The node binary named `name` with `args`, in an empty directory, with
 /// no inherited `CASTY_*` variables and `RUST_LOG=info`.
 fn node_cmd(name: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_node-cli"));
     cmd.arg("--name").arg(name).args(args);
-    cmd.current_dir(scratch());
+    cmd.current_dir(empty_dir());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("CASTY_") {
             cmd.env_remove(key);
