@@ -114,7 +114,12 @@ impl From<transport::AskError> for RegionError {
                     capacity,
                 }
             }
-            A::Send(transport::SendError::Shutdown) => RegionError::Shutdown,
+            // The link to that peer closed (it died or left) while the
+            // request was being queued: like a dial failure, retriable.
+            A::Send(transport::SendError::Shutdown) => RegionError::Unreachable {
+                node: String::new(),
+                reason: "link closed".into(),
+            },
             A::Send(e) => RegionError::Protocol {
                 node: String::new(),
                 reason: e.to_string(),
