@@ -420,11 +420,16 @@ impl<E: Entity> Actor<E> {
                 // Whoever may hold the shard's data: its holders before
                 // this change, now, and in the allocation without this
                 // node (where it lived before this node joined or restarted).
+                // Views differ while members come and go, so the holder
+                // sets computed here may miss the node that acknowledged a
+                // write under another view: ask every member (a node that
+                // holds nothing answers an empty page at once).
                 let mut sources: BTreeSet<NodeId> = self
                     .holders_ids(&old_alloc, &old_members, shard)
                     .into_iter()
                     .chain(self.holders_ids(&self.alloc, &self.members, shard))
                     .chain(self.holders_ids(&alloc_without_me, &without_me, shard))
+                    .chain(self.members.values().cloned())
                     .filter(|n| n.name != self.me.name && self.members.get(&n.name) == Some(n))
                     .collect();
                 if let Some(Status::HandedOff { to }) = self.status.get(&shard) {
@@ -454,6 +459,12 @@ impl<E: Entity> Actor<E> {
                 } else {
                     lost += 1;
                     self.lose_ownership(shard);
+                    // Writes this node acknowledged as owner may not have
+                    // been fetched by the new owner (views differed): push
+                    // them; the higher version wins there.
+                    if let Some(owner) = self.owner_of(shard).cloned() {
+                        self.push_sync(shard, owner);
+                    }
                 }
             }
             let holds = self.alloc.is_holder(shard, &self.me.name);
@@ -492,6 +503,38 @@ impl<E: Entity> Actor<E> {
         }
         let routing = Routing::new(self.members.clone(), self.alloc.clone(), self.num_shards);
         self.routing_tx.send_replace(Arc::new(routing));
+    }
+
+    /// Takes over entities merged into an active shard from another node:
+    /// restarts their work and replicates them.
+    fn adopt(&mut self, shard: ShardId, ids: Vec<String>) {
+        let replicas: Vec<NodeId> = self
+            .holders_ids(&self.alloc, &self.members, shard)
+            .into_iter()
+            .filter(|n| n.name != self.me.name)
+            .collect();
+        for id in ids {
+            let Some(entry) = self
+                .data
+                .get_mut(&shard)
+                .and_then(|d| d.entities.get_mut(&id))
+            else {
+                continue;
+            };
+            let mut ctx = Context::new(self.me.name.clone());
+            entry.state.on_activate(&mut ctx, &id);
+            let (version, state) = (entry.version, entry.state.clone());
+            if replicas.is_empty() {
+                entry.acked = version;
+            }
+            for job in ctx.take_jobs() {
+                self.queue_job(shard, id.clone(), job);
+            }
+            if !replicas.is_empty() {
+                self.replicate(shard, id.clone(), version, state, replicas.clone());
+            }
+            self.redeliver_parked(shard, &id);
+        }
     }
 
     fn lose_ownership(&mut self, shard: ShardId) {
@@ -1023,7 +1066,7 @@ impl<E: Entity> Actor<E> {
                 match result {
                     Ok(records) => {
                         let d = self.data.entry(shard).or_default();
-                        merge(d, records);
+                        let _ = merge(d, records);
                     }
                     Err(e) => {
                         tracing::warn!(shard = shard.0, from = %from, error = %e, "handoff fetch failed; continuing with the other holders' copies");
@@ -1154,19 +1197,26 @@ impl<E: Entity> Actor<E> {
             }
             Wire::Replicate { shard, record } => {
                 let d = self.data.entry(ShardId(shard)).or_default();
-                merge(d, vec![record]);
+                let _ = merge(d, vec![record]);
                 ack::<E>(responder);
             }
             Wire::ReplicateBatch { records } => {
                 for (shard, record) in records {
                     let d = self.data.entry(ShardId(shard)).or_default();
-                    merge(d, vec![record]);
+                    let _ = merge(d, vec![record]);
                 }
                 ack::<E>(responder);
             }
             Wire::Sync { shard, records } => {
-                let d = self.data.entry(ShardId(shard)).or_default();
-                merge(d, records);
+                let shard = ShardId(shard);
+                let d = self.data.entry(shard).or_default();
+                let changed = merge(d, records);
+                if matches!(self.status.get(&shard), Some(Status::Active)) && !changed.is_empty() {
+                    // A previous owner that acknowledged writes under a
+                    // view we did not share pushed them here: adopt them
+                    // as owner (restart their work, copy to our replicas).
+                    self.adopt(shard, changed);
+                }
                 ack::<E>(responder);
             }
             Wire::Fetch { shard, after } => {
@@ -1249,15 +1299,20 @@ fn ack<E: Entity>(responder: Option<Responder>) {
 }
 
 /// Merges records into shard data, the higher version winning.
-fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) {
+/// Merges records into shard data, the higher version winning; returns
+/// the ids whose state changed.
+fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String> {
+    let mut changed = Vec::new();
     for r in records {
         match d.entities.get_mut(&r.id) {
             Some(e) if e.version >= r.version => {}
             Some(e) => {
                 e.state = r.state;
                 e.version = r.version;
+                changed.push(r.id);
             }
             None => {
+                changed.push(r.id.clone());
                 d.entities.insert(
                     r.id,
                     Entry {
@@ -1269,6 +1324,7 @@ fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) {
             }
         }
     }
+    changed
 }
 
 fn encode_state<E: Entity>(state: &E) -> Vec<u8> {

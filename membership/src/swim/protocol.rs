@@ -533,6 +533,9 @@ impl Swim {
                     return;
                 }
                 Message::Join { .. } => {}
+                // A running older life of our name refuses our join: the
+                // name is taken (DESIGN.md, Identity). Let it through.
+                Message::JoinRefused { .. } if from.generation < self.local.id.generation => {}
                 _ if from.generation > self.local.id.generation => {
                     self.superseded(from);
                     return;
