@@ -20,7 +20,9 @@ start() {
   "$bin" "$@" > >(sed -u "s/^/[$label] /") 2>&1 &
   pids+=($!)
 }
-start 1 --port "$base" "$@"
+# Node 1's only seed is itself: it starts the cluster (and never joins
+# another one that casty.toml's seed_nodes might point at).
+start 1 --port "$base" --seed "127.0.0.1:$base" "$@"
 start 2 --port $((base + 1)) --seed "127.0.0.1:$base" "$@"
 start 3 --port $((base + 2)) --seed "127.0.0.1:$base" "$@"
 status=0
