@@ -165,18 +165,19 @@ async fn busy_workers_do_not_stall_probes_or_queries() {
     nodes[0].queue.submit("done", "doc-done", 10).await.unwrap();
     nodes[0].queue.wait_result("done", T).await.unwrap();
     let mut events: Vec<_> = nodes.iter().map(|n| n.members.subscribe()).collect();
-    // Saturate: 24 tasks of 2,000,000 iterations (~1 s of CPU each here)
+    // Saturate: 24 tasks of 10,000,000 iterations (about 0.5 s of CPU each
+    // with SHA extensions, 12 s in all, far beyond the 3 s window on 2 cores)
     // spread over the shards of all nodes, 2 workers per node.
     for i in 0..24 {
         let id = format!("heavy-{i}");
         nodes[i % 3]
             .queue
-            .submit(&id, "x", 2_000_000)
+            .submit(&id, "x", 10_000_000)
             .await
             .unwrap();
     }
     // While they run, queries of the completed task answer quickly.
-    let busy_until = Instant::now() + Duration::from_secs(4);
+    let busy_until = Instant::now() + Duration::from_secs(3);
     let mut worst = Duration::ZERO;
     let mut queries = 0;
     while Instant::now() < busy_until {
