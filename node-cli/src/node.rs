@@ -4,11 +4,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use membership::MembershipHandle;
-use sharding::MemberMap;
 use taskqueue::TaskQueue;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use transport::{LocalNode, NodeId, Transport};
+use transport::{LocalNode, Transport};
 
 use crate::config::Config;
 
@@ -119,7 +117,7 @@ pub async fn start(config: &Config, name: &str) -> Result<Node> {
         shutdown.clone(),
     )
     .context("cannot start membership")?;
-    let view = member_map(&members, shutdown.clone());
+    let view = sharding::follow_membership(&members, shutdown.clone());
     let queue = TaskQueue::start(
         &transport,
         config.region(),
@@ -153,53 +151,6 @@ pub async fn start(config: &Config, name: &str) -> Result<Node> {
         queue,
         shutdown,
     })
-}
-
-/// Follows the membership view and publishes the members that hold shards
-/// (alive and suspect) for the regions.
-fn member_map(members: &MembershipHandle, stop: CancellationToken) -> watch::Receiver<MemberMap> {
-    let mut view = members.watch_view();
-    let mut status = members.watch_status();
-    // Until this node has joined, it holds no shards: a node that has not
-    // yet seen the cluster must not serve shards as if it were alone.
-    let to_map = |v: &membership::View, s: membership::Status| -> MemberMap {
-        if !matches!(s, membership::Status::Joined) {
-            return MemberMap::new();
-        }
-        v.active()
-            .map(|m| {
-                (
-                    m.id.name.clone(),
-                    NodeId {
-                        name: m.id.name.clone(),
-                        addr: m.id.addr.clone(),
-                        generation: m.id.generation,
-                    },
-                )
-            })
-            .collect()
-    };
-    let initial = to_map(&view.borrow_and_update(), *status.borrow_and_update());
-    let (tx, rx) = watch::channel(initial);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                r = view.changed() => if r.is_err() { return },
-                r = status.changed() => if r.is_err() { return },
-            }
-            let map = to_map(&view.borrow_and_update(), *status.borrow_and_update());
-            tx.send_if_modified(|m| {
-                if *m != map {
-                    *m = map;
-                    true
-                } else {
-                    false
-                }
-            });
-        }
-    });
-    rx
 }
 
 impl Node {

@@ -7,12 +7,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sharding::{
-    Context, Entity, Handled, MemberMap, Region, RegionConfig, RegionHandle, WorkerPool,
-};
-use tokio::sync::watch;
+use sharding::{Context, Entity, Handled, Region, RegionConfig, RegionHandle, WorkerPool};
 use tokio_util::sync::CancellationToken;
-use transport::{LocalNode, NodeId, Transport, TransportConfig};
+use transport::{LocalNode, Transport, TransportConfig};
 
 /// A counter entity: its state is its value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,25 +68,7 @@ async fn node(
     let members = membership::start(&transport, Default::default(), seeds, stop.clone())?;
     members.wait_joined(Duration::from_secs(10)).await?;
     // The region follows the active members of the membership view.
-    let mut view = members.watch_view();
-    let to_map = |v: &membership::View| -> MemberMap {
-        v.active()
-            .map(|m| {
-                let id = NodeId {
-                    name: m.id.name.clone(),
-                    addr: m.id.addr.clone(),
-                    generation: m.id.generation,
-                };
-                (m.id.name.clone(), id)
-            })
-            .collect()
-    };
-    let (tx, rx) = watch::channel(to_map(&view.borrow_and_update()));
-    tokio::spawn(async move {
-        while view.changed().await.is_ok() {
-            tx.send_replace(to_map(&view.borrow_and_update()));
-        }
-    });
+    let rx = sharding::follow_membership(&members, stop.clone());
     let region = Region::start::<Counter>(
         &transport,
         20,

@@ -17,6 +17,7 @@ pub mod handle;
 pub mod pool;
 pub mod region;
 pub mod shard;
+pub mod view;
 pub mod wire;
 
 pub use alloc::{Allocation, Load, Moves, allocate};
@@ -27,3 +28,4 @@ pub use handle::{RegionHandle, Routing};
 pub use pool::WorkerPool;
 pub use region::{MemberMap, Region, RegionStats};
 pub use shard::{ShardId, shard_id, stable_hash};
+pub use view::follow_membership;
