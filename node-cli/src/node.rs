@@ -138,7 +138,14 @@ pub async fn start(config: &Config, name: &str) -> Result<Node> {
                     Ok(membership::Event::RejoinedAfterDeath { .. }) => {
                         let _ = q.reset().await;
                     }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        // One of the missed events may have been a death:
+                        // dropping what we hold is safe (replicas hold it),
+                        // serving it stale is not.
+                        tracing::warn!(missed, "membership events lagged; dropping shard state to be safe");
+                        let _ = q.reset().await;
+                    }
+                    Ok(_) => {}
                     Err(_) => return,
                 },
             }

@@ -185,6 +185,10 @@ pub struct Swim {
     seeds: Vec<String>,
     self_addrs: BTreeSet<String>,
     grace_until: Option<Instant>,
+    /// The incarnation of the latest death verdict about this life that we
+    /// refuted and reported ([`Event::RejoinedAfterDeath`]); older or equal
+    /// verdicts arriving late are stale.
+    death_handled: Option<u64>,
     /// `in_minority()` when the anti-entropy state being merged arrived.
     sync_minority: bool,
     next_seq: u64,
@@ -254,6 +258,7 @@ impl Swim {
             seeds: Vec::new(),
             self_addrs: BTreeSet::new(),
             grace_until: None,
+            death_handled: None,
             sync_minority: false,
             next_seq: 1,
             transmits: VecDeque::new(),

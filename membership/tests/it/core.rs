@@ -277,6 +277,80 @@ fn a_declared_death_is_refuted_and_reported_as_lost_shards() {
 }
 
 #[test]
+fn a_death_reached_on_an_incarnation_we_already_raised_still_counts() {
+    // The stall sequence of RELIABILITY.md finding 1: after a stall we read
+    // an old suspicion first (and refute it), then the death verdict the
+    // others reached on that same, now outdated, incarnation.
+    let (mut c, now) = formed_core("a", "h:1");
+    let me = c.local().id.clone();
+    let b = MemberId::new("b", "h:2", 1);
+    let gossip = |updates| Message::Gossip {
+        from: b.clone(),
+        updates,
+    };
+    c.handle_message(
+        now,
+        "h:2",
+        gossip(vec![with_state(
+            alive(&me, 0),
+            MemberState::Suspect,
+            Some("b"),
+        )]),
+    );
+    assert_eq!(c.local().incarnation, 1);
+    assert!(
+        events(&mut c)
+            .iter()
+            .all(|e| !matches!(e, Event::RejoinedAfterDeath { .. }))
+    );
+    c.handle_message(
+        now,
+        "h:2",
+        gossip(vec![with_state(
+            alive(&me, 0),
+            MemberState::Dead,
+            Some("b"),
+        )]),
+    );
+    assert_eq!(c.local().incarnation, 2);
+    assert!(events(&mut c).contains(&Event::RejoinedAfterDeath {
+        declared_by: Some("b".into()),
+        incarnation: 2,
+    }));
+    // The same verdict arriving again (a retransmission) is stale.
+    c.handle_message(
+        now,
+        "h:2",
+        gossip(vec![with_state(
+            alive(&me, 0),
+            MemberState::Dead,
+            Some("b"),
+        )]),
+    );
+    assert_eq!(c.local().incarnation, 2);
+    assert!(
+        events(&mut c)
+            .iter()
+            .all(|e| !matches!(e, Event::RejoinedAfterDeath { .. }))
+    );
+    // A later verdict, on the refuted incarnation, is a new death.
+    c.handle_message(
+        now,
+        "h:2",
+        gossip(vec![with_state(
+            alive(&me, 2),
+            MemberState::Dead,
+            Some("b"),
+        )]),
+    );
+    assert_eq!(c.local().incarnation, 3);
+    assert!(events(&mut c).contains(&Event::RejoinedAfterDeath {
+        declared_by: Some("b".into()),
+        incarnation: 3,
+    }));
+}
+
+#[test]
 fn a_suspicion_of_ourselves_is_refuted_without_losing_shards() {
     let (mut c, now) = formed_core("a", "h:1");
     let me = c.local().id.clone();

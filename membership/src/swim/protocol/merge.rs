@@ -220,16 +220,29 @@ impl Swim {
         if m.id.generation < self.local.id.generation || self.local.state == MemberState::Left {
             return;
         }
-        let refute = match m.state {
-            MemberState::Alive => m.incarnation > self.local.incarnation,
-            MemberState::Suspect | MemberState::Dead | MemberState::Left => {
-                m.incarnation >= self.local.incarnation
-            }
-        };
+        // A death verdict is news whatever its incarnation, unless we have
+        // handled one at least as recent: it may have been reached on an
+        // incarnation we have since raised (we refuted a suspicion that was
+        // older than the verdict, e.g. while reading the backlog after a
+        // stall), and the others, seeing our higher incarnation, revive us
+        // and route to us again. Ignoring it would let this life serve the
+        // state it held before it was declared dead.
+        let death = matches!(m.state, MemberState::Dead | MemberState::Left)
+            && self.death_handled.is_none_or(|i| m.incarnation > i);
+        let refute = death
+            || match m.state {
+                MemberState::Alive => m.incarnation > self.local.incarnation,
+                MemberState::Suspect | MemberState::Dead | MemberState::Left => {
+                    m.incarnation >= self.local.incarnation
+                }
+            };
         if !refute {
             return;
         }
-        self.local.incarnation = m.incarnation + 1;
+        if death {
+            self.death_handled = Some(m.incarnation);
+        }
+        self.local.incarnation = self.local.incarnation.max(m.incarnation) + 1;
         self.stats.refutations += 1;
         let me = self.self_update();
         self.enqueue(me);
