@@ -131,6 +131,10 @@ impl Swim {
             },
             Source::Local,
         );
+        // Spread the suspicion at once rather than at the next gossip
+        // round: the members that check it (and confirm it or make the
+        // suspect refute) start a gossip interval earlier.
+        self.gossip_tick(now);
     }
 
     pub(super) fn on_ack(&mut self, from: &MemberId, seq: u64) {
@@ -256,6 +260,7 @@ impl Swim {
             .filter(|(_, s)| now >= s.deadline())
             .map(|(n, _)| n.clone())
             .collect();
+        let mut declared = false;
         for name in due {
             if self.in_grace(now) {
                 if let (Some(g), Some(s)) = (self.grace_until, self.suspicions.get_mut(&name)) {
@@ -290,6 +295,12 @@ impl Swim {
                 },
                 Source::Local,
             );
+            declared = true;
+        }
+        if declared {
+            // A death verdict goes out at once to `gossip_fanout` members
+            // instead of waiting up to a gossip interval.
+            self.gossip_tick(now);
         }
     }
 }
