@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     }
     let name = node::default_name(&config);
     logs::init(&name);
+    log_open_files_limit(raise_open_files_limit());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,6 +90,62 @@ async fn run(cli: Cli, config: Config, name: String) -> ExitCode {
     code
 }
 
+/// The open-files limits (`RLIMIT_NOFILE`) before and after
+/// [`raise_open_files_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OpenFiles {
+    /// The soft limit at start.
+    old: u64,
+    /// The soft limit now.
+    new: u64,
+    /// The hard limit (the most the soft limit may be raised to).
+    hard: u64,
+}
+
+/// Raises this process's open-files soft limit to its hard limit (on macOS
+/// at most `kern.maxfilesperproc`). Every connection is a file descriptor,
+/// and the default soft limit (often 1,024) is below what
+/// `[transport] max_inbound_connections` (4,096) and a busy node's
+/// outbound links need. Only the binary does this: libraries never touch
+/// process state.
+///
+/// # Errors
+/// The system's error when the limits cannot be read or set.
+#[cfg(unix)]
+fn raise_open_files_limit() -> std::io::Result<OpenFiles> {
+    let (old, hard) = rlimit::Resource::NOFILE.get()?;
+    let new = rlimit::increase_nofile_limit(u64::MAX)?;
+    Ok(OpenFiles { old, new, hard })
+}
+
+/// Other systems have no `RLIMIT_NOFILE`.
+#[cfg(not(unix))]
+fn raise_open_files_limit() -> std::io::Result<OpenFiles> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "no RLIMIT_NOFILE on this system",
+    ))
+}
+
+/// Logs the outcome of [`raise_open_files_limit`]: old and new soft
+/// limits at `info`, a failure at `warn` (the node runs on with the limit
+/// it has).
+fn log_open_files_limit(outcome: std::io::Result<OpenFiles>) {
+    match outcome {
+        Ok(OpenFiles { old, new, hard }) => {
+            tracing::info!(
+                old,
+                new,
+                hard,
+                "open-files soft limit (RLIMIT_NOFILE) raised to the hard limit"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files soft limit (RLIMIT_NOFILE); keeping the current one");
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -110,5 +167,31 @@ async fn signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
+        let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+        // Start from a lower soft limit, as under a default `ulimit -n`.
+        let lowered = soft.min(hard).min(256);
+        rlimit::Resource::NOFILE.set(lowered, hard).unwrap();
+        let raised = raise_open_files_limit().unwrap();
+        assert_eq!(raised.old, lowered);
+        assert_eq!(raised.hard, hard);
+        let (now, _) = rlimit::Resource::NOFILE.get().unwrap();
+        assert_eq!(raised.new, now);
+        // macOS caps the soft limit below an unlimited hard limit.
+        if cfg!(target_os = "linux") {
+            assert_eq!(now, hard);
+        } else {
+            assert!(now >= lowered);
+        }
     }
 }

@@ -12,6 +12,7 @@
 
 mod bad_input;
 mod cluster;
+mod open_files;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
