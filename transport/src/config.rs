@@ -47,6 +47,17 @@ pub struct TransportConfig {
     pub max_handshaking_connections: usize,
     /// Inbound connections allowed at once after their handshake (default 4,096).
     pub max_inbound_connections: usize,
+    /// Time an inbound connection may stay silent after its handshake, in
+    /// ms (default 60,000; 0 never closes a silent connection). A
+    /// connection from which no byte arrived for this long, and that has
+    /// no ask waiting for its answer, is closed: replies already queued are
+    /// written, then the write side is closed (FIN); frames the dialer sent
+    /// before it noticed are still read and delivered for up to
+    /// `flush_deadline_ms`. Counted in `idle_closed`, logged at `info`. The
+    /// dialer's link redials on its next frame. Frees the slots (and file
+    /// descriptors) of peers that vanished without closing, and of clients
+    /// that handshake and then hold connections open.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for TransportConfig {
@@ -65,6 +76,7 @@ impl Default for TransportConfig {
             flush_deadline_ms: 1_000,
             max_handshaking_connections: 256,
             max_inbound_connections: 4_096,
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -75,7 +87,8 @@ impl TransportConfig {
     /// # Errors
     /// A message naming the offending key when a value is out of range:
     /// `max_frame_bytes` in 1 KiB ..= 1 GiB, queues and batch size non-zero,
-    /// timeouts non-zero, backoff min ≤ max.
+    /// timeouts non-zero (`idle_timeout_ms` may be 0: disabled), backoff
+    /// min ≤ max.
     pub fn validate(&self) -> Result<(), String> {
         if !(1024..=(1 << 30)).contains(&self.max_frame_bytes) {
             return Err(format!(
@@ -124,5 +137,10 @@ impl TransportConfig {
 
     pub(crate) fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// `idle_timeout_ms` as a duration; `None` when 0 (disabled).
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
 }

@@ -1,6 +1,7 @@
 //! What arrives: [`Inbound`] frames and the [`Responder`] that answers an ask.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,29 @@ pub(crate) struct ConnInfo {
     pub closer: CancellationToken,
     /// Replies and rejections, written back on this connection.
     pub replies: Outbox,
+    /// Asks read from this connection and not answered yet (their reply
+    /// or rejection not queued): while any is open the connection is not
+    /// idle, whatever `idle_timeout_ms` says.
+    pub open_asks: AtomicUsize,
+}
+
+impl ConnInfo {
+    /// Counts one more ask read from this connection.
+    pub(crate) fn ask_opened(&self) {
+        self.open_asks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one ask answered (replied or rejected), never below zero.
+    fn ask_answered(&self) {
+        let _ = self
+            .open_asks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Whether an ask read from this connection awaits its answer.
+    pub(crate) fn has_open_asks(&self) -> bool {
+        self.open_asks.load(Ordering::Relaxed) > 0
+    }
 }
 
 /// A tell or an ask received on a registered channel.
@@ -227,6 +251,9 @@ pub(crate) fn answer(
 }
 
 fn push_answer(conn: &ConnInfo, header: Header, encode: BodyEncoder<'_>) -> Result<(), SendError> {
+    // Every ask gets exactly one answer through here (replied, rejected,
+    // or rejected when dropped), queued or not.
+    conn.ask_answered();
     match conn.replies.try_push(&conn.inner, header, true, encode)? {
         Pushed::Queued => Ok(()),
         Pushed::Full => Err(SendError::QueueFull {

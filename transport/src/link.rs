@@ -178,6 +178,7 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
             }
             Ended::Broke(reason, in_flight_one_way) => {
                 reader.abort();
+                bump(&inner.stats.links_down);
                 tracing::info!(peer = %link.peer, lane = ?link.lane, reason = %reason, "link down");
                 link.fail(&inner, &reason, in_flight_one_way);
             }

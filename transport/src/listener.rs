@@ -1,7 +1,9 @@
 //! The accept loop and the reader of each inbound connection.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -9,7 +11,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::{Instant, Sleep};
 use tokio_util::codec::Encoder;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{FrameError, HandshakeError};
 use crate::frame::{FrameCodec, FrameReader, Header, Kind, LENGTH_PREFIX_BYTES, frames_in};
@@ -112,13 +116,21 @@ async fn serve(
         lane: hello.lane,
         closer: inner.shutdown.child_token(),
         replies: Outbox::new(&inner),
+        open_asks: AtomicUsize::new(0),
     });
     let sock = Arc::new(wr);
     conn.replies.attach(Arc::clone(&sock));
     let (broke_tx, broke_rx) = oneshot::channel();
-    inner
-        .tracker
-        .spawn(write_replies(Arc::clone(&conn), sock, broke_rx));
+    // Cancelled to stop the replies' writer alone (flush, then FIN) while
+    // this reader goes on: an idle close. `closer` cancels it too.
+    let finish = conn.closer.child_token();
+    inner.tracker.spawn(write_replies(
+        Arc::clone(&conn),
+        sock,
+        broke_rx,
+        finish.clone(),
+    ));
+    let mut idle = Idle::new(inner.config.idle_timeout());
     let why = loop {
         // Hand every buffered frame on, then read more.
         let drained = tokio::select! {
@@ -131,12 +143,32 @@ async fn serve(
             tracing::warn!(peer = %conn.peer, %addr, error = %e, "closing connection: bad frame");
             break e.to_string();
         }
-        let read = tokio::select! {
-            biased;
-            _ = conn.closer.cancelled() => break "closed".to_owned(),
-            r = reader.read_from(&mut rd) => r,
+        // Time spent handing frames on (an inbox may push back) is not
+        // silence: the silent time counts from here.
+        idle.active();
+        let read = loop {
+            tokio::select! {
+                biased;
+                _ = conn.closer.cancelled() => break Err("closed".to_owned()),
+                r = reader.read_from(&mut rd) => break Ok(r),
+                () = idle.expired() => match idle.check(&conn) {
+                    IdleCheck::Busy => {}
+                    IdleCheck::Idle(silent) => {
+                        bump(&inner.stats.idle_closed);
+                        tracing::info!(peer = %conn.peer, lane = ?conn.lane, %addr, silent_ms = silent.as_millis() as u64, "closing idle connection");
+                        finish.cancel();
+                        idle.closing(Duration::from_millis(inner.config.flush_deadline_ms));
+                    }
+                    IdleCheck::GraceOver => break Err("idle".to_owned()),
+                },
+            }
+        };
+        let read = match read {
+            Ok(r) => r,
+            Err(why) => break why,
         };
         match read {
+            Ok(0) if idle.is_closing() => break "idle".to_owned(),
             Ok(0) => break "closed by peer".to_owned(),
             Ok(_) => {}
             Err(e @ FrameError::Io(_)) => break e.to_string(),
@@ -151,12 +183,100 @@ async fn serve(
     let _ = broke_tx.send(why);
 }
 
+/// The idle timer of one inbound connection (`[transport]
+/// idle_timeout_ms`). One timer, reset only when it fires: the reader
+/// notes activity with a clock read, not a timer reset.
+struct Idle {
+    timeout: Option<Duration>,
+    last_active: Instant,
+    timer: Pin<Box<Sleep>>,
+    /// Set once the connection is being closed for silence: the end of
+    /// the grace given to frames already on their way.
+    closing: Option<Instant>,
+}
+
+/// What [`Idle::check`] found when its timer fired.
+enum IdleCheck {
+    /// Not idle (yet): the timer was set again.
+    Busy,
+    /// Silent this long, no ask open: close the connection.
+    Idle(Duration),
+    /// The grace after an idle close is over.
+    GraceOver,
+}
+
+impl Idle {
+    fn new(timeout: Option<Duration>) -> Idle {
+        let now = Instant::now();
+        // Disabled: a timer that is never polled (see `expired`).
+        let first = now + timeout.unwrap_or(Duration::from_secs(3600));
+        Idle {
+            timeout,
+            last_active: now,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            closing: None,
+        }
+    }
+
+    /// Notes that the connection was just active (frames read and handed on).
+    fn active(&mut self) {
+        if self.timeout.is_some() && self.closing.is_none() {
+            self.last_active = Instant::now();
+        }
+    }
+
+    /// Completes when the timer fires; never when disabled.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    async fn expired(&mut self) {
+        if self.timeout.is_none() {
+            return std::future::pending().await;
+        }
+        self.timer.as_mut().await;
+    }
+
+    /// Decides what a fired timer means, and sets it again if needed.
+    fn check(&mut self, conn: &ConnInfo) -> IdleCheck {
+        let now = Instant::now();
+        if self.closing.is_some() {
+            return IdleCheck::GraceOver;
+        }
+        let Some(timeout) = self.timeout else {
+            return IdleCheck::Busy;
+        };
+        let due = self.last_active + timeout;
+        if now < due {
+            self.timer.as_mut().reset(due);
+            return IdleCheck::Busy;
+        }
+        if conn.has_open_asks() {
+            // A slow answer is not silence; look again a period later.
+            self.timer.as_mut().reset(now + timeout);
+            return IdleCheck::Busy;
+        }
+        IdleCheck::Idle(now - self.last_active)
+    }
+
+    /// Starts the grace of an idle close: the timer fires once more after `grace`.
+    fn closing(&mut self, grace: Duration) {
+        let end = Instant::now() + grace;
+        self.closing = Some(end);
+        self.timer.as_mut().reset(end);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+}
+
 /// Writes the replies to the asks of one inbound connection until it
 /// closes; replies still queued when the peer is gone are counted.
 async fn write_replies(
     conn: Arc<ConnInfo>,
     sock: Arc<OwnedWriteHalf>,
     mut broke: oneshot::Receiver<String>,
+    finish: CancellationToken,
 ) {
     let inner = &conn.inner;
     let mut spare = BytesMut::new();
@@ -166,7 +286,7 @@ async fn write_replies(
         &conn.replies,
         sock,
         &mut spare,
-        &conn.closer,
+        &finish,
         &mut broke,
     )
     .await;
@@ -212,7 +332,10 @@ async fn drain(
             let body = range.start + header_len..range.end;
             let corr = match header.kind {
                 Kind::Tell => None,
-                Kind::Ask { corr } => Some(corr),
+                Kind::Ask { corr } => {
+                    conn.ask_opened();
+                    Some(corr)
+                }
                 // Replies travel from acceptor to dialer only: from a
                 // dialer they could complete asks sent to other peers.
                 Kind::Reply { .. } | Kind::Reject { .. } => {

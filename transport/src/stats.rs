@@ -16,6 +16,8 @@ pub(crate) struct Stats {
     pub unknown_channel: AtomicU64,
     pub dropped_unread: AtomicU64,
     pub dial_failures: AtomicU64,
+    pub idle_closed: AtomicU64,
+    pub links_down: AtomicU64,
 }
 
 /// A copy of the transport's counters at one moment. All counts since bind.
@@ -46,6 +48,13 @@ pub struct StatsSnapshot {
     pub dropped_unread: u64,
     /// Failed dial or outbound handshake attempts.
     pub dial_failures: u64,
+    /// Inbound connections closed because no byte arrived on them for
+    /// `idle_timeout_ms` (and no ask on them awaited its answer).
+    pub idle_closed: u64,
+    /// Outbound links whose connection was lost after its handshake
+    /// (closed by the peer, e.g. for idleness, or broken); each redials on
+    /// its next frame.
+    pub links_down: u64,
 }
 
 impl Stats {
@@ -62,6 +71,8 @@ impl Stats {
             unknown_channel: self.unknown_channel.load(Relaxed),
             dropped_unread: self.dropped_unread.load(Relaxed),
             dial_failures: self.dial_failures.load(Relaxed),
+            idle_closed: self.idle_closed.load(Relaxed),
+            links_down: self.links_down.load(Relaxed),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod codec;
 mod golden;
 mod hostile;
+mod idle;
 mod lanes;
 mod loopback;
 mod support;
