@@ -288,12 +288,19 @@ mod watchdog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, entry);
-        let r = f();
-        running()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        r
+        // Unregisters even when the case panics (a failure proptest then
+        // shrinks), so a finished case never looks hung.
+        struct Done(ThreadId);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                running()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.0);
+            }
+        }
+        let _done = Done(id);
+        f()
     }
 }
 
