@@ -1384,3 +1384,16 @@ fn huge_sequence_count_is_bounded() {
     assert!(r.is_err());
     assert!(usage.peak <= default_frame_limit(), "{usage:?}");
 }
+
+/// The harness itself: the meter sees an allocation above the frame limit
+/// (so the properties' bounds can fail).
+#[test]
+fn the_meter_sees_an_allocation_above_the_frame_limit() {
+    let big = default_frame_limit() + 1;
+    let (v, usage) = meter::measure(|| vec![1u8; big]);
+    assert_eq!(v.len(), big);
+    assert!(usage.largest >= big && usage.peak >= big, "{usage:?}");
+    drop(v);
+    let (_, usage) = meter::measure(|| Vec::<u8>::with_capacity(16));
+    assert!(usage.largest < 1024 && usage.peak < 1024, "{usage:?}");
+}
