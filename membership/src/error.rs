@@ -110,6 +110,15 @@ pub enum InvalidMessage {
         /// The bound.
         max: usize,
     },
+    /// An incarnation above `MAX_INCARNATION` (2^62): no real life gets
+    /// there, and refuting it could overflow.
+    #[error("incarnation {incarnation} exceeds {max}")]
+    IncarnationTooLarge {
+        /// The incarnation received.
+        incarnation: u64,
+        /// The bound.
+        max: u64,
+    },
 }
 
 /// Encoding or decoding a [`Message`](crate::swim::Message) failed.

@@ -20,6 +20,11 @@ pub const MAX_SYNC_BUCKETS: usize = 1024;
 /// Most updates one probe, ack, ping-req or gossip message may carry, on
 /// the wire; the configured `max_piggyback_updates` must not exceed it.
 pub const MAX_UPDATES_PER_MESSAGE: usize = 64;
+/// Largest incarnation accepted from the network (2^62). A life raises its
+/// incarnation by one per refutation or metadata change, so a real one
+/// never comes near it; a larger value can only be hostile or corrupt, and
+/// refuting it (incarnation + 1) could overflow.
+pub const MAX_INCARNATION: u64 = 1 << 62;
 
 /// One belief about one member, as disseminated: the member record and,
 /// for `Suspect`/`Dead`, the name of the member that declared it (its
@@ -319,8 +324,14 @@ impl Message {
             Message::JoinAck { state, .. } => {
                 check_updates(state, limits, limits.max_state_entries)
             }
-            Message::Join { seed, metadata, .. } => {
+            Message::Join {
+                seed,
+                metadata,
+                incarnation,
+                ..
+            } => {
                 check_addr(seed)?;
+                check_incarnation(*incarnation)?;
                 check_metadata(metadata, limits)
             }
             Message::JoinRefused { reason, .. } => match reason {
@@ -329,6 +340,16 @@ impl Message {
             },
         }
     }
+}
+
+fn check_incarnation(incarnation: u64) -> Result<(), InvalidMessage> {
+    if incarnation > MAX_INCARNATION {
+        return Err(InvalidMessage::IncarnationTooLarge {
+            incarnation,
+            max: MAX_INCARNATION,
+        });
+    }
+    Ok(())
 }
 
 fn check_buckets(buckets: &[u64]) -> Result<(), InvalidMessage> {
@@ -395,6 +416,7 @@ fn check_updates(
     }
     for u in updates {
         check_id(&u.member.id)?;
+        check_incarnation(u.member.incarnation)?;
         check_metadata(&u.member.metadata, limits)?;
         if let Some(accuser) = &u.accuser {
             check_name(accuser)?;

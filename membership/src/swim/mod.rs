@@ -23,8 +23,8 @@ pub mod view;
 pub use event::Event;
 pub use member::{Member, MemberId, MemberState};
 pub use message::{
-    MAX_ADDR_BYTES, MAX_NAME_BYTES, MAX_SYNC_BUCKETS, MAX_UPDATES_PER_MESSAGE, Message,
-    RefuseReason, Transmit, Update, WireLimits,
+    MAX_ADDR_BYTES, MAX_INCARNATION, MAX_NAME_BYTES, MAX_SYNC_BUCKETS, MAX_UPDATES_PER_MESSAGE,
+    Message, RefuseReason, Transmit, Update, WireLimits,
 };
 pub use protocol::{Stats, Status, Swim};
 pub use view::{SYNC_BUCKETS, View};
