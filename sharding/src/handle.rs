@@ -179,7 +179,10 @@ impl<E: Entity> RegionHandle<E> {
             })?;
             match tokio::time::timeout(remaining, rx).await {
                 Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(RegionError::Shutdown),
+                // The region dropped the ask without answering: shut down,
+                // or it let go of the shard's state (retry at the owner).
+                Ok(Err(_)) if self.shared.mbox.is_closed() => Err(RegionError::Shutdown),
+                Ok(Err(_)) => Err(RegionError::Moved { shard: shard.0 }),
                 Err(_) => Err(timeout_err()),
             }
         } else {

@@ -112,16 +112,18 @@ enum Internal<E: Entity> {
     Fetched {
         shard: ShardId,
         epoch: u64,
-        from: String,
+        from: NodeId,
         result: Result<Vec<Record<E>>>,
     },
 }
 
 enum Status<E: Entity> {
-    /// Fetching from `waiting`; messages held in `held`.
+    /// Fetching from `waiting`; messages held in `held`. `asked` is every
+    /// member (life) a fetch was sent to in this recovery.
     Recovering {
         epoch: u64,
-        waiting: BTreeSet<String>,
+        waiting: BTreeSet<NodeId>,
+        asked: BTreeSet<NodeId>,
         held: VecDeque<Cmd<E>>,
     },
     Active,
@@ -439,6 +441,11 @@ impl<E: Entity> Actor<E> {
                 }
                 self.start_recovery(shard, sources);
             } else if is_owner {
+                // Still recovering: members that entered the view since the
+                // recovery started may hold writes they acknowledged as
+                // owner under a view that did not include this node; ask
+                // them too (they answer once their view agrees).
+                self.fetch_from_new_members(shard);
                 // Still the owner: push the shard to replicas that are new
                 // (or a new life of an old one).
                 if matches!(self.status.get(&shard), Some(Status::Active)) {
@@ -483,7 +490,7 @@ impl<E: Entity> Actor<E> {
         for (shard, status) in self.status.iter_mut() {
             if let Status::Recovering { waiting, .. } = status {
                 let before = waiting.len();
-                waiting.retain(|name| self.members.contains_key(name));
+                waiting.retain(|n| self.members.get(&n.name) == Some(n));
                 if waiting.is_empty() && before > 0 {
                     ready.push(*shard);
                 }
@@ -566,35 +573,69 @@ impl<E: Entity> Actor<E> {
                 Status::Recovering {
                     epoch,
                     waiting: BTreeSet::new(),
+                    asked: BTreeSet::new(),
                     held,
                 },
             );
             self.activate(shard);
             return;
         }
-        let waiting = sources.iter().map(|n| n.name.clone()).collect();
+        let waiting = sources.clone();
         self.status.insert(
             shard,
             Status::Recovering {
                 epoch,
                 waiting,
+                asked: sources.clone(),
                 held,
             },
         );
         for src in sources {
-            let chan = self.channel.clone();
-            let tx = self.internal_tx.clone();
-            let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
-            tokio::spawn(async move {
-                let result = fetch_all(&chan, &src.addr, shard, timeout).await;
-                let _ = tx.send(Internal::Fetched {
-                    shard,
-                    epoch,
-                    from: src.name.clone(),
-                    result,
-                });
-            });
+            self.spawn_fetch(shard, epoch, src);
         }
+    }
+
+    /// Adds to a recovering shard's fetch every member of the current view
+    /// it has not asked yet (a member that joined the view, or a new life).
+    fn fetch_from_new_members(&mut self, shard: ShardId) {
+        let Some(Status::Recovering {
+            epoch,
+            waiting,
+            asked,
+            ..
+        }) = self.status.get_mut(&shard)
+        else {
+            return;
+        };
+        let epoch = *epoch;
+        let new: Vec<NodeId> = self
+            .members
+            .values()
+            .filter(|n| n.name != self.me.name && !asked.contains(*n))
+            .cloned()
+            .collect();
+        for n in &new {
+            asked.insert(n.clone());
+            waiting.insert(n.clone());
+        }
+        for n in new {
+            self.spawn_fetch(shard, epoch, n);
+        }
+    }
+
+    fn spawn_fetch(&self, shard: ShardId, epoch: u64, src: NodeId) {
+        let chan = self.channel.clone();
+        let tx = self.internal_tx.clone();
+        let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
+        tokio::spawn(async move {
+            let result = fetch_all(&chan, &src.addr, shard, timeout).await;
+            let _ = tx.send(Internal::Fetched {
+                shard,
+                epoch,
+                from: src,
+                result,
+            });
+        });
     }
 
     fn activate(&mut self, shard: ShardId) {
@@ -696,16 +737,35 @@ impl<E: Entity> Actor<E> {
             entity = E::TYPE_NAME,
             "dropping all shard state: this node's life was declared dead"
         );
-        let shards: Vec<ShardId> = self.status.keys().copied().collect();
-        for s in shards {
-            self.lose_ownership(s);
+        // Messages held by recovering shards are routed again once the
+        // shards recover anew (below); every ask waiting here (parked, or
+        // for a replica's confirmation) is answered `Moved`, which its
+        // sender retries: dropping it would fail a local asker for good.
+        let mut held_cmds = Vec::new();
+        for (_, status) in self.status.drain() {
+            if let Status::Recovering { held, .. } = status {
+                held_cmds.extend(held);
+            }
         }
-        self.data.clear();
+        for (shard, d) in self.data.drain() {
+            let moved = || Err(RegionError::Moved { shard: shard.0 });
+            for p in d.parked.into_values().flatten() {
+                p.reply.send(moved());
+            }
+            for (_, reply, _) in d.waiting_acks.into_values().flatten() {
+                reply.send(moved());
+            }
+        }
+        self.retry_replicate.clear();
+        self.outbox.clear();
         self.backlog.clear();
         let members = self.members.clone();
         self.alloc = allocate(&BTreeSet::new(), self.num_shards, self.replication);
         self.members = MemberMap::new();
         self.on_view(members);
+        for cmd in held_cmds {
+            self.on_cmd(cmd);
+        }
     }
 
     fn hand_off_all(&mut self, done: oneshot::Sender<usize>) {
@@ -1146,6 +1206,17 @@ impl<E: Entity> Actor<E> {
         };
         for (_, shard, id) in due {
             if !matches!(self.status.get(&shard), Some(Status::Active)) {
+                // No longer the owner: the new owner took this entity's
+                // state from us by fetch; answers still waiting for our
+                // replicas go back to their senders as `Moved` (retried
+                // at the new owner) instead of hanging to their deadline.
+                let waiting = self
+                    .data
+                    .get_mut(&shard)
+                    .and_then(|d| d.waiting_acks.remove(&id));
+                for (_, reply, _) in waiting.into_iter().flatten() {
+                    reply.send(Err(RegionError::Moved { shard: shard.0 }));
+                }
                 continue;
             }
             let replicas: Vec<NodeId> = self
@@ -1222,12 +1293,24 @@ impl<E: Entity> Actor<E> {
             Wire::Fetch { shard, after } => {
                 let shard = ShardId(shard);
                 let active = matches!(self.status.get(&shard), Some(Status::Active));
-                if active && self.alloc.owner(shard) != Some(from.name.as_str()) {
-                    // Our view says we own the shard, not the fetcher: one
-                    // of the two views is behind. Handing off now could
-                    // leave the shard with nobody applying its messages
-                    // (each side forwarding to the other), so the fetcher
-                    // retries until the views agree.
+                let same_life = |n: &NodeId| n.name == from.name && n.generation == from.generation;
+                let handed_to_fetcher = matches!(
+                    self.status.get(&shard),
+                    Some(Status::HandedOff { to }) if same_life(to)
+                );
+                let fetcher_owns = self.alloc.owner(shard) == Some(from.name.as_str())
+                    && self.members.get(&from.name).is_some_and(same_life);
+                if !fetcher_owns && !handed_to_fetcher {
+                    // Our view does not make the fetcher (this life of it)
+                    // the owner: one of the two views is behind. If we own
+                    // the shard (active or recovering), handing off now
+                    // could leave it with nobody applying its messages, or
+                    // with two owners. If another member owns it in our
+                    // view, that member may be acknowledging writes the
+                    // fetcher cannot see (its view may not even contain
+                    // that member), so the fetcher must not become owner
+                    // on our copy alone. Either way it retries until the
+                    // views agree.
                     if let Some(resp) = responder {
                         let _ = resp.reply_msg(&WireReply::<E>::Error(RegionError::Moved {
                             shard: shard.0,
@@ -1384,7 +1467,11 @@ async fn fetch_all<E: Entity>(
                 }
             }
             Ok(WireReply::Error(RegionError::Moved { .. })) => {
-                // The holder's view does not make us the owner yet.
+                // The holder's view does not make us the owner (yet, or no
+                // longer): once it does, read the shard again from the
+                // start, since it may have changed in between.
+                after = None;
+                out.clear();
                 views_disagree += 1;
                 if views_disagree > FETCH_VIEW_RETRIES {
                     return Err(RegionError::Moved { shard: shard.0 });

@@ -396,3 +396,126 @@ async fn recovery_stops_waiting_for_a_holder_that_leaves_the_view() {
     check_all(&[&c, &a, &b], &expected).await;
     z_node.stop.cancel();
 }
+
+/// Waits until `n`'s region routes by a view of `count` members.
+async fn wait_routing(n: &TestNode, count: usize) {
+    while n.region.routing().members.len() != count {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// An entity id whose shard is owned by `first` in the allocation of
+/// `view_1` and by `second` in that of `view_2`.
+fn id_owned_by(view_1: &MemberMap, first: &str, view_2: &MemberMap, second: &str) -> String {
+    let config = RegionConfig::default();
+    let s = config.defaults.num_shards;
+    let r = config.sharding.replication_factor;
+    let alloc_1 = sharding::allocate(&view_1.keys().cloned().collect(), s, r);
+    let alloc_2 = sharding::allocate(&view_2.keys().cloned().collect(), s, r);
+    (0..10_000)
+        .map(|i| format!("x{i}"))
+        .find(|id| {
+            let shard = sharding::shard_id(id, s);
+            alloc_1.owner(shard) == Some(first) && alloc_2.owner(shard) == Some(second)
+        })
+        .unwrap()
+}
+
+/// Concurrent joins (issue 8, scenario 2's "not found" for an acknowledged
+/// submit): `b` becomes owner of a shard in the view {a, b, c} while `c`
+/// has not joined (its view is empty); then `c` joins with a view that
+/// lacks `b`, {a, c}, in which `c` owns the same shard. Neither may serve
+/// the shard on copies from members whose views name another owner:
+/// otherwise both are active owners, `c` acknowledges a write that `b`
+/// (the owner everybody else routes to) answers without. Every write
+/// acknowledged before a read was sent must be visible to that read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_with_a_partial_view_does_not_serve_a_shard_owned_elsewhere() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let abc = members(&[&a, &b, &c]);
+    let ac = members(&[&a, &c]);
+    let id = id_owned_by(&abc, "b", &ac, "c");
+    // a alone, then a and b see all three; c has not joined yet.
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    set_view(&[&a, &b], &abc);
+    wait_routing(&a, 3).await;
+    wait_routing(&b, 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // c joins seeing only a.
+    c.view.send_replace(ac.clone());
+    wait_routing(&c, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A write through c (the owner in c's view) ...
+    let write = {
+        let r = c.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let v = r.ask(&id, CounterMsg::Add(1), T).await;
+            (v, std::time::Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... and a read through a (whose view names b) sent after it.
+    let read_sent = std::time::Instant::now();
+    let read = {
+        let r = a.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move { r.ask(&id, CounterMsg::Get, T).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // c learns of b.
+    c.view.send_replace(abc.clone());
+    let (written, acked_at) = write.await.unwrap();
+    let written = written.unwrap();
+    let read = read.await.unwrap().unwrap();
+    assert_eq!(written, 1);
+    if acked_at < read_sent {
+        assert_eq!(
+            read, written,
+            "a write acknowledged by c before the read was sent is missing at b"
+        );
+    }
+    let expected = BTreeMap::from([(id, 1)]);
+    check_all(&[&a, &b, &c], &expected).await;
+}
+
+/// A region reset (this node's life was declared dead while it ran) while
+/// a local ask waits for a replica's confirmation: the ask is answered
+/// `Moved` and retried at the owner, it does not fail with `Shutdown` (a
+/// dropped answer) while the region runs. Here the replica `z` never
+/// answers; once it leaves the view the retried increment is applied and
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_waiting_for_replicas_survives_a_reset() {
+    let a = start("a").await;
+    let z_node = start_bare("z").await;
+    let _unread = z_node.transport.register(20).unwrap();
+    let mut az = members(&[&a]);
+    az.insert("z".into(), z_node.transport.identity().clone());
+    let id = id_owned_by(&az, "a", &members(&[&a]), "a");
+    // a owns every shard alone, then z joins as a's replica (a stays the
+    // owner of `id`'s shard, so nothing is fetched from z).
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    a.view.send_replace(az);
+    wait_routing(&a, 2).await;
+    let add = {
+        let r = a.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
+    };
+    // The increment is applied at a and waits for z's confirmation.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!add.is_finished(), "z never confirms: the ask must wait");
+    a.region.reset().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // z is declared dead: a owns everything alone.
+    a.view.send_replace(members(&[&a]));
+    let value = add.await.unwrap();
+
+    assert_eq!(value, Ok(1), "the ask is retried after the reset");
+    z_node.stop.cancel();
+}

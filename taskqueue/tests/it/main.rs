@@ -6,6 +6,7 @@
 
 mod barrier;
 mod config;
+mod handoff;
 mod report;
 mod task;
 mod task_model;
