@@ -48,7 +48,6 @@ pub(crate) fn submit_and_wait(probe: &Probe, checker: &mut LostWriteChecker, ids
 /// "pending" for tasks completed while it slept: a stale value); every
 /// node then finishes its run and exits 0.
 #[test]
-#[ignore = "fails: a resumed node serves stale `not found` answers (RELIABILITY.md, finding 1); run with --ignored"]
 fn stopped_node_is_declared_dead_and_comes_back_without_stale_answers() {
     let _heavy = serial();
     let args = ["--nodes", "4", "--tasks", "0"];
