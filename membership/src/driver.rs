@@ -362,10 +362,12 @@ impl Driver {
             }
         }
         let mut changed = false;
+        let mut down = Vec::new();
         while let Some(ev) = self.swim.poll_event() {
             changed = true;
             log_event(&ev);
             match &ev {
+                Event::MemberDown(m) => down.push(m.id.addr.clone()),
                 Event::JoinFailed { .. } | Event::JoinRefused { .. } | Event::Superseded { .. } => {
                     self.failure_tx.send_replace(Some(ev.clone()));
                 }
@@ -378,6 +380,7 @@ impl Driver {
             }
             let _ = self.events_tx.send(ev);
         }
+        self.forget_links(down);
         if changed {
             let view = self.swim.view();
             self.view_tx.send_if_modified(|v| {
@@ -402,6 +405,33 @@ impl Driver {
             for tx in self.leaving.drain(..) {
                 let _ = tx.send(());
             }
+        }
+    }
+}
+
+impl Driver {
+    /// Drops the transport's links to the addresses of members declared
+    /// dead (unless an active member, e.g. a newer life, uses the address).
+    ///
+    /// A peer cut off by a firewall that drops packets silently keeps its
+    /// established connections "up": writes land in the kernel's send
+    /// buffer and are retransmitted with exponential backoff, so after
+    /// the network heals nothing flows on them until the next
+    /// retransmission, seconds to minutes later (RELIABILITY.md, finding
+    /// 3). Forgotten, the next message to that address (push-pull rounds
+    /// contact dead members) dials a fresh connection, which fails fast
+    /// while the cut lasts and succeeds as soon as it heals.
+    fn forget_links(&self, addrs: Vec<String>) {
+        if addrs.is_empty() {
+            return;
+        }
+        let view = self.swim.view();
+        for addr in addrs {
+            if addr == self.swim.local().id.addr || view.active().any(|m| m.id.addr == addr) {
+                continue;
+            }
+            tracing::debug!(peer = %addr, "member declared dead: dropping its links");
+            self.chan.transport().forget(&addr);
         }
     }
 }

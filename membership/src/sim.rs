@@ -104,6 +104,16 @@ impl SimNode {
     }
 }
 
+/// A message held by a partition that behaves like TCP (not delivered
+/// yet, not lost).
+#[derive(Debug)]
+struct Held {
+    to_addr: String,
+    from: usize,
+    from_addr: String,
+    msg: Message,
+}
+
 #[derive(Debug)]
 enum Action {
     Deliver {
@@ -138,6 +148,15 @@ pub struct Sim {
     queue: BTreeMap<(Instant, u64), Action>,
     seq: u64,
     groups: Option<Vec<u32>>,
+    /// While `Some`, messages across the partition are held instead of
+    /// lost (see [`Sim::partition_holding`]); the value is the longest
+    /// delay after the heal before a held pair resumes.
+    hold_retransmit_max: Option<Duration>,
+    /// Messages held across the partition, in send order.
+    held: Vec<Held>,
+    /// After a holding partition heals: until when each (sender, receiver
+    /// address) pair stays blocked behind its held messages.
+    stuck_until: BTreeMap<(usize, String), Instant>,
     /// Messages dropped by loss or partition.
     pub dropped: u64,
     /// Messages sent and updates (piggybacked or state entries) they
@@ -162,6 +181,9 @@ impl Sim {
             queue: BTreeMap::new(),
             seq: 0,
             groups: None,
+            hold_retransmit_max: None,
+            held: Vec::new(),
+            stuck_until: BTreeMap::new(),
             dropped: 0,
             by_kind: BTreeMap::new(),
         }
@@ -346,6 +368,20 @@ impl Sim {
             }
         }
         self.groups = Some(g);
+        self.hold_retransmit_max = None;
+    }
+
+    /// Splits the network like [`Sim::partition`], but the way a firewall
+    /// that silently drops packets cuts established TCP connections:
+    /// messages across groups are not lost but held (the sender's kernel
+    /// keeps retransmitting them), and [`Sim::heal`] delivers them, in
+    /// send order per (sender, receiver) pair, each pair after its own
+    /// delay drawn uniformly from `0..=retransmit_max` (the pending
+    /// retransmission timeout). So after the heal, receivers get messages
+    /// that are as old as the partition.
+    pub fn partition_holding(&mut self, groups: &[Vec<usize>], retransmit_max: Duration) {
+        self.partition(groups);
+        self.hold_retransmit_max = Some(retransmit_max);
     }
 
     /// Cuts node `i` off from everyone.
@@ -356,6 +392,36 @@ impl Sim {
     /// Reconnects everything.
     pub fn heal(&mut self) {
         self.groups = None;
+        self.stuck_until.clear();
+        let max = self.hold_retransmit_max.take().unwrap_or_default();
+        let held = std::mem::take(&mut self.held);
+        let mut pair_delay: BTreeMap<(usize, String), Duration> = BTreeMap::new();
+        for h in held {
+            let key = (h.from, h.to_addr.clone());
+            let delay = match pair_delay.get(&key) {
+                Some(d) => *d,
+                None => {
+                    let span = max.as_nanos() as u64;
+                    let d = Duration::from_nanos(self.rng.gen_range(0..=span));
+                    pair_delay.insert(key.clone(), d);
+                    self.stuck_until
+                        .insert(key, self.now + d + self.net.latency_min);
+                    d
+                }
+            };
+            let at = self.now + delay + self.net.latency_min;
+            // Same instant for a pair: the queue's sequence number keeps
+            // the send order.
+            self.schedule(
+                at,
+                Action::Deliver {
+                    to_addr: h.to_addr,
+                    from: h.from,
+                    from_addr: h.from_addr,
+                    msg: h.msg,
+                },
+            );
+        }
     }
 
     /// Zeroes every slot's message and byte counters.
@@ -486,7 +552,16 @@ impl Sim {
                     return;
                 };
                 if !self.linked(from, to) {
-                    self.dropped += 1;
+                    if self.hold_retransmit_max.is_some() {
+                        self.held.push(Held {
+                            to_addr,
+                            from,
+                            from_addr,
+                            msg,
+                        });
+                    } else {
+                        self.dropped += 1;
+                    }
                     return;
                 }
                 let now = self.now;
@@ -598,8 +673,13 @@ impl Sim {
                 );
             }
             let latency = self.latency();
+            // A pair still blocked behind held messages delivers in order.
+            let at = match self.stuck_until.get(&(i, t.to_addr.clone())) {
+                Some(&until) if until > now + latency => until,
+                _ => now + latency,
+            };
             self.schedule(
-                now + latency,
+                at,
                 Action::Deliver {
                     to_addr: t.to_addr,
                     from: i,

@@ -107,6 +107,11 @@ pub struct Stats {
     pub members_dropped: u64,
     /// Ping-reqs dropped because `MAX_RELAYS` were in flight.
     pub relays_dropped: u64,
+    /// Suspect and dead updates not applied (or, about ourselves, taken as
+    /// a suspicion) because their sender or accuser is a member we hold
+    /// dead or revived from dead within `reap_after_ms` (see
+    /// `PROTOCOL.md`, stale accusations).
+    pub stale_accusations_dropped: u64,
 }
 
 /// Where an update came from; decides the merge rule and whether it is
@@ -151,6 +156,18 @@ struct LeaveState {
     seqs: BTreeSet<u64>,
 }
 
+/// The updates a message carries (piggybacked, gossiped or as state).
+fn updates_of(msg: &Message) -> &[Update] {
+    match msg {
+        Message::Ping { updates, .. }
+        | Message::Ack { updates, .. }
+        | Message::PingReq { updates, .. }
+        | Message::Gossip { updates, .. } => updates,
+        Message::Sync { state, .. } => state,
+        _ => &[],
+    }
+}
+
 /// The SWIM membership core of one node (Das et al. 2002, with
 /// Lifeguard's local health and dynamic suspicion, arXiv 1707.00788).
 ///
@@ -191,6 +208,15 @@ pub struct Swim {
     death_handled: Option<u64>,
     /// `in_minority()` when the anti-entropy state being merged arrived.
     sync_minority: bool,
+    /// Whether the sender of the anti-entropy state being merged is a
+    /// member we hold dead.
+    sync_from_dead: bool,
+    /// Sticky minority verdict (see [`Swim::update_minority`]).
+    minority: bool,
+    /// Members revived from dead (same life), with their generation and
+    /// when: their accusations are distrusted for `reap_after_ms`
+    /// ([`Swim::distrusted`]). One entry per name at most.
+    revived: BTreeMap<String, (u64, Instant)>,
     next_seq: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -260,6 +286,9 @@ impl Swim {
             grace_until: None,
             death_handled: None,
             sync_minority: false,
+            sync_from_dead: false,
+            minority: false,
+            revived: BTreeMap::new(),
             next_seq: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -525,6 +554,7 @@ impl Swim {
             return;
         }
         self.observe_time(now);
+        self.update_minority();
         debug!(peer = %from_addr, kind = msg.kind(), "membership message");
         let from = msg.from().clone();
         if from.name == self.local.id.name {
@@ -548,6 +578,7 @@ impl Swim {
                 _ => return,
             }
         }
+        let msg = self.drop_stale_accusations(now, msg);
         match msg {
             Message::Ping { from, seq, updates } => {
                 self.apply_updates(now, updates, Source::Gossip);
@@ -622,7 +653,7 @@ impl Swim {
                 if self.status != Status::Joined {
                     return;
                 }
-                self.merge_state(now, state);
+                self.merge_state(now, &from, state);
                 if reply {
                     let differing = self.differing_buckets(&buckets);
                     if differing.iter().any(|d| *d) {
@@ -637,7 +668,7 @@ impl Swim {
                 metadata,
             } => self.on_join(now, from, incarnation, metadata),
             Message::JoinAck { from, state } => {
-                self.merge_state(now, state);
+                self.merge_state(now, &from, state);
                 if self.status == Status::Joining {
                     info!(member = %self.local.id, via = %from, "joined");
                     self.become_joined();
@@ -663,6 +694,7 @@ impl Swim {
             return;
         }
         self.observe_time(now);
+        self.update_minority();
         if let Some(j) = &self.join {
             if now >= j.deadline {
                 let seeds = j.seeds.clone();
@@ -703,6 +735,7 @@ impl Swim {
                 debug!(member = %m.id, "reaped");
                 self.broadcasts.remove(&m.id.name);
             }
+            self.revived.retain(|_, (_, since)| *since > cutoff);
         }
     }
 
@@ -807,10 +840,164 @@ impl Swim {
     }
 
     /// Members we cannot see a majority of: we hold more dead members than
-    /// active ones (ourselves included). Our death verdicts are then not
-    /// spread, and anti-entropy may override them (see `PROTOCOL.md`).
+    /// active ones (ourselves included), or did since the last time we
+    /// held no dead member at all (see [`Swim::update_minority`]). Our
+    /// death verdicts are then not spread, and anti-entropy may override
+    /// them (see `PROTOCOL.md`).
     fn in_minority(&self) -> bool {
-        self.table.dead().len() > self.table.active().len() + 1
+        self.minority || self.table.dead().len() > self.table.active().len() + 1
+    }
+
+    /// Makes the minority verdict sticky: entered when we hold more dead
+    /// members than active ones, left only once we hold no dead member.
+    /// A healing minority revives the members it held dead one record at
+    /// a time (refutations, anti-entropy); counted afresh, it would leave
+    /// the minority half way and spread its remaining verdicts (reached
+    /// while cut off) as if it saw the cluster.
+    fn update_minority(&mut self) {
+        if self.table.dead().len() > self.table.active().len() + 1 {
+            if !self.minority {
+                info!(member = %self.local.id, dead = self.table.dead().len(), active = self.table.active().len() + 1, "in the minority: holding back death verdicts");
+            }
+            self.minority = true;
+        } else if self.minority && self.table.dead().is_empty() {
+            info!(member = %self.local.id, "no longer in the minority");
+            self.minority = false;
+        }
+    }
+
+    /// We see a strict majority: fewer dead members than active ones
+    /// (ourselves included), and not in the minority.
+    fn sees_majority(&self) -> bool {
+        !self.in_minority() && self.table.dead().len() < self.table.active().len() + 1
+    }
+
+    /// Whether `from` is a life we hold dead (same generation).
+    fn holds_dead(&self, from: &MemberId) -> bool {
+        self.table.get(&from.name).is_some_and(|e| {
+            e.member.state == MemberState::Dead && e.member.id.generation == from.generation
+        })
+    }
+
+    /// Whether we distrust what `name` (at `generation`, when known) says
+    /// about others: we hold that life dead, or revived it from dead less
+    /// than `reap_after_ms` ago. Such a member was cut off from us (or
+    /// stopped): its verdicts were reached on a view that is not ours,
+    /// and what it sent while cut off reaches us late (TCP retransmits it
+    /// after the heal, possibly after its refutation reached us by
+    /// another member).
+    fn distrusted(&self, now: Instant, name: &str, generation: Option<u64>) -> bool {
+        let same = |g: u64| generation.is_none_or(|x| x == g);
+        let dead = self
+            .table
+            .get(name)
+            .is_some_and(|e| e.member.state == MemberState::Dead && same(e.member.id.generation));
+        dead || self
+            .revived
+            .get(name)
+            .is_some_and(|(g, since)| same(*g) && now < *since + self.config.reap_after())
+    }
+
+    /// Removes stale accusations from `msg` when we see a strict majority
+    /// ([`Swim::sees_majority`]): suspect and dead updates (about anyone
+    /// but their author) sent by a member we distrust
+    /// ([`Swim::distrusted`]) or naming such a member as accuser. Applied,
+    /// a verdict of that kind kills members of our side that nobody here
+    /// suspects. One about ourselves is kept as a suspicion: we refute it
+    /// (so the sender's view revives us) but our side never held us dead,
+    /// so our shards are not lost. The sender's own refutation and every
+    /// other update still count; the sender learns that it was declared
+    /// dead from our answer and rejoins, and a node not in a strict
+    /// majority keeps listening, so the side that lost hears its death.
+    fn drop_stale_accusations(&mut self, now: Instant, msg: Message) -> Message {
+        let sender = msg.from().clone();
+        if !self.sees_majority() {
+            return msg;
+        }
+        let sender_distrusted = self.distrusted(now, &sender.name, Some(sender.generation));
+        let accusers_distrusted: BTreeSet<String> = updates_of(&msg)
+            .iter()
+            .filter_map(|u| u.accuser.as_deref())
+            .filter(|a| self.distrusted(now, a, None))
+            .map(str::to_owned)
+            .collect();
+        if !sender_distrusted && accusers_distrusted.is_empty() {
+            return msg;
+        }
+        let local = self.local.id.name.clone();
+        let mut dropped = 0u64;
+        let mut keep = |updates: Vec<Update>| -> Vec<Update> {
+            updates
+                .into_iter()
+                .filter_map(|mut u| {
+                    let accusation =
+                        matches!(u.member.state, MemberState::Suspect | MemberState::Dead);
+                    let about = &u.member.id.name;
+                    let by_sender = sender_distrusted && *about != sender.name;
+                    let by_accuser = u
+                        .accuser
+                        .as_ref()
+                        .is_some_and(|a| a != about && accusers_distrusted.contains(a.as_str()));
+                    if !(accusation && (by_sender || by_accuser)) {
+                        return Some(u);
+                    }
+                    dropped += 1;
+                    if *about == local {
+                        // About us: refute it like a suspicion (a higher
+                        // incarnation revives us in the sender's view),
+                        // without treating our shards as lost: our side
+                        // never held us dead.
+                        u.member.state = MemberState::Suspect;
+                        return Some(u);
+                    }
+                    None
+                })
+                .collect()
+        };
+        let msg = match msg {
+            Message::Ping { from, seq, updates } => Message::Ping {
+                from,
+                seq,
+                updates: keep(updates),
+            },
+            Message::Ack { from, seq, updates } => Message::Ack {
+                from,
+                seq,
+                updates: keep(updates),
+            },
+            Message::PingReq {
+                from,
+                seq,
+                target,
+                updates,
+            } => Message::PingReq {
+                from,
+                seq,
+                target,
+                updates: keep(updates),
+            },
+            Message::Gossip { from, updates } => Message::Gossip {
+                from,
+                updates: keep(updates),
+            },
+            Message::Sync {
+                from,
+                buckets,
+                state,
+                reply,
+            } => Message::Sync {
+                from,
+                buckets,
+                state: keep(state),
+                reply,
+            },
+            other => other,
+        };
+        if dropped > 0 {
+            self.stats.stale_accusations_dropped += dropped;
+            debug!(member = %self.local.id, sender = %sender, dropped, "ignoring accusations by members we hold dead or just revived");
+        }
+        msg
     }
 
     fn cluster_size(&self) -> usize {

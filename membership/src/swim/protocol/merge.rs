@@ -11,16 +11,19 @@ impl Swim {
         }
     }
 
-    /// Merges anti-entropy state. Whether we are in the minority is decided
-    /// once, before merging, so that adopting the first entries cannot flip
-    /// the verdict for the rest.
-    pub(super) fn merge_state(&mut self, now: Instant, state: Vec<Update>) {
+    /// Merges anti-entropy state sent by `from`. Whether we are in the
+    /// minority, and whether `from` is a member we hold dead, is decided
+    /// once, before merging, so that adopting the first entries cannot
+    /// flip the verdict for the rest.
+    pub(super) fn merge_state(&mut self, now: Instant, from: &MemberId, state: Vec<Update>) {
         self.sync_minority = self.in_minority();
+        self.sync_from_dead = self.holds_dead(from);
         for mut u in state {
             u.accuser = None;
             self.apply_update(now, u, Source::Sync);
         }
         self.sync_minority = false;
+        self.sync_from_dead = false;
     }
 
     /// Merges one update: the record with the greater precedence wins
@@ -83,9 +86,12 @@ impl Swim {
                     return;
                 }
                 if self.sync_minority {
-                    if u.member.incarnation == old.incarnation {
-                        // We cannot see a majority: trust the peer's view
-                        // over our own verdict.
+                    if self.sync_from_dead && u.member.incarnation == old.incarnation {
+                        // We cannot see a majority, and a member we held
+                        // dead reaches us again: trust its view over our
+                        // own verdict. (Not a fellow member of our
+                        // minority: its view is as cut off as ours, and two
+                        // of them would keep reviving each other's dead.)
                         self.store(now, u, source);
                     }
                 } else if !self.broadcasts.contains(&old.id.name) {
@@ -139,6 +145,18 @@ impl Swim {
             }
         } else {
             self.suspicions.remove(name);
+        }
+
+        let revived = old.as_ref().is_some_and(|o| {
+            o.state == MemberState::Dead && o.id.generation == new.id.generation && new.is_active()
+        });
+        if revived {
+            self.revived.insert(name.clone(), (new.id.generation, now));
+        } else if old
+            .as_ref()
+            .is_some_and(|o| o.id.generation != new.id.generation)
+        {
+            self.revived.remove(name);
         }
 
         let was_active_same_life = old
@@ -248,6 +266,12 @@ impl Swim {
         self.enqueue(me);
         match m.state {
             MemberState::Dead | MemberState::Left => {
+                // Our own verdicts were reached while the cluster could
+                // not reach us: stop spreading them (anti-entropy brings
+                // the records themselves back in line).
+                for name in self.table.dead().to_vec() {
+                    self.broadcasts.remove(&name);
+                }
                 warn!(member = %self.local.id, incarnation = self.local.incarnation, "we were declared dead; refuted, shards lost");
                 self.events.push_back(Event::RejoinedAfterDeath {
                     declared_by: u.accuser,
