@@ -6,6 +6,7 @@
 #   scripts/bench-cluster.sh                      # 3 nodes x 3000 tasks, 500 iterations
 #   TASKS=1000 NODES=3 ITERATIONS=500 scripts/bench-cluster.sh
 #   KEEP=1 scripts/bench-cluster.sh               # keep the node logs (path printed)
+#   NODE_CLI_BIN=/tmp/node-cli-old scripts/bench-cluster.sh   # another build (A/B runs)
 #
 # Figures:
 # - baseline: tasks/s of one core running only the hash loop
@@ -30,7 +31,7 @@ cores=$(nproc)
 
 cargo build --release -p node-cli --bin node-cli --example sha_rate >&2
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
-bin=$target_dir/release/node-cli
+bin=${NODE_CLI_BIN:-$target_dir/release/node-cli}
 rate_bin=$target_dir/release/examples/sha_rate
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-cluster.XXXXXX")

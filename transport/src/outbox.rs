@@ -57,7 +57,16 @@ struct State {
     writer_busy: bool,
     /// No more frames are accepted.
     closed: bool,
+    /// When a frame was last written inline (see [`CORK_WINDOW`]).
+    last_inline: Option<std::time::Instant>,
 }
+
+/// A frame pushed within this long of the previous inline write is left
+/// to the writer task, which yields once before it takes the queue, so
+/// frames produced in one burst (a region answering a batch of requests)
+/// share one `send` instead of one each. An isolated frame (an ask after a
+/// round trip, a probe) is still written at once by its sender.
+const CORK_WINDOW: Duration = Duration::from_micros(4);
 
 /// What [`Outbox::try_push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +146,12 @@ impl Outbox {
         if st.writer_busy {
             return Ok(Pushed::Queued);
         }
-        if inline && was_empty {
+        let now = std::time::Instant::now();
+        let corked = st
+            .last_inline
+            .is_some_and(|t| now.saturating_duration_since(t) < CORK_WINDOW);
+        if inline && was_empty && !corked {
+            st.last_inline = Some(now);
             if let Some(sock) = &st.sock {
                 match sock.try_write(&st.buf) {
                     Ok(n) if n == st.buf.len() => {
@@ -314,7 +328,11 @@ pub(crate) async fn write_loop(
                 r = &mut *broke => {
                     return Ended::Broke(r.unwrap_or_else(|_| "connection closed".to_owned()), 0);
                 }
-                _ = outbox.writer.notified() => continue,
+                _ = outbox.writer.notified() => {
+                    // Let the rest of the burst join the queue first.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
             }
         };
         // Once retired, the write in progress gets the flush deadline.
