@@ -5,7 +5,6 @@
 #
 #   scripts/chaos.sh [ROUNDS]            # default 5 rounds
 #   PARTITION=1 scripts/chaos.sh 3       # also the iptables partition (root)
-#   STOPPED=1 scripts/chaos.sh 3         # also the SIGSTOP scenario (finding 1)
 #
 # Sizes: FAULTS_TASKS (default here 1000 tasks per node), FAULTS_IDLE (1000).
 set -euo pipefail
@@ -22,9 +21,6 @@ filters=("")
 if [[ "${PARTITION:-}" == 1 ]]; then
   command -v iptables >/dev/null || apt-get install -y iptables
   filters+=("--ignored partition")
-fi
-if [[ "${STOPPED:-}" == 1 ]]; then
-  filters+=("--ignored stopped")
 fi
 
 for round in $(seq 1 "$rounds"); do
