@@ -490,6 +490,72 @@ fn partition_2_3(s: u64, hold: Option<Duration>) {
     );
 }
 
+/// Scenario 5 with TCP-like delivery: one node of 10 is cut off (its
+/// messages held, not lost) until it holds everyone dead and everyone
+/// holds it dead, then healed. Its verdicts, sent while cut off, arrive
+/// after the heal; none may kill a member of the majority, and it
+/// rejoins, told once that it was dead.
+#[test]
+fn s11_isolated_node_with_delayed_delivery_rejoins_without_killing_anyone() {
+    let guard = seed(
+        "s11_isolated_node_with_delayed_delivery_rejoins_without_killing_anyone",
+        11,
+    );
+    for round in 0..20u64 {
+        let s = guard.seed * 1000 + round;
+        let n = 10;
+        let x = 4;
+        let mut sim = formed(s, n, lossy_net(0.01));
+        let rest: Vec<usize> = (0..n).filter(|&i| i != x).collect();
+        sim.partition_holding(&[vec![x], rest.clone()], Duration::from_secs(3));
+        sim.run_until_cond(Duration::from_secs(60), Duration::from_millis(100), |s| {
+            let c = s.node(x).core().unwrap();
+            c.view().count(MemberState::Dead) == n - 1 && all_see_gone(s, x)
+        })
+        .unwrap_or_else(|| panic!("seed {s}: the cut never completed:\n{}", views(&sim)));
+        sim.heal();
+        let t0 = sim.elapsed();
+        let all: Vec<usize> = (0..n).collect();
+        let t = sim.run_until_cond(Duration::from_secs(60), Duration::from_millis(50), |s| {
+            s.converged(&all)
+        });
+        let Some(t) = t else {
+            panic!("seed {s}: it never rejoined:\n{}", views(&sim));
+        };
+        sim.run_for(Duration::from_secs(5));
+        let x_name = sim.node(x).name.clone();
+        let majority_downs: Vec<_> = sim
+            .downs()
+            .into_iter()
+            .filter(|(at, _, m)| *at >= t0 && m.name != x_name)
+            .collect();
+        let told_dead = |i: usize| {
+            sim.node(i)
+                .events
+                .iter()
+                .filter(|(at, _, e)| *at >= t0 && matches!(e, Event::RejoinedAfterDeath { .. }))
+                .count()
+        };
+        println!(
+            "seed {s}: rejoined {:.2}s after the heal",
+            (t - t0).as_secs_f64()
+        );
+        assert!(
+            majority_downs.is_empty(),
+            "seed {s}: the isolated node's verdicts killed: {majority_downs:?}"
+        );
+        assert_eq!(
+            told_dead(x),
+            1,
+            "seed {s}: the isolated node learns it was dead"
+        );
+        for &i in &rest {
+            assert_eq!(told_dead(i), 0, "seed {s}: node {i} was never dead");
+        }
+        assert!(sim.converged(&all), "seed {s}:\n{}", views(&sim));
+    }
+}
+
 /// Every running node's view, one line per node: (name, generation,
 /// incarnation, state) of each record.
 fn views(sim: &Sim) -> String {
