@@ -350,6 +350,52 @@ fn a_death_reached_on_an_incarnation_we_already_raised_still_counts() {
     }));
 }
 
+/// A member we held dead comes back on a higher incarnation: it is sent
+/// our death verdict, so it learns that it lost its shards even if it never
+/// heard the verdict while it was stalled.
+#[test]
+fn a_revived_member_is_told_it_was_declared_dead() {
+    let (mut c, now) = formed_core("a", "h:1");
+    let b = MemberId::new("b", "h:2", 1);
+    let d = MemberId::new("d", "h:4", 1);
+    // b and d join; d declares b dead at incarnation 0.
+    c.handle_message(
+        now,
+        "h:4",
+        Message::Gossip {
+            from: d.clone(),
+            updates: vec![alive(&d, 0), alive(&b, 0)],
+        },
+    );
+    c.handle_message(
+        now,
+        "h:4",
+        Message::Gossip {
+            from: d.clone(),
+            updates: vec![with_state(alive(&b, 0), MemberState::Dead, Some("d"))],
+        },
+    );
+    assert_eq!(c.member("b").unwrap().state, MemberState::Dead);
+    transmits(&mut c);
+    // b speaks again on incarnation 1 (it refuted an older suspicion).
+    c.handle_message(
+        now,
+        "h:2",
+        Message::Gossip {
+            from: b.clone(),
+            updates: vec![alive(&b, 1)],
+        },
+    );
+    assert_eq!(c.member("b").unwrap().state, MemberState::Alive);
+    let told = transmits(&mut c).into_iter().any(|t| {
+        t.to_addr == "h:2"
+            && matches!(&t.msg, Message::Gossip { updates, .. } if updates.iter().any(|u| {
+                u.member.id == b && u.member.state == MemberState::Dead && u.member.incarnation == 0
+            }))
+    });
+    assert!(told, "b is sent the verdict it missed");
+}
+
 #[test]
 fn a_suspicion_of_ourselves_is_refuted_without_losing_shards() {
     let (mut c, now) = formed_core("a", "h:1");

@@ -152,6 +152,22 @@ impl Swim {
         });
         if revived {
             self.revived.insert(name.clone(), (new.id.generation, now));
+            // Tell the revived life that it was declared dead: it may have
+            // raised its incarnation past our verdict before hearing of it
+            // (a suspicion refuted while reading its backlog after a stall),
+            // and the verdict may no longer be gossiped to it. Without it,
+            // it would serve the shards it held before as current.
+            if let Some(o) = old.as_ref().filter(|_| !self.in_minority()) {
+                let verdict = Update {
+                    member: o.clone(),
+                    accuser: Some(self.local.id.name.clone()),
+                };
+                let msg = Message::Gossip {
+                    from: self.local.id.clone(),
+                    updates: vec![verdict],
+                };
+                self.send(new.id.addr.clone(), msg);
+            }
         } else if old
             .as_ref()
             .is_some_and(|o| o.id.generation != new.id.generation)
