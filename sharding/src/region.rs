@@ -732,10 +732,18 @@ impl<E: Entity> Actor<E> {
         }
     }
 
+    /// This life was declared dead while it kept running: every shard it
+    /// owned may have moved and changed meanwhile. Nothing is served from
+    /// before: each shard this node owns in its view recovers anew (fetched
+    /// from every member, merged by version with the copy held here), and
+    /// the copies of other shards are pushed to their owners, where the
+    /// higher version wins. Entity states are kept, not dropped: writes this
+    /// node acknowledged while it was cut off (a partition's minority side)
+    /// would otherwise be lost.
     fn reset(&mut self) {
         tracing::warn!(
             entity = E::TYPE_NAME,
-            "dropping all shard state: this node's life was declared dead"
+            "this node's life was declared dead: recovering every shard anew"
         );
         // Messages held by recovering shards are routed again once the
         // shards recover anew (below); every ask waiting here (parked, or
@@ -747,13 +755,19 @@ impl<E: Entity> Actor<E> {
                 held_cmds.extend(held);
             }
         }
-        for (shard, d) in self.data.drain() {
+        for (shard, d) in self.data.iter_mut() {
             let moved = || Err(RegionError::Moved { shard: shard.0 });
-            for p in d.parked.into_values().flatten() {
+            for p in std::mem::take(&mut d.parked).into_values().flatten() {
                 p.reply.send(moved());
             }
-            for (_, reply, _) in d.waiting_acks.into_values().flatten() {
-                reply.send(moved());
+            // An ask waiting for its replicas is retried by its sender: the
+            // unconfirmed state it produced here must go, or the retry would
+            // apply it twice. The confirmed state is on the replicas.
+            for (id, waiting) in std::mem::take(&mut d.waiting_acks) {
+                d.entities.remove(&id);
+                for (_, reply, _) in waiting {
+                    reply.send(moved());
+                }
             }
         }
         self.retry_replicate.clear();
@@ -763,6 +777,19 @@ impl<E: Entity> Actor<E> {
         self.alloc = allocate(&BTreeSet::new(), self.num_shards, self.replication);
         self.members = MemberMap::new();
         self.on_view(members);
+        let held_here: Vec<ShardId> = self
+            .data
+            .iter()
+            .filter(|(_, d)| !d.entities.is_empty())
+            .map(|(s, _)| *s)
+            .collect();
+        for shard in held_here {
+            if let Some(owner) = self.owner_of(shard).cloned() {
+                if owner.name != self.me.name {
+                    self.push_sync(shard, owner);
+                }
+            }
+        }
         for cmd in held_cmds {
             self.on_cmd(cmd);
         }

@@ -519,3 +519,30 @@ async fn an_ask_waiting_for_replicas_survives_a_reset() {
     assert_eq!(value, Ok(1), "the ask is retried after the reset");
     z_node.stop.cancel();
 }
+
+/// A partition's minority side (a, b) acknowledged writes the majority (c)
+/// never saw; both are then told they were declared dead and reset. The
+/// writes must survive the resets and reach the majority's owners once the
+/// views heal: a reset recovers anew (merging its own copy) instead of
+/// dropping what it held (issue 8, scenario 3: every acknowledged task
+/// present once). With the copies dropped, c's shards read 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_acknowledged_by_a_minority_survive_its_reset() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let ab = members(&[&a, &b]);
+    set_view(&[&a, &b], &ab);
+    c.view.send_replace(members(&[&c]));
+    let mut expected = BTreeMap::new();
+    add_all(&[&a, &b], 100, 2, &mut expected).await;
+
+    a.region.reset().await.unwrap();
+    b.region.reset().await.unwrap();
+    let abc = members(&[&a, &b, &c]);
+    set_view(&[&a, &b, &c], &abc);
+    for n in [&a, &b, &c] {
+        wait_routing(n, 3).await;
+    }
+    check_all(&[&c, &a, &b], &expected).await;
+}
