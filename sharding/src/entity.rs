@@ -7,6 +7,8 @@
 //! never does I/O: it changes the state, answers, and may ask the region to
 //! run CPU-heavy work on its bounded worker pool (see [`Context::run_blocking`]).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -66,7 +68,7 @@ pub type Job<M> = Box<dyn FnOnce() -> M + Send + 'static>;
 
 /// What a handler may ask of the region besides its answer.
 pub struct Context<M> {
-    node_name: String,
+    node_name: Arc<str>,
     jobs: Vec<Job<M>>,
 }
 
@@ -74,8 +76,14 @@ impl<M> Context<M> {
     /// A context for a handler running on node `node_name`. Regions build one
     /// per delivery; tests build their own to drive an entity directly.
     pub fn new(node_name: impl Into<String>) -> Self {
+        Context::shared(Arc::from(node_name.into()))
+    }
+
+    /// A context sharing an already allocated node name (what a region
+    /// does on every delivery: no allocation).
+    pub fn shared(node_name: Arc<str>) -> Self {
         Context {
-            node_name: node_name.into(),
+            node_name,
             jobs: Vec::new(),
         }
     }

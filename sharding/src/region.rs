@@ -134,7 +134,9 @@ enum Status<E: Entity> {
 }
 
 struct Entry<E> {
-    state: E,
+    /// Always `Some` while the entry is in its shard's map; `None` only
+    /// transiently, while a handler removes the entity.
+    state: Option<E>,
     version: u64,
     /// Highest version all replicas confirmed.
     acked: u64,
@@ -223,6 +225,7 @@ impl Region {
         let (mbox_tx, mbox_rx) = mpsc::channel(capacity);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let me = transport.identity().clone();
+        let me_name = me.name.clone();
         let num_shards = config.defaults.num_shards;
         let replication = config.sharding.replication_factor;
         let (routing_tx, routing_rx) = watch::channel(Arc::new(Routing::new(
@@ -265,6 +268,11 @@ impl Region {
             stats_tx,
             retry_replicate: Vec::new(),
             outbox: BTreeMap::new(),
+            node_name: Arc::from(me_name.as_str()),
+            replica_sets: vec![Arc::from(Vec::new())],
+            shard_replicas: Vec::new(),
+            encoded_before: Vec::new(),
+            encoded_after: Vec::new(),
         };
         tokio::spawn(actor.run(mbox_rx, internal_rx, view, shutdown));
         Ok(handle)
@@ -330,8 +338,18 @@ struct Actor<E: Entity> {
     stats: RegionStats,
     stats_tx: watch::Sender<RegionStats>,
     retry_replicate: Vec<(Instant, ShardId, String)>,
-    /// Replications queued by this burst of input, by replica set.
-    outbox: BTreeMap<Vec<NodeId>, Outgoing<E>>,
+    /// Replications queued by this burst of input, by replica set (an
+    /// index into `replica_sets`, with the set itself).
+    outbox: BTreeMap<usize, (Arc<[NodeId]>, Outgoing<E>)>,
+    /// This node's name, shared by every handler [`Context`].
+    node_name: Arc<str>,
+    /// The distinct replica sets (holders other than this node) of the
+    /// current view; `shard_replicas[shard]` indexes it.
+    replica_sets: Vec<Arc<[NodeId]>>,
+    shard_replicas: Vec<usize>,
+    /// Reused buffers for a state's encoding before and after a handler.
+    encoded_before: Vec<u8>,
+    encoded_after: Vec<u8>,
 }
 
 impl<E: Entity> Actor<E> {
@@ -350,7 +368,17 @@ impl<E: Entity> Actor<E> {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(i) = internal.recv() => self.on_internal(i),
+                Some(i) = internal.recv() => {
+                    self.on_internal(i);
+                    // Job outputs and replica confirmations come in bursts
+                    // too: take what is there before flushing.
+                    for _ in 0..BURST {
+                        match internal.try_recv() {
+                            Ok(i) => self.on_internal(i),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 changed = view.changed() => {
                     if changed.is_err() { break; }
                     let members = view.borrow_and_update().clone();
@@ -395,13 +423,47 @@ impl<E: Entity> Actor<E> {
             .collect()
     }
 
+    /// The replicas of `shard` in the current view (its holders other than
+    /// this node), as an index of its replica set and the set.
+    fn replicas_of(&self, shard: ShardId) -> (usize, &Arc<[NodeId]>) {
+        let i = self.shard_replicas.get(shard.index()).copied().unwrap_or(0);
+        (i, &self.replica_sets[i])
+    }
+
+    /// Recomputes every shard's replica set for the current view, once per
+    /// view change instead of once per message.
+    fn refresh_replicas(&mut self) {
+        let mut sets: Vec<Arc<[NodeId]>> = vec![Arc::from(Vec::new())];
+        let mut index: BTreeMap<Vec<NodeId>, usize> = BTreeMap::from([(Vec::new(), 0)]);
+        self.shard_replicas.clear();
+        for s in 0..self.num_shards.get() {
+            let replicas: Vec<NodeId> = self
+                .holders_ids(&self.alloc, &self.members, ShardId(s))
+                .into_iter()
+                .filter(|n| n.name != self.me.name)
+                .collect();
+            let next = sets.len();
+            let i = *index.entry(replicas.clone()).or_insert(next);
+            if i == next {
+                sets.push(Arc::from(replicas));
+            }
+            self.shard_replicas.push(i);
+        }
+        self.replica_sets = sets;
+    }
+
     // ----- view changes -------------------------------------------------
 
     fn on_view(&mut self, members: MemberMap) {
+        // Queued replications are grouped by replica-set index, which this
+        // change renumbers: send them to the sets they were queued for.
+        self.flush_replication();
         let names: BTreeSet<String> = members.keys().cloned().collect();
         let alloc = allocate(&names, self.num_shards, self.replication);
         let old_alloc = std::mem::replace(&mut self.alloc, alloc);
         let old_members = std::mem::replace(&mut self.members, members);
+        // Before anything below delivers (activation, held messages).
+        self.refresh_replicas();
         let now = Instant::now();
         let mut without_me = self.members.clone();
         without_me.remove(&self.me.name);
@@ -515,11 +577,7 @@ impl<E: Entity> Actor<E> {
     /// Takes over entities merged into an active shard from another node:
     /// restarts their work and replicates them.
     fn adopt(&mut self, shard: ShardId, ids: Vec<String>) {
-        let replicas: Vec<NodeId> = self
-            .holders_ids(&self.alloc, &self.members, shard)
-            .into_iter()
-            .filter(|n| n.name != self.me.name)
-            .collect();
+        let no_replicas = self.replicas_of(shard).1.is_empty();
         for id in ids {
             let Some(entry) = self
                 .data
@@ -528,17 +586,20 @@ impl<E: Entity> Actor<E> {
             else {
                 continue;
             };
-            let mut ctx = Context::new(self.me.name.clone());
-            entry.state.on_activate(&mut ctx, &id);
-            let (version, state) = (entry.version, entry.state.clone());
-            if replicas.is_empty() {
+            let Some(state) = entry.state.as_mut() else {
+                continue;
+            };
+            let mut ctx = Context::shared(Arc::clone(&self.node_name));
+            state.on_activate(&mut ctx, &id);
+            let (version, state) = (entry.version, state.clone());
+            if no_replicas {
                 entry.acked = version;
             }
             for job in ctx.take_jobs() {
                 self.queue_job(shard, id.clone(), job);
             }
-            if !replicas.is_empty() {
-                self.replicate(shard, id.clone(), version, state, replicas.clone());
+            if !no_replicas {
+                self.replicate(shard, id.clone(), version, state);
             }
             self.redeliver_parked(shard, &id);
         }
@@ -650,8 +711,11 @@ impl<E: Entity> Actor<E> {
         for (id, entry) in data.entities.iter_mut() {
             // Data from a fetch counts as confirmed by its previous holders.
             entry.acked = entry.version;
-            let mut ctx = Context::new(self.me.name.clone());
-            entry.state.on_activate(&mut ctx, id);
+            let Some(state) = entry.state.as_mut() else {
+                continue;
+            };
+            let mut ctx = Context::shared(Arc::clone(&self.node_name));
+            state.on_activate(&mut ctx, id);
             for job in ctx.take_jobs() {
                 jobs.push((id.clone(), job));
             }
@@ -684,10 +748,12 @@ impl<E: Entity> Actor<E> {
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let pages = match self.data.get(&shard) {
             Some(d) => paginate(
-                d.entities.iter().map(|(id, e)| Record {
-                    id: id.clone(),
-                    version: e.version,
-                    state: e.state.clone(),
+                d.entities.iter().filter_map(|(id, e)| {
+                    Some(Record {
+                        id: id.clone(),
+                        version: e.version,
+                        state: e.state.clone()?,
+                    })
                 }),
                 self.config.sharding.snapshot_page_bytes,
             ),
@@ -945,39 +1011,62 @@ impl<E: Entity> Actor<E> {
             ReplyTo::Nobody => None,
             _ => Some(msg.clone()),
         };
-        let replicas: Vec<NodeId> = self
-            .holders_ids(&self.alloc, &self.members, shard)
-            .into_iter()
-            .filter(|n| n.name != self.me.name)
-            .collect();
+        let has_replicas = !self.replicas_of(shard).1.is_empty();
+        let mut ctx = Context::shared(Arc::clone(&self.node_name));
         let data = self.data.entry(shard).or_default();
-        let (mut state, version, acked) = match data.entities.remove(&id) {
-            Some(e) => (Some(e.state), e.version, e.acked),
-            None => (None, 0, 0),
+        // An existing entity is handled in place (one map lookup); a change
+        // is detected by comparing its encodings before and after.
+        let (handled, changed, version, acked, snapshot) = match data.entities.get_mut(&id) {
+            Some(entry) => {
+                encode_into(entry.state.as_ref(), &mut self.encoded_before);
+                let handled = E::handle(&mut ctx, &id, &mut entry.state, msg);
+                encode_into(entry.state.as_ref(), &mut self.encoded_after);
+                // Removing the entity is a change even when its state
+                // encodes to no bytes.
+                let changed = self.encoded_before != self.encoded_after || entry.state.is_none();
+                let version = if changed {
+                    entry.version + 1
+                } else {
+                    entry.version
+                };
+                let acked = if has_replicas { entry.acked } else { version };
+                let snapshot = if changed && has_replicas {
+                    entry.state.clone()
+                } else {
+                    None
+                };
+                if entry.state.is_some() {
+                    entry.version = version;
+                    entry.acked = acked;
+                } else {
+                    data.entities.remove(&id);
+                }
+                (handled, changed, version, acked, snapshot)
+            }
+            None => {
+                let mut state = None;
+                let handled = E::handle(&mut ctx, &id, &mut state, msg);
+                let changed = state.is_some();
+                let version = u64::from(changed);
+                let acked = if has_replicas { 0 } else { version };
+                let snapshot = if changed && has_replicas {
+                    state.clone()
+                } else {
+                    None
+                };
+                if state.is_some() {
+                    data.entities.insert(
+                        id.clone(),
+                        Entry {
+                            state,
+                            version,
+                            acked,
+                        },
+                    );
+                }
+                (handled, changed, version, acked, snapshot)
+            }
         };
-        let before = state.as_ref().map(encode_state);
-        let mut ctx = Context::new(self.me.name.clone());
-        let handled = E::handle(&mut ctx, &id, &mut state, msg);
-        let after = state.as_ref().map(encode_state);
-        let changed = before != after;
-        let version = if changed { version + 1 } else { version };
-        let acked = if replicas.is_empty() { version } else { acked };
-        let snapshot = if changed && !replicas.is_empty() {
-            state.clone()
-        } else {
-            None
-        };
-        if let Some(s) = state {
-            data.entities.insert(
-                id.clone(),
-                Entry {
-                    state: s,
-                    version,
-                    acked,
-                },
-            );
-        }
-        let jobs = ctx.take_jobs();
         match handled {
             Handled::Reply(r) => {
                 if acked >= version {
@@ -999,13 +1088,14 @@ impl<E: Entity> Actor<E> {
                 }
             }
         }
-        for job in jobs {
+        let parked = changed && data.parked.contains_key(&id);
+        for job in ctx.take_jobs() {
             self.queue_job(shard, id.clone(), job);
         }
-        if changed {
-            if let Some(s) = snapshot {
-                self.replicate(shard, id.clone(), version, s, replicas);
-            }
+        if let Some(s) = snapshot {
+            self.replicate(shard, id.clone(), version, s);
+        }
+        if parked {
             self.redeliver_parked(shard, &id);
         }
     }
@@ -1027,32 +1117,33 @@ impl<E: Entity> Actor<E> {
         }
     }
 
-    /// Queues the new state of one entity for the shard's replicas; sent
-    /// in batches by [`Actor::flush_replication`] after each burst of input.
-    fn replicate(
-        &mut self,
-        shard: ShardId,
-        id: String,
-        version: u64,
-        state: E,
-        replicas: Vec<NodeId>,
-    ) {
+    /// Queues the new state of one entity for the shard's replicas (in the
+    /// current view); sent in batches by [`Actor::flush_replication`] after
+    /// each burst of input.
+    fn replicate(&mut self, shard: ShardId, id: String, version: u64, state: E) {
+        let (set, replicas) = self.replicas_of(shard);
+        let replicas = Arc::clone(replicas);
         self.outbox
-            .entry(replicas)
-            .or_default()
+            .entry(set)
+            .or_insert_with(|| (replicas, Outgoing::new()))
+            .1
             .insert((shard, id.clone()), Record { id, version, state });
     }
 
     /// Sends every queued replication: one `ReplicateBatch` ask per replica
     /// set and page, and reports each batch's outcome back to the actor.
     fn flush_replication(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
         let budget = self.config.sharding.snapshot_page_bytes;
-        for (replicas, batch) in std::mem::take(&mut self.outbox) {
+        for (_, (replicas, batch)) in std::mem::take(&mut self.outbox) {
             let mut pages: Vec<Vec<(u32, Record<E>)>> = vec![Vec::new()];
             let mut used = 0usize;
             for ((shard, _), record) in batch {
-                let size = encode_state(&record.state).len() + record.id.len() + 24;
+                encode_into(Some(&record.state), &mut self.encoded_after);
+                let size = self.encoded_after.len() + record.id.len() + 24;
                 if used + size > budget && pages.last().is_some_and(|p| !p.is_empty()) {
                     pages.push(Vec::new());
                     used = 0;
@@ -1069,7 +1160,7 @@ impl<E: Entity> Actor<E> {
                     .collect();
                 let chan = self.channel.clone();
                 let tx = self.internal_tx.clone();
-                let replicas = replicas.clone();
+                let replicas = Arc::clone(&replicas);
                 let wire = Wire::ReplicateBatch { records };
                 tokio::spawn(async move {
                     let asks = replicas
@@ -1246,11 +1337,7 @@ impl<E: Entity> Actor<E> {
                 }
                 continue;
             }
-            let replicas: Vec<NodeId> = self
-                .holders_ids(&self.alloc, &self.members, shard)
-                .into_iter()
-                .filter(|n| n.name != self.me.name)
-                .collect();
+            let no_replicas = self.replicas_of(shard).1.is_empty();
             let Some(entry) = self
                 .data
                 .get_mut(&shard)
@@ -1258,14 +1345,17 @@ impl<E: Entity> Actor<E> {
             else {
                 continue;
             };
-            if replicas.is_empty() {
+            if no_replicas {
                 entry.acked = entry.version;
                 let version = entry.version;
                 self.on_replicated(shard, id, version, true);
                 continue;
             }
-            let (version, state) = (entry.version, entry.state.clone());
-            self.replicate(shard, id, version, state, replicas);
+            let Some(state) = entry.state.clone() else {
+                continue;
+            };
+            let version = entry.version;
+            self.replicate(shard, id, version, state);
         }
     }
 
@@ -1386,7 +1476,8 @@ impl<E: Entity> Actor<E> {
         };
         let mut more = false;
         for (id, e) in range {
-            let size = encode_state(&e.state).len() + id.len() + 16;
+            let Some(state) = &e.state else { continue };
+            let size = encode_state(state).len() + id.len() + 16;
             if used + size > budget && !records.is_empty() {
                 more = true;
                 break;
@@ -1395,7 +1486,7 @@ impl<E: Entity> Actor<E> {
             records.push(Record {
                 id: id.clone(),
                 version: e.version,
-                state: e.state.clone(),
+                state: state.clone(),
             });
         }
         WireReply::Page { records, more }
@@ -1417,7 +1508,7 @@ fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String
         match d.entities.get_mut(&r.id) {
             Some(e) if e.version >= r.version => {}
             Some(e) => {
-                e.state = r.state;
+                e.state = Some(r.state);
                 e.version = r.version;
                 changed.push(r.id);
             }
@@ -1426,7 +1517,7 @@ fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String
                 d.entities.insert(
                     r.id,
                     Entry {
-                        state: r.state,
+                        state: Some(r.state),
                         version: r.version,
                         acked: 0,
                     },
@@ -1439,6 +1530,17 @@ fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String
 
 fn encode_state<E: Entity>(state: &E) -> Vec<u8> {
     postcard::to_allocvec(state).unwrap_or_default()
+}
+
+/// Encodes `state` into `buf` (emptied first; left empty for `None` or an
+/// encoding error), reusing its allocation.
+fn encode_into<E: Entity>(state: Option<&E>, buf: &mut Vec<u8>) {
+    buf.clear();
+    if let Some(state) = state {
+        if postcard::to_io(state, &mut *buf).is_err() {
+            buf.clear();
+        }
+    }
 }
 
 fn paginate<E: Entity>(
