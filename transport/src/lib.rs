@@ -59,6 +59,7 @@ mod link;
 mod listener;
 mod mailbox;
 mod outbox;
+mod socket;
 mod stats;
 mod transport;
 

@@ -319,7 +319,7 @@ async fn dial(
             )))
         })?
         .map_err(|e| HandshakeError::Frame(e.into()))?;
-    let _ = stream.set_nodelay(true);
+    crate::socket::tune(&stream, &inner.config);
     let hello = Hello {
         magic: MAGIC,
         version: PROTOCOL_VERSION,

@@ -43,7 +43,7 @@ pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
                     tracing::warn!(%addr, max = inner.config.max_handshaking_connections, "refusing connection: too many handshakes in progress");
                     continue;
                 };
-                let _ = stream.set_nodelay(true);
+                crate::socket::tune(&stream, &inner.config);
                 inner.tracker.spawn(serve(
                     Arc::clone(&inner),
                     stream,
