@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -47,6 +48,63 @@ const FETCH_VIEW_RETRIES: u32 = 25;
 
 /// Mailbox messages handled per wake-up before replication is flushed.
 const BURST: usize = 512;
+
+/// A job that ran at least this long wakes the actor at once with its
+/// output; shorter ones may wait for the next few (see [`JobOutputs`]).
+const LONG_JOB: Duration = Duration::from_micros(200);
+
+/// Job outputs on their way from the worker pool to the actor.
+///
+/// Waking the actor for every short job costs about as much CPU as the
+/// job itself on a busy machine (a futex wake and two context switches),
+/// so a worker wakes it only when this region has few jobs left in the
+/// pool (`in_flight <= low_water`: the actor must refill the queue soon),
+/// when a job ran for [`LONG_JOB`] or more (its output must not wait for
+/// other long jobs), or when [`MAX_WAITING_OUTPUTS`] outputs are waiting.
+/// Outputs that did not wake the actor are taken at its next wake-up for
+/// any reason; the job that brings `in_flight` down to `low_water` always
+/// causes one. So a short job's output waits at most for the jobs ahead of
+/// that one, each shorter than [`LONG_JOB`] or waking the actor itself:
+/// about `(queue capacity + threads - low_water) / threads * LONG_JOB`
+/// (2.4 ms with the default queue), and the actor's 100 ms tick bounds it
+/// in any case.
+struct JobOutputs<M> {
+    done: std::sync::Mutex<Vec<(ShardId, String, M)>>,
+    /// This region's jobs queued on or running in the pool.
+    in_flight: AtomicUsize,
+    low_water: usize,
+    wake: tokio::sync::Notify,
+}
+
+/// Outputs waiting beyond which a worker wakes the actor regardless.
+const MAX_WAITING_OUTPUTS: usize = 64;
+
+impl<M> JobOutputs<M> {
+    fn new(pool: &WorkerPool) -> Self {
+        JobOutputs {
+            done: std::sync::Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            low_water: pool.threads() + pool.queue_capacity() / 4,
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Called on a worker thread when a job of this region finished.
+    fn finish(&self, shard: ShardId, id: String, msg: M, long: bool) {
+        let waiting = {
+            let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+            done.push((shard, id, msg));
+            done.len()
+        };
+        let left = self
+            .in_flight
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        if left <= self.low_water || long || waiting >= MAX_WAITING_OUTPUTS {
+            self.wake.notify_one();
+        }
+    }
+}
 
 /// The members that hold shards (alive and suspect), by name.
 pub type MemberMap = BTreeMap<String, NodeId>;
@@ -100,11 +158,6 @@ pub(crate) enum Cmd<E: Entity> {
 }
 
 enum Internal<E: Entity> {
-    JobDone {
-        shard: ShardId,
-        id: String,
-        msg: E::Msg,
-    },
     ReplicatedBatch {
         entries: Vec<(ShardId, String, u64)>,
         result: Result<()>,
@@ -260,6 +313,7 @@ impl Region {
             status: HashMap::new(),
             data: HashMap::new(),
             epoch: 0,
+            outputs: Arc::new(JobOutputs::new(&pool)),
             pool,
             backlog: VecDeque::new(),
             internal_tx,
@@ -333,6 +387,8 @@ struct Actor<E: Entity> {
     epoch: u64,
     pool: WorkerPool,
     backlog: VecDeque<Box<dyn FnOnce() + Send + 'static>>,
+    /// Outputs of jobs that ran on the pool, waiting for this actor.
+    outputs: Arc<JobOutputs<E::Msg>>,
     internal_tx: mpsc::UnboundedSender<Internal<E>>,
     routing_tx: watch::Sender<Arc<Routing>>,
     stats: RegionStats,
@@ -394,8 +450,10 @@ impl<E: Entity> Actor<E> {
                         }
                     }
                 }
+                () = self.outputs.wake.notified() => {}
                 _ = tick.tick() => self.on_tick(),
             }
+            self.take_job_outputs();
             self.flush_replication();
             self.pump_jobs();
             self.stats_tx.send_if_modified(|s| {
@@ -1186,18 +1244,41 @@ impl<E: Entity> Actor<E> {
     }
 
     fn queue_job(&mut self, shard: ShardId, id: String, job: crate::entity::Job<E::Msg>) {
-        let tx = self.internal_tx.clone();
+        let outputs = Arc::clone(&self.outputs);
         self.backlog.push_back(Box::new(move || {
+            let started = std::time::Instant::now();
             let msg = job();
-            let _ = tx.send(Internal::JobDone { shard, id, msg });
+            let long = started.elapsed() >= LONG_JOB;
+            outputs.finish(shard, id, msg, long);
         }));
     }
 
     fn pump_jobs(&mut self) {
         while let Some(work) = self.backlog.pop_front() {
+            self.outputs.in_flight.fetch_add(1, Ordering::AcqRel);
             if let Err(work) = self.pool.try_spawn(work) {
+                self.outputs.in_flight.fetch_sub(1, Ordering::AcqRel);
                 self.backlog.push_front(work);
                 break;
+            }
+        }
+    }
+
+    /// Delivers the outputs of finished jobs to their entities, in the
+    /// order the jobs finished.
+    fn take_job_outputs(&mut self) {
+        let done = {
+            let mut done = self.outputs.done.lock().unwrap_or_else(|p| p.into_inner());
+            if done.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *done)
+        };
+        for (shard, id, msg) in done {
+            if matches!(self.status.get(&shard), Some(Status::Active)) {
+                self.deliver(shard, id, msg, ReplyTo::Nobody, None);
+            } else {
+                tracing::debug!(shard = shard.0, id = %id, "job output for a shard no longer owned; the new owner redoes it");
             }
         }
     }
@@ -1206,13 +1287,6 @@ impl<E: Entity> Actor<E> {
 
     fn on_internal(&mut self, i: Internal<E>) {
         match i {
-            Internal::JobDone { shard, id, msg } => {
-                if matches!(self.status.get(&shard), Some(Status::Active)) {
-                    self.deliver(shard, id, msg, ReplyTo::Nobody, None);
-                } else {
-                    tracing::debug!(shard = shard.0, id = %id, "job output for a shard no longer owned; the new owner redoes it");
-                }
-            }
             Internal::ReplicatedBatch { entries, result } => {
                 if let Err(e) = &result {
                     tracing::warn!(entities = entries.len(), error = %e, "replication failed; will retry");
