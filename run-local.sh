@@ -17,7 +17,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup INT TERM
 start() {
   local label=$1; shift
-  "$bin" "$@" > >(sed -u "s/^/[$label] /") 2>&1 &
+  # The labeller ignores Ctrl-C, so the nodes' graceful leave is still
+  # shown (it ends when its node closes the pipe).
+  "$bin" "$@" > >(trap '' INT; exec sed -u "s/^/[$label] /") 2>&1 &
   pids+=($!)
 }
 # Node 1's only seed is itself: it starts the cluster (and never joins
@@ -27,6 +29,6 @@ start 2 --port $((base + 1)) --seed "127.0.0.1:$base" "$@"
 start 3 --port $((base + 2)) --seed "127.0.0.1:$base" "$@"
 status=0
 for p in "${pids[@]}"; do
-  wait "$p" || status=$?
+  wait "$p" || { s=$?; [[ $status != 0 ]] || status=$s; }
 done
 exit "$status"

@@ -50,12 +50,31 @@ where
     }
 }
 
+/// Standard error that never fails: when the reader of our stderr went
+/// away (a closed pipe: `node-cli | head`, or `run-local.sh`'s labellers
+/// killed by Ctrl-C), a log line is lost instead of the node. tracing's
+/// fmt layer reports a failed write with `eprintln!`, which panics on a
+/// closed pipe, so the node would die before its graceful leave.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 /// Installs the subscriber for node `node`. Call once, early.
 pub fn init(node: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .event_format(NodeFormat {
             node: node.to_owned(),

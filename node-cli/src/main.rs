@@ -34,7 +34,8 @@ fn main() -> ExitCode {
         }
     };
     if cli.print_config {
-        print!("{}", config.to_toml());
+        // A closed stdout (`--print-config | head`) is not an error here.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), config.to_toml().as_bytes());
         return ExitCode::SUCCESS;
     }
     let name = node::default_name(&config);
