@@ -124,8 +124,8 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
         .await
         .context("cannot send this node's report")?;
     let deadline = tokio::time::Instant::now() + cfg.barrier_timeout();
-    let report = with_live_count(node, deadline, |n, left| {
-        node.queue.final_report(REPORT, n, left)
+    let report = with_live_members(node, deadline, |members, left| {
+        node.queue.final_report_from(REPORT, members, left)
     })
     .await
     .context("reports from the live members did not arrive")?;
@@ -141,8 +141,9 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
     );
 
     let deadline = tokio::time::Instant::now() + cfg.barrier_timeout();
-    with_live_count(node, deadline, |n, left| {
-        node.queue.barrier(SHUTDOWN_BARRIER, &node.name, n, left)
+    with_live_members(node, deadline, |members, left| {
+        node.queue
+            .barrier_among(SHUTDOWN_BARRIER, &node.name, members, left)
     })
     .await
     .context("shutdown barrier")?;
@@ -153,41 +154,50 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
     Ok(true)
 }
 
-/// Runs `ask(n, time_left)` with `n` = the members active in the view now
-/// (at least 1), until it answers or `deadline` passes. When the active
-/// count changes meanwhile (a member declared dead or gone), the ask is
-/// dropped and sent again with the new count. Report and barrier asks are
-/// idempotent, so a repeated ask only parks once more at the owner, until
-/// its own deadline at most.
+/// Runs `ask(members, time_left)` with `members` = the names of the
+/// members active in the view now (this node included), until it answers
+/// or `deadline` passes. When the active set changes meanwhile (a member
+/// declared dead, gone, or joined), the ask is dropped and sent again with
+/// the new set. Waiting on named members, not a count, keeps a member that
+/// reported (or arrived) and then died from standing in for a live one
+/// that has not. Report and barrier asks are idempotent, so a repeated ask
+/// only parks once more at the owner, until its own deadline at most.
 ///
 /// # Errors
 /// The last ask's error (a timeout at `deadline`).
-async fn with_live_count<T, F, Fut>(
+async fn with_live_members<T, F, Fut>(
     node: &Node,
     deadline: tokio::time::Instant,
     mut ask: F,
 ) -> Result<T, taskqueue::QueueError>
 where
-    F: FnMut(u32, Duration) -> Fut,
+    F: FnMut(Vec<String>, Duration) -> Fut,
     Fut: std::future::Future<Output = Result<T, taskqueue::QueueError>>,
 {
     let mut view = node.members.watch_view();
-    let count = |v: &membership::View| u32::try_from(v.active_count().max(1)).unwrap_or(u32::MAX);
+    let live = |v: &membership::View| -> Vec<String> {
+        let mut names: Vec<String> = v.active().map(|m| m.id.name.clone()).collect();
+        if !names.contains(&node.name) {
+            names.push(node.name.clone());
+        }
+        names.sort();
+        names
+    };
     loop {
-        let n = count(&view.borrow_and_update());
+        let members = live(&view.borrow_and_update());
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let pending = ask(n, left.max(Duration::from_millis(1)));
+        let pending = ask(members.clone(), left.max(Duration::from_millis(1)));
         futures::pin_mut!(pending);
         loop {
             tokio::select! {
                 r = &mut pending => return r,
                 changed = view.changed() => {
                     if changed.is_err() {
-                        // Membership stopped: this count stays to the end.
+                        // Membership stopped: this set stays to the end.
                         return pending.await;
                     }
-                    if count(&view.borrow_and_update()) != n {
-                        tracing::info!(was = n, "active members changed while waiting; recounting");
+                    if live(&view.borrow_and_update()) != members {
+                        tracing::info!(was = members.len(), "active members changed while waiting; asking again");
                         break;
                     }
                 }

@@ -28,6 +28,17 @@ pub enum BarrierMsg {
         /// at once.
         n: u32,
     },
+    /// Records `node`'s arrival (creating the barrier) and waits until
+    /// every node in `members` has arrived (or the barrier was released
+    /// before), then answers [`BarrierReply::Released`]. An arrival of a
+    /// node that has since died cannot stand in for a live member that has
+    /// not arrived yet, as it could with a count. Idempotent.
+    ArriveAmong {
+        /// The arriving node's name.
+        node: String,
+        /// The nodes that must have arrived (the live members).
+        members: Vec<String>,
+    },
 }
 
 /// Answers of a barrier.
@@ -78,13 +89,20 @@ impl Entity for BarrierEntity {
         state: &mut Option<Self>,
         msg: BarrierMsg,
     ) -> Handled<BarrierReply> {
-        let BarrierMsg::Arrive { node, n } = msg;
+        let (node, members, n) = match msg {
+            BarrierMsg::Arrive { node, n } => (node, None, n),
+            BarrierMsg::ArriveAmong { node, members } => (node, Some(members), 0),
+        };
         let barrier = state.get_or_insert_with(BarrierEntity::default);
         // A redelivered arrival finds its node already there: no change.
         if !barrier.arrived.contains(&node) {
             barrier.arrived.insert(node);
         }
-        if !barrier.released && barrier.arrived_count() >= n {
+        let complete = match &members {
+            Some(members) => members.iter().all(|m| barrier.arrived.contains(m)),
+            None => barrier.arrived_count() >= n,
+        };
+        if !barrier.released && complete {
             barrier.released = true;
         }
         if barrier.released {

@@ -206,6 +206,52 @@ impl TaskQueue {
         }
     }
 
+    /// Waits until every node in `members` (the live members) has reported
+    /// in `run`, at most `timeout`, and returns the merged report of every
+    /// node that reported (a node that reported and then died included).
+    ///
+    /// # Errors
+    /// [`RegionError::Timeout`] when a member had not reported by the
+    /// deadline.
+    pub async fn final_report_from(
+        &self,
+        run: &str,
+        members: Vec<String>,
+        timeout: Duration,
+    ) -> Result<FinalReport, QueueError> {
+        match self
+            .reports
+            .ask(run, ReportMsg::WaitForReportsFrom { members }, timeout)
+            .await?
+        {
+            ReportReply::Final(report) => Ok(report),
+            other => Err(QueueError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Arrives at barrier `name` as `node` and waits until every node in
+    /// `members` (the live members) has arrived, at most `timeout`. Returns
+    /// the arrival count.
+    ///
+    /// # Errors
+    /// [`RegionError::Timeout`] when a member had not arrived by the
+    /// deadline.
+    pub async fn barrier_among(
+        &self,
+        name: &str,
+        node: &str,
+        members: Vec<String>,
+        timeout: Duration,
+    ) -> Result<u32, QueueError> {
+        let msg = BarrierMsg::ArriveAmong {
+            node: node.to_owned(),
+            members,
+        };
+        match self.barriers.ask(name, msg, timeout).await? {
+            BarrierReply::Released { arrived } => Ok(arrived),
+        }
+    }
+
     /// Arrives at barrier `name` as `node` and waits until `n` distinct
     /// nodes have arrived (at most `timeout`). Returns the arrival count.
     ///

@@ -37,6 +37,17 @@ pub enum ReportMsg {
         /// How many distinct nodes must have reported.
         n: u32,
     },
+    /// Waits until every node in `members` has reported, then answers
+    /// [`ReportReply::Final`] (all reports stored, including those of nodes
+    /// not listed, e.g. a node that reported and then died); the handler
+    /// returns [`Handled::Wait`] until then. An empty list answers at once.
+    /// Unlike a count, a report from a node that has since died cannot
+    /// stand in for a live member that has not reported yet. Never creates
+    /// the entity.
+    WaitForReportsFrom {
+        /// The nodes that must have reported (the live members).
+        members: Vec<String>,
+    },
 }
 
 /// Answers of a report.
@@ -161,6 +172,18 @@ impl Entity for ReportEntity {
             ReportMsg::FinalReport => Handled::Reply(ReportReply::Final(
                 state.as_ref().map(ReportEntity::merged).unwrap_or_default(),
             )),
+            ReportMsg::WaitForReportsFrom { members } => {
+                let all = members
+                    .iter()
+                    .all(|m| state.as_ref().is_some_and(|r| r.reports.contains_key(m)));
+                if all {
+                    Handled::Reply(ReportReply::Final(
+                        state.as_ref().map(ReportEntity::merged).unwrap_or_default(),
+                    ))
+                } else {
+                    Handled::Wait
+                }
+            }
             ReportMsg::WaitForReports { n } => {
                 let reported = state.as_ref().map_or(0, ReportEntity::nodes_reported);
                 if reported >= n {

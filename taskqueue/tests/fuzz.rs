@@ -1041,6 +1041,7 @@ fn report_msg() -> impl Strategy<Value = ReportMsg> {
             }),
         Just(ReportMsg::FinalReport),
         any::<u32>().prop_map(|n| ReportMsg::WaitForReports { n }),
+        vec(text(), 0..4).prop_map(|members| ReportMsg::WaitForReportsFrom { members }),
     ]
 }
 
@@ -1058,8 +1059,12 @@ fn report_reply() -> impl Strategy<Value = ReportReply> {
 }
 
 fn barrier_msg() -> impl Strategy<Value = BarrierMsg> {
-    (text(), prop_oneof![0u32..4, any::<u32>()])
-        .prop_map(|(node, n)| BarrierMsg::Arrive { node, n })
+    prop_oneof![
+        (text(), prop_oneof![0u32..4, any::<u32>()])
+            .prop_map(|(node, n)| BarrierMsg::Arrive { node, n }),
+        (text(), vec(text(), 0..4))
+            .prop_map(|(node, members)| BarrierMsg::ArriveAmong { node, members }),
+    ]
 }
 
 fn barrier_reply() -> impl Strategy<Value = BarrierReply> {

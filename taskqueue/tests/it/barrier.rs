@@ -91,3 +91,30 @@ fn a_promoted_replica_keeps_the_arrivals_and_the_release() {
         ["node-1", "node-2"]
     );
 }
+
+/// An arrival of a node that has since died cannot stand in for a live
+/// member that has not arrived.
+#[test]
+fn arriving_among_named_members_waits_for_each_of_them() {
+    let mut state = None;
+    let among = |node: &str| BarrierMsg::ArriveAmong {
+        node: node.to_owned(),
+        members: vec!["node-1".into(), "node-2".into()],
+    };
+    // node-3 arrives (and later dies), node-1 arrives: two arrivals, but
+    // node-2 has not come.
+    assert_eq!(arrive(&mut state, "node-3", 5), Handled::Wait);
+    assert_eq!(
+        deliver("node-1", "exit", &mut state, among("node-1")).0,
+        Handled::Wait
+    );
+    assert!(!state.as_ref().unwrap().is_released());
+    assert_eq!(
+        deliver("node-2", "exit", &mut state, among("node-2")).0,
+        Handled::Reply(BarrierReply::Released { arrived: 3 })
+    );
+    assert_eq!(
+        deliver("node-1", "exit", &mut state, among("node-1")).0,
+        Handled::Reply(BarrierReply::Released { arrived: 3 })
+    );
+}

@@ -144,3 +144,37 @@ fn a_replica_holds_the_same_reports() {
     assert_eq!(copy, owner);
     assert_eq!(copy.merged(), owner.merged());
 }
+
+/// A node that reported and then died cannot stand in for a live member
+/// that has not reported yet (the count-based wait released early, and two
+/// survivors printed different Final Reports).
+#[test]
+fn waiting_for_named_members_ignores_reports_of_others() {
+    let mut state: Option<ReportEntity> = None;
+    let wait = ReportMsg::WaitForReportsFrom {
+        members: vec!["node-1".into(), "node-2".into()],
+    };
+    assert_eq!(
+        deliver("n", "run", &mut state, wait.clone()).0,
+        Handled::Wait
+    );
+    assert!(state.is_none(), "waiting never creates the report");
+    deliver("n3", "run", &mut state, report("node-3", &[("node-3", 1)]));
+    deliver("n1", "run", &mut state, report("node-1", &[("node-1", 2)]));
+    // Two reports, but node-2 (live) has not reported: still waiting.
+    assert_eq!(
+        deliver("n", "run", &mut state, wait.clone()).0,
+        Handled::Wait
+    );
+    deliver("n2", "run", &mut state, report("node-2", &[("node-2", 4)]));
+    let Handled::Reply(ReportReply::Final(merged)) = deliver("n", "run", &mut state, wait).0 else {
+        panic!("every listed member reported");
+    };
+    // The dead node-3's report still counts in the totals.
+    assert_eq!((merged.total, merged.nodes_reported), (7, 3));
+    let empty = ReportMsg::WaitForReportsFrom { members: vec![] };
+    assert!(matches!(
+        deliver("n", "run", &mut state, empty).0,
+        Handled::Reply(ReportReply::Final(_))
+    ));
+}

@@ -129,6 +129,12 @@ fn encodings_are_pinned() {
         (encoded(&ReportMsg::FinalReport), "01"),
         (encoded(&ReportMsg::WaitForReports { n: 3 }), "0203"),
         (
+            encoded(&ReportMsg::WaitForReportsFrom {
+                members: vec!["n1".into(), "n2".into()],
+            }),
+            "0302026e31026e32",
+        ),
+        (
             encoded(&ReportReply::Recorded { nodes_reported: 2 }),
             "0002",
         ),
@@ -147,6 +153,13 @@ fn encodings_are_pinned() {
                 n: 3,
             }),
             "00026e3103",
+        ),
+        (
+            encoded(&BarrierMsg::ArriveAmong {
+                node: "n1".into(),
+                members: vec!["n1".into(), "n2".into()],
+            }),
+            "01026e3102026e31026e32",
         ),
         (encoded(&BarrierReply::Released { arrived: 3 }), "0003"),
         // The replicated state of a completed task: phase, input digest,
