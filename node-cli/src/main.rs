@@ -39,6 +39,24 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let name = node::default_name(&config);
+    if name.len() > membership::swim::MAX_NAME_BYTES {
+        eprintln!(
+            "error: configuration: node name of {} bytes exceeds {} (--name, node.name)",
+            name.len(),
+            membership::swim::MAX_NAME_BYTES
+        );
+        return ExitCode::from(2);
+    }
+    let work = workload::Workload {
+        tasks: cli.tasks,
+        iterations: cli.iterations,
+        nodes: cli.nodes,
+        settle: Duration::from_millis(cli.settle_ms),
+    };
+    if let Err(e) = work.check(config.tasks.max_iterations) {
+        eprintln!("error: configuration: {e}");
+        return ExitCode::from(2);
+    }
     logs::init(&name);
     log_open_files_limit(raise_open_files_limit());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -51,10 +69,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli, config, name))
+    runtime.block_on(run(cli, config, name, work))
 }
 
-async fn run(cli: Cli, config: Config, name: String) -> ExitCode {
+async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -> ExitCode {
     if let Some(path) = config::config_path(&cli) {
         tracing::info!(config = %path.display(), "configuration loaded");
     }
@@ -64,12 +82,6 @@ async fn run(cli: Cli, config: Config, name: String) -> ExitCode {
             tracing::error!("{e:#}");
             return ExitCode::FAILURE;
         }
-    };
-    let work = workload::Workload {
-        tasks: cli.tasks,
-        iterations: cli.iterations,
-        nodes: cli.nodes,
-        settle: Duration::from_millis(cli.settle_ms),
     };
     let outcome = tokio::select! {
         r = workload::run(&node, &work) => Some(r),

@@ -23,6 +23,38 @@ pub struct Workload {
     pub settle: Duration,
 }
 
+/// Most tasks one node submits in a run (`--tasks`): their ids are built up
+/// front (about 30 bytes each), so the bound keeps a typo from exhausting
+/// memory.
+pub const MAX_TASKS: u32 = 10_000_000;
+
+impl Workload {
+    /// Checks the flags against the limits the cluster would enforce later,
+    /// so a bad value is a configuration error (exit 2) before joining.
+    ///
+    /// # Errors
+    /// A message naming the flag: `--tasks` above [`MAX_TASKS`],
+    /// `--iterations` outside `1..=max_iterations` (`[tasks]`), `--nodes 0`.
+    pub fn check(&self, max_iterations: u32) -> Result<(), String> {
+        if self.tasks > MAX_TASKS {
+            return Err(format!(
+                "--tasks {} is above the limit of {MAX_TASKS} per node",
+                self.tasks
+            ));
+        }
+        if !(1..=max_iterations).contains(&self.iterations) {
+            return Err(format!(
+                "--iterations {} is outside 1..={max_iterations} (tasks.max_iterations)",
+                self.iterations
+            ));
+        }
+        if self.nodes == Some(0) {
+            return Err("--nodes must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// Report entity id shared by all nodes of a run.
 const REPORT: &str = "final-report";
 /// Barrier every node meets before leaving.

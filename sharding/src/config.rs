@@ -95,12 +95,21 @@ pub struct RegionConfig {
     pub sharding: ShardingConfig,
 }
 
+/// Most shards per entity type: the allocation holds every shard's holders
+/// and is recomputed on each view change (about 1 ms at 1,024 shards and
+/// 20 members), so a bound keeps a typo from exhausting memory and time.
+pub const MAX_SHARDS: u32 = 65_536;
+
+/// Largest replication factor (copies of each shard).
+pub const MAX_REPLICATION: u32 = 16;
+
 impl RegionConfig {
     /// Checks the invariants.
     ///
     /// # Errors
     /// A message naming the key: mailbox capacity ≥ 1, timeouts ≥ 1 ms,
-    /// snapshot pages ≥ 1 KiB, forward hops ≤ 16.
+    /// snapshot pages ≥ 1 KiB, forward hops ≤ 16, `num_shards` ≤
+    /// [`MAX_SHARDS`], `replication_factor` ≤ [`MAX_REPLICATION`].
     pub fn validate(&self) -> Result<(), String> {
         if self.mailbox.capacity == 0 {
             return Err("defaults.mailbox.capacity must be at least 1".into());
@@ -113,6 +122,18 @@ impl RegionConfig {
         }
         if self.sharding.max_forward_hops > 16 {
             return Err("sharding.max_forward_hops must be at most 16".into());
+        }
+        if self.defaults.num_shards.get() > MAX_SHARDS {
+            return Err(format!(
+                "defaults.sharding.num_shards = {} is above {MAX_SHARDS}",
+                self.defaults.num_shards
+            ));
+        }
+        if self.sharding.replication_factor.get() > MAX_REPLICATION {
+            return Err(format!(
+                "sharding.replication_factor = {} is above {MAX_REPLICATION}",
+                self.sharding.replication_factor
+            ));
         }
         Ok(())
     }

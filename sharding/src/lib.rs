@@ -21,7 +21,10 @@ pub mod view;
 pub mod wire;
 
 pub use alloc::{Allocation, Load, Moves, allocate};
-pub use config::{MailboxConfig, MailboxStrategy, RegionConfig, ShardingConfig, ShardingDefaults};
+pub use config::{
+    MAX_REPLICATION, MAX_SHARDS, MailboxConfig, MailboxStrategy, RegionConfig, ShardingConfig,
+    ShardingDefaults,
+};
 pub use entity::{Context, Entity, Handled, Job};
 pub use error::RegionError;
 pub use handle::{RegionHandle, Routing};

@@ -97,3 +97,51 @@ fn a_seed_that_never_answers_fails_after_the_join_deadline() {
         "a clear error naming the seed: {errors:?}"
     );
 }
+
+/// Values that would exhaust memory or fail every submit later are refused
+/// before the node starts: one line naming the flag or key, exit 2.
+#[test]
+fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
+        (&["--iterations", "0"], &[], "--iterations"),
+        (&["--iterations", "4294967295"], &[], "max_iterations"),
+        (&["--tasks", "4294967295"], &[], "--tasks"),
+        (
+            &[],
+            &[("CASTY_DEFAULTS__SHARDING__NUM_SHARDS", "100000000")],
+            "num_shards",
+        ),
+    ];
+    for (args, env, key) in cases {
+        let mut all = vec!["--port", "0"];
+        all.extend_from_slice(args);
+        let mut cmd = node_cmd("range", &all);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (status, lines) = run("range", cmd);
+        assert_eq!(status.code(), Some(2), "{args:?} {env:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "one line: {lines:?}");
+        assert!(lines[0].contains(key), "names {key}: {lines:?}");
+    }
+}
+
+/// A node name longer than membership accepts is refused at start (exit 2),
+/// not after binding.
+#[test]
+fn a_too_long_name_is_a_configuration_error() {
+    let long_name = "n".repeat(300);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_node-cli"));
+    cmd.args(["--name", &long_name, "--port", "0"])
+        .current_dir(scratch());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CASTY_") {
+            cmd.env_remove(key);
+        }
+    }
+    let (status, lines) = run("longname", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(lines[0].contains("300 bytes"), "{lines:?}");
+}
