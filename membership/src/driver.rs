@@ -40,7 +40,7 @@ pub enum DriverError {
         seeds: Vec<String>,
     },
     /// A seed refused the join (e.g. our name is taken by a running member).
-    #[error("join refused by {by}: {reason:?}")]
+    #[error("join refused by {by}: {reason}")]
     JoinRefused {
         /// The refusing member.
         by: MemberId,
@@ -443,7 +443,7 @@ fn log_event(ev: &Event) {
         Event::Joined => tracing::debug!("joined the cluster"),
         Event::JoinFailed { seeds } => tracing::error!(?seeds, "join failed: no seed answered"),
         Event::JoinRefused { by, reason } => {
-            tracing::error!(by = %by.name, ?reason, "join refused")
+            tracing::error!(by = %by.name, %reason, "join refused")
         }
         Event::MemberUp(m) => tracing::debug!(member = %m.id, "member up"),
         Event::MemberSuspect(m) => tracing::debug!(member = %m.id, "member suspect"),

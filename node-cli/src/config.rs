@@ -182,10 +182,21 @@ impl Config {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| ConfigError(format!("config file {}: {e}", p.display())))?;
             if let Err(e) = text.parse::<toml::Table>() {
+                // toml's message: a location line, the source excerpt, then
+                // the reason; keep the location and the reason, on one line.
+                let text = e.to_string();
+                let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                let location = lines.next().unwrap_or("invalid TOML");
+                let reason = text
+                    .lines()
+                    .map(str::trim)
+                    .rfind(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "))
+                    .filter(|r| *r != location)
+                    .unwrap_or("");
                 return Err(ConfigError(format!(
-                    "config file {}: {}",
+                    "config file {}: {location}{}{reason}",
                     p.display(),
-                    e.to_string().lines().next().unwrap_or("invalid TOML")
+                    if reason.is_empty() { "" } else { ": " },
                 )));
             }
         }
