@@ -170,10 +170,22 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
         match ended {
             // The reader goes on until the peer closes its side (at most
             // the flush deadline), for the replies to what was flushed.
+            // Then no reply can come back on this link any more: asks
+            // still unanswered fail now (`Unreachable`, which callers
+            // retry) instead of each waiting out its own timeout. A peer
+            // that stalls (connection up, no answers) and is forgotten
+            // (declared dead) would otherwise strand every ask in flight
+            // to it, and its answers after it resumes go to a closed
+            // connection.
             Ended::Retired => {
                 if inner.shutdown.is_cancelled() {
                     inner.fail_pending_link(&link, "transport shut down");
                 }
+                let _ = reader.await;
+                let reason = broke_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| retire_reason(&inner).to_owned());
+                inner.fail_pending_link(&link, &format!("{reason} before the reply came"));
                 return;
             }
             Ended::Broke(reason, in_flight_one_way) => {

@@ -345,7 +345,11 @@ impl Transport {
 
     /// Drops the links to `peer` (e.g. a member that was removed); frames
     /// still queued on them are written (within `[transport]
-    /// flush_deadline_ms`) or failed. A later send dials again.
+    /// flush_deadline_ms`) or failed. Replies to asks sent on them are
+    /// read until the peer closes or the flush deadline passes; asks
+    /// still unanswered then fail with [`AskError::Unreachable`] (a peer
+    /// that stalled answers nothing, and its late answers go to a closed
+    /// connection). A later send dials again.
     pub fn forget(&self, peer: &str) {
         let removed = self.inner.links_lock().remove(peer);
         if let Some(links) = removed {

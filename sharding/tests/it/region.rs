@@ -397,6 +397,73 @@ async fn recovery_stops_waiting_for_a_holder_that_leaves_the_view() {
     z_node.stop.cancel();
 }
 
+/// An owner that stalls (SIGSTOP: its connections stay up, it answers
+/// nothing) and is then declared dead: asks in flight to it from a and b
+/// must be retried at the new owner and answered long before their
+/// deadline (DESIGN.md: an ask is answered or gets a typed error). The
+/// membership driver forgets the links of a member declared dead; before
+/// the fix, asks already sent on a forgotten link were never failed, so
+/// each waited out its whole timeout (RELIABILITY.md: a 5 s SIGSTOP left
+/// `wait_result` asks unanswered for 60 s). `z` is a bare transport that
+/// reads its channel's frames and never handles them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_in_flight_to_a_stalled_owner_declared_dead_are_retried_at_the_new_owner() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let z_node = start_bare("z").await;
+    let _unread = z_node.transport.register(20).unwrap();
+    let z_addr = z_node.transport.identity().addr.clone();
+    let ab = members(&[&a, &b]);
+    let mut abz = ab.clone();
+    abz.insert("z".into(), z_node.transport.identity().clone());
+    let id = id_owned_by(&abz, "z", &ab, "a");
+    set_view(&[&a, &b], &ab);
+    for n in [&a, &b] {
+        wait_routing(n, 2).await;
+    }
+    set_view(&[&a, &b], &abz);
+    for n in [&a, &b] {
+        wait_routing(n, 3).await;
+    }
+    let timeout = Duration::from_secs(20);
+    let asks: Vec<_> = [&a, &b]
+        .iter()
+        .map(|n| {
+            let r = n.region.clone();
+            let id = id.clone();
+            tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), timeout).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        asks.iter().all(|t| !t.is_finished()),
+        "z answers nothing: the asks wait"
+    );
+    // z is declared dead: views without it, its links forgotten.
+    let declared_dead = std::time::Instant::now();
+    set_view(&[&a, &b], &ab);
+    for n in [&a, &b] {
+        n.transport.forget(&z_addr);
+    }
+    let mut values = Vec::new();
+    for t in asks {
+        let r = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("answered within 10 s of the verdict, not at the 20 s deadline")
+            .unwrap();
+        values.push(r.unwrap());
+    }
+    values.sort_unstable();
+    assert_eq!(values, vec![1, 2], "each increment applied once, at a");
+    assert!(
+        declared_dead.elapsed() < Duration::from_secs(5),
+        "answered {:?} after the verdict",
+        declared_dead.elapsed()
+    );
+    check_all(&[&a, &b], &BTreeMap::from([(id, 2)])).await;
+    z_node.stop.cancel();
+}
+
 /// Waits until `n`'s region routes by a view of `count` members.
 async fn wait_routing(n: &TestNode, count: usize) {
     while n.region.routing().members.len() != count {

@@ -329,6 +329,93 @@ async fn forget_drops_the_links_and_a_later_send_dials_again() {
     assert_eq!(a.stats().dropped_on_link_failure, 0);
 }
 
+/// A peer that accepts links and then stalls, like a SIGSTOPped process
+/// whose kernel still holds its connections: it completes each handshake,
+/// then reads nothing, answers nothing and closes nothing (the streams are
+/// kept open until the returned task is aborted).
+async fn stalled_peer() -> (String, tokio::task::JoinHandle<()>) {
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::codec::{Decoder, Encoder};
+    use transport::frame::FrameCodec;
+    use transport::handshake::{Hello, HelloReply};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let me = transport::NodeId {
+        name: "stalled".into(),
+        addr: addr.clone(),
+        generation: 1,
+    };
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = BytesMut::new();
+            let hello = loop {
+                if let Some(f) = FrameCodec::new(1 << 20).decode(&mut buf).unwrap() {
+                    break Some(Hello::decode(&f).unwrap());
+                }
+                if s.read_buf(&mut buf).await.unwrap() == 0 {
+                    break None;
+                }
+            };
+            let Some(hello) = hello else { continue };
+            assert_eq!(hello.cluster, "c");
+            let reply = HelloReply::Accepted { node: me.clone() };
+            let mut frame = BytesMut::new();
+            FrameCodec::new(1 << 20)
+                .encode(
+                    Bytes::from(postcard::to_allocvec(&reply).unwrap()),
+                    &mut frame,
+                )
+                .unwrap();
+            s.write_all(&frame).await.unwrap();
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+/// An ask in flight to a peer that stalls (its connection stays up, it
+/// answers nothing) fails with the retriable `Unreachable` once the peer is
+/// forgotten (the membership driver forgets members declared dead) and the
+/// flush deadline passed, not at its own, much later, timeout: no answer
+/// can come back on a forgotten link, and the stalled peer's answers after
+/// it resumes go to a closed connection. Before the fix the ask waited out
+/// its whole timeout (here 20 s), which stranded `wait_result` asks in a
+/// SIGSTOP of 5 s (RELIABILITY.md).
+#[tokio::test]
+async fn an_ask_in_flight_to_a_stalled_peer_fails_once_the_peer_is_forgotten() {
+    let a = node("a", "c").await;
+    let (ca, _ia) = Channel::<Msg>::register(&a, 1, Lane::Bulk).unwrap();
+    let (peer, stalled) = stalled_peer().await;
+    let ask = {
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            ca.ask::<Msg>(&peer, &Msg::Ping(1), Duration::from_secs(20))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ask.is_finished(), "the stalled peer answers nothing");
+    let forgotten_at = tokio::time::Instant::now();
+    a.forget(&peer);
+    let r = tokio::time::timeout(Duration::from_secs(10), ask)
+        .await
+        .expect("the ask ends within 10 s of the forget, not at its 20 s timeout")
+        .unwrap();
+    let waited = forgotten_at.elapsed();
+    assert!(matches!(r, Err(AskError::Unreachable { .. })), "{r:?}");
+    let flush = Duration::from_millis(TransportConfig::default().flush_deadline_ms);
+    assert!(
+        waited < flush + Duration::from_secs(2),
+        "failed {waited:?} after the forget"
+    );
+    stalled.abort();
+}
+
 #[tokio::test]
 async fn untyped_register_tell_and_ask() {
     use bytes::Bytes;
