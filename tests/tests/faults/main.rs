@@ -34,11 +34,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use casty_tests::{LostWriteChecker, Process, listen_addr, seed_log};
 use membership::{MembershipConfig, MembershipHandle, SeedTimings};
-use sharding::{MemberMap, RegionConfig};
+use sharding::RegionConfig;
 use taskqueue::{TaskQueue, TaskState, TaskStatus, TasksConfig};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use transport::{LocalNode, NodeId, Transport, TransportConfig};
+use transport::{LocalNode, Transport, TransportConfig};
 
 /// Time a node may take to log `listening on`.
 const START: Duration = Duration::from_secs(20);
@@ -207,7 +206,7 @@ impl Probe {
             let members =
                 membership::start(&transport, config, vec![seed.to_string()], stop.clone())
                     .unwrap();
-            let view = member_map(&members, stop.clone());
+            let view = sharding::follow_membership(&members, stop.clone());
             let queue = TaskQueue::start(
                 &transport,
                 RegionConfig::default(),
@@ -287,51 +286,6 @@ impl Drop for Probe {
 /// A note on stderr (the tests have no tracing subscriber).
 fn tracing_free_note(msg: &str) {
     eprintln!("[probe] {msg}");
-}
-
-/// Follows the membership view and publishes the active members once
-/// joined, as node-cli does.
-fn member_map(members: &MembershipHandle, stop: CancellationToken) -> watch::Receiver<MemberMap> {
-    let mut view = members.watch_view();
-    let mut status = members.watch_status();
-    let to_map = |v: &membership::View, s: membership::Status| -> MemberMap {
-        if !matches!(s, membership::Status::Joined) {
-            return MemberMap::new();
-        }
-        v.active()
-            .map(|m| {
-                (
-                    m.id.name.clone(),
-                    NodeId {
-                        name: m.id.name.clone(),
-                        addr: m.id.addr.clone(),
-                        generation: m.id.generation,
-                    },
-                )
-            })
-            .collect()
-    };
-    let initial = to_map(&view.borrow_and_update(), *status.borrow_and_update());
-    let (tx, rx) = watch::channel(initial);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                r = view.changed() => if r.is_err() { return },
-                r = status.changed() => if r.is_err() { return },
-            }
-            let map = to_map(&view.borrow_and_update(), *status.borrow_and_update());
-            tx.send_if_modified(|m| {
-                if *m != map {
-                    *m = map;
-                    true
-                } else {
-                    false
-                }
-            });
-        }
-    });
-    rx
 }
 
 /// A completed status's result, or a description of what was served.
