@@ -284,70 +284,40 @@ fn a_death_reached_on_an_incarnation_we_already_raised_still_counts() {
     let (mut c, now) = formed_core("a", "h:1");
     let me = c.local().id.clone();
     let b = MemberId::new("b", "h:2", 1);
-    let gossip = |updates| Message::Gossip {
-        from: b.clone(),
-        updates,
+    // b accuses us of `state` at `incarnation`; returns the deaths we
+    // reported (the incarnations of our RejoinedAfterDeath events).
+    let mut accuse = |state, incarnation| -> Vec<u64> {
+        c.handle_message(
+            now,
+            "h:2",
+            Message::Gossip {
+                from: b.clone(),
+                updates: vec![with_state(alive(&me, incarnation), state, Some("b"))],
+            },
+        );
+        events(&mut c)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::RejoinedAfterDeath {
+                    declared_by,
+                    incarnation,
+                } => {
+                    assert_eq!(declared_by.as_deref(), Some("b"));
+                    Some(incarnation)
+                }
+                _ => None,
+            })
+            .collect()
     };
-    c.handle_message(
-        now,
-        "h:2",
-        gossip(vec![with_state(
-            alive(&me, 0),
-            MemberState::Suspect,
-            Some("b"),
-        )]),
-    );
-    assert_eq!(c.local().incarnation, 1);
-    assert!(
-        events(&mut c)
-            .iter()
-            .all(|e| !matches!(e, Event::RejoinedAfterDeath { .. }))
-    );
-    c.handle_message(
-        now,
-        "h:2",
-        gossip(vec![with_state(
-            alive(&me, 0),
-            MemberState::Dead,
-            Some("b"),
-        )]),
-    );
-    assert_eq!(c.local().incarnation, 2);
-    assert!(events(&mut c).contains(&Event::RejoinedAfterDeath {
-        declared_by: Some("b".into()),
-        incarnation: 2,
-    }));
+    // The old suspicion is refuted (incarnation 1), no death.
+    assert_eq!(accuse(MemberState::Suspect, 0), Vec::<u64>::new());
+    // The verdict on incarnation 0 is a death, refuted at 2.
+    assert_eq!(accuse(MemberState::Dead, 0), vec![2]);
     // The same verdict arriving again (a retransmission) is stale.
-    c.handle_message(
-        now,
-        "h:2",
-        gossip(vec![with_state(
-            alive(&me, 0),
-            MemberState::Dead,
-            Some("b"),
-        )]),
-    );
-    assert_eq!(c.local().incarnation, 2);
-    assert!(
-        events(&mut c)
-            .iter()
-            .all(|e| !matches!(e, Event::RejoinedAfterDeath { .. }))
-    );
+    assert_eq!(accuse(MemberState::Dead, 0), Vec::<u64>::new());
     // A later verdict, on the refuted incarnation, is a new death.
-    c.handle_message(
-        now,
-        "h:2",
-        gossip(vec![with_state(
-            alive(&me, 2),
-            MemberState::Dead,
-            Some("b"),
-        )]),
-    );
+    assert_eq!(accuse(MemberState::Dead, 2), vec![3]);
     assert_eq!(c.local().incarnation, 3);
-    assert!(events(&mut c).contains(&Event::RejoinedAfterDeath {
-        declared_by: Some("b".into()),
-        incarnation: 3,
-    }));
 }
 
 /// A member we held dead comes back on a higher incarnation: it is sent
