@@ -14,7 +14,7 @@ use crate::entity::Entity;
 use crate::error::{RegionError, Result};
 use crate::region::{Cmd, MemberMap, RegionStats, ReplyTo};
 use crate::shard::{ShardId, shard_id};
-use crate::wire::{Wire, WireReply};
+use crate::wire::{MAX_BATCH_ITEMS, Wire, WireReply};
 
 /// One node's routing table: the members holding shards and the allocation
 /// computed from them.
@@ -207,6 +207,184 @@ impl<E: Entity> RegionHandle<E> {
                 Err(transport::AskError::Timeout { .. }) => Err(timeout_err()),
                 Err(e) => Err(e.into()),
             }
+        }
+    }
+
+    /// Sends many asks at once and returns their answers in item order:
+    /// answer `i` is entity `items[i].0`'s answer to `items[i].1`, as
+    /// [`Self::ask`] would give it, all within `timeout`.
+    ///
+    /// The items are grouped by owner: one mailbox command per frame for
+    /// the shards this node owns, and for each other owner one
+    /// `DeliverBatch` frame per [`MAX_BATCH_ITEMS`] items or `[sharding]
+    /// snapshot_page_bytes` of messages, whichever comes first. Each item
+    /// keeps the guarantees of a single ask: applied once per
+    /// acknowledgement, answered after its replicas confirm, and items for
+    /// one entity applied in item order (an item sent again may come after
+    /// later ones, as with separate asks). Items that fail with a retriable
+    /// error are grouped anew and sent again with backoff (10–250 ms)
+    /// until the deadline. A frame is answered when its last item is, so
+    /// an item that waits (a parked ask, such as a result not computed
+    /// yet) holds back the answers of its frame: batch items expected to
+    /// finish at about the same time. Per message this costs a fraction
+    /// of a single ask (one frame, one wake-up and one reply per frame).
+    ///
+    /// # Errors
+    /// Per item, those of [`Self::ask`]. An owner whose answers to a frame
+    /// would not fit one frame (`[transport] max_frame_bytes`) fails that
+    /// frame's items with [`RegionError::Protocol`] (they were applied);
+    /// a link or timeout failure of a frame fails all of its items.
+    pub async fn ask_batch(
+        &self,
+        items: Vec<(String, E::Msg)>,
+        timeout: Duration,
+    ) -> Vec<Result<E::Reply>> {
+        let deadline = Instant::now() + timeout;
+        let mut answers: Vec<Option<Result<E::Reply>>> = items.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        let mut backoff = RETRY_MIN;
+        loop {
+            let frames = self.frames(&items, &pending, &mut answers);
+            let sent = frames.into_iter().map(|(owner, idx)| {
+                let msgs: Vec<(String, E::Msg)> = idx.iter().map(|&i| items[i].clone()).collect();
+                async move { (idx, self.send_frame(owner, msgs, deadline).await) }
+            });
+            for (idx, outcome) in futures::future::join_all(sent).await {
+                let outcome = match outcome {
+                    Ok(v) if v.len() == idx.len() => Ok(v),
+                    Ok(v) => Err(RegionError::Protocol {
+                        node: String::new(),
+                        reason: format!("{} answers to a batch of {}", v.len(), idx.len()),
+                    }),
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(v) => {
+                        for (i, r) in idx.into_iter().zip(v) {
+                            answers[i] = Some(r);
+                        }
+                    }
+                    Err(e) => {
+                        for i in idx {
+                            answers[i] = Some(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            pending = (0..items.len())
+                .filter(|&i| matches!(&answers[i], Some(Err(e)) if e.is_retriable()))
+                .collect();
+            if pending.is_empty() || Instant::now() + backoff >= deadline {
+                break;
+            }
+            tracing::debug!(items = pending.len(), "retrying batch items");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+        items
+            .iter()
+            .zip(answers)
+            .map(|((id, _), a)| match a {
+                Some(Err(RegionError::Timeout { .. })) | None => Err(RegionError::Timeout {
+                    entity: id.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                }),
+                Some(r) => r,
+            })
+            .collect()
+    }
+
+    /// Splits the items `pending` into frames by owner in this node's view
+    /// (`None` = this node), each within [`MAX_BATCH_ITEMS`] items and
+    /// `[sharding] snapshot_page_bytes` of messages. Items whose shard has
+    /// no owner get [`RegionError::NoOwner`] in `answers`.
+    fn frames(
+        &self,
+        items: &[(String, E::Msg)],
+        pending: &[usize],
+        answers: &mut [Option<Result<E::Reply>>],
+    ) -> Vec<(Option<NodeId>, Vec<usize>)> {
+        let routing = self.routing();
+        let budget = self.shared.config.sharding.snapshot_page_bytes;
+        let mut frames: Vec<(Option<NodeId>, Vec<usize>)> = Vec::new();
+        // Per owner: its open frame (an index into `frames`) and its size
+        // in bytes so far.
+        let mut open: std::collections::HashMap<&str, (usize, usize)> =
+            std::collections::HashMap::new();
+        for &i in pending {
+            let id = items[i].0.as_str();
+            let Some(owner) = routing.owner_of(id) else {
+                answers[i] = Some(Err(RegionError::NoOwner {
+                    shard: routing.shard_of(id).0,
+                }));
+                continue;
+            };
+            let size = postcard::experimental::serialized_size(&items[i]).unwrap_or(budget);
+            let new_frame = |frames: &mut Vec<(Option<NodeId>, Vec<usize>)>| {
+                let local = owner.name == self.shared.me.name;
+                frames.push(((!local).then(|| owner.clone()), Vec::new()));
+                (frames.len() - 1, 0)
+            };
+            let (frame, used) = match open.get(owner.name.as_str()) {
+                Some(&(f, used))
+                    if frames[f].1.len() < MAX_BATCH_ITEMS && used + size <= budget =>
+                {
+                    (f, used)
+                }
+                _ => new_frame(&mut frames),
+            };
+            frames[frame].1.push(i);
+            open.insert(owner.name.as_str(), (frame, used + size));
+        }
+        frames
+    }
+
+    /// Sends one frame of a batch to `owner` (`None` = this node's region)
+    /// and waits for its answers, at most until `deadline`.
+    async fn send_frame(
+        &self,
+        owner: Option<NodeId>,
+        items: Vec<(String, E::Msg)>,
+        deadline: Instant,
+    ) -> Result<Vec<Result<E::Reply>>> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timeout_err = || RegionError::Timeout {
+            entity: String::new(),
+            timeout_ms: remaining.as_millis() as u64,
+        };
+        let Some(owner) = owner else {
+            let (tx, rx) = oneshot::channel();
+            self.enqueue(Cmd::DeliverBatch {
+                items,
+                reply: tx,
+                deadline,
+            })?;
+            return match tokio::time::timeout(remaining, rx).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(_)) if self.shared.mbox.is_closed() => Err(RegionError::Shutdown),
+                Ok(Err(_)) => Err(RegionError::Moved { shard: 0 }),
+                Err(_) => Err(timeout_err()),
+            };
+        };
+        let wire = Wire::DeliverBatch {
+            items,
+            hops: 0,
+            timeout_ms: remaining.as_millis() as u64,
+        };
+        match self
+            .shared
+            .channel
+            .ask::<WireReply<E>>(&owner.addr, &wire, remaining)
+            .await
+        {
+            Ok(WireReply::Replies(v)) => Ok(v),
+            Ok(WireReply::Error(e)) => Err(e),
+            Ok(_) => Err(RegionError::Protocol {
+                node: owner.name.clone(),
+                reason: "unexpected reply to a batch".into(),
+            }),
+            Err(transport::AskError::Timeout { .. }) => Err(timeout_err()),
+            Err(e) => Err(e.into()),
         }
     }
 

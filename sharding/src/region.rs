@@ -40,7 +40,7 @@ use crate::error::{RegionError, Result};
 use crate::handle::{RegionHandle, Routing};
 use crate::pool::WorkerPool;
 use crate::shard::{ShardId, shard_id};
-use crate::wire::{Record, Wire, WireReply};
+use crate::wire::{MAX_BATCH_ITEMS, Record, Wire, WireReply};
 
 /// Fetch attempts (200 ms apart) while the holder's view does not yet
 /// make the fetcher the owner.
@@ -113,7 +113,147 @@ pub type MemberMap = BTreeMap<String, NodeId>;
 pub(crate) enum ReplyTo<E: Entity> {
     Local(oneshot::Sender<Result<E::Reply>>),
     Remote(Responder),
+    /// One item of a batch: the answer fills its slot.
+    Slot(Slot<E>),
     Nobody,
+}
+
+/// Where a whole batch's answers go once every item has one.
+pub(crate) enum BatchDone<E: Entity> {
+    Local(oneshot::Sender<Vec<Result<E::Reply>>>),
+    /// The responder, and the largest body the link takes (`[transport]
+    /// max_frame_bytes`).
+    Remote(Responder, usize),
+}
+
+/// Room left in a frame for the header around a reply body, in bytes.
+const FRAME_HEADER_ROOM: usize = 64;
+
+/// The answers of one batch (`DeliverBatch` or a local batch ask) while
+/// its items are handled, each on its own path (applied here, parked,
+/// waiting for replicas, forwarded). Shared by the items' [`Slot`]s; the
+/// item answered last sends them all.
+pub(crate) struct BatchSlots<E: Entity> {
+    inner: std::sync::Mutex<BatchInner<E>>,
+}
+
+struct BatchInner<E: Entity> {
+    answers: Vec<Option<Result<E::Reply>>>,
+    left: usize,
+    done: Option<BatchDone<E>>,
+}
+
+impl<E: Entity> BatchSlots<E> {
+    /// A batch of `len` items answering to `done`; an empty batch is
+    /// answered at once.
+    pub(crate) fn new(len: usize, done: BatchDone<E>) -> Arc<Self> {
+        let slots = Arc::new(BatchSlots {
+            inner: std::sync::Mutex::new(BatchInner {
+                answers: (0..len).map(|_| None).collect(),
+                left: len,
+                done: Some(done),
+            }),
+        });
+        if len == 0 {
+            slots.finish(Vec::new());
+        }
+        slots
+    }
+
+    fn fill(&self, index: usize, r: Result<E::Reply>) {
+        let all = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(cell) = inner.answers.get_mut(index) else {
+                return;
+            };
+            if cell.is_some() {
+                return;
+            }
+            *cell = Some(r);
+            inner.left -= 1;
+            if inner.left > 0 {
+                return;
+            }
+            std::mem::take(&mut inner.answers)
+        };
+        self.finish(all.into_iter().flatten().collect());
+    }
+
+    fn finish(&self, answers: Vec<Result<E::Reply>>) {
+        let done = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .done
+            .take();
+        match done {
+            Some(BatchDone::Local(tx)) => {
+                let _ = tx.send(answers);
+            }
+            Some(BatchDone::Remote(resp, max_bytes)) => {
+                let n = answers.len();
+                let reply = WireReply::<E>::Replies(answers);
+                let size = postcard::experimental::serialized_size(&reply).unwrap_or(usize::MAX);
+                let reply = if size > max_bytes.saturating_sub(FRAME_HEADER_ROOM) {
+                    // Every item was handled, but the answers do not fit
+                    // one frame: say so instead of leaving the asker to
+                    // its timeout.
+                    WireReply::Error(RegionError::Protocol {
+                        node: String::new(),
+                        reason: format!(
+                            "the answers to a batch of {n} items take {size} bytes, above \
+                             transport.max_frame_bytes = {max_bytes}: ask fewer at once"
+                        ),
+                    })
+                } else {
+                    reply
+                };
+                if let Err(e) = resp.reply_msg(&reply) {
+                    tracing::debug!(items = n, error = %e, "cannot send a batch's answers");
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// One item's place in a [`BatchSlots`]. Dropped without an answer (the
+/// region let go of the item, e.g. its shard moved), it answers `Moved`,
+/// which the asker retries, like a dropped single ask.
+pub(crate) struct Slot<E: Entity> {
+    batch: Arc<BatchSlots<E>>,
+    index: usize,
+    shard: ShardId,
+    answered: bool,
+}
+
+impl<E: Entity> Slot<E> {
+    pub(crate) fn new(batch: &Arc<BatchSlots<E>>, index: usize, shard: ShardId) -> Self {
+        Slot {
+            batch: Arc::clone(batch),
+            index,
+            shard,
+            answered: false,
+        }
+    }
+
+    fn answer(mut self, r: Result<E::Reply>) {
+        self.answered = true;
+        self.batch.fill(self.index, r);
+    }
+}
+
+impl<E: Entity> Drop for Slot<E> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.batch.fill(
+                self.index,
+                Err(RegionError::Moved {
+                    shard: self.shard.0,
+                }),
+            );
+        }
+    }
 }
 
 impl<E: Entity> ReplyTo<E> {
@@ -131,6 +271,7 @@ impl<E: Entity> ReplyTo<E> {
                     tracing::debug!(error = %e, "cannot send reply");
                 }
             }
+            ReplyTo::Slot(slot) => slot.answer(r),
             ReplyTo::Nobody => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "tell failed");
@@ -148,6 +289,12 @@ pub(crate) enum Cmd<E: Entity> {
         reply: ReplyTo<E>,
         deadline: Option<Instant>,
         hops: u8,
+    },
+    /// Several asks from the local handle, answered together.
+    DeliverBatch {
+        items: Vec<(String, E::Msg)>,
+        reply: oneshot::Sender<Vec<Result<E::Reply>>>,
+        deadline: Instant,
     },
     Wire(Received<Wire<E>>),
     /// This node's life was declared dead: drop everything, fetch again.
@@ -850,6 +997,14 @@ impl<E: Entity> Actor<E> {
                 deadline,
                 hops,
             } => self.route(id, msg, reply, deadline, hops),
+            Cmd::DeliverBatch {
+                items,
+                reply,
+                deadline,
+            } => {
+                let slots = BatchSlots::new(items.len(), BatchDone::Local(reply));
+                self.route_batch(items, &slots, Some(deadline), 0);
+            }
             Cmd::Wire(r) => self.on_wire(r),
             Cmd::Reset => self.reset(),
             Cmd::HandOffAll(tx) => self.hand_off_all(tx),
@@ -992,6 +1147,22 @@ impl<E: Entity> Actor<E> {
                 Some(owner) => self.forward(owner, shard, id, msg, reply, deadline, hops),
                 None => reply.send(Err(RegionError::NoOwner { shard: shard.0 })),
             },
+        }
+    }
+
+    /// Routes each item of a batch as its own ask, its answer going to its
+    /// slot in `slots`.
+    fn route_batch(
+        &mut self,
+        items: Vec<(String, E::Msg)>,
+        slots: &Arc<BatchSlots<E>>,
+        deadline: Option<Instant>,
+        hops: u8,
+    ) {
+        for (index, (id, msg)) in items.into_iter().enumerate() {
+            let shard = shard_id(&id, self.num_shards);
+            let reply = ReplyTo::Slot(Slot::new(slots, index, shard));
+            self.route(id, msg, reply, deadline, hops);
         }
     }
 
@@ -1457,6 +1628,38 @@ impl<E: Entity> Actor<E> {
                 };
                 self.route(id, msg, reply, deadline, hops);
             }
+            Wire::DeliverBatch {
+                items,
+                hops,
+                timeout_ms,
+            } => {
+                if items.len() > MAX_BATCH_ITEMS {
+                    if let Some(resp) = responder {
+                        let _ = resp.reply_msg(&WireReply::<E>::Error(RegionError::Protocol {
+                            node: self.me.name.clone(),
+                            reason: format!(
+                                "batch of {} items is above the limit of {MAX_BATCH_ITEMS}",
+                                items.len()
+                            ),
+                        }));
+                    }
+                    return;
+                }
+                match responder {
+                    Some(resp) => {
+                        let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(1));
+                        let max_bytes = self.channel.transport().config().max_frame_bytes;
+                        let slots =
+                            BatchSlots::new(items.len(), BatchDone::Remote(resp, max_bytes));
+                        self.route_batch(items, &slots, Some(deadline), hops);
+                    }
+                    None => {
+                        for (id, msg) in items {
+                            self.route(id, msg, ReplyTo::Nobody, None, hops);
+                        }
+                    }
+                }
+            }
             Wire::Replicate { shard, record } => {
                 let d = self.data.entry(ShardId(shard)).or_default();
                 let _ = merge(d, vec![record]);
@@ -1696,5 +1899,60 @@ async fn fetch_all<E: Entity>(
                 tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::Handled;
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Echo;
+
+    impl Entity for Echo {
+        type Msg = u32;
+        type Reply = u32;
+        const TYPE_NAME: &'static str = "echo";
+
+        fn handle(_: &mut Context<u32>, _: &str, _: &mut Option<Self>, msg: u32) -> Handled<u32> {
+            Handled::Reply(msg)
+        }
+    }
+
+    fn batch(len: usize) -> (Arc<BatchSlots<Echo>>, oneshot::Receiver<Vec<Result<u32>>>) {
+        let (tx, rx) = oneshot::channel();
+        (BatchSlots::new(len, BatchDone::Local(tx)), rx)
+    }
+
+    #[test]
+    fn a_batch_is_answered_in_item_order_once_its_last_item_is() {
+        let (slots, mut rx) = batch(3);
+        let [first, second, third] = [0, 1, 2].map(|i| Slot::new(&slots, i, ShardId(7)));
+        ReplyTo::Slot(third).send(Ok(30));
+        ReplyTo::Slot(first).send(Ok(10));
+        assert!(rx.try_recv().is_err(), "answered before its last item");
+        ReplyTo::Slot(second).send(Err(RegionError::Shutdown));
+        assert_eq!(
+            rx.try_recv().expect("answered"),
+            vec![Ok(10), Err(RegionError::Shutdown), Ok(30)]
+        );
+    }
+
+    #[test]
+    fn an_item_dropped_unanswered_answers_moved() {
+        let (slots, mut rx) = batch(2);
+        ReplyTo::Slot(Slot::new(&slots, 0, ShardId(3))).send(Ok(1));
+        drop(Slot::new(&slots, 1, ShardId(4)));
+        assert_eq!(
+            rx.try_recv().expect("answered"),
+            vec![Ok(1), Err(RegionError::Moved { shard: 4 })]
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_is_answered_at_once() {
+        let (_slots, mut rx) = batch(0);
+        assert_eq!(rx.try_recv().expect("answered"), Vec::new());
     }
 }

@@ -64,7 +64,25 @@ pub enum Wire<E: Entity> {
         /// `(shard, record)` pairs.
         records: Vec<(u32, Record<E>)>,
     },
+    /// Messages for several entities in one frame: each item is handled
+    /// exactly as a `Deliver` of its own (routed, forwarded, parked,
+    /// replicated before its answer), in item order. An ask with a
+    /// responder is answered once with `Replies`, one answer per item in
+    /// the same order, when the last item has its answer; a tell otherwise.
+    /// At most [`MAX_BATCH_ITEMS`] items (more is answered `Error`).
+    DeliverBatch {
+        /// `(entity id, message)` pairs.
+        items: Vec<(String, E::Msg)>,
+        /// Times the items were forwarded so far.
+        hops: u8,
+        /// The asker's remaining patience, in ms (for parked items).
+        timeout_ms: u64,
+    },
 }
+
+/// The most items one `DeliverBatch` frame may carry (the region refuses
+/// more with [`RegionError::Protocol`]); senders split larger batches.
+pub const MAX_BATCH_ITEMS: usize = 4096;
 
 /// Answers to [`Wire`] asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,4 +101,6 @@ pub enum WireReply<E: Entity> {
     },
     /// The request failed.
     Error(RegionError),
+    /// The answers to a `DeliverBatch`, one per item, in item order.
+    Replies(Vec<Result<E::Reply, RegionError>>),
 }

@@ -613,3 +613,107 @@ async fn writes_acknowledged_by_a_minority_survive_its_reset() {
     }
     check_all(&[&c, &a, &b], &expected).await;
 }
+
+/// `ask_batch` from every node while a fourth node joins: every item is
+/// answered in item order (an id repeated in one batch sees its counter
+/// climb in item order), and every counter ends at exactly its number of
+/// acknowledged increments, read from every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_asks_apply_once_in_item_order_through_a_join() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    set_view(&[&a, &b, &c], &members(&[&a, &b, &c]));
+    let d = start("d").await;
+    const IDS: usize = 300;
+    let batches = |r: RegionHandle<Counter>, k: usize| {
+        tokio::spawn(async move {
+            let mut acked: BTreeMap<String, u64> = BTreeMap::new();
+            for round in 0..20 {
+                // Each id of the batch twice, the second right after the first.
+                let items: Vec<(String, CounterMsg)> = (0..IDS / 3)
+                    .map(|i| format!("counter-{}", (i * 3 + k + round) % IDS))
+                    .flat_map(|id| [(id.clone(), CounterMsg::Add(1)), (id, CounterMsg::Add(1))])
+                    .collect();
+                let answers = r.ask_batch(items.clone(), T).await;
+                assert_eq!(answers.len(), items.len());
+                for (pair, got) in items.chunks(2).zip(answers.chunks(2)) {
+                    let (first, second) = (got[0].clone().unwrap(), got[1].clone().unwrap());
+                    assert!(second > first, "{}: {first} then {second}", pair[0].0);
+                    *acked.entry(pair[0].0.clone()).or_default() += 2;
+                }
+            }
+            acked
+        })
+    };
+    let loads = [
+        batches(a.region.clone(), 0),
+        batches(b.region.clone(), 1),
+        batches(c.region.clone(), 2),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    set_view(&[&a, &b, &c, &d], &members(&[&a, &b, &c, &d]));
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for load in loads {
+        for (id, n) in load.await.unwrap() {
+            *expected.entry(id).or_default() += n;
+        }
+    }
+    assert_eq!(
+        expected.values().sum::<u64>(),
+        3 * 20 * 2 * (IDS / 3) as u64
+    );
+    check_all(&[&a, &b, &c, &d], &expected).await;
+    // Reads in one batch give the same values as single asks.
+    let ids: Vec<String> = expected.keys().cloned().collect();
+    let reads = d
+        .region
+        .ask_batch(
+            ids.iter().map(|id| (id.clone(), CounterMsg::Get)).collect(),
+            T,
+        )
+        .await;
+    for (id, got) in ids.iter().zip(reads) {
+        assert_eq!(got.unwrap(), expected[id], "{id}");
+    }
+    assert!(d.region.stats().shards_recovered > 0, "d took over shards");
+}
+
+/// A batch whose owner is gone: every item of it fails with a typed error
+/// within the timeout, and the items owned by a live node still succeed
+/// (reads: a write would wait for the dead node as replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_to_an_unreachable_owner_fails_its_items_within_the_timeout() {
+    let a = start("a").await;
+    let b = start("b").await;
+    a.view.send_replace(members(&[&a, &b]));
+    b.stop.cancel();
+    b.transport.shutdown().await;
+    wait_routing(&a, 2).await;
+    let routing = a.region.routing();
+    let ids: Vec<String> = (0..200).map(|i| format!("x{i}")).collect();
+    let on_b = |id: &str| routing.owner_of(id).map(|n| n.name.as_str()) == Some("b");
+    assert!(ids.iter().any(|id| on_b(id)) && ids.iter().any(|id| !on_b(id)));
+    let started = std::time::Instant::now();
+    let answers = a
+        .region
+        .ask_batch(
+            ids.iter().map(|id| (id.clone(), CounterMsg::Get)).collect(),
+            Duration::from_millis(800),
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for (id, got) in ids.iter().zip(answers) {
+        if on_b(id) {
+            assert!(
+                matches!(
+                    got,
+                    Err(RegionError::Unreachable { .. } | RegionError::Timeout { .. })
+                ),
+                "{id}: {got:?}"
+            );
+        } else {
+            assert_eq!(got, Ok(0), "{id}");
+        }
+    }
+}
