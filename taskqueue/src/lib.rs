@@ -26,7 +26,7 @@ pub mod work;
 pub use barrier::{BarrierEntity, BarrierMsg, BarrierReply};
 pub use config::TasksConfig;
 pub use error::{ConfigError, Error, Result, ValidationError};
-pub use queue::{BARRIER_CHANNEL, QueueError, REPORT_CHANNEL, TASK_CHANNEL, TaskQueue};
+pub use queue::{BARRIER_CHANNEL, NewTask, QueueError, REPORT_CHANNEL, TASK_CHANNEL, TaskQueue};
 pub use report::{FinalReport, NodeReport, ReportEntity, ReportMsg, ReportReply};
 pub use task::{TaskEntity, TaskMsg, TaskReply, TaskState, TaskStatus};
 pub use work::ShortDigest;

@@ -1122,8 +1122,9 @@ fn wire<E: Entity + Debug>(
 where
     E::Msg: Debug,
 {
+    let msg = msg.boxed();
     prop_oneof![
-        (text(), msg, any::<u8>(), any::<u64>()).prop_map(|(id, msg, hops, timeout_ms)| {
+        (text(), msg.clone(), any::<u8>(), any::<u64>()).prop_map(|(id, msg, hops, timeout_ms)| {
             Wire::Deliver {
                 id,
                 msg,
@@ -1139,6 +1140,13 @@ where
             .prop_map(|(shard, records)| Wire::Sync { shard, records }),
         vec((any::<u32>(), record(state)), 0..3)
             .prop_map(|records| Wire::ReplicateBatch { records }),
+        (vec((text(), msg), 0..3), any::<u8>(), any::<u64>()).prop_map(
+            |(items, hops, timeout_ms)| Wire::DeliverBatch {
+                items,
+                hops,
+                timeout_ms,
+            }
+        ),
     ]
 }
 
@@ -1149,12 +1157,18 @@ fn wire_reply<E: Entity + Debug>(
 where
     E::Reply: Debug,
 {
+    let reply = reply.boxed();
     prop_oneof![
-        reply.prop_map(WireReply::Reply),
+        reply.clone().prop_map(WireReply::Reply),
         Just(()).prop_map(|()| WireReply::Ack),
         (vec(record(state), 0..3), any::<bool>())
             .prop_map(|(records, more)| WireReply::Page { records, more }),
         region_error().prop_map(WireReply::Error),
+        vec(
+            prop_oneof![reply.prop_map(Ok), region_error().prop_map(Err)],
+            0..3
+        )
+        .prop_map(WireReply::Replies),
     ]
 }
 
@@ -1202,6 +1216,12 @@ fn region_wire<E: Entity>(
         Wire::Replicate { record, .. } => activate(record),
         Wire::Sync { records, .. } => records.into_iter().for_each(activate),
         Wire::ReplicateBatch { records } => records.into_iter().for_each(|(_, r)| activate(r)),
+        Wire::DeliverBatch { items, .. } => {
+            for (id, msg) in items {
+                let run = cheap(&msg);
+                handle::<E>(&id, &mut None, msg, run);
+            }
+        }
         Wire::Fetch { .. } => {}
     }
     Ok(())

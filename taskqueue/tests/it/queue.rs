@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use membership::{Event, MembershipConfig, MembershipHandle};
 use sharding::{MemberMap, RegionConfig};
-use taskqueue::{QueueError, TaskQueue, TaskState, TasksConfig};
+use taskqueue::{NewTask, QueueError, TaskQueue, TaskState, TasksConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use transport::{LocalNode, NodeId, Transport, TransportConfig};
@@ -217,6 +217,80 @@ async fn busy_workers_do_not_stall_probes_or_queries() {
                 !matches!(ev, Event::MemberSuspect(_) | Event::MemberDown(_)),
                 "false alarm while busy: {ev:?}"
             );
+        }
+    }
+    for n in &nodes {
+        n.stop.cancel();
+    }
+}
+
+/// `submit_many` and `wait_results` give, per task, what `submit` and
+/// `wait_result` give one by one: the same results read from every node,
+/// typed errors for the invalid, conflicting and unknown ones among valid
+/// ones in the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_submits_and_waits_answer_per_task() {
+    let _serial = CLUSTER_LOCK.lock().await;
+    let nodes = cluster(1).await;
+    let mut tasks: Vec<NewTask> = (0..60)
+        .map(|i| NewTask {
+            id: format!("b/{i}"),
+            payload: format!("doc-b/{i}"),
+            iterations: 50,
+        })
+        .collect();
+    tasks[5].iterations = 0;
+    let outcomes = nodes[0].queue.submit_many(tasks.clone()).await;
+    assert_eq!(outcomes.len(), 60);
+    for (i, o) in outcomes.iter().enumerate() {
+        if i == 5 {
+            assert!(
+                matches!(o, Err(QueueError::Task(taskqueue::Error::Invalid(_)))),
+                "{o:?}"
+            );
+        } else {
+            assert!(o.is_ok(), "b/{i}: {o:?}");
+        }
+    }
+    // Resubmitting: same input accepted, other input a conflict.
+    let again = vec![
+        tasks[0].clone(),
+        NewTask {
+            payload: "other".into(),
+            ..tasks[1].clone()
+        },
+    ];
+    let outcomes = nodes[1].queue.submit_many(again).await;
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(
+        matches!(
+            outcomes[1],
+            Err(QueueError::Task(taskqueue::Error::Conflict { .. }))
+        ),
+        "{:?}",
+        outcomes[1]
+    );
+    let mut ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    ids.push("never-submitted".into());
+    let batched = nodes[2].queue.wait_results(&ids, T).await;
+    assert_eq!(batched.len(), ids.len());
+    for (id, got) in ids.iter().zip(&batched) {
+        match id.as_str() {
+            "b/5" | "never-submitted" => assert!(
+                matches!(
+                    got,
+                    Err(QueueError::Task(taskqueue::Error::NotFound { .. }))
+                ),
+                "{id}: {got:?}"
+            ),
+            _ => {
+                let got = got.as_ref().unwrap();
+                assert_eq!(got.status, TaskState::Completed);
+                for n in &nodes {
+                    let one = n.queue.wait_result(id, T).await.unwrap();
+                    assert_eq!(&one, got, "{id}");
+                }
+            }
         }
     }
     for n in &nodes {
