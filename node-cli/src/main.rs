@@ -59,10 +59,11 @@ fn main() -> ExitCode {
     }
     logs::init(&name);
     log_open_files_limit(raise_open_files_limit());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        runtime.worker_threads(runtime_threads());
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -70,6 +71,17 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cli, config, name, work))
+}
+
+/// Threads of the async runtime (messaging, membership, the regions'
+/// actors): half the cores, at least one. The hashing has its own pool
+/// (`[tasks] workers`, the cores by default), and on a small machine every
+/// runtime thread beyond what the messaging needs costs wake-ups and
+/// context switches (about 15 % of a node's CPU per task measured on 2
+/// cores against one thread per core; README, Benchmark).
+/// `TOKIO_WORKER_THREADS` overrides it.
+fn runtime_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -> ExitCode {

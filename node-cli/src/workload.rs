@@ -59,8 +59,17 @@ impl Workload {
 const REPORT: &str = "final-report";
 /// Barrier every node meets before leaving.
 const SHUTDOWN_BARRIER: &str = "shutdown";
-/// Submits and queries in flight at once.
-const IN_FLIGHT: usize = 64;
+/// Tasks per batch: submitted in one `submit_many`, then awaited in one
+/// `wait_results`.
+const BATCH: usize = 256;
+/// Batches in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Why a task has no result.
+enum Failure {
+    Submit(taskqueue::QueueError),
+    Result(taskqueue::QueueError),
+}
 
 /// Runs the workload; `Ok(true)` when every task completed.
 ///
@@ -94,56 +103,65 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
         .map(|i| format!("job-{}-{i}", node.name))
         .collect();
     let started = Instant::now();
-    let submitted: Vec<(String, Result<(), taskqueue::QueueError>)> =
-        futures::stream::iter(ids.iter().cloned())
-            .map(|id| async move {
-                let payload = format!("doc-{id}");
-                let r = node.queue.submit(&id, &payload, w.iterations).await;
-                (id, r)
-            })
-            .buffered(IN_FLIGHT)
-            .collect()
-            .await;
-    let mut failed = Vec::new();
-    let mut accepted = Vec::new();
-    for (id, r) in submitted {
-        match r {
-            Ok(()) => accepted.push(id),
-            Err(e) => {
-                tracing::error!(task = %id, error = %e, "submit failed");
-                failed.push(id);
-            }
-        }
-    }
+    // Batches of tasks, each submitted and then waited for in one call
+    // (frames grouped by owner), a few batches in flight so the owners'
+    // workers always have queued work.
     let result_timeout = cfg.result_timeout();
-    let results = futures::stream::iter(accepted.iter().cloned())
-        .map(|id| async move {
-            let r = node.queue.wait_result(&id, result_timeout).await;
-            (id, r)
+    let batches = futures::stream::iter(ids.chunks(BATCH))
+        .map(|chunk| async move {
+            let tasks = chunk
+                .iter()
+                .map(|id| taskqueue::NewTask {
+                    id: id.clone(),
+                    payload: format!("doc-{id}"),
+                    iterations: w.iterations,
+                })
+                .collect();
+            let submitted = node.queue.submit_many(tasks).await;
+            let mut outcomes = Vec::with_capacity(chunk.len());
+            let mut accepted = Vec::with_capacity(chunk.len());
+            for (id, r) in chunk.iter().zip(submitted) {
+                match r {
+                    Ok(()) => accepted.push(id.clone()),
+                    Err(e) => outcomes.push((id.clone(), Err(Failure::Submit(e)))),
+                }
+            }
+            let results = node.queue.wait_results(&accepted, result_timeout).await;
+            for (id, r) in accepted.into_iter().zip(results) {
+                outcomes.push((id, r.map_err(Failure::Result)));
+            }
+            outcomes
         })
-        .buffered(IN_FLIGHT);
-    futures::pin_mut!(results);
+        .buffered(BATCHES_IN_FLIGHT);
+    futures::pin_mut!(batches);
+    let mut failed = Vec::new();
     let mut distribution: BTreeMap<String, u64> = BTreeMap::new();
     let mut done = 0u64;
-    while let Some((id, r)) = results.next().await {
-        match r {
-            Ok(status) => {
-                let by = status.processed_by.unwrap_or_default();
-                tracing::info!(
-                    "{id}: {} (on {by})",
-                    status.result.as_deref().unwrap_or("?")
-                );
-                *distribution.entry(by).or_default() += 1;
-                done += 1;
-            }
-            Err(e) => {
-                tracing::error!(task = %id, error = %e, "no result");
-                failed.push(id);
+    while let Some(outcomes) = batches.next().await {
+        for (id, r) in outcomes {
+            match r {
+                Ok(status) => {
+                    let by = status.processed_by.unwrap_or_default();
+                    tracing::info!(
+                        "{id}: {} (on {by})",
+                        status.result.as_deref().unwrap_or("?")
+                    );
+                    *distribution.entry(by).or_default() += 1;
+                    done += 1;
+                }
+                Err(Failure::Submit(e)) => {
+                    tracing::error!(task = %id, error = %e, "submit failed");
+                    failed.push(id);
+                }
+                Err(Failure::Result(e)) => {
+                    tracing::error!(task = %id, error = %e, "no result");
+                    failed.push(id);
+                }
             }
         }
     }
     tracing::info!(
-        "{done}/{} completed in {:.2}s",
+        "{done}/{} completed in {:.3}s",
         ids.len(),
         started.elapsed().as_secs_f64()
     );
