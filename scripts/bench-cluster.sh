@@ -15,12 +15,20 @@
 # - cluster tasks/s: NODES x TASKS over the slowest node's
 #   `<done>/<total> completed in <secs>s` (its first submit to its last result);
 # - goal: cluster >= 0.8 x cores x baseline;
+# - span: NODES x TASKS over the time from the first submit on any node to
+#   the last result on any node (from the log lines' time stamps). The nodes
+#   do not start at the same instant (each starts when its own view holds
+#   NODES members), and the node that starts last has the shortest window:
+#   the span is the stricter figure, and the one to quote;
+# - node CPU: user + sys of every node over its whole life, per task,
+#   beside the hash's own time per task at the baseline (less noisy than
+#   the wall-clock figures on a shared machine: use it for A/B runs);
 # - peak RSS per node (max resident set, /usr/bin/time, else VmHWM polled
 #   from /proc); goal <= 30 MiB.
 #
 # The nodes run in an empty scratch directory (built-in defaults, no
 # casty.toml), the first on a free port (`--port 0`), the others seeded by
-# its logged address, with `--settle-ms 1000`. Exit status: 0 when every
+# its logged address, with `--nodes NODES`. Exit status: 0 when every
 # node exited 0 (whether or not the goals were met), else 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,11 +73,11 @@ start() {
   if [[ -n "$have_time" ]]; then
     (cd "$work" && exec /usr/bin/time -f "%M %U %S" -o "$work/$i.time" \
       "$bin" --name "bench-$i" --tasks "$tasks" --iterations "$iterations" \
-      --settle-ms 1000 "$@" 2>"$work/$i.log") &
+      --nodes "$nodes" "$@" 2>"$work/$i.log") &
     pids+=($!)
   else
     (cd "$work" && exec "$bin" --name "bench-$i" --tasks "$tasks" --iterations "$iterations" \
-      --settle-ms 1000 "$@" 2>"$work/$i.log") &
+      --nodes "$nodes" "$@" 2>"$work/$i.log") &
     pids+=($!)
     poll_hwm "$!" "$work/$i.rss" &
   fi
@@ -97,12 +105,24 @@ echo "machine: $cores cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2
 echo "baseline, 1 core: $baseline_line"
 slowest=0
 max_rss=0
+cpu_total=0
+first_start=
+last_end=
 for i in $(seq 1 "$nodes"); do
   line=$(grep -o '[0-9]*/[0-9]* completed in [0-9.]*s' "$work/$i.log" || echo "no result line")
   secs=$(sed -n 's/.* completed in \([0-9.]*\)s/\1/p' <<<"$line")
+  # The line's own time stamp (time of day, s) ends this node's window.
+  end=$(grep -m1 'completed in' "$work/$i.log" | grep -o 'T[0-9:.]*' | head -n1 |
+    awk -F'[T:]' '{printf "%.6f", $2 * 3600 + $3 * 60 + $4}')
+  if [[ -n "$end" && -n "$secs" ]]; then
+    start_i=$(awk -v e="$end" -v s="$secs" 'BEGIN {printf "%.6f", e - s}')
+    first_start=$(awk -v a="${first_start:-$start_i}" -v b="$start_i" 'BEGIN {printf "%.6f", (b < a) ? b : a}')
+    last_end=$(awk -v a="${last_end:-$end}" -v b="$end" 'BEGIN {printf "%.6f", (b > a) ? b : a}')
+  fi
   if [[ -n "$have_time" ]]; then
     read -r rss user sys < <(tail -n1 "$work/$i.time" 2>/dev/null || echo "0 0 0")
     cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f s CPU (user+sys, whole life)", u + s}')
+    cpu_total=$(awk -v t="$cpu_total" -v u="$user" -v s="$sys" 'BEGIN {print t + u + s}')
   else
     rss=$(tail -n1 "$work/$i.rss" 2>/dev/null || echo 0)
     cpu="CPU time not measured"
@@ -113,13 +133,23 @@ for i in $(seq 1 "$nodes"); do
   slowest=$(awk -v a="$slowest" -v b="${secs:-0}" 'BEGIN {print (b > a) ? b : a}')
   max_rss=$(awk -v a="$max_rss" -v b="$rss" 'BEGIN {print (b > a) ? b : a}')
 done
-awk -v n="$nodes" -v t="$tasks" -v s="$slowest" -v base="$baseline" -v c="$cores" -v rss="$max_rss" 'BEGIN {
+span=$(awk -v a="${first_start:-0}" -v b="${last_end:-0}" 'BEGIN {d = b - a; if (d < 0) d += 86400; printf "%.6f", d}')
+awk -v n="$nodes" -v t="$tasks" -v s="$slowest" -v base="$baseline" -v c="$cores" -v rss="$max_rss" \
+  -v span="$span" -v cpu="$cpu_total" -v have_cpu="$have_time" 'BEGIN {
   total = n * t
   rate = (s > 0) ? total / s : 0
   goal = 0.8 * c * base
   printf "cluster: %d tasks / %.3f s (slowest node) = %.0f tasks/s\n", total, s, rate
   printf "goal: >= 0.8 x %d cores x %.0f = %.0f tasks/s: %s (cluster / (cores x baseline) = %.3f)\n",
     c, base, goal, (rate >= goal) ? "met" : "MISSED", rate / (c * base)
+  # The nodes do not start at the same instant: the span from the first
+  # submit on any node to the last result on any node is the stricter figure.
+  if (span > 0)
+    printf "span: %d tasks / %.3f s (first submit on any node to last result on any node) = %.0f tasks/s (%.3f of cores x baseline)\n",
+      total, span, total / span, total / span / (c * base)
+  if (have_cpu != "" && total > 0)
+    printf "node CPU: %.2f s in all = %.1f us per task (whole lives; the hash alone at the baseline: %.1f us per task)\n",
+      cpu, cpu / total * 1e6, 1e6 / base
   printf "peak RSS goal: <= 30 MiB per node: %s (max %.1f MiB)\n", (rss / 1024 <= 30) ? "met" : "MISSED", rss / 1024
 }'
 exit "$status"
