@@ -1,6 +1,7 @@
 //! One node, in process, through the whole `TaskQueue`: tasks/s for
 //! 500-iteration tasks (submit, hash on the region's worker pool, wait for
-//! the result), beside a raw SHA-256 loop on the same number of threads
+//! the result; one ask each, and in batches with `submit_many` and
+//! `wait_results`), beside a raw SHA-256 loop on the same number of threads
 //! measured in the same run. Rounds alternate the two so machine noise
 //! hits both alike; medians and the ratio are printed.
 //!
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sharding::{MemberMap, RegionConfig};
-use taskqueue::{TaskQueue, TasksConfig};
+use taskqueue::{NewTask, TaskQueue, TasksConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use transport::{LocalNode, Transport, TransportConfig};
@@ -62,6 +63,37 @@ async fn queue_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
     tasks as f64 / t0.elapsed().as_secs_f64()
 }
 
+/// Tasks per batch and batches in flight on the batched path (node-cli's
+/// workload uses the same).
+const BATCH: usize = 256;
+const BATCHES_IN_FLIGHT: usize = 4;
+
+async fn batched_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
+    let t0 = Instant::now();
+    let ids: Vec<String> = (0..tasks).map(|i| format!("batch-{round}-{i}")).collect();
+    futures::stream::iter(ids.chunks(BATCH))
+        .map(|chunk| async move {
+            let batch = chunk
+                .iter()
+                .map(|id| NewTask {
+                    id: id.clone(),
+                    payload: format!("doc-{id}"),
+                    iterations: ITERATIONS,
+                })
+                .collect();
+            for r in queue.submit_many(batch).await {
+                r.expect("submit");
+            }
+            for r in queue.wait_results(chunk, Duration::from_secs(60)).await {
+                r.expect("result");
+            }
+        })
+        .buffer_unordered(BATCHES_IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
+    tasks as f64 / t0.elapsed().as_secs_f64()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -99,18 +131,21 @@ fn main() {
             ..TasksConfig::default()
         };
         let queue = TaskQueue::start(&transport, region, config, view, stop.clone()).expect("queue");
-        let (mut raw, mut through) = (Vec::new(), Vec::new());
+        let (mut raw, mut through, mut batched) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             raw.push(raw_rate(threads, tasks, round));
             through.push(queue_rate(&queue, tasks, round).await);
+            batched.push(batched_rate(&queue, tasks, round).await);
         }
-        let (raw, through) = (median(raw), median(through));
+        let (raw, through, batched) = (median(raw), median(through), median(batched));
         println!("taskqueue bench: one node in process, {threads} worker threads, {tasks} tasks of {ITERATIONS} iterations per round, {rounds} rounds (medians)");
         println!("| path | tasks/s |");
         println!("|---|---|");
         println!("| raw SHA-256 loop on {threads} threads | {raw:.0} |");
         println!("| TaskQueue submit + wait_result | {through:.0} |");
+        println!("| TaskQueue submit_many + wait_results, batches of {BATCH}, {BATCHES_IN_FLIGHT} in flight | {batched:.0} |");
         println!("ratio TaskQueue / raw: {:.2}", through / raw);
+        println!("ratio TaskQueue batched / raw: {:.2}", batched / raw);
         stop.cancel();
     });
 }
