@@ -31,7 +31,7 @@ impl std::fmt::Debug for WorkerPool {
 
 impl WorkerPool {
     /// Starts `threads` workers (0 means one per available core) with a
-    /// queue of `queue` jobs beyond the running ones (0 means 16 per
+    /// queue of `queue` jobs beyond the running ones (0 means 64 per
     /// thread: a region refills the queue in bursts, see `region.rs`).
     ///
     /// # Panics
@@ -42,7 +42,7 @@ impl WorkerPool {
         } else {
             threads
         };
-        let queue = if queue == 0 { threads * 16 } else { queue };
+        let queue = if queue == 0 { threads * 64 } else { queue };
         let (tx, rx) = sync_channel::<Work>(queue);
         let rx = Arc::new(Mutex::new(rx));
         let workers = (0..threads)

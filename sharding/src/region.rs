@@ -42,9 +42,16 @@ use crate::pool::WorkerPool;
 use crate::shard::{ShardId, shard_id};
 use crate::wire::{MAX_BATCH_ITEMS, Record, Wire, WireReply};
 
-/// Fetch attempts (200 ms apart) while the holder's view does not yet
-/// make the fetcher the owner.
-const FETCH_VIEW_RETRIES: u32 = 25;
+/// How long a fetch keeps asking while the holder's view does not yet make
+/// the fetcher the owner, retrying after 10 ms, then twice as long each
+/// time up to [`FETCH_VIEW_RETRY_MAX`]. Views usually agree within tens of
+/// ms after a join, so the retries come soon: a fixed 200 ms wait held every
+/// message of a shard that long after each join.
+const FETCH_VIEW_PATIENCE: Duration = Duration::from_secs(5);
+/// The longest wait between two fetch attempts while views disagree: short,
+/// since a fetch answered `Moved` costs the holder one lookup, while every
+/// message of the shard waits for the next attempt.
+const FETCH_VIEW_RETRY_MAX: Duration = Duration::from_millis(50);
 
 /// Mailbox messages handled per wake-up before replication is flushed.
 const BURST: usize = 512;
@@ -66,8 +73,8 @@ const LONG_JOB: Duration = Duration::from_micros(200);
 /// causes one. So a short job's output waits at most for the jobs ahead of
 /// that one, each shorter than [`LONG_JOB`] or waking the actor itself:
 /// about `(queue capacity + threads - low_water) / threads * LONG_JOB`
-/// (2.4 ms with the default queue), and the actor's 100 ms tick bounds it
-/// in any case.
+/// (9.6 ms with the default queue of 64 jobs per thread on 2 threads), and
+/// the actor's 100 ms tick bounds it in any case.
 struct JobOutputs<M> {
     done: std::sync::Mutex<Vec<(ShardId, String, M)>>,
     /// This region's jobs queued on or running in the pool.
@@ -77,7 +84,7 @@ struct JobOutputs<M> {
 }
 
 /// Outputs waiting beyond which a worker wakes the actor regardless.
-const MAX_WAITING_OUTPUTS: usize = 64;
+const MAX_WAITING_OUTPUTS: usize = 256;
 
 impl<M> JobOutputs<M> {
     fn new(pool: &WorkerPool) -> Self {
@@ -1851,7 +1858,8 @@ async fn fetch_all<E: Entity>(
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     let mut attempts = 0;
-    let mut views_disagree = 0u32;
+    let mut waited = Duration::ZERO;
+    let mut backoff = Duration::from_millis(10);
     loop {
         let r = chan
             .ask::<WireReply<E>>(
@@ -1878,11 +1886,12 @@ async fn fetch_all<E: Entity>(
                 // start, since it may have changed in between.
                 after = None;
                 out.clear();
-                views_disagree += 1;
-                if views_disagree > FETCH_VIEW_RETRIES {
+                if waited >= FETCH_VIEW_PATIENCE {
                     return Err(RegionError::Moved { shard: shard.0 });
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(backoff).await;
+                waited += backoff;
+                backoff = (backoff * 2).min(FETCH_VIEW_RETRY_MAX);
             }
             Ok(WireReply::Error(e)) => return Err(e),
             Ok(_) => {
