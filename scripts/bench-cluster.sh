@@ -73,11 +73,11 @@ start() {
   if [[ -n "$have_time" ]]; then
     (cd "$work" && exec /usr/bin/time -f "%M %U %S" -o "$work/$i.time" \
       "$bin" --name "bench-$i" --tasks "$tasks" --iterations "$iterations" \
-      --nodes "$nodes" "$@" 2>"$work/$i.log") &
+      --settle-ms 1000 "$@" 2>"$work/$i.log") &
     pids+=($!)
   else
     (cd "$work" && exec "$bin" --name "bench-$i" --tasks "$tasks" --iterations "$iterations" \
-      --nodes "$nodes" "$@" 2>"$work/$i.log") &
+      --settle-ms 1000 "$@" 2>"$work/$i.log") &
     pids+=($!)
     poll_hwm "$!" "$work/$i.rss" &
   fi

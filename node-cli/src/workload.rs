@@ -1,6 +1,6 @@
-//! The seed's workload: submit this node's tasks, wait for every result,
-//! report, wait for the cluster's final report, meet the others at the
-//! shutdown barrier.
+//! The seed's workload: meet the other members at a start barrier, submit
+//! this node's tasks, wait for every result, report, wait for the
+//! cluster's final report, meet the others at the shutdown barrier.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -59,6 +59,8 @@ impl Workload {
 const REPORT: &str = "final-report";
 /// Barrier every node meets before leaving.
 const SHUTDOWN_BARRIER: &str = "shutdown";
+/// Barrier every node meets before submitting.
+const START_BARRIER: &str = "start";
 /// Tasks per batch: submitted in one `submit_many`, then awaited in one
 /// `wait_results`.
 const BATCH: usize = 256;
@@ -97,6 +99,18 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
             .context("membership did not settle")?
             .len(),
     };
+    // Every live member arrives before anyone submits: nodes whose views
+    // settled at different moments start together, once every member's
+    // view holds the others (a node that starts while another is still
+    // learning of a member sends to shards whose owners disagree, and
+    // its tasks wait for the views to converge).
+    let deadline = tokio::time::Instant::now() + cfg.barrier_timeout();
+    with_live_members(node, deadline, |members, left| {
+        node.queue
+            .barrier_among(START_BARRIER, &node.name, members, left)
+    })
+    .await
+    .context("start barrier")?;
     tracing::info!(members, "cluster ready");
 
     let ids: Vec<String> = (0..w.tasks)

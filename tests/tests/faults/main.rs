@@ -45,6 +45,8 @@ const START: Duration = Duration::from_secs(20);
 /// The report entity and barrier node-cli's workload uses.
 const REPORT: &str = "final-report";
 const SHUTDOWN_BARRIER: &str = "shutdown";
+/// node-cli's start barrier: every live member arrives before any submits.
+const START_BARRIER: &str = "start";
 
 /// The node-cli binary (see the module doc).
 fn node_bin() -> PathBuf {
@@ -216,6 +218,22 @@ impl Probe {
             )
             .unwrap();
             members.wait_joined(START).await.unwrap();
+            // The probe is a live member: the nodes' start barrier waits
+            // for it, so it arrives (in the background, retried until the
+            // barrier's shard answers).
+            let (q, me, until) = (queue.clone(), name.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                while !until.is_cancelled() {
+                    let step = Duration::from_secs(2);
+                    match q
+                        .barrier_among(START_BARRIER, &me, vec![me.clone()], step)
+                        .await
+                    {
+                        Ok(_) => return,
+                        Err(e) => tracing_free_note(&format!("start barrier: {e}")),
+                    }
+                }
+            });
             (members, queue, transport.local_addr())
         });
         Probe {
