@@ -103,7 +103,10 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--test");
     let (tasks, rounds) = if quick { (500, 1) } else { (20_000, 5) };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // As node-cli runs: half the cores for the runtime, all of them for
+    // the hashing pool.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads((threads / 2).max(1))
         .enable_all()
         .build()
         .expect("tokio runtime");

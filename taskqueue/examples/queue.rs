@@ -1,13 +1,14 @@
 //! The task queue on one node, using only `transport`, `membership`,
-//! `sharding` and `taskqueue`: submit tasks, wait for their results, read
-//! one back, and see an unknown id answered as not found.
+//! `sharding` and `taskqueue`: submit tasks, wait for their results (one by
+//! one, then a hundred in one batch), and see an unknown id answered as not
+//! found.
 //!
 //! Run with `cargo run -p taskqueue --example queue`.
 
 use std::time::Duration;
 
 use sharding::{MemberMap, RegionConfig};
-use taskqueue::{TaskQueue, TasksConfig};
+use taskqueue::{NewTask, TaskQueue, TasksConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use transport::{LocalNode, Transport, TransportConfig};
@@ -49,6 +50,28 @@ async fn main() -> anyhow::Result<()> {
             "{id}: {} (on {})",
             s.result.unwrap_or_default(),
             s.processed_by.unwrap_or_default()
+        );
+    }
+    // Many at once: one outcome per task, in order, for a fraction of the
+    // CPU per task of the calls above.
+    let batch: Vec<NewTask> = (0..100)
+        .map(|i| NewTask {
+            id: format!("batch-solo-{i}"),
+            payload: format!("doc-batch-solo-{i}"),
+            iterations: 500,
+        })
+        .collect();
+    let ids: Vec<String> = batch.iter().map(|t| t.id.clone()).collect();
+    for r in queue.submit_many(batch).await {
+        r?;
+    }
+    let results = queue.wait_results(&ids, Duration::from_secs(10)).await;
+    let done = results.iter().filter(|r| r.is_ok()).count();
+    if let (Some(id), Some(Ok(s))) = (ids.last(), results.last()) {
+        println!(
+            "{done}/{} batched; {id}: {}",
+            ids.len(),
+            s.result.as_deref().unwrap_or("")
         );
     }
     match queue.get("no-such-task").await {
