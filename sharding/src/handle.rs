@@ -4,6 +4,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use transport::{Channel, NodeId};
@@ -82,6 +85,44 @@ impl<E: Entity> std::fmt::Debug for RegionHandle<E> {
             .field("node", &self.shared.me.name)
             .finish()
     }
+}
+
+/// One frame of a batch: its owner (`None` = this node) and its items'
+/// indices.
+type Frame = (Option<NodeId>, Vec<usize>);
+
+/// The items `idx` again after `backoff` (doubled for the next time, up to
+/// 250 ms), unless there are none or the deadline comes first.
+fn retry_later<'a, R: Send + 'a>(
+    idx: Vec<usize>,
+    backoff: Duration,
+    deadline: Instant,
+) -> Option<BoxFuture<'a, Step<R>>> {
+    if idx.is_empty() || Instant::now() + backoff >= deadline {
+        return None;
+    }
+    tracing::debug!(items = idx.len(), "retrying batch items");
+    Some(Box::pin(async move {
+        tokio::time::sleep(backoff).await;
+        Step::Due {
+            idx,
+            backoff: (backoff * 2).min(RETRY_MAX),
+        }
+    }))
+}
+
+/// One event of [`RegionHandle::ask_batch`]: a frame's outcome, or the end
+/// of the backoff before items are sent again.
+enum Step<R> {
+    Answered {
+        idx: Vec<usize>,
+        outcome: Result<Vec<Result<R>>>,
+        backoff: Duration,
+    },
+    Due {
+        idx: Vec<usize>,
+        backoff: Duration,
+    },
 }
 
 const RETRY_MIN: Duration = Duration::from_millis(10);
@@ -217,7 +258,8 @@ impl<E: Entity> RegionHandle<E> {
     /// The items are grouped by owner: one mailbox command per frame for
     /// the shards this node owns, and for each other owner one
     /// `DeliverBatch` frame per [`MAX_BATCH_ITEMS`] items or `[sharding]
-    /// snapshot_page_bytes` of messages, whichever comes first. Each item
+    /// snapshot_page_bytes` of messages (at most 3/4 of `[transport]
+    /// max_frame_bytes`), whichever comes first. Each item
     /// keeps the guarantees of a single ask: applied once per
     /// acknowledgement, answered after its replicas confirm, and items for
     /// one entity applied in item order (an item sent again may come after
@@ -233,7 +275,12 @@ impl<E: Entity> RegionHandle<E> {
     /// Per item, those of [`Self::ask`]. An owner whose answers to a frame
     /// would not fit one frame (`[transport] max_frame_bytes`) fails that
     /// frame's items with [`RegionError::Protocol`] (they were applied);
-    /// a link or timeout failure of a frame fails all of its items.
+    /// a link or timeout failure of a frame fails all of its items. A link
+    /// that breaks after the owner applied a frame but before its answer
+    /// arrived fails the frame's items with the retriable
+    /// [`RegionError::Unreachable`]: as with a single ask, a resent item may
+    /// then be applied twice, and here that is every item of the frame
+    /// (make the messages idempotent, as task submits are).
     pub async fn ask_batch(
         &self,
         items: Vec<(String, E::Msg)>,
@@ -241,45 +288,65 @@ impl<E: Entity> RegionHandle<E> {
     ) -> Vec<Result<E::Reply>> {
         let deadline = Instant::now() + timeout;
         let mut answers: Vec<Option<Result<E::Reply>>> = items.iter().map(|_| None).collect();
-        let mut pending: Vec<usize> = (0..items.len()).collect();
-        let mut backoff = RETRY_MIN;
-        loop {
-            let frames = self.frames(&items, &pending, &mut answers);
-            let sent = frames.into_iter().map(|(owner, idx)| {
-                let msgs: Vec<(String, E::Msg)> = idx.iter().map(|&i| items[i].clone()).collect();
-                async move { (idx, self.send_frame(owner, msgs, deadline).await) }
-            });
-            for (idx, outcome) in futures::future::join_all(sent).await {
-                let outcome = match outcome {
-                    Ok(v) if v.len() == idx.len() => Ok(v),
-                    Ok(v) => Err(RegionError::Protocol {
-                        node: String::new(),
-                        reason: format!("{} answers to a batch of {}", v.len(), idx.len()),
-                    }),
-                    Err(e) => Err(e),
-                };
-                match outcome {
-                    Ok(v) => {
-                        for (i, r) in idx.into_iter().zip(v) {
-                            answers[i] = Some(r);
+        let all: Vec<usize> = (0..items.len()).collect();
+        // Each frame is retried on its own: a frame that fails fast (its
+        // owner died) has its retriable items regrouped and resent after a
+        // backoff while the other frames still wait (a parked item can hold
+        // a frame until the deadline).
+        let mut inflight: FuturesUnordered<BoxFuture<'_, Step<E::Reply>>> = FuturesUnordered::new();
+        inflight.push(Box::pin(async move {
+            Step::Due {
+                idx: all,
+                backoff: RETRY_MIN,
+            }
+        }));
+        while let Some(step) = inflight.next().await {
+            match step {
+                Step::Answered {
+                    idx,
+                    outcome,
+                    backoff,
+                } => {
+                    let outcome = match outcome {
+                        Ok(v) if v.len() == idx.len() => Ok(v),
+                        Ok(v) => Err(RegionError::Protocol {
+                            node: self.shared.me.name.clone(),
+                            reason: format!("{} answers to a batch of {}", v.len(), idx.len()),
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        Ok(v) => {
+                            for (&i, r) in idx.iter().zip(v) {
+                                answers[i] = Some(r);
+                            }
+                        }
+                        Err(e) => {
+                            for &i in &idx {
+                                answers[i] = Some(Err(e.clone()));
+                            }
                         }
                     }
-                    Err(e) => {
-                        for i in idx {
-                            answers[i] = Some(Err(e.clone()));
-                        }
+                    let retry: Vec<usize> = idx
+                        .into_iter()
+                        .filter(|&i| matches!(&answers[i], Some(Err(e)) if e.is_retriable()))
+                        .collect();
+                    if let Some(later) = retry_later(retry, backoff, deadline) {
+                        inflight.push(later);
+                    }
+                }
+                Step::Due { idx, backoff } => {
+                    let (frames, unrouted) = self.frames(&items, &idx, &mut answers);
+                    for (owner, idx) in frames {
+                        inflight.push(self.sent(&items, owner, idx, backoff, deadline));
+                    }
+                    // No owner in this view yet (an empty view, or one not
+                    // applied yet): wait like any retriable failure.
+                    if let Some(later) = retry_later(unrouted, backoff, deadline) {
+                        inflight.push(later);
                     }
                 }
             }
-            pending = (0..items.len())
-                .filter(|&i| matches!(&answers[i], Some(Err(e)) if e.is_retriable()))
-                .collect();
-            if pending.is_empty() || Instant::now() + backoff >= deadline {
-                break;
-            }
-            tracing::debug!(items = pending.len(), "retrying batch items");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(RETRY_MAX);
         }
         items
             .iter()
@@ -294,19 +361,43 @@ impl<E: Entity> RegionHandle<E> {
             .collect()
     }
 
+    /// Sends the frame of items `idx` to `owner` (`None` = here) and yields
+    /// its outcome, with the backoff to use if some of its items must be
+    /// sent again.
+    fn sent<'a>(
+        &'a self,
+        items: &[(String, E::Msg)],
+        owner: Option<NodeId>,
+        idx: Vec<usize>,
+        backoff: Duration,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Step<E::Reply>> {
+        let msgs: Vec<(String, E::Msg)> = idx.iter().map(|&i| items[i].clone()).collect();
+        Box::pin(async move {
+            let outcome = self.send_frame(owner, msgs, deadline).await;
+            Step::Answered {
+                idx,
+                outcome,
+                backoff,
+            }
+        })
+    }
+
     /// Splits the items `pending` into frames by owner in this node's view
     /// (`None` = this node), each within [`MAX_BATCH_ITEMS`] items and
     /// `[sharding] snapshot_page_bytes` of messages. Items whose shard has
-    /// no owner get [`RegionError::NoOwner`] in `answers`.
+    /// no owner get [`RegionError::NoOwner`] in `answers` and are returned
+    /// apart (second value), to be tried again.
     fn frames(
         &self,
         items: &[(String, E::Msg)],
         pending: &[usize],
         answers: &mut [Option<Result<E::Reply>>],
-    ) -> Vec<(Option<NodeId>, Vec<usize>)> {
+    ) -> (Vec<Frame>, Vec<usize>) {
         let routing = self.routing();
-        let budget = self.shared.config.sharding.snapshot_page_bytes;
-        let mut frames: Vec<(Option<NodeId>, Vec<usize>)> = Vec::new();
+        let mut unrouted = Vec::new();
+        let budget = crate::region::frame_budget(&self.shared.config, &self.shared.channel);
+        let mut frames: Vec<Frame> = Vec::new();
         // Per owner: its open frame (an index into `frames`) and its size
         // in bytes so far.
         let mut open: std::collections::HashMap<&str, (usize, usize)> =
@@ -317,10 +408,11 @@ impl<E: Entity> RegionHandle<E> {
                 answers[i] = Some(Err(RegionError::NoOwner {
                     shard: routing.shard_of(id).0,
                 }));
+                unrouted.push(i);
                 continue;
             };
             let size = postcard::experimental::serialized_size(&items[i]).unwrap_or(budget);
-            let new_frame = |frames: &mut Vec<(Option<NodeId>, Vec<usize>)>| {
+            let new_frame = |frames: &mut Vec<Frame>| {
                 let local = owner.name == self.shared.me.name;
                 frames.push(((!local).then(|| owner.clone()), Vec::new()));
                 (frames.len() - 1, 0)
@@ -336,7 +428,7 @@ impl<E: Entity> RegionHandle<E> {
             frames[frame].1.push(i);
             open.insert(owner.name.as_str(), (frame, used + size));
         }
-        frames
+        (frames, unrouted)
     }
 
     /// Sends one frame of a batch to `owner` (`None` = this node's region)
@@ -384,7 +476,21 @@ impl<E: Entity> RegionHandle<E> {
                 reason: "unexpected reply to a batch".into(),
             }),
             Err(transport::AskError::Timeout { .. }) => Err(timeout_err()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(match RegionError::from(e) {
+                RegionError::Protocol { node, reason } if node.is_empty() => {
+                    RegionError::Protocol {
+                        node: owner.name.clone(),
+                        reason,
+                    }
+                }
+                RegionError::Unreachable { node, reason } if node.is_empty() => {
+                    RegionError::Unreachable {
+                        node: owner.name.clone(),
+                        reason,
+                    }
+                }
+                e => e,
+            }),
         }
     }
 

@@ -128,9 +128,9 @@ pub(crate) enum ReplyTo<E: Entity> {
 /// Where a whole batch's answers go once every item has one.
 pub(crate) enum BatchDone<E: Entity> {
     Local(oneshot::Sender<Vec<Result<E::Reply>>>),
-    /// The responder, and the largest body the link takes (`[transport]
-    /// max_frame_bytes`).
-    Remote(Responder, usize),
+    /// The responder, the largest body the link takes (`[transport]
+    /// max_frame_bytes`) and this node's name (for errors).
+    Remote(Responder, usize, String),
 }
 
 /// Room left in a frame for the header around a reply body, in bytes.
@@ -197,7 +197,7 @@ impl<E: Entity> BatchSlots<E> {
             Some(BatchDone::Local(tx)) => {
                 let _ = tx.send(answers);
             }
-            Some(BatchDone::Remote(resp, max_bytes)) => {
+            Some(BatchDone::Remote(resp, max_bytes, node)) => {
                 let n = answers.len();
                 let reply = WireReply::<E>::Replies(answers);
                 let size = postcard::experimental::serialized_size(&reply).unwrap_or(usize::MAX);
@@ -206,7 +206,7 @@ impl<E: Entity> BatchSlots<E> {
                     // one frame: say so instead of leaving the asker to
                     // its timeout.
                     WireReply::Error(RegionError::Protocol {
-                        node: String::new(),
+                        node,
                         reason: format!(
                             "the answers to a batch of {n} items take {size} bytes, above \
                              transport.max_frame_bytes = {max_bytes}: ask fewer at once"
@@ -967,7 +967,7 @@ impl<E: Entity> Actor<E> {
                         state: e.state.clone()?,
                     })
                 }),
-                self.config.sharding.snapshot_page_bytes,
+                frame_budget(&self.config, &self.channel),
             ),
             None => Vec::new(),
         };
@@ -1373,7 +1373,7 @@ impl<E: Entity> Actor<E> {
             return;
         }
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
-        let budget = self.config.sharding.snapshot_page_bytes;
+        let budget = frame_budget(&self.config, &self.channel);
         for (_, (replicas, batch)) in std::mem::take(&mut self.outbox) {
             let mut pages: Vec<Vec<(u32, Record<E>)>> = vec![Vec::new()];
             let mut used = 0usize;
@@ -1641,6 +1641,10 @@ impl<E: Entity> Actor<E> {
                 timeout_ms,
             } => {
                 if items.len() > MAX_BATCH_ITEMS {
+                    if responder.is_none() {
+                        self.stats.dropped += items.len() as u64;
+                        tracing::warn!(from = %from, items = items.len(), limit = MAX_BATCH_ITEMS, "batch of tells above the item limit dropped");
+                    }
                     if let Some(resp) = responder {
                         let _ = resp.reply_msg(&WireReply::<E>::Error(RegionError::Protocol {
                             node: self.me.name.clone(),
@@ -1656,8 +1660,10 @@ impl<E: Entity> Actor<E> {
                     Some(resp) => {
                         let deadline = Instant::now() + Duration::from_millis(timeout_ms.max(1));
                         let max_bytes = self.channel.transport().config().max_frame_bytes;
-                        let slots =
-                            BatchSlots::new(items.len(), BatchDone::Remote(resp, max_bytes));
+                        let slots = BatchSlots::new(
+                            items.len(),
+                            BatchDone::Remote(resp, max_bytes, self.me.name.clone()),
+                        );
                         self.route_batch(items, &slots, Some(deadline), hops);
                     }
                     None => {
@@ -1749,7 +1755,7 @@ impl<E: Entity> Actor<E> {
                 more: false,
             };
         };
-        let budget = self.config.sharding.snapshot_page_bytes;
+        let budget = frame_budget(&self.config, &self.channel);
         let mut used = 0usize;
         let mut records = Vec::new();
         let range = match after {
@@ -1786,6 +1792,17 @@ fn ack<E: Entity>(responder: Option<Responder>) {
 /// Merges records into shard data, the higher version winning.
 /// Merges records into shard data, the higher version winning; returns
 /// the ids whose state changed.
+/// The bytes of records or messages put in one frame: `[sharding]
+/// snapshot_page_bytes`, but at most three quarters of `[transport]
+/// max_frame_bytes` (the rest is room for the estimate's error and the
+/// frame's header), so a smaller frame limit never makes pages too large
+/// to send. A single record larger than that still goes alone (and fails
+/// with a typed error if it does not fit).
+pub(crate) fn frame_budget<E: Entity>(config: &RegionConfig, channel: &Channel<Wire<E>>) -> usize {
+    let max_frame = channel.transport().config().max_frame_bytes;
+    config.sharding.snapshot_page_bytes.min(max_frame / 4 * 3)
+}
+
 fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String> {
     let mut changed = Vec::new();
     for r in records {

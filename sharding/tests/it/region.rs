@@ -22,6 +22,8 @@ struct Counter(u64);
 enum CounterMsg {
     Add(u64),
     Get,
+    /// Answers the value once it is at least this (parks until then).
+    WaitAtLeast(u64),
 }
 
 impl Entity for Counter {
@@ -42,6 +44,10 @@ impl Entity for Counter {
                 Handled::Reply(c.0)
             }
             CounterMsg::Get => Handled::Reply(state.as_ref().map_or(0, |c| c.0)),
+            CounterMsg::WaitAtLeast(n) => match state.as_ref().map_or(0, |c| c.0) {
+                v if v >= n => Handled::Reply(v),
+                _ => Handled::Wait,
+            },
         }
     }
 }
@@ -82,6 +88,14 @@ async fn start_bare(name: &str) -> BareNode {
 }
 
 async fn start_with(name: &str, config: RegionConfig) -> TestNode {
+    start_full(name, config, TransportConfig::default()).await
+}
+
+async fn start_full(
+    name: &str,
+    config: RegionConfig,
+    transport_config: TransportConfig,
+) -> TestNode {
     let stop = CancellationToken::new();
     let transport = Transport::bind(
         LocalNode {
@@ -91,7 +105,7 @@ async fn start_with(name: &str, config: RegionConfig) -> TestNode {
             listen: "127.0.0.1:0".into(),
             advertise_host: "127.0.0.1".into(),
         },
-        TransportConfig::default(),
+        transport_config,
         stop.clone(),
     )
     .await
@@ -715,5 +729,106 @@ async fn a_batch_to_an_unreachable_owner_fails_its_items_within_the_timeout() {
         } else {
             assert_eq!(got, Ok(0), "{id}");
         }
+    }
+}
+
+/// A frame that fails fast (its owner is gone) is retried at once, not
+/// after the batch's other frames: here the other frame holds parked items
+/// until the deadline, and the dead owner's items must still land at the
+/// new owner as soon as the view drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_frame_is_retried_while_another_frame_waits() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    set_view(&[&a, &b, &c], &members(&[&a, &b, &c]));
+    wait_routing(&a, 3).await;
+    let routing = a.region.routing();
+    let owned_by = |who: &str, n: usize| -> Vec<String> {
+        (0..10_000)
+            .map(|i| format!("k{i}"))
+            .filter(|id| routing.owner_of(id).map(|o| o.name.as_str()) == Some(who))
+            .take(n)
+            .collect()
+    };
+    let (on_b, on_c) = (owned_by("b", 10), owned_by("c", 10));
+    c.stop.cancel();
+    c.transport.shutdown().await;
+    let mut items: Vec<(String, CounterMsg)> = on_b
+        .iter()
+        .map(|id| (id.clone(), CounterMsg::WaitAtLeast(1_000)))
+        .collect();
+    items.extend(on_c.iter().map(|id| (id.clone(), CounterMsg::Add(1))));
+    let view_ab = members(&[&a, &b]);
+    let (a_view, b_view) = (a.view.clone(), b.view.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a_view.send_replace(view_ab.clone());
+        b_view.send_replace(view_ab);
+    });
+    let answers = a.region.ask_batch(items, Duration::from_secs(3)).await;
+    for (id, got) in on_b.iter().zip(&answers) {
+        assert!(
+            matches!(got, Err(RegionError::Timeout { .. })),
+            "{id}: {got:?}"
+        );
+    }
+    for (id, got) in on_c.iter().zip(&answers[on_b.len()..]) {
+        assert_eq!(got, &Ok(1), "{id} (owner c died)");
+    }
+}
+
+/// Frames are cut to fit `[transport] max_frame_bytes` even when it is
+/// smaller than `[sharding] snapshot_page_bytes`: a batch of 2,000 items
+/// with long ids (about 130 KB) to a peer that takes 16 KiB frames lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_frames_fit_a_small_frame_limit() {
+    let small = TransportConfig {
+        max_frame_bytes: 16 * 1024,
+        ..TransportConfig::default()
+    };
+    let a = start_full("a", RegionConfig::default(), small.clone()).await;
+    let b = start_full("b", RegionConfig::default(), small).await;
+    set_view(&[&a, &b], &members(&[&a, &b]));
+    wait_routing(&a, 2).await;
+    let ids: Vec<String> = (0..2_000).map(|i| format!("{i:0>60}")).collect();
+    let answers = a
+        .region
+        .ask_batch(
+            ids.iter()
+                .map(|id| (id.clone(), CounterMsg::Add(1)))
+                .collect(),
+            T,
+        )
+        .await;
+    for (id, got) in ids.iter().zip(answers) {
+        assert_eq!(got, Ok(1), "{id}");
+    }
+    check_all(&[&a, &b], &ids.iter().map(|id| (id.clone(), 1)).collect()).await;
+}
+
+/// Items with no owner yet (the view not applied) wait and are sent once a
+/// view gives their shards an owner, like single asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_items_without_an_owner_wait_for_one() {
+    let a = start("a").await;
+    let view = members(&[&a]);
+    let a_view = a.view.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        a_view.send_replace(view);
+    });
+    let ids: Vec<String> = (0..50).map(|i| format!("early-{i}")).collect();
+    let answers = a
+        .region
+        .ask_batch(
+            ids.iter()
+                .map(|id| (id.clone(), CounterMsg::Add(1)))
+                .collect(),
+            T,
+        )
+        .await;
+    for (id, got) in ids.iter().zip(answers) {
+        assert_eq!(got, Ok(1), "{id}");
     }
 }
