@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release -p node-cli
-bin=target/release/node-cli
+bin=${CARGO_TARGET_DIR:-target}/release/node-cli
 base=${BASE_PORT:-25520}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }

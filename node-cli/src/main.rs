@@ -57,13 +57,20 @@ fn main() -> ExitCode {
         eprintln!("error: configuration: {e}");
         return ExitCode::from(2);
     }
+    let threads = match runtime_threads() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
     logs::init(&name);
     log_open_files_limit(raise_open_files_limit());
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        runtime.worker_threads(runtime_threads());
-    }
-    let runtime = match runtime.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -80,8 +87,24 @@ fn main() -> ExitCode {
 /// context switches (about 15 % of a node's CPU per task measured on 2
 /// cores against one thread per core; README, Benchmark).
 /// `TOKIO_WORKER_THREADS` overrides it.
-fn runtime_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+///
+/// # Errors
+/// `TOKIO_WORKER_THREADS` set to anything but a whole number from 1 to 1024.
+fn runtime_threads() -> Result<usize, String> {
+    match std::env::var("TOKIO_WORKER_THREADS") {
+        Err(std::env::VarError::NotPresent) => {
+            Ok(std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
+        }
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "TOKIO_WORKER_THREADS={v:?} (environment) must be a whole number of threads from 1 to 1024"
+            )),
+        },
+        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+            "TOKIO_WORKER_THREADS={v:?} (environment) must be a whole number of threads from 1 to 1024"
+        )),
+    }
 }
 
 async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -> ExitCode {

@@ -103,8 +103,18 @@ fn a_seed_that_never_answers_fails_after_the_join_deadline() {
 #[test]
 fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 6] = [
         (&["--iterations", "0"], &[], "--iterations"),
+        (
+            &[],
+            &[("TOKIO_WORKER_THREADS", "0")],
+            "TOKIO_WORKER_THREADS",
+        ),
+        (
+            &[],
+            &[("TOKIO_WORKER_THREADS", "abc")],
+            "TOKIO_WORKER_THREADS",
+        ),
         (&["--iterations", "4294967295"], &[], "max_iterations"),
         (&["--tasks", "4294967295"], &[], "--tasks"),
         (
