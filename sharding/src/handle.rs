@@ -87,6 +87,32 @@ impl<E: Entity> std::fmt::Debug for RegionHandle<E> {
     }
 }
 
+/// A failed ask to `owner` as a [`RegionError`]: `timeout()` for a
+/// timeout, otherwise the transport's error, naming `owner` where that
+/// did not name the peer.
+fn ask_failure(
+    e: transport::AskError,
+    owner: &NodeId,
+    timeout: impl FnOnce() -> RegionError,
+) -> RegionError {
+    match e {
+        transport::AskError::Timeout { .. } => timeout(),
+        e => match RegionError::from(e) {
+            RegionError::Protocol { node, reason } if node.is_empty() => RegionError::Protocol {
+                node: owner.name.clone(),
+                reason,
+            },
+            RegionError::Unreachable { node, reason } if node.is_empty() => {
+                RegionError::Unreachable {
+                    node: owner.name.clone(),
+                    reason,
+                }
+            }
+            e => e,
+        },
+    }
+}
+
 /// One frame of a batch: its owner (`None` = this node) and its items'
 /// indices.
 type Frame = (Option<NodeId>, Vec<usize>);
@@ -245,8 +271,7 @@ impl<E: Entity> RegionHandle<E> {
                     node: owner.name.clone(),
                     reason: "unexpected reply to a delivery".into(),
                 }),
-                Err(transport::AskError::Timeout { .. }) => Err(timeout_err()),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(ask_failure(e, &owner, timeout_err)),
             }
         }
     }
@@ -475,22 +500,7 @@ impl<E: Entity> RegionHandle<E> {
                 node: owner.name.clone(),
                 reason: "unexpected reply to a batch".into(),
             }),
-            Err(transport::AskError::Timeout { .. }) => Err(timeout_err()),
-            Err(e) => Err(match RegionError::from(e) {
-                RegionError::Protocol { node, reason } if node.is_empty() => {
-                    RegionError::Protocol {
-                        node: owner.name.clone(),
-                        reason,
-                    }
-                }
-                RegionError::Unreachable { node, reason } if node.is_empty() => {
-                    RegionError::Unreachable {
-                        node: owner.name.clone(),
-                        reason,
-                    }
-                }
-                e => e,
-            }),
+            Err(e) => Err(ask_failure(e, &owner, timeout_err)),
         }
     }
 
