@@ -244,14 +244,9 @@ impl<E: Entity> RegionHandle<E> {
                 deadline: Some(deadline),
                 hops: 0,
             })?;
-            match tokio::time::timeout(remaining, rx).await {
-                Ok(Ok(r)) => r,
-                // The region dropped the ask without answering: shut down,
-                // or it let go of the shard's state (retry at the owner).
-                Ok(Err(_)) if self.shared.mbox.is_closed() => Err(RegionError::Shutdown),
-                Ok(Err(_)) => Err(RegionError::Moved { shard: shard.0 }),
-                Err(_) => Err(timeout_err()),
-            }
+            self.local_answer(rx, remaining, shard, timeout_err)
+                .await
+                .and_then(|r| r)
         } else {
             let wire = Wire::Deliver {
                 id: entity_id.to_owned(),
@@ -409,10 +404,10 @@ impl<E: Entity> RegionHandle<E> {
     }
 
     /// Splits the items `pending` into frames by owner in this node's view
-    /// (`None` = this node), each within [`MAX_BATCH_ITEMS`] items and
-    /// `[sharding] snapshot_page_bytes` of messages. Items whose shard has
-    /// no owner get [`RegionError::NoOwner`] in `answers` and are returned
-    /// apart (second value), to be tried again.
+    /// (`None` = this node), each within [`MAX_BATCH_ITEMS`] items and, for
+    /// other owners, the bytes of `region::frame_budget`. Items whose shard
+    /// has no owner get [`RegionError::NoOwner`] in `answers` and are
+    /// returned apart (second value), to be tried again.
     fn frames(
         &self,
         items: &[(String, E::Msg)],
@@ -436,9 +431,15 @@ impl<E: Entity> RegionHandle<E> {
                 unrouted.push(i);
                 continue;
             };
-            let size = postcard::experimental::serialized_size(&items[i]).unwrap_or(budget);
+            let local = owner.name == self.shared.me.name;
+            // A local frame never goes on the wire: only its item count is
+            // bounded (one mailbox command), so its size is not computed.
+            let size = if local {
+                0
+            } else {
+                postcard::experimental::serialized_size(&items[i]).unwrap_or(budget)
+            };
             let new_frame = |frames: &mut Vec<Frame>| {
-                let local = owner.name == self.shared.me.name;
                 frames.push(((!local).then(|| owner.clone()), Vec::new()));
                 (frames.len() - 1, 0)
             };
@@ -476,12 +477,10 @@ impl<E: Entity> RegionHandle<E> {
                 reply: tx,
                 deadline,
             })?;
-            return match tokio::time::timeout(remaining, rx).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(_)) if self.shared.mbox.is_closed() => Err(RegionError::Shutdown),
-                Ok(Err(_)) => Err(RegionError::Moved { shard: 0 }),
-                Err(_) => Err(timeout_err()),
-            };
+            // A batch spans shards: a dropped one says `Moved` of shard 0.
+            return self
+                .local_answer(rx, remaining, ShardId(0), timeout_err)
+                .await;
         };
         let wire = Wire::DeliverBatch {
             items,
@@ -501,6 +500,25 @@ impl<E: Entity> RegionHandle<E> {
                 reason: "unexpected reply to a batch".into(),
             }),
             Err(e) => Err(ask_failure(e, &owner, timeout_err)),
+        }
+    }
+
+    /// Waits at most `remaining` for this node's region to answer a command
+    /// through `rx`: `timeout()` past it; `Shutdown` or `Moved { shard }`
+    /// when the region dropped the command unanswered (it stopped, or let
+    /// go of the shard's state: retry at the owner).
+    async fn local_answer<T>(
+        &self,
+        rx: oneshot::Receiver<T>,
+        remaining: Duration,
+        shard: ShardId,
+        timeout: impl FnOnce() -> RegionError,
+    ) -> Result<T> {
+        match tokio::time::timeout(remaining, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) if self.shared.mbox.is_closed() => Err(RegionError::Shutdown),
+            Ok(Err(_)) => Err(RegionError::Moved { shard: shard.0 }),
+            Err(_) => Err(timeout()),
         }
     }
 
