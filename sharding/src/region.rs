@@ -366,9 +366,20 @@ struct ShardData<E: Entity> {
     /// Replies waiting until their entity's `acked` reaches a version.
     waiting_acks: HashMap<String, Vec<HeldReply<E>>>,
     parked: HashMap<String, Vec<Parked<E>>>,
+    /// Of each entity with changes its replicas have not all confirmed:
+    /// its states from the last confirmed one on (see [`Unconfirmed`]).
+    unconfirmed: HashMap<String, Unconfirmed>,
     /// When this node stopped holding the shard (data kept a while).
     retired_at: Option<Instant>,
 }
+
+/// One entity's states since the last one every replica confirmed, oldest
+/// first: `(version, postcard encoding)`, `None` for "absent". The first is
+/// the confirmed state; a reset restores it, so it discards exactly what
+/// the replicas never confirmed (an ask that produced it is retried by its
+/// sender) and keeps what they did. Entries exist only while a change is
+/// unconfirmed: at most one per change in flight.
+type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
 
 impl<E: Entity> Default for ShardData<E> {
     fn default() -> Self {
@@ -376,7 +387,59 @@ impl<E: Entity> Default for ShardData<E> {
             entities: BTreeMap::new(),
             waiting_acks: HashMap::new(),
             parked: HashMap::new(),
+            unconfirmed: HashMap::new(),
             retired_at: None,
+        }
+    }
+}
+
+impl<E: Entity> ShardData<E> {
+    /// Every replica confirmed `version` of entity `id`: forgets its states
+    /// older than that, and all of them once its current one is confirmed.
+    fn confirmed(&mut self, id: &str, version: u64) {
+        let Some(states) = self.unconfirmed.get_mut(id) else {
+            return;
+        };
+        while states.get(1).is_some_and(|(v, _)| *v <= version) {
+            states.pop_front();
+        }
+        // The last state is the entity's current one: with it confirmed,
+        // nothing is left to restore.
+        let done = states.len() <= 1;
+        if done {
+            self.unconfirmed.remove(id);
+        }
+    }
+
+    /// Puts every entity with unconfirmed changes back to its last confirmed
+    /// state (a reset: the changes' asks are retried by their senders).
+    fn restore_confirmed(&mut self) {
+        for (id, mut states) in std::mem::take(&mut self.unconfirmed) {
+            let Some((version, bytes)) = states.pop_front() else {
+                continue;
+            };
+            let Some(bytes) = bytes else {
+                self.entities.remove(&id);
+                continue;
+            };
+            match postcard::from_bytes::<E>(&bytes) {
+                Ok(state) => {
+                    self.entities.insert(
+                        id,
+                        Entry {
+                            state: Some(state),
+                            version,
+                            acked: version,
+                        },
+                    );
+                }
+                // Encoded by this process a moment ago: cannot fail unless
+                // the entity's own serde code is asymmetric. Keep the newer
+                // state rather than lose the entity.
+                Err(e) => {
+                    tracing::error!(id = %id, error = %e, "cannot decode a confirmed state; keeping the unconfirmed one")
+                }
+            }
         }
     }
 }
@@ -825,6 +888,8 @@ impl<E: Entity> Actor<E> {
             }
         }
         if let Some(d) = self.data.get_mut(&shard) {
+            // The new owner takes the current states by fetch or push.
+            d.unconfirmed.clear();
             for (_, parked) in d.parked.drain() {
                 for p in parked {
                     p.reply.send(Err(RegionError::Moved { shard: shard.0 }));
@@ -919,6 +984,7 @@ impl<E: Entity> Actor<E> {
         self.stats.shards_recovered += 1;
         let data = self.data.entry(shard).or_default();
         data.retired_at = None;
+        data.unconfirmed.clear();
         let mut jobs = Vec::new();
         for (id, entry) in data.entities.iter_mut() {
             // Data from a fetch counts as confirmed by its previous holders.
@@ -1048,13 +1114,14 @@ impl<E: Entity> Actor<E> {
             }
             // An ask waiting for its replicas is retried by its sender: the
             // unconfirmed state it produced here must go, or the retry would
-            // apply it twice. The confirmed state is on the replicas.
-            for (id, waiting) in std::mem::take(&mut d.waiting_acks) {
-                d.entities.remove(&id);
+            // apply it twice; the confirmed state before it must stay (its
+            // replicas may be gone too, as on a partition's minority side).
+            for (_, waiting) in std::mem::take(&mut d.waiting_acks) {
                 for (_, reply, _) in waiting {
                     reply.send(moved());
                 }
             }
+            d.restore_confirmed();
         }
         self.retry_replicate.clear();
         self.outbox.clear();
@@ -1267,6 +1334,13 @@ impl<E: Entity> Actor<E> {
                 };
                 let acked = if has_replicas { entry.acked } else { version };
                 let snapshot = if changed && has_replicas {
+                    let before = (entry.version, Some(self.encoded_before.clone()));
+                    let after = entry.state.as_ref().map(|_| self.encoded_after.clone());
+                    let states = data.unconfirmed.entry(id.clone()).or_default();
+                    if states.is_empty() {
+                        states.push_back(before);
+                    }
+                    states.push_back((version, after));
                     entry.state.clone()
                 } else {
                     None
@@ -1286,6 +1360,12 @@ impl<E: Entity> Actor<E> {
                 let version = u64::from(changed);
                 let acked = if has_replicas { 0 } else { version };
                 let snapshot = if changed && has_replicas {
+                    encode_into(state.as_ref(), &mut self.encoded_after);
+                    let states = data.unconfirmed.entry(id.clone()).or_default();
+                    // Versions restart with a new entity: so does its list.
+                    states.clear();
+                    states.push_back((0, None));
+                    states.push_back((version, Some(self.encoded_after.clone())));
                     state.clone()
                 } else {
                     None
@@ -1323,6 +1403,10 @@ impl<E: Entity> Actor<E> {
                     });
                 }
             }
+        }
+        if changed && !has_replicas && !data.unconfirmed.is_empty() {
+            // Confirmed as applied (no replicas now): nothing to restore.
+            data.unconfirmed.remove(&id);
         }
         let parked = changed && data.parked.contains_key(&id);
         for job in ctx.take_jobs() {
@@ -1521,6 +1605,9 @@ impl<E: Entity> Actor<E> {
         };
         if let (Some(e), true) = (d.entities.get_mut(&id), ok) {
             e.acked = e.acked.max(version);
+        }
+        if ok {
+            d.confirmed(&id, version);
         }
         let acked = d.entities.get(&id).map_or(u64::MAX, |e| e.acked);
         if let Some(list) = d.waiting_acks.remove(&id) {
@@ -1811,9 +1898,13 @@ fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String
             Some(e) => {
                 e.state = Some(r.state);
                 e.version = r.version;
+                // A newer state from another holder: what this node had
+                // not confirmed is superseded, not restorable.
+                d.unconfirmed.remove(&r.id);
                 changed.push(r.id);
             }
             None => {
+                d.unconfirmed.remove(&r.id);
                 changed.push(r.id.clone());
                 d.entities.insert(
                     r.id,

@@ -601,6 +601,47 @@ async fn an_ask_waiting_for_replicas_survives_a_reset() {
     z_node.stop.cancel();
 }
 
+/// A reset discards only what the replicas never confirmed: an entity with
+/// a confirmed state and a newer unconfirmed change goes back to the
+/// confirmed state, not away. Before the fix the reset removed the entity
+/// (the partition fault test's minority side lost tasks whose completion
+/// was still replicating when it learned it had been declared dead), so
+/// the retried ask read 1 here instead of 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_keeps_the_confirmed_state_under_an_unconfirmed_change() {
+    let a = start("a").await;
+    let z_node = start_bare("z").await;
+    let _unread = z_node.transport.register(20).unwrap();
+    let mut az = members(&[&a]);
+    az.insert("z".into(), z_node.transport.identity().clone());
+    let id = id_owned_by(&az, "a", &members(&[&a]), "a");
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    // Confirmed at once: a has no replica yet.
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
+    a.view.send_replace(az);
+    wait_routing(&a, 2).await;
+    let add = {
+        let r = a.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!add.is_finished(), "z never confirms: the ask must wait");
+    a.region.reset().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.view.send_replace(members(&[&a]));
+    let value = add.await.unwrap();
+
+    assert_eq!(
+        value,
+        Ok(2),
+        "the confirmed 1 survives; the retried ask applies once"
+    );
+    assert_eq!(a.region.ask(&id, CounterMsg::Get, T).await, Ok(2));
+    z_node.stop.cancel();
+}
+
 /// A partition's minority side (a, b) acknowledged writes the majority (c)
 /// never saw; both are then told they were declared dead and reset. The
 /// writes must survive the resets and reach the majority's owners once the
