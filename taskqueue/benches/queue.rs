@@ -94,6 +94,20 @@ async fn batched_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
     tasks as f64 / t0.elapsed().as_secs_f64()
 }
 
+/// CPU time (user + system) of this whole process so far, in µs: every
+/// thread's, the hashing workers' and the runtime's alike.
+fn process_cpu_us() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
+}
+
+/// Runs one measured phase and returns (its figure, process CPU µs per task).
+async fn with_cpu<F: std::future::Future<Output = f64>>(tasks: usize, f: F) -> (f64, f64) {
+    let c0 = process_cpu_us();
+    let rate = f.await;
+    (rate, (process_cpu_us() - c0) / tasks as f64)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -135,12 +149,21 @@ fn main() {
         };
         let queue = TaskQueue::start(&transport, region, config, view, stop.clone()).expect("queue");
         let (mut raw, mut through, mut batched) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut raw_cpu, mut through_cpu, mut batched_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
-            raw.push(raw_rate(threads, tasks, round));
-            through.push(queue_rate(&queue, tasks, round).await);
-            batched.push(batched_rate(&queue, tasks, round).await);
+            let (r, c) = with_cpu(tasks, async { raw_rate(threads, tasks, round) }).await;
+            raw.push(r);
+            raw_cpu.push(c);
+            let (r, c) = with_cpu(tasks, queue_rate(&queue, tasks, round)).await;
+            through.push(r);
+            through_cpu.push(c);
+            let (r, c) = with_cpu(tasks, batched_rate(&queue, tasks, round)).await;
+            batched.push(r);
+            batched_cpu.push(c);
         }
         let (raw, through, batched) = (median(raw), median(through), median(batched));
+        let (raw_cpu, through_cpu, batched_cpu) =
+            (median(raw_cpu), median(through_cpu), median(batched_cpu));
         println!("taskqueue bench: one node in process, {threads} worker threads, {tasks} tasks of {ITERATIONS} iterations per round, {rounds} rounds (medians)");
         println!("| path | tasks/s |");
         println!("|---|---|");
@@ -149,6 +172,14 @@ fn main() {
         println!("| TaskQueue submit_many + wait_results, batches of {BATCH}, {BATCHES_IN_FLIGHT} in flight | {batched:.0} |");
         println!("ratio TaskQueue / raw: {:.2}", through / raw);
         println!("ratio TaskQueue batched / raw: {:.2}", batched / raw);
+        // The ratios above are wall-clock figures on a shared machine; the
+        // CPU per task is steadier for comparing two builds: what the
+        // queue adds to the hash is its excess over the raw loop's.
+        println!(
+            "process CPU per task: raw {raw_cpu:.1} us, TaskQueue {through_cpu:.1} us (+{:.1}), batched {batched_cpu:.1} us (+{:.1})",
+            through_cpu - raw_cpu,
+            batched_cpu - raw_cpu
+        );
         stop.cancel();
     });
 }
