@@ -41,6 +41,28 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
         msg: Self::Msg,
     ) -> Handled<Self::Reply>;
 
+    /// Whether `msg` only reads the state: it never creates, changes or
+    /// removes the entity. The region then skips detecting a change for
+    /// it (two postcard encodings of the state per message). The default,
+    /// `false`, is always correct; answering `true` for a message that does
+    /// change the state would leave the change unreplicated (debug builds
+    /// check it and panic).
+    fn reads_only(msg: &Self::Msg) -> bool {
+        let _ = msg;
+        false
+    }
+
+    /// Whether [`Entity::handle`] may return [`Handled::Wait`] for `msg`.
+    /// The region keeps a copy of each asked message for which this is
+    /// `true`, to deliver again after the next change; `false` spares the
+    /// copy. The default, `true`, is always correct; answering `false` for
+    /// a message that does wait drops its asker with an error
+    /// ([`RegionError::Protocol`](crate::RegionError)) instead of parking it.
+    fn may_wait(msg: &Self::Msg) -> bool {
+        let _ = msg;
+        true
+    }
+
     /// Called when this node becomes the owner of an existing entity it did
     /// not own before (a handoff, or a replica promoted after its owner
     /// failed), so unfinished work can be restarted through `ctx`.

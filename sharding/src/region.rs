@@ -1312,14 +1312,37 @@ impl<E: Entity> Actor<E> {
         self.stats.delivered += 1;
         let keep = match reply {
             ReplyTo::Nobody => None,
-            _ => Some(msg.clone()),
+            _ if E::may_wait(&msg) => Some(msg.clone()),
+            _ => None,
         };
+        let reads_only = E::reads_only(&msg);
         let has_replicas = !self.replicas_of(shard).1.is_empty();
         let mut ctx = Context::shared(Arc::clone(&self.node_name));
         let data = self.data.entry(shard).or_default();
         // An existing entity is handled in place (one map lookup); a change
         // is detected by comparing its encodings before and after.
         let (handled, changed, version, acked, snapshot) = match data.entities.get_mut(&id) {
+            // A read: no change to detect (checked in debug builds).
+            Some(entry) if reads_only => {
+                #[cfg(debug_assertions)]
+                encode_into(entry.state.as_ref(), &mut self.encoded_before);
+                let handled = E::handle(&mut ctx, &id, &mut entry.state, msg);
+                #[cfg(debug_assertions)]
+                {
+                    encode_into(entry.state.as_ref(), &mut self.encoded_after);
+                    assert!(
+                        self.encoded_before == self.encoded_after && entry.state.is_some(),
+                        "{}: a message its reads_only calls a read changed entity {id:?}",
+                        E::TYPE_NAME
+                    );
+                }
+                let acked = if has_replicas {
+                    entry.acked
+                } else {
+                    entry.version
+                };
+                (handled, false, entry.version, acked, None)
+            }
             Some(entry) => {
                 encode_into(entry.state.as_ref(), &mut self.encoded_before);
                 let handled = E::handle(&mut ctx, &id, &mut entry.state, msg);
@@ -1394,15 +1417,20 @@ impl<E: Entity> Actor<E> {
                         .push((version, reply, Ok(r)));
                 }
             }
-            Handled::Wait => {
-                if let Some(msg) = keep {
-                    data.parked.entry(id.clone()).or_default().push(Parked {
-                        msg,
-                        reply,
-                        deadline,
-                    });
-                }
-            }
+            Handled::Wait => match keep {
+                Some(msg) => data.parked.entry(id.clone()).or_default().push(Parked {
+                    msg,
+                    reply,
+                    deadline,
+                }),
+                None => reply.send(Err(RegionError::Protocol {
+                    node: self.me.to_string(),
+                    reason: format!(
+                        "{}: the entity kept an ask waiting that its may_wait says never waits",
+                        E::TYPE_NAME
+                    ),
+                })),
+            },
         }
         if changed && !has_replicas && !data.unconfirmed.is_empty() {
             // Confirmed as applied (no replicas now): nothing to restore.

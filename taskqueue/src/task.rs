@@ -370,6 +370,14 @@ impl Entity for TaskEntity {
         }
     }
 
+    fn reads_only(msg: &TaskMsg) -> bool {
+        matches!(msg, TaskMsg::Get | TaskMsg::WaitResult)
+    }
+
+    fn may_wait(msg: &TaskMsg) -> bool {
+        matches!(msg, TaskMsg::WaitResult)
+    }
+
     fn on_activate(&mut self, ctx: &mut Context<TaskMsg>, _id: &str) {
         if let Phase::Pending {
             payload,

@@ -24,6 +24,8 @@ enum CounterMsg {
     Get,
     /// Answers the value once it is at least this (parks until then).
     WaitAtLeast(u64),
+    /// Like `WaitAtLeast`, but `may_wait` wrongly says it never waits.
+    WaitUndeclared(u64),
 }
 
 impl Entity for Counter {
@@ -44,11 +46,21 @@ impl Entity for Counter {
                 Handled::Reply(c.0)
             }
             CounterMsg::Get => Handled::Reply(state.as_ref().map_or(0, |c| c.0)),
-            CounterMsg::WaitAtLeast(n) => match state.as_ref().map_or(0, |c| c.0) {
-                v if v >= n => Handled::Reply(v),
-                _ => Handled::Wait,
-            },
+            CounterMsg::WaitAtLeast(n) | CounterMsg::WaitUndeclared(n) => {
+                match state.as_ref().map_or(0, |c| c.0) {
+                    v if v >= n => Handled::Reply(v),
+                    _ => Handled::Wait,
+                }
+            }
         }
+    }
+
+    fn reads_only(msg: &CounterMsg) -> bool {
+        !matches!(msg, CounterMsg::Add(_))
+    }
+
+    fn may_wait(msg: &CounterMsg) -> bool {
+        matches!(msg, CounterMsg::WaitAtLeast(_))
     }
 }
 
@@ -640,6 +652,33 @@ async fn a_reset_keeps_the_confirmed_state_under_an_unconfirmed_change() {
     );
     assert_eq!(a.region.ask(&id, CounterMsg::Get, T).await, Ok(2));
     z_node.stop.cancel();
+}
+
+/// An entity that waits on a message its `may_wait` says never waits gets
+/// its asker a typed protocol error at once, not a silent drop or a hang
+/// until the timeout (the region kept no copy to deliver again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_the_entity_did_not_declare_is_an_error_not_a_hang() {
+    let a = start("a").await;
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    let t0 = std::time::Instant::now();
+    let r = a
+        .region
+        .ask("undeclared", CounterMsg::WaitUndeclared(5), T)
+        .await;
+
+    assert!(
+        matches!(&r, Err(RegionError::Protocol { reason, .. }) if reason.contains("may_wait")),
+        "{r:?}"
+    );
+    assert!(t0.elapsed() < T, "answered before the ask's timeout");
+    assert_eq!(
+        a.region
+            .ask("undeclared", CounterMsg::WaitAtLeast(0), T)
+            .await,
+        Ok(0)
+    );
 }
 
 /// A partition's minority side (a, b) acknowledged writes the majority (c)
