@@ -70,6 +70,13 @@ pub struct ShardingConfig {
     /// Largest handoff or sync page, in bytes (default 1 MiB; must stay
     /// below `[transport] max_frame_bytes`).
     pub snapshot_page_bytes: usize,
+    /// Most asks one region keeps waiting for a change of their entity
+    /// ([`crate::Handled::Wait`], e.g. a task's `wait_result`), over all
+    /// its entities and senders (default 100,000; each costs the message,
+    /// its reply route and a deadline, about 100-200 bytes). Beyond it an
+    /// ask that would wait is refused with
+    /// [`crate::RegionError::TooManyWaiting`] instead of held.
+    pub max_parked_asks: usize,
 }
 
 impl Default for ShardingConfig {
@@ -80,6 +87,7 @@ impl Default for ShardingConfig {
             replicate_timeout_ms: 2_000,
             retire_after_ms: 30_000,
             snapshot_page_bytes: 1 << 20,
+            max_parked_asks: 100_000,
         }
     }
 }
@@ -108,7 +116,7 @@ impl RegionConfig {
     ///
     /// # Errors
     /// A message naming the key: mailbox capacity ≥ 1, timeouts ≥ 1 ms,
-    /// snapshot pages ≥ 1 KiB, forward hops ≤ 16, `num_shards` ≤
+    /// snapshot pages ≥ 1 KiB, parked asks ≥ 1, forward hops ≤ 16, `num_shards` ≤
     /// [`MAX_SHARDS`], `replication_factor` ≤ [`MAX_REPLICATION`].
     pub fn validate(&self) -> Result<(), String> {
         if self.mailbox.capacity == 0 {
@@ -119,6 +127,9 @@ impl RegionConfig {
         }
         if self.sharding.snapshot_page_bytes < 1024 {
             return Err("sharding.snapshot_page_bytes must be at least 1024".into());
+        }
+        if self.sharding.max_parked_asks == 0 {
+            return Err("sharding.max_parked_asks must be at least 1".into());
         }
         if self.sharding.max_forward_hops > 16 {
             return Err("sharding.max_forward_hops must be at most 16".into());

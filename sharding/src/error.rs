@@ -82,6 +82,16 @@ pub enum RegionError {
     /// This node's region is stopping.
     #[error("region is shut down")]
     Shutdown,
+    /// The owner already keeps `limit` asks waiting for a change
+    /// (`[sharding] max_parked_asks`): this one was refused, not parked.
+    /// Nothing was applied; retry later or with fewer waits in flight.
+    #[error("node {node} already keeps {limit} asks waiting ([sharding] max_parked_asks)")]
+    TooManyWaiting {
+        /// The owner that refused.
+        node: String,
+        /// The configured limit.
+        limit: usize,
+    },
 }
 
 impl RegionError {

@@ -353,6 +353,30 @@ struct Parked<E: Entity> {
     msg: E::Msg,
     reply: ReplyTo<E>,
     deadline: Option<Instant>,
+    /// Counts this ask toward `[sharding] max_parked_asks` while it lives.
+    _slot: ParkedSlot,
+}
+
+/// One parked ask's share of the region's count of parked asks: taken when
+/// an ask is parked, given back when it is dropped (answered, expired,
+/// moved away or delivered again), whichever path drops it.
+struct ParkedSlot(Arc<AtomicUsize>);
+
+impl ParkedSlot {
+    /// A slot, or `None` when `limit` asks are parked already.
+    fn take(count: &Arc<AtomicUsize>, limit: usize) -> Option<ParkedSlot> {
+        if count.load(Ordering::Relaxed) >= limit {
+            return None;
+        }
+        count.fetch_add(1, Ordering::Relaxed);
+        Some(ParkedSlot(Arc::clone(count)))
+    }
+}
+
+impl Drop for ParkedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Records waiting to be replicated, by (shard, entity id).
@@ -458,6 +482,9 @@ pub struct RegionStats {
     pub shards_recovered: u64,
     /// Shards handed to a new owner.
     pub shards_handed_off: u64,
+    /// Asks refused instead of kept waiting, `[sharding] max_parked_asks`
+    /// being reached (each answered [`RegionError::TooManyWaiting`]).
+    pub refused_waits: u64,
 }
 
 /// Starts one entity type's region on this node.
@@ -543,6 +570,7 @@ impl Region {
             replica_sets: vec![Arc::from(Vec::new())],
             shard_replicas: Vec::new(),
             encoded_before: Vec::new(),
+            parked_asks: Arc::default(),
             encoded_after: Vec::new(),
         };
         tokio::spawn(actor.run(mbox_rx, internal_rx, view, shutdown));
@@ -623,6 +651,8 @@ struct Actor<E: Entity> {
     /// Reused buffers for a state's encoding before and after a handler.
     encoded_before: Vec<u8>,
     encoded_after: Vec<u8>,
+    /// Asks parked by this region's entities (see [`ParkedSlot`]).
+    parked_asks: Arc<AtomicUsize>,
 }
 
 impl<E: Entity> Actor<E> {
@@ -1418,11 +1448,33 @@ impl<E: Entity> Actor<E> {
                 }
             }
             Handled::Wait => match keep {
-                Some(msg) => data.parked.entry(id.clone()).or_default().push(Parked {
-                    msg,
-                    reply,
-                    deadline,
-                }),
+                Some(msg) => {
+                    let limit = self.config.sharding.max_parked_asks;
+                    match ParkedSlot::take(&self.parked_asks, limit) {
+                        Some(slot) => data.parked.entry(id.clone()).or_default().push(Parked {
+                            msg,
+                            reply,
+                            deadline,
+                            _slot: slot,
+                        }),
+                        None => {
+                            self.stats.refused_waits += 1;
+                            let refused = self.stats.refused_waits;
+                            if refused.is_power_of_two() {
+                                tracing::warn!(
+                                    limit,
+                                    refused,
+                                    entity = E::TYPE_NAME,
+                                    "too many asks waiting: refused (logged at the 1st, 2nd, 4th, ... refusal)"
+                                );
+                            }
+                            reply.send(Err(RegionError::TooManyWaiting {
+                                node: self.me.name.clone(),
+                                limit,
+                            }));
+                        }
+                    }
+                }
                 None => reply.send(Err(RegionError::Protocol {
                     node: self.me.to_string(),
                     reason: format!(
@@ -1454,14 +1506,22 @@ impl<E: Entity> Actor<E> {
         };
         let now = Instant::now();
         for p in parked {
-            if p.deadline.is_some_and(|d| d <= now) {
-                p.reply.send(Err(RegionError::Timeout {
+            // Its slot goes back first: delivering again may park it anew.
+            let Parked {
+                msg,
+                reply,
+                deadline,
+                _slot,
+            } = p;
+            drop(_slot);
+            if deadline.is_some_and(|d| d <= now) {
+                reply.send(Err(RegionError::Timeout {
                     entity: id.to_owned(),
                     timeout_ms: 0,
                 }));
                 continue;
             }
-            self.deliver(shard, id.to_owned(), p.msg, p.reply, p.deadline);
+            self.deliver(shard, id.to_owned(), msg, reply, deadline);
         }
     }
 

@@ -681,6 +681,51 @@ async fn a_wait_the_entity_did_not_declare_is_an_error_not_a_hang() {
     );
 }
 
+/// Asks kept waiting are bounded (`[sharding] max_parked_asks`): one over
+/// the limit is refused at once with a typed error, not held; the waiting
+/// ones are still answered, and their slots come back once they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_kept_waiting_are_bounded() {
+    let mut config = RegionConfig::default();
+    config.sharding.max_parked_asks = 2;
+    let a = start_with("a", config).await;
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    let wait = |id: &'static str| {
+        let r = a.region.clone();
+        tokio::spawn(async move { r.ask(id, CounterMsg::WaitAtLeast(1), T).await })
+    };
+    let (w1, w2) = (wait("x"), wait("y"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!w1.is_finished() && !w2.is_finished(), "two asks wait");
+
+    let third = a.region.ask("z", CounterMsg::WaitAtLeast(1), T).await;
+    assert!(
+        matches!(third, Err(RegionError::TooManyWaiting { limit: 2, .. })),
+        "{third:?}"
+    );
+    // Counters are published after the actor's turn: poll briefly.
+    for _ in 0..100 {
+        if a.region.stats().refused_waits == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.region.stats().refused_waits, 1);
+
+    assert_eq!(a.region.ask("x", CounterMsg::Add(1), T).await, Ok(1));
+    assert_eq!(a.region.ask("y", CounterMsg::Add(1), T).await, Ok(1));
+    assert_eq!(w1.await.unwrap(), Ok(1));
+    assert_eq!(w2.await.unwrap(), Ok(1));
+    // Both slots are back: two new waits are held again.
+    let (w3, w4) = (wait("x"), wait("z"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(w3.is_finished(), "x is at 1 already");
+    assert!(!w4.is_finished(), "z waits");
+    assert_eq!(a.region.ask("z", CounterMsg::Add(1), T).await, Ok(1));
+    assert_eq!(w4.await.unwrap(), Ok(1));
+}
+
 /// A partition's minority side (a, b) acknowledged writes the majority (c)
 /// never saw; both are then told they were declared dead and reset. The
 /// writes must survive the resets and reach the majority's owners once the
