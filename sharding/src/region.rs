@@ -1691,14 +1691,25 @@ impl<E: Entity> Actor<E> {
         let Some(d) = self.data.get_mut(&shard) else {
             return;
         };
-        if let (Some(e), true) = (d.entities.get_mut(&id), ok) {
-            e.acked = e.acked.max(version);
-        }
-        if ok {
+        // One lookup by id (string compares down the shard's tree).
+        let acked = match d.entities.get_mut(&id) {
+            Some(e) => {
+                if ok {
+                    e.acked = e.acked.max(version);
+                }
+                e.acked
+            }
+            None => u64::MAX,
+        };
+        if ok && !d.unconfirmed.is_empty() {
             d.confirmed(&id, version);
         }
-        let acked = d.entities.get(&id).map_or(u64::MAX, |e| e.acked);
-        if let Some(list) = d.waiting_acks.remove(&id) {
+        let waiting = if d.waiting_acks.is_empty() {
+            None
+        } else {
+            d.waiting_acks.remove(&id)
+        };
+        if let Some(list) = waiting {
             let mut keep = Vec::new();
             for (need, reply, r) in list {
                 if need <= acked {
@@ -1850,13 +1861,13 @@ impl<E: Entity> Actor<E> {
             }
             Wire::Replicate { shard, record } => {
                 let d = self.data.entry(ShardId(shard)).or_default();
-                let _ = merge(d, vec![record]);
+                merge_record(d, record, None);
                 ack::<E>(responder);
             }
             Wire::ReplicateBatch { records } => {
                 for (shard, record) in records {
                     let d = self.data.entry(ShardId(shard)).or_default();
-                    let _ = merge(d, vec![record]);
+                    merge_record(d, record, None);
                 }
                 ack::<E>(responder);
             }
@@ -1981,31 +1992,43 @@ pub(crate) fn frame_budget<E: Entity>(config: &RegionConfig, channel: &Channel<W
 fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String> {
     let mut changed = Vec::new();
     for r in records {
-        match d.entities.get_mut(&r.id) {
-            Some(e) if e.version >= r.version => {}
-            Some(e) => {
-                e.state = Some(r.state);
-                e.version = r.version;
-                // A newer state from another holder: what this node had
-                // not confirmed is superseded, not restorable.
-                d.unconfirmed.remove(&r.id);
-                changed.push(r.id);
-            }
-            None => {
-                d.unconfirmed.remove(&r.id);
-                changed.push(r.id.clone());
-                d.entities.insert(
-                    r.id,
-                    Entry {
-                        state: Some(r.state),
-                        version: r.version,
-                        acked: 0,
-                    },
-                );
-            }
-        }
+        merge_record(d, r, Some(&mut changed));
     }
     changed
+}
+
+/// Merges one record by version (the higher wins) with one lookup by id;
+/// pushes the id to `changed` when the record was taken.
+fn merge_record<E: Entity>(d: &mut ShardData<E>, r: Record<E>, changed: Option<&mut Vec<String>>) {
+    use std::collections::btree_map::Entry as Slot;
+    let taken = match d.entities.entry(r.id) {
+        Slot::Occupied(e) if e.get().version >= r.version => return,
+        Slot::Occupied(mut e) => {
+            let entry = e.get_mut();
+            entry.state = Some(r.state);
+            entry.version = r.version;
+            let needed = changed.is_some() || !d.unconfirmed.is_empty();
+            needed.then(|| e.key().clone())
+        }
+        Slot::Vacant(e) => {
+            let needed = changed.is_some() || !d.unconfirmed.is_empty();
+            let id = needed.then(|| e.key().clone());
+            e.insert(Entry {
+                state: Some(r.state),
+                version: r.version,
+                acked: 0,
+            });
+            id
+        }
+    };
+    if let Some(id) = taken {
+        // A newer state from another holder: what this node had not
+        // confirmed is superseded, not restorable.
+        d.unconfirmed.remove(&id);
+        if let Some(changed) = changed {
+            changed.push(id);
+        }
+    }
 }
 
 fn encode_state<E: Entity>(state: &E) -> Vec<u8> {
