@@ -84,7 +84,9 @@ pub enum RegionError {
     Shutdown,
     /// The owner already keeps `limit` asks waiting for a change
     /// (`[sharding] max_parked_asks`): this one was refused, not parked.
-    /// Nothing was applied; retry later or with fewer waits in flight.
+    /// Nothing was applied. Retriable: the handle asks again with backoff
+    /// (10-250 ms) until the deadline, so a wait polls while the owner is
+    /// full and this error is what remains if it stays full.
     #[error("node {node} already keeps {limit} asks waiting ([sharding] max_parked_asks)")]
     TooManyWaiting {
         /// The owner that refused.
@@ -104,6 +106,7 @@ impl RegionError {
                 | RegionError::TooManyHops { .. }
                 | RegionError::Moved { .. }
                 | RegionError::NoOwner { .. }
+                | RegionError::TooManyWaiting { .. }
         )
     }
 }
