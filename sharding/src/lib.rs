@@ -11,6 +11,7 @@
 
 pub mod alloc;
 pub mod config;
+pub mod entities;
 pub mod entity;
 pub mod error;
 pub mod handle;
@@ -25,6 +26,7 @@ pub use config::{
     MAX_REPLICATION, MAX_SHARDS, MailboxConfig, MailboxStrategy, RegionConfig, ShardingConfig,
     ShardingDefaults,
 };
+pub use entities::EntityMap;
 pub use entity::{Context, Entity, Handled, Job};
 pub use error::RegionError;
 pub use handle::{RegionHandle, Routing};

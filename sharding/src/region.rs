@@ -35,6 +35,7 @@ use transport::{Channel, Inbox, Lane, NodeId, Received, Responder, Transport};
 
 use crate::alloc::{Allocation, allocate};
 use crate::config::{MailboxStrategy, RegionConfig};
+use crate::entities::EntityMap;
 use crate::entity::{Context, Entity, Handled};
 use crate::error::{RegionError, Result};
 use crate::handle::{RegionHandle, Routing};
@@ -386,7 +387,7 @@ type Outgoing<E> = BTreeMap<(ShardId, String), Record<E>>;
 type HeldReply<E> = (u64, ReplyTo<E>, Result<<E as Entity>::Reply>);
 
 struct ShardData<E: Entity> {
-    entities: BTreeMap<String, Entry<E>>,
+    entities: EntityMap<Entry<E>>,
     /// Replies waiting until their entity's `acked` reaches a version.
     waiting_acks: HashMap<String, Vec<HeldReply<E>>>,
     parked: HashMap<String, Vec<Parked<E>>>,
@@ -408,7 +409,7 @@ type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
 impl<E: Entity> Default for ShardData<E> {
     fn default() -> Self {
         ShardData {
-            entities: BTreeMap::new(),
+            entities: EntityMap::new(),
             waiting_acks: HashMap::new(),
             parked: HashMap::new(),
             unconfirmed: HashMap::new(),
@@ -1944,14 +1945,8 @@ impl<E: Entity> Actor<E> {
         let budget = frame_budget(&self.config, &self.channel);
         let mut used = 0usize;
         let mut records = Vec::new();
-        let range = match after {
-            Some(a) => d
-                .entities
-                .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            None => d.entities.range::<str, _>(..),
-        };
         let mut more = false;
-        for (id, e) in range {
+        for (id, e) in d.entities.after(after) {
             let Some(state) = &e.state else { continue };
             let size = encode_state(state).len() + id.len() + 16;
             if used + size > budget && !records.is_empty() {
@@ -1997,27 +1992,27 @@ fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String
     changed
 }
 
-/// Merges one record by version (the higher wins) with one lookup by id;
+/// Merges one record by version (the higher wins);
 /// pushes the id to `changed` when the record was taken.
 fn merge_record<E: Entity>(d: &mut ShardData<E>, r: Record<E>, changed: Option<&mut Vec<String>>) {
-    use std::collections::btree_map::Entry as Slot;
-    let taken = match d.entities.entry(r.id) {
-        Slot::Occupied(e) if e.get().version >= r.version => return,
-        Slot::Occupied(mut e) => {
-            let entry = e.get_mut();
-            entry.state = Some(r.state);
-            entry.version = r.version;
-            let needed = changed.is_some() || !d.unconfirmed.is_empty();
-            needed.then(|| e.key().clone())
+    let needed = changed.is_some() || !d.unconfirmed.is_empty();
+    let taken = match d.entities.get_mut(&r.id) {
+        Some(e) if e.version >= r.version => return,
+        Some(e) => {
+            e.state = Some(r.state);
+            e.version = r.version;
+            needed.then_some(r.id)
         }
-        Slot::Vacant(e) => {
-            let needed = changed.is_some() || !d.unconfirmed.is_empty();
-            let id = needed.then(|| e.key().clone());
-            e.insert(Entry {
-                state: Some(r.state),
-                version: r.version,
-                acked: 0,
-            });
+        None => {
+            let id = needed.then(|| r.id.clone());
+            d.entities.insert(
+                r.id,
+                Entry {
+                    state: Some(r.state),
+                    version: r.version,
+                    acked: 0,
+                },
+            );
             id
         }
     };

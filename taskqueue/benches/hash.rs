@@ -3,8 +3,8 @@
 //! 1. Memory: 1,000,000 completed tasks with ids `job-node-1-<i>`, each
 //!    built through the entity's handler (submit, then the job's result),
 //!    held in a `HashMap<String, TaskEntity>`, and (in another run) the way
-//!    `sharding`'s region holds them: per shard a `BTreeMap` from id to
-//!    state, version and acknowledged version. Bytes per task = RSS growth /
+//!    `sharding`'s region holds them: per shard a `sharding::EntityMap` from
+//!    id to state, version and acknowledged version. Bytes per task = RSS growth /
 //!    tasks, read from `/proc/self/status`; each layout is measured in a
 //!    fresh child process of this bench.
 //! 2. Speed: per-task cost of 500-iteration tasks, single-threaded and on
@@ -24,13 +24,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use sharding::{Context, Entity};
+use sharding::{Context, Entity, EntityMap};
 use taskqueue::{TaskEntity, TaskMsg, work};
 
 const ITERATIONS: u32 = 500;
@@ -116,14 +116,15 @@ const NUM_SHARDS: u32 = 50;
 
 /// Builds `tasks` completed tasks held in `layout` and prints the RSS growth:
 /// `hashmap` is one `HashMap<String, TaskEntity>`; `region` is what
-/// `sharding`'s region holds, one `BTreeMap<String, RegionEntry>` per shard.
+/// `sharding`'s region holds, one `sharding::EntityMap<RegionEntry>` per
+/// shard (the region's own map type).
 fn memory(layout: &str, tasks: u64) {
     let before = rss_bytes();
     let mut ctx = Context::new("node-1");
     let shards = NonZeroU32::new(NUM_SHARDS).unwrap();
     let mut map: HashMap<String, TaskEntity> = HashMap::new();
-    let mut region: Vec<BTreeMap<String, RegionEntry>> =
-        (0..NUM_SHARDS).map(|_| BTreeMap::new()).collect();
+    let mut region: Vec<EntityMap<RegionEntry>> =
+        (0..NUM_SHARDS).map(|_| EntityMap::new()).collect();
     for i in 0..tasks {
         let id = format!("job-node-1-{i}");
         let task = completed_task(&mut ctx, &id, i);
@@ -141,13 +142,13 @@ fn memory(layout: &str, tasks: u64) {
     }
     let after = rss_bytes();
     let (map, region) = black_box((map, region));
-    let held = map.len() + region.iter().map(BTreeMap::len).sum::<usize>();
+    let held = map.len() + region.iter().map(EntityMap::len).sum::<usize>();
     assert_eq!(held as u64, tasks);
     let grown = after.saturating_sub(before);
     let what = if layout == "hashmap" {
         "one HashMap<String, TaskEntity>"
     } else {
-        "50 BTreeMap<String, {TaskEntity, version, acked}> (the region's shape)"
+        "50 EntityMap<{TaskEntity, version, acked}> (the region's map)"
     };
     println!(
         "memory: {tasks} completed tasks in {what}: RSS +{:.1} MiB = {:.0} bytes/task (goal <= 200)",
