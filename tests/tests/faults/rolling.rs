@@ -22,6 +22,16 @@ fn rate(outcomes: &[Outcome], from: Instant, to: Instant) -> f64 {
     n as f64 / (to - from).as_secs_f64()
 }
 
+/// How each node is stopped before its restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM: a graceful leave with handoff; the node exits 0.
+    Graceful,
+    /// SIGKILL: no leave, no handoff; the others must detect the death and
+    /// serve its shards from their replicas.
+    Kill,
+}
+
 /// Scenario 4: nodes a, b, c are restarted one at a time (SIGTERM: a
 /// graceful leave with handoff; then a new life with the same name joining
 /// through a live node) while the probe keeps submitting (16 in flight).
@@ -30,6 +40,20 @@ fn rate(outcomes: &[Outcome], from: Instant, to: Instant) -> f64 {
 /// state measured before them.
 #[test]
 fn rolling_restart_under_load_loses_nothing() {
+    rolling_restart(Stop::Graceful);
+}
+
+/// Scenario 4 with `kill -9` instead of SIGTERM: each node dies without a
+/// leave or handoff and comes back as a new life once the others declared
+/// it dead. With the default replication factor (2) every acknowledged
+/// task survives each single death (its replica serves it), and the next
+/// node dies only after 150 more acknowledgements on the new topology.
+#[test]
+fn rolling_kill_9_restart_under_load_loses_nothing() {
+    rolling_restart(Stop::Kill);
+}
+
+fn rolling_restart(how: Stop) {
     let _heavy = serial();
     let args = ["--nodes", "5", "--tasks", "0"];
     let (a, seed) = spawn_addr("a", &args);
@@ -86,12 +110,19 @@ fn rolling_restart_under_load_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(150);
     for node in &mut nodes {
         let name = node.label().to_owned();
-        node.terminate().unwrap();
-        assert_exits_0(node, deadline);
+        match how {
+            Stop::Graceful => {
+                node.terminate().unwrap();
+                assert_exits_0(node, deadline);
+            }
+            Stop::Kill => {
+                node.kill().unwrap();
+            }
+        }
         assert!(
-            wait_until(Instant::now() + Duration::from_secs(20), || !probe
+            wait_until(Instant::now() + Duration::from_secs(30), || !probe
                 .is_active(&name)),
-            "{name} left"
+            "{name} left or was declared dead"
         );
         *node = spawn(
             &name,
@@ -118,7 +149,7 @@ fn rolling_restart_under_load_loses_nothing() {
     let steady_rate = rate(&outcomes, steady_from, steady_to);
     let rolling_rate = rate(&outcomes, steady_to, rolling_to);
     eprintln!(
-        "FIGURE rolling restart: {} submissions, {} acknowledged; steady {:.0}/s, during restarts {:.0}/s ({:.0}% of steady) over {:.1}s",
+        "FIGURE rolling restart ({how:?}): {} submissions, {} acknowledged; steady {:.0}/s, during restarts {:.0}/s ({:.0}% of steady) over {:.1}s",
         outcomes.len(),
         outcomes.iter().filter(|(_, t)| t.is_some()).count(),
         steady_rate,
