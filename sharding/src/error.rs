@@ -84,7 +84,9 @@ pub enum RegionError {
     Shutdown,
     /// The owner already keeps `limit` asks waiting for a change
     /// (`[sharding] max_parked_asks`): this one was refused, not parked.
-    /// Nothing was applied. Retriable: the handle asks again with backoff
+    /// The entity's handler did run (it is what asked to wait), so any
+    /// change it made stays, as for every message that may wait, which
+    /// must be idempotent ([`crate::Handled::Wait`]). Retriable: the handle asks again with backoff
     /// (10-250 ms) until the deadline, so a wait polls while the owner is
     /// full and this error is what remains if it stays full.
     #[error("node {node} already keeps {limit} asks waiting ([sharding] max_parked_asks)")]

@@ -394,17 +394,37 @@ struct ShardData<E: Entity> {
     /// Of each entity with changes its replicas have not all confirmed:
     /// its states from the last confirmed one on (see [`Unconfirmed`]).
     unconfirmed: HashMap<String, Unconfirmed>,
+    /// Highest version issued for ids a reset removed (created but never
+    /// confirmed): their next creation starts above it, so no version
+    /// number is issued twice for one id.
+    version_floor: HashMap<String, u64>,
     /// When this node stopped holding the shard (data kept a while).
     retired_at: Option<Instant>,
 }
 
 /// One entity's states since the last one every replica confirmed, oldest
 /// first: `(version, postcard encoding)`, `None` for "absent". The first is
-/// the confirmed state; a reset restores it, so it discards exactly what
-/// the replicas never confirmed (an ask that produced it is retried by its
-/// sender) and keeps what they did. Entries exist only while a change is
-/// unconfirmed: at most one per change in flight.
+/// the confirmed state; a reset restores it under a new version above
+/// every one issued (a replica may hold a later change it confirmed too
+/// late: the restored state must win over it, and no version number is
+/// issued twice). So a reset discards what the replicas had not all
+/// confirmed when it ran (the asks that produced it are answered `Moved`
+/// and retried by their senders) and keeps the confirmed state even when
+/// every replica resets too. Entries exist only while a change is
+/// unconfirmed, one per change in flight, at most [`MAX_UNCONFIRMED`] (the
+/// oldest unconfirmed ones are dropped beyond: a reset then goes back to
+/// the confirmed state all the same).
+///
+/// Not covered: a change some replica applied and the owner's reset
+/// reverted comes back if that replica's copy is fetched before the
+/// restored one reaches it, and the retried ask applies it again (exact
+/// for idempotent messages only, as every retry in this crate).
 type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
+
+/// Most states kept per entity while its changes replicate (see
+/// [`Unconfirmed`]): bounds the list of an entity whose replication keeps
+/// failing while it keeps changing.
+const MAX_UNCONFIRMED: usize = 16;
 
 impl<E: Entity> Default for ShardData<E> {
     fn default() -> Self {
@@ -413,6 +433,7 @@ impl<E: Entity> Default for ShardData<E> {
             waiting_acks: HashMap::new(),
             parked: HashMap::new(),
             unconfirmed: HashMap::new(),
+            version_floor: HashMap::new(),
             retired_at: None,
         }
     }
@@ -437,14 +458,25 @@ impl<E: Entity> ShardData<E> {
     }
 
     /// Puts every entity with unconfirmed changes back to its last confirmed
-    /// state (a reset: the changes' asks are retried by their senders).
+    /// state, under a version above every one issued for it (a reset: the
+    /// changes' asks are retried by their senders).
     fn restore_confirmed(&mut self) {
-        for (id, mut states) in std::mem::take(&mut self.unconfirmed) {
-            let Some((version, bytes)) = states.pop_front() else {
+        for (id, states) in std::mem::take(&mut self.unconfirmed) {
+            let issued = states
+                .iter()
+                .map(|(v, _)| *v)
+                .chain(self.entities.get(&id).map(|e| e.version))
+                .max()
+                .unwrap_or(0);
+            let version = issued + 1;
+            let Some((_, bytes)) = states.into_iter().next() else {
                 continue;
             };
             let Some(bytes) = bytes else {
+                // Absent when confirmed: removed here, and a re-creation
+                // numbers its versions from above the ones issued.
                 self.entities.remove(&id);
+                self.version_floor.insert(id, issued);
                 continue;
             };
             match postcard::from_bytes::<E>(&bytes) {
@@ -1387,16 +1419,23 @@ impl<E: Entity> Actor<E> {
                     entry.version
                 };
                 let acked = if has_replicas { entry.acked } else { version };
-                let snapshot = if changed && has_replicas {
+                let snapshot = if changed && has_replicas && entry.state.is_some() {
                     let before = (entry.version, Some(self.encoded_before.clone()));
-                    let after = entry.state.as_ref().map(|_| self.encoded_after.clone());
                     let states = data.unconfirmed.entry(id.clone()).or_default();
                     if states.is_empty() {
                         states.push_back(before);
                     }
-                    states.push_back((version, after));
+                    states.push_back((version, Some(self.encoded_after.clone())));
+                    if states.len() > MAX_UNCONFIRMED {
+                        states.remove(1);
+                    }
                     entry.state.clone()
                 } else {
+                    if changed && !data.unconfirmed.is_empty() {
+                        // A removal is not replicated (records carry a
+                        // state), so nothing would ever confirm it.
+                        data.unconfirmed.remove(&id);
+                    }
                     None
                 };
                 if entry.state.is_some() {
@@ -1411,7 +1450,11 @@ impl<E: Entity> Actor<E> {
                 let mut state = None;
                 let handled = E::handle(&mut ctx, &id, &mut state, msg);
                 let changed = state.is_some();
-                let version = u64::from(changed);
+                let floor = match changed && !data.version_floor.is_empty() {
+                    true => data.version_floor.remove(&id).unwrap_or(0),
+                    false => 0,
+                };
+                let version = if changed { floor + 1 } else { 0 };
                 let acked = if has_replicas { 0 } else { version };
                 let snapshot = if changed && has_replicas {
                     encode_into(state.as_ref(), &mut self.encoded_after);
@@ -1995,6 +2038,9 @@ fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String
 /// Merges one record by version (the higher wins);
 /// pushes the id to `changed` when the record was taken.
 fn merge_record<E: Entity>(d: &mut ShardData<E>, r: Record<E>, changed: Option<&mut Vec<String>>) {
+    if !d.version_floor.is_empty() {
+        d.version_floor.remove(&r.id);
+    }
     let needed = changed.is_some() || !d.unconfirmed.is_empty();
     let taken = match d.entities.get_mut(&r.id) {
         Some(e) if e.version >= r.version => return,
