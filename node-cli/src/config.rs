@@ -207,7 +207,9 @@ impl Config {
         fig = fig.merge(Env::prefixed("CASTY_").split("__"));
         fig = merge_flags(fig, cli);
         let config: Config = fig.extract().map_err(|e| ConfigError(describe(&e)))?;
-        config.validate()?;
+        config
+            .validate()
+            .map_err(|ConfigError(msg)| ConfigError(with_source(&fig, msg)))?;
         Ok(config)
     }
 
@@ -317,6 +319,28 @@ fn describe(e: &figment::Error) -> String {
         out.push(format!("{key}: {} (from {source})", err.kind));
     }
     out.join("; ")
+}
+
+/// Appends where the value came from to a [`Config::validate`] message,
+/// which names the key as a dotted path (`sharding.max_parked_asks must be
+/// ...`) or as a section then the key (`cluster: probe_timeout_ms ...`);
+/// the message is kept as is when no key is found.
+fn with_source(fig: &Figment, msg: String) -> String {
+    let words: Vec<&str> = msg
+        .split([' ', ':', '=', '`', ',', ';'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let key = match words.iter().find(|w| w.contains('.')) {
+        Some(dotted) => (*dotted).to_owned(),
+        None => words.get(..2).map(|w| w.join(".")).unwrap_or_default(),
+    };
+    match fig.find_metadata(&key) {
+        Some(m) => match &m.source {
+            Some(src) => format!("{msg} (from {} {src})", m.name),
+            None => format!("{msg} (from {})", m.name),
+        },
+        None => msg,
+    }
 }
 
 /// The path a config would be read from, for logs.

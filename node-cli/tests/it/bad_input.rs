@@ -43,6 +43,37 @@ fn an_unknown_key_in_casty_toml_is_named_with_its_file() {
     assert!(lines[0].contains("casty.toml"), "names the file: {lines:?}");
 }
 
+/// A value out of its range names the key and where it came from: the
+/// file, or the environment.
+#[test]
+fn an_out_of_range_value_is_named_with_its_source() {
+    let dir = scratch();
+    std::fs::write(dir.join("casty.toml"), "[sharding]\nmax_parked_asks = 0\n").unwrap();
+    let mut cmd = node_cmd("range-src", &["--port", "0"]);
+    cmd.current_dir(&dir);
+    let (status, lines) = run("range-src", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(
+        lines[0].contains("sharding.max_parked_asks"),
+        "names the key: {lines:?}"
+    );
+    assert!(lines[0].contains("casty.toml"), "names the file: {lines:?}");
+
+    let mut cmd = node_cmd("range-env", &["--port", "0"]);
+    cmd.env("CASTY_SHARDING__REPLICATE_TIMEOUT_MS", "0");
+    let (status, lines) = run("range-env", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert!(
+        lines[0].contains("sharding.replicate_timeout_ms"),
+        "names the key: {lines:?}"
+    );
+    assert!(
+        lines[0].contains("CASTY_"),
+        "names the environment: {lines:?}"
+    );
+}
+
 #[test]
 fn an_unknown_key_in_an_explicit_config_file_is_named_with_its_file() {
     let dir = scratch();
