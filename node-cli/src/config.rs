@@ -207,6 +207,19 @@ impl Config {
         fig = fig.merge(Env::prefixed("CASTY_").split("__"));
         fig = merge_flags(fig, cli);
         let config: Config = fig.extract().map_err(|e| ConfigError(describe(&e)))?;
+        // TOML integers stop at i64::MAX: a larger value (possible from
+        // `CASTY_*`) could not be printed (`--print-config`) nor written
+        // back to a file.
+        if let Some(key) = figment::Provider::data(&fig).ok().and_then(|profiles| {
+            profiles
+                .values()
+                .find_map(|dict| dict.iter().find_map(|(k, v)| key_above_toml(v, k.clone())))
+        }) {
+            return Err(ConfigError(with_source(
+                &fig,
+                format!("{key} is above {}, the largest TOML integer", i64::MAX),
+            )));
+        }
         config
             .validate()
             .map_err(|ConfigError(msg)| ConfigError(with_source(&fig, msg)))?;
@@ -340,6 +353,25 @@ fn with_source(fig: &Figment, msg: String) -> String {
             None => format!("{msg} (from {})", m.name),
         },
         None => msg,
+    }
+}
+
+/// The dotted path of the first integer above `i64::MAX` in `value`.
+fn key_above_toml(value: &figment::value::Value, path: String) -> Option<String> {
+    use figment::value::Value;
+    match value {
+        Value::Num(_, n) => n
+            .to_u128()
+            .is_some_and(|n| n > i64::MAX as u128)
+            .then_some(path),
+        Value::Dict(_, dict) => dict
+            .iter()
+            .find_map(|(k, v)| key_above_toml(v, format!("{path}.{k}"))),
+        Value::Array(_, items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| key_above_toml(v, format!("{path}[{i}]"))),
+        _ => None,
     }
 }
 
