@@ -44,7 +44,7 @@ fn an_unknown_key_in_casty_toml_is_named_with_its_file() {
 }
 
 /// A value out of its range names the key and where it came from: the
-/// file, or the environment.
+/// file, or the environment; an integer above TOML's largest is refused.
 #[test]
 fn an_out_of_range_value_is_named_with_its_source() {
     let dir = scratch();
@@ -71,6 +71,18 @@ fn an_out_of_range_value_is_named_with_its_source() {
     assert!(
         lines[0].contains("CASTY_"),
         "names the environment: {lines:?}"
+    );
+
+    // Above the largest TOML integer: accepted before, and then the
+    // effective configuration could not be printed.
+    let mut cmd = node_cmd("range-u64", &["--port", "0", "--print-config"]);
+    cmd.env("CASTY_SHARDING__MAX_PARKED_ASKS", "18446744073709551615");
+    let (status, lines) = run("range-u64", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(
+        lines[0].contains("sharding.max_parked_asks"),
+        "names the key: {lines:?}"
     );
 }
 
