@@ -80,7 +80,9 @@ pub enum Handled<R> {
     /// Keep the asker waiting: the region delivers the same message again
     /// after the entity's next state change, until a call returns `Reply`
     /// or the asker's timeout passes. Only return this for messages whose
-    /// handling is idempotent (a query, an arrival at a barrier).
+    /// handling is idempotent (a query, an arrival at a barrier). A tell
+    /// answered `Wait` is not kept (nobody waits for it): it is dropped
+    /// and counted in [`RegionStats::dropped`](crate::RegionStats).
     Wait,
 }
 

@@ -508,8 +508,10 @@ pub struct RegionStats {
     pub delivered: u64,
     /// Messages forwarded to another owner.
     pub forwarded: u64,
-    /// Messages dropped by a full mailbox (strategy `drop_new`) or for
-    /// having no route; each is also logged.
+    /// Messages dropped by a full mailbox (strategy `drop_new`), for
+    /// having no route, or tells an entity answered
+    /// [`Handled::Wait`](crate::Handled::Wait) (only asks are kept
+    /// waiting); each is also logged (the last at debug level).
     pub dropped: u64,
     /// Shards fetched from other nodes (takeovers).
     pub shards_recovered: u64,
@@ -1518,6 +1520,11 @@ impl<E: Entity> Actor<E> {
                             }));
                         }
                     }
+                }
+                // A tell has nobody to answer later: it is not kept.
+                None if matches!(reply, ReplyTo::Nobody) => {
+                    self.stats.dropped += 1;
+                    tracing::debug!(entity = E::TYPE_NAME, id = %id, "a tell the entity kept waiting is dropped (tells are not kept)");
                 }
                 None => reply.send(Err(RegionError::Protocol {
                     node: self.me.to_string(),
