@@ -1406,7 +1406,14 @@ impl<E: Entity> Actor<E> {
                 } else {
                     entry.version
                 };
-                (handled, false, entry.version, acked, None)
+                let version = entry.version;
+                if entry.state.is_none() {
+                    // A "read" that removed the entity (release builds do
+                    // not check reads): keep the map's invariant at least.
+                    tracing::error!(entity = E::TYPE_NAME, id = %id, "a message reads_only calls a read removed the entity; removed here, not replicated");
+                    data.entities.remove(&id);
+                }
+                (handled, false, version, acked, None)
             }
             Some(entry) => {
                 encode_into(entry.state.as_ref(), &mut self.encoded_before);
