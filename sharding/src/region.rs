@@ -606,6 +606,7 @@ impl Region {
             shard_replicas: Vec::new(),
             encoded_before: Vec::new(),
             parked_asks: Arc::default(),
+            replication_failures: 0,
             encoded_after: Vec::new(),
         };
         tokio::spawn(actor.run(mbox_rx, internal_rx, view, shutdown));
@@ -688,6 +689,8 @@ struct Actor<E: Entity> {
     encoded_after: Vec<u8>,
     /// Asks parked by this region's entities (see [`ParkedSlot`]).
     parked_asks: Arc<AtomicUsize>,
+    /// Replication batches failed in a row (for the warning's rate).
+    replication_failures: u64,
 }
 
 impl<E: Entity> Actor<E> {
@@ -1697,7 +1700,18 @@ impl<E: Entity> Actor<E> {
         match i {
             Internal::ReplicatedBatch { entries, result } => {
                 if let Err(e) = &result {
-                    tracing::warn!(entities = entries.len(), error = %e, "replication failed; will retry");
+                    // While a dead replica is not yet declared dead, every
+                    // batch fails: warn at the 1st, 2nd, 4th, ... failure
+                    // in a row, the rest at debug level.
+                    self.replication_failures += 1;
+                    let failures = self.replication_failures;
+                    if failures.is_power_of_two() {
+                        tracing::warn!(entities = entries.len(), failures, error = %e, "replication failed; will retry (warned at the 1st, 2nd, 4th, ... failure in a row)");
+                    } else {
+                        tracing::debug!(entities = entries.len(), failures, error = %e, "replication failed; will retry");
+                    }
+                } else {
+                    self.replication_failures = 0;
                 }
                 let ok = result.is_ok();
                 for (shard, id, version) in entries {
