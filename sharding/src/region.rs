@@ -54,6 +54,10 @@ const FETCH_VIEW_PATIENCE: Duration = Duration::from_secs(5);
 /// message of the shard waits for the next attempt.
 const FETCH_VIEW_RETRY_MAX: Duration = Duration::from_millis(50);
 
+/// Attempts of each page of a background shard push ([`Actor::push_sync`]):
+/// about 10 s of retries with the backoff there.
+const SYNC_ATTEMPTS: u32 = 8;
+
 /// Mailbox messages handled per wake-up before replication is flushed.
 const BURST: usize = 512;
 
@@ -1082,15 +1086,22 @@ impl<E: Entity> Actor<E> {
         }
     }
 
+    /// Pushes this node's data of `shard` to `to` in the background. A page
+    /// that fails is sent again, after 100 ms doubling to 2 s, up to
+    /// [`SYNC_ATTEMPTS`] times: such a push may carry the only copy of
+    /// writes this node acknowledged under another view (a reset, a lost
+    /// shard), and links right after a partition heals fail for a while.
     fn push_sync(&self, shard: ShardId, to: NodeId) {
-        tokio::spawn(self.sync_task(shard, to));
+        tokio::spawn(self.sync_task(shard, to, SYNC_ATTEMPTS));
     }
 
-    /// Sends this node's data of `shard` to `to`, page by page.
+    /// Sends this node's data of `shard` to `to`, page by page, each page
+    /// tried up to `attempts` times.
     fn sync_task(
         &self,
         shard: ShardId,
         to: NodeId,
+        attempts: u32,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let pages = match self.data.get(&shard) {
             Some(d) => paginate(
@@ -1109,19 +1120,25 @@ impl<E: Entity> Actor<E> {
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
         async move {
             for records in pages {
-                let r = chan
-                    .ask::<WireReply<E>>(
-                        &to.addr,
-                        &Wire::Sync {
-                            shard: shard.0,
-                            records,
-                        },
-                        timeout,
-                    )
-                    .await;
-                if !matches!(r, Ok(WireReply::Ack)) {
-                    tracing::warn!(to = %to, shard = shard.0, "shard sync failed");
-                    return;
+                let wire = Wire::Sync {
+                    shard: shard.0,
+                    records,
+                };
+                let mut backoff = Duration::from_millis(100);
+                let mut attempt = 1;
+                loop {
+                    let r = chan.ask::<WireReply<E>>(&to.addr, &wire, timeout).await;
+                    if matches!(r, Ok(WireReply::Ack)) {
+                        break;
+                    }
+                    if attempt >= attempts {
+                        tracing::warn!(to = %to, shard = shard.0, attempts, "shard sync failed");
+                        return;
+                    }
+                    tracing::debug!(to = %to, shard = shard.0, attempt, "shard sync failed; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    attempt += 1;
                 }
             }
         }
@@ -1237,7 +1254,9 @@ impl<E: Entity> Actor<E> {
                 .insert(shard, Status::HandedOff { to: to.clone() });
             self.stats.shards_handed_off += 1;
             for holder in self.holders_ids(&next, &others, shard) {
-                transfers.push(self.sync_task(shard, holder));
+                // Once: a leave does not wait for an unreachable holder
+                // (the others' replicas hold the shard too).
+                transfers.push(self.sync_task(shard, holder, 1));
             }
         }
         let count = self.stats.shards_handed_off;

@@ -313,9 +313,17 @@ fn partition_one_from_two_then_heal() {
     );
     for p in std::iter::once(&a).chain(&nodes) {
         for line in p.stderr().snapshot().iter().filter(|l| {
-            ["member down", "member up", "declared dead", "minority"]
-                .iter()
-                .any(|k| l.contains(k))
+            [
+                "member down",
+                "member up",
+                "declared dead",
+                "minority",
+                "sync failed",
+                "recovering every shard",
+                "shards moved",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
         }) {
             eprintln!("[{}] {line}", p.label());
         }
