@@ -583,34 +583,10 @@ async fn a_joiner_with_a_partial_view_does_not_serve_a_shard_owned_elsewhere() {
 /// answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ask_waiting_for_replicas_survives_a_reset() {
-    let a = start("a").await;
-    let z_node = start_bare("z").await;
-    let _unread = z_node.transport.register(20).unwrap();
-    let mut az = members(&[&a]);
-    az.insert("z".into(), z_node.transport.identity().clone());
-    let id = id_owned_by(&az, "a", &members(&[&a]), "a");
-    // a owns every shard alone, then z joins as a's replica (a stays the
-    // owner of `id`'s shard, so nothing is fetched from z).
-    a.view.send_replace(members(&[&a]));
-    wait_routing(&a, 1).await;
-    a.view.send_replace(az);
-    wait_routing(&a, 2).await;
-    let add = {
-        let r = a.region.clone();
-        let id = id.clone();
-        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
-    };
-    // The increment is applied at a and waits for z's confirmation.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!add.is_finished(), "z never confirms: the ask must wait");
-    a.region.reset().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // z is declared dead: a owns everything alone.
-    a.view.send_replace(members(&[&a]));
-    let value = add.await.unwrap();
+    let (value, read) = reset_while_an_add_waits_for_its_replica(false).await;
 
     assert_eq!(value, Ok(1), "the ask is retried after the reset");
-    z_node.stop.cancel();
+    assert_eq!(read, Ok(1));
 }
 
 /// A reset discards only what the replicas never confirmed: an entity with
@@ -621,6 +597,26 @@ async fn an_ask_waiting_for_replicas_survives_a_reset() {
 /// the retried ask read 1 here instead of 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_keeps_the_confirmed_state_under_an_unconfirmed_change() {
+    let (value, read) = reset_while_an_add_waits_for_its_replica(true).await;
+
+    assert_eq!(
+        value,
+        Ok(2),
+        "the confirmed 1 survives; the retried ask applies once"
+    );
+    assert_eq!(read, Ok(2));
+}
+
+/// Owner a, then z (a transport that never reads) as its replica (a stays
+/// the owner of the counter's shard, so nothing is fetched from z); an
+/// `Add(1)` is applied at a and waits for z's confirmation while a resets;
+/// then z is declared dead and a owns everything alone. With
+/// `confirmed_first`, the counter got an `Add(1)` confirmed at once before
+/// z joined. Returns the waiting ask's answer (it is retried after the
+/// reset) and a read of the counter afterwards.
+async fn reset_while_an_add_waits_for_its_replica(
+    confirmed_first: bool,
+) -> (Result<u64, RegionError>, Result<u64, RegionError>) {
     let a = start("a").await;
     let z_node = start_bare("z").await;
     let _unread = z_node.transport.register(20).unwrap();
@@ -629,8 +625,10 @@ async fn a_reset_keeps_the_confirmed_state_under_an_unconfirmed_change() {
     let id = id_owned_by(&az, "a", &members(&[&a]), "a");
     a.view.send_replace(members(&[&a]));
     wait_routing(&a, 1).await;
-    // Confirmed at once: a has no replica yet.
-    assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
+    if confirmed_first {
+        // Confirmed at once: a has no replica yet.
+        assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
+    }
     a.view.send_replace(az);
     wait_routing(&a, 2).await;
     let add = {
@@ -644,14 +642,9 @@ async fn a_reset_keeps_the_confirmed_state_under_an_unconfirmed_change() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.view.send_replace(members(&[&a]));
     let value = add.await.unwrap();
-
-    assert_eq!(
-        value,
-        Ok(2),
-        "the confirmed 1 survives; the retried ask applies once"
-    );
-    assert_eq!(a.region.ask(&id, CounterMsg::Get, T).await, Ok(2));
+    let read = a.region.ask(&id, CounterMsg::Get, T).await;
     z_node.stop.cancel();
+    (value, read)
 }
 
 /// An entity that waits on a message its `may_wait` says never waits gets
