@@ -77,6 +77,18 @@ pub struct ShardingConfig {
     /// ask that would wait is refused with
     /// [`crate::RegionError::TooManyWaiting`] instead of held.
     pub max_parked_asks: usize,
+    /// Longest time, in ms, the owner may hold back the replication of a
+    /// change nobody waits for (default 500; 0 sends every change after
+    /// the burst of input that made it). A change some answer waits for
+    /// (a submit, a read of a state not yet confirmed) is sent at once; a
+    /// held one is replaced by the entity's next change if that comes
+    /// first, so a task submitted with `submit_and_wait` reaches its
+    /// replicas once, completed, instead of twice. A held change is lost
+    /// if the owner fails within this time: its asker (kept waiting) gets
+    /// an error and retries, and a job's output is computed again from
+    /// the replicated input. A view change or a leave sends every held
+    /// change at once.
+    pub replicate_delay_ms: u64,
 }
 
 impl Default for ShardingConfig {
@@ -88,6 +100,7 @@ impl Default for ShardingConfig {
             retire_after_ms: 30_000,
             snapshot_page_bytes: 1 << 20,
             max_parked_asks: 100_000,
+            replicate_delay_ms: 500,
         }
     }
 }

@@ -387,6 +387,19 @@ impl Drop for ParkedSlot {
 /// Records waiting to be replicated, by (shard, entity id).
 type Outgoing<E> = BTreeMap<(ShardId, String), Record<E>>;
 
+/// A change held back (`[sharding] replicate_delay_ms`): the shard, the
+/// entity's latest state and when its earliest unsent change was held.
+struct Held<E: Entity> {
+    shard: ShardId,
+    record: Record<E>,
+    since: Instant,
+}
+
+/// Changes held back at most (see `[sharding] replicate_delay_ms`): beyond
+/// it a change is sent at once, so a burst of changes nobody waits for does
+/// not pile up copies of states in memory.
+const MAX_HELD_REPLICATIONS: usize = 16_384;
+
 /// An answer held until its entity's `acked` version reaches the first field.
 type HeldReply<E> = (u64, ReplyTo<E>, Result<<E as Entity>::Reply>);
 
@@ -605,6 +618,8 @@ impl Region {
             stats_tx,
             retry_replicate: Vec::new(),
             outbox: BTreeMap::new(),
+            held: HashMap::new(),
+            held_order: VecDeque::new(),
             node_name: Arc::from(me_name.as_str()),
             replica_sets: vec![Arc::from(Vec::new())],
             shard_replicas: Vec::new(),
@@ -682,6 +697,13 @@ struct Actor<E: Entity> {
     /// Replications queued by this burst of input, by replica set (an
     /// index into `replica_sets`, with the set itself).
     outbox: BTreeMap<usize, (Arc<[NodeId]>, Outgoing<E>)>,
+    /// Changes nobody waits for, held back by entity id
+    /// (`[sharding] replicate_delay_ms`): moved to `outbox` when an answer
+    /// comes to wait for them, when they are due, or on a view change.
+    held: HashMap<String, Held<E>>,
+    /// Held ids in the order they were held, with that time: the front is
+    /// the next due (entries whose id was sent since are skipped).
+    held_order: VecDeque<(Instant, String)>,
     /// This node's name, shared by every handler [`Context`].
     node_name: Arc<str>,
     /// The distinct replica sets (holders other than this node) of the
@@ -709,7 +731,10 @@ impl<E: Entity> Actor<E> {
         self.on_view(first);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let delay = Duration::from_millis(self.config.sharding.replicate_delay_ms);
         loop {
+            let held_due = self.held_order.front().map(|(since, _)| *since + delay);
+            let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -741,9 +766,10 @@ impl<E: Entity> Actor<E> {
                 }
                 () = self.outputs.wake.notified() => {}
                 _ = tick.tick() => self.on_tick(),
+                () = tokio::time::sleep_until(held_due.map_or_else(far, Into::into)), if held_due.is_some() => {}
             }
             self.take_job_outputs();
-            self.flush_replication();
+            self.flush_replication(false);
             self.pump_jobs();
             self.stats_tx.send_if_modified(|s| {
                 if *s != self.stats {
@@ -803,8 +829,9 @@ impl<E: Entity> Actor<E> {
 
     fn on_view(&mut self, members: MemberMap) {
         // Queued replications are grouped by replica-set index, which this
-        // change renumbers: send them to the sets they were queued for.
-        self.flush_replication();
+        // change renumbers: send them (held ones too) to the sets they were
+        // queued for.
+        self.flush_replication(true);
         let names: BTreeSet<String> = members.keys().cloned().collect();
         let alloc = allocate(&names, self.num_shards, self.replication);
         let old_alloc = std::mem::replace(&mut self.alloc, alloc);
@@ -1210,6 +1237,8 @@ impl<E: Entity> Actor<E> {
         }
         self.retry_replicate.clear();
         self.outbox.clear();
+        self.held.clear();
+        self.held_order.clear();
         self.backlog.clear();
         let members = self.members.clone();
         self.alloc = allocate(&BTreeSet::new(), self.num_shards, self.replication);
@@ -1234,6 +1263,7 @@ impl<E: Entity> Actor<E> {
     }
 
     fn hand_off_all(&mut self, done: oneshot::Sender<usize>) {
+        self.flush_replication(true);
         let mut others = self.members.clone();
         others.remove(&self.me.name);
         let names: BTreeSet<String> = others.keys().cloned().collect();
@@ -1511,15 +1541,24 @@ impl<E: Entity> Actor<E> {
                 (handled, changed, version, acked, snapshot)
             }
         };
+        // Asks parked before this change see it now; one this delivery
+        // parks below has seen it already.
+        let parked = changed && data.parked.contains_key(&id);
+        // An answer now waits for the replicas: a held change goes out.
+        let mut release = false;
         match handled {
             Handled::Reply(r) => {
                 if acked >= version {
                     reply.send(Ok(r));
+                } else if matches!(reply, ReplyTo::Nobody) {
+                    // A tell: nobody to answer once the replicas confirm,
+                    // and nothing to hurry its replication for.
                 } else {
                     data.waiting_acks
                         .entry(id.clone())
                         .or_default()
                         .push((version, reply, Ok(r)));
+                    release = !self.held.is_empty();
                 }
             }
             Handled::Wait => match keep {
@@ -1568,7 +1607,9 @@ impl<E: Entity> Actor<E> {
             // Confirmed as applied (no replicas now): nothing to restore.
             data.unconfirmed.remove(&id);
         }
-        let parked = changed && data.parked.contains_key(&id);
+        if release {
+            self.release_held(&id);
+        }
         for job in ctx.take_jobs() {
             self.queue_job(shard, id.clone(), job);
         }
@@ -1607,20 +1648,84 @@ impl<E: Entity> Actor<E> {
 
     /// Queues the new state of one entity for the shard's replicas (in the
     /// current view); sent in batches by [`Actor::flush_replication`] after
-    /// each burst of input.
+    /// each burst of input, or held back a while if no answer waits for it
+    /// (`[sharding] replicate_delay_ms`). A change still queued or held is
+    /// replaced by this one: the replicas need the latest state only, and
+    /// its confirmation confirms the earlier versions.
     fn replicate(&mut self, shard: ShardId, id: String, version: u64, state: E) {
+        let record = Record {
+            id: id.clone(),
+            version,
+            state,
+        };
+        let delay = self.config.sharding.replicate_delay_ms;
+        let waited_for = || {
+            self.data
+                .get(&shard)
+                .is_some_and(|d| d.waiting_acks.contains_key(&id))
+        };
+        if delay > 0 && !waited_for() {
+            if let Some(held) = self.held.get_mut(&id) {
+                held.record = record;
+                return;
+            }
+            if self.held.len() < MAX_HELD_REPLICATIONS {
+                let since = Instant::now();
+                self.held_order.push_back((since, id.clone()));
+                self.held.insert(
+                    id,
+                    Held {
+                        shard,
+                        record,
+                        since,
+                    },
+                );
+                return;
+            }
+        }
+        if !self.held.is_empty() {
+            self.held.remove(&id);
+        }
+        self.queue_replication(shard, id, record);
+    }
+
+    fn queue_replication(&mut self, shard: ShardId, id: String, record: Record<E>) {
         let (set, replicas) = self.replicas_of(shard);
         let replicas = Arc::clone(replicas);
         self.outbox
             .entry(set)
             .or_insert_with(|| (replicas, Outgoing::new()))
             .1
-            .insert((shard, id.clone()), Record { id, version, state });
+            .insert((shard, id), record);
     }
 
-    /// Sends every queued replication: one `ReplicateBatch` ask per replica
-    /// set and page, and reports each batch's outcome back to the actor.
-    fn flush_replication(&mut self) {
+    /// An answer now waits for entity `id`'s replicas: send its held
+    /// change with this burst's.
+    fn release_held(&mut self, id: &str) {
+        if let Some(Held { shard, record, .. }) = self.held.remove(id) {
+            self.queue_replication(shard, id.to_owned(), record);
+        }
+    }
+
+    /// Sends the queued replications, with the held ones that are due
+    /// (every held one when `all`): one `ReplicateBatch` ask per replica
+    /// set and page, each batch's outcome reported back to the actor.
+    fn flush_replication(&mut self, all: bool) {
+        let delay = Duration::from_millis(self.config.sharding.replicate_delay_ms);
+        let now = Instant::now();
+        while let Some((since, _)) = self.held_order.front() {
+            if !all && now.duration_since(*since) < delay {
+                break;
+            }
+            let Some((since, id)) = self.held_order.pop_front() else {
+                break;
+            };
+            // Skip an id sent since (or held anew later: its own entry is
+            // further back).
+            if self.held.get(&id).is_some_and(|h| h.since == since) {
+                self.release_held(&id);
+            }
+        }
         if self.outbox.is_empty() {
             return;
         }

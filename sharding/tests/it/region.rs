@@ -735,8 +735,9 @@ async fn asks_kept_waiting_are_bounded() {
 /// whatever the interleaving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_after_a_reset_never_reuses_a_version() {
-    let a = start("a").await;
-    let b = start("b").await;
+    // The tell's change must reach b at once, not be held back.
+    let a = start_with("a", with_delay_ms(0)).await;
+    let b = start_with("b", with_delay_ms(0)).await;
     let ab = members(&[&a, &b]);
     set_view(&[&a, &b], &ab);
     let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
@@ -1013,4 +1014,124 @@ async fn batch_items_without_an_owner_wait_for_one() {
     for (id, got) in ids.iter().zip(answers) {
         assert_eq!(got, Ok(1), "{id}");
     }
+}
+
+/// A region config whose owners hold back a change nobody waits for at
+/// most `ms` ms (`[sharding] replicate_delay_ms`).
+fn with_delay_ms(ms: u64) -> RegionConfig {
+    let mut config = RegionConfig::default();
+    config.sharding.replicate_delay_ms = ms;
+    config
+}
+
+/// a owns `id`, b is its replica; a crashes, b takes over; returns what b
+/// then holds for `id`.
+async fn crash_owner_and_read(a: TestNode, b: &TestNode, id: &str) -> u64 {
+    a.stop.cancel();
+    a.transport.shutdown().await;
+    b.view.send_replace(members(&[b]));
+    wait_routing(b, 1).await;
+    b.region.ask(id, CounterMsg::Get, T).await.unwrap()
+}
+
+/// `[sharding] replicate_delay_ms`: a change nobody waits for (a tell's) is
+/// held back, and reaches the replica once the delay has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_nobody_waits_for_is_held_at_most_the_delay() {
+    let a = start_with("a", with_delay_ms(200)).await;
+    let b = start_with("b", with_delay_ms(200)).await;
+    let ab = members(&[&a, &b]);
+    set_view(&[&a, &b], &ab);
+    wait_routing(&a, 2).await;
+    wait_routing(&b, 2).await;
+    let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
+    a.region.tell(&id, CounterMsg::Add(5)).unwrap();
+    // Well past the delay (and a's 100 ms tick).
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(crash_owner_and_read(a, &b, &id).await, 5);
+}
+
+/// The other side of the same setting: within the delay, a tell's change
+/// is on the owner only (a crash loses it; a tell was never acknowledged).
+/// This is what lets a later change of the entity replace it unsent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_change_is_not_sent_before_the_delay() {
+    let a = start_with("a", with_delay_ms(60_000)).await;
+    let b = start_with("b", with_delay_ms(60_000)).await;
+    let ab = members(&[&a, &b]);
+    set_view(&[&a, &b], &ab);
+    wait_routing(&a, 2).await;
+    wait_routing(&b, 2).await;
+    let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
+    // a active for the shard, and done pushing it to its new replica b
+    // (a background push sends the current state, held changes included).
+    assert_eq!(a.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = a.region.stats().delivered;
+    a.region.tell(&id, CounterMsg::Add(5)).unwrap();
+    // Time for a to apply it (no read through a: a read waits for b's
+    // copy, which would send it).
+    while a.region.stats().delivered == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(crash_owner_and_read(a, &b, &id).await, 0);
+}
+
+/// A change some answer waits for is sent at once, whatever the delay: an
+/// ask's own change, and a tell's change that answers an ask kept waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_an_answer_waits_for_is_sent_at_once() {
+    let a = start_with("a", with_delay_ms(60_000)).await;
+    let b = start_with("b", with_delay_ms(60_000)).await;
+    let ab = members(&[&a, &b]);
+    set_view(&[&a, &b], &ab);
+    wait_routing(&a, 2).await;
+    wait_routing(&b, 2).await;
+    let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
+    let started = std::time::Instant::now();
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(3), T).await, Ok(3));
+    // Asked from b, kept waiting on a, answered by a tell's change.
+    let waiting = {
+        let region = b.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move { region.ask(&id, CounterMsg::WaitAtLeast(10), T).await })
+    };
+    while a.region.stats().delivered < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.region.tell(&id, CounterMsg::Add(7)).unwrap();
+    assert_eq!(waiting.await.unwrap(), Ok(10));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "an answer waited for a held change: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(crash_owner_and_read(a, &b, &id).await, 10);
+}
+
+/// A view change sends every held change (to the replicas it was held
+/// for) before the shards move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_change_sends_the_held_changes() {
+    let a = start_with("a", with_delay_ms(60_000)).await;
+    let b = start_with("b", with_delay_ms(60_000)).await;
+    let c = start_bare("c").await;
+    let ab = members(&[&a, &b]);
+    set_view(&[&a, &b], &ab);
+    wait_routing(&a, 2).await;
+    wait_routing(&b, 2).await;
+    let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
+    a.region.tell(&id, CounterMsg::Add(4)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // c (a transport without a region) joins a's view only: a sends what
+    // it held; b's view is unchanged.
+    let mut abc = ab.clone();
+    let c_id = c.transport.identity().clone();
+    abc.insert(c_id.name.clone(), c_id);
+    a.view.send_replace(abc);
+    wait_routing(&a, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(crash_owner_and_read(a, &b, &id).await, 4);
+    c.stop.cancel();
 }
