@@ -61,17 +61,10 @@ const REPORT: &str = "final-report";
 const SHUTDOWN_BARRIER: &str = "shutdown";
 /// Barrier every node meets before submitting.
 const START_BARRIER: &str = "start";
-/// Tasks per batch: submitted in one `submit_many`, then awaited in one
-/// `wait_results`.
+/// Tasks per batch: submitted and awaited in one `submit_many_and_wait`.
 const BATCH: usize = 256;
 /// Batches in flight at once.
 const BATCHES_IN_FLIGHT: usize = 4;
-
-/// Why a task has no result.
-enum Failure {
-    Submit(taskqueue::QueueError),
-    Result(taskqueue::QueueError),
-}
 
 /// Runs the workload; `Ok(true)` when every task completed.
 ///
@@ -117,9 +110,9 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
         .map(|i| format!("job-{}-{i}", node.name))
         .collect();
     let started = Instant::now();
-    // Batches of tasks, each submitted and then waited for in one call
-    // (frames grouped by owner), a few batches in flight so the owners'
-    // workers always have queued work.
+    // Batches of tasks, each submitted and waited for in one call (frames
+    // grouped by owner, one round trip), a few batches in flight so the
+    // owners' workers always have queued work.
     let result_timeout = cfg.result_timeout();
     let batches = futures::stream::iter(ids.chunks(BATCH))
         .map(|chunk| async move {
@@ -131,20 +124,8 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
                     iterations: w.iterations,
                 })
                 .collect();
-            let submitted = node.queue.submit_many(tasks).await;
-            let mut outcomes = Vec::with_capacity(chunk.len());
-            let mut accepted = Vec::with_capacity(chunk.len());
-            for (id, r) in chunk.iter().zip(submitted) {
-                match r {
-                    Ok(()) => accepted.push(id.clone()),
-                    Err(e) => outcomes.push((id.clone(), Err(Failure::Submit(e)))),
-                }
-            }
-            let results = node.queue.wait_results(&accepted, result_timeout).await;
-            for (id, r) in accepted.into_iter().zip(results) {
-                outcomes.push((id, r.map_err(Failure::Result)));
-            }
-            outcomes
+            let results = node.queue.submit_many_and_wait(tasks, result_timeout).await;
+            chunk.iter().zip(results)
         })
         .buffered(BATCHES_IN_FLIGHT);
     futures::pin_mut!(batches);
@@ -163,13 +144,9 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
                     *distribution.entry(by).or_default() += 1;
                     done += 1;
                 }
-                Err(Failure::Submit(e)) => {
-                    tracing::error!(task = %id, error = %e, "submit failed");
-                    failed.push(id);
-                }
-                Err(Failure::Result(e)) => {
+                Err(e) => {
                     tracing::error!(task = %id, error = %e, "no result");
-                    failed.push(id);
+                    failed.push(id.clone());
                 }
             }
         }

@@ -109,6 +109,32 @@ async fn batched_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
     tasks as f64 / t0.elapsed().as_secs_f64()
 }
 
+async fn combined_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
+    let t0 = Instant::now();
+    let ids: Vec<String> = (0..tasks).map(|i| format!("both-{round}-{i}")).collect();
+    futures::stream::iter(ids.chunks(BATCH))
+        .map(|chunk| async move {
+            let batch = chunk
+                .iter()
+                .map(|id| NewTask {
+                    id: id.clone(),
+                    payload: format!("doc-{id}"),
+                    iterations: ITERATIONS,
+                })
+                .collect();
+            for r in queue
+                .submit_many_and_wait(batch, Duration::from_secs(60))
+                .await
+            {
+                r.expect("result");
+            }
+        })
+        .buffer_unordered(BATCHES_IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
+    tasks as f64 / t0.elapsed().as_secs_f64()
+}
+
 /// CPU time (user + system) of this whole process so far, in µs: every
 /// thread's, the hashing workers' and the runtime's alike.
 fn process_cpu_us() -> f64 {
@@ -166,6 +192,7 @@ fn main() {
         let (mut raw, mut through, mut batched) = (Vec::new(), Vec::new(), Vec::new());
         let mut raw_compute = Vec::new();
         let (mut raw_cpu, mut through_cpu, mut batched_cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut combined, mut combined_cpu) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             raw.push(raw_rate(raw_task, threads, tasks, round));
             let (r, c) =
@@ -178,6 +205,9 @@ fn main() {
             let (r, c) = with_cpu(tasks, batched_rate(&queue, tasks, round)).await;
             batched.push(r);
             batched_cpu.push(c);
+            let (r, c) = with_cpu(tasks, combined_rate(&queue, tasks, round)).await;
+            combined.push(r);
+            combined_cpu.push(c);
         }
         let (raw_digest, raw_compute) = (median(raw), median(raw_compute));
         // The baseline is the faster raw loop, so the queue's own faster
@@ -186,6 +216,7 @@ fn main() {
         let (through, batched) = (median(through), median(batched));
         let (raw_cpu, through_cpu, batched_cpu) =
             (median(raw_cpu), median(through_cpu), median(batched_cpu));
+        let (combined, combined_cpu) = (median(combined), median(combined_cpu));
         println!("taskqueue bench: one node in process, {threads} worker threads, {tasks} tasks of {ITERATIONS} iterations per round, {rounds} rounds (medians)");
         println!("| path | tasks/s |");
         println!("|---|---|");
@@ -193,16 +224,19 @@ fn main() {
         println!("| raw SHA-256 loop (`work::compute`, compression function) on {threads} threads | {raw_compute:.0} |");
         println!("| TaskQueue submit + wait_result | {through:.0} |");
         println!("| TaskQueue submit_many + wait_results, batches of {BATCH}, {BATCHES_IN_FLIGHT} in flight | {batched:.0} |");
+        println!("| TaskQueue submit_many_and_wait, batches of {BATCH}, {BATCHES_IN_FLIGHT} in flight | {combined:.0} |");
         println!("raw = the faster raw loop: {raw:.0} tasks/s");
         println!("ratio TaskQueue / raw: {:.2}", through / raw);
         println!("ratio TaskQueue batched / raw: {:.2}", batched / raw);
+        println!("ratio TaskQueue submit_many_and_wait / raw: {:.2}", combined / raw);
         // The ratios above are wall-clock figures on a shared machine; the
         // CPU per task is steadier for comparing two builds: what the
         // queue adds to the hash is its excess over the raw loop's.
         println!(
-            "process CPU per task: raw (`work::compute` loop) {raw_cpu:.1} us, TaskQueue {through_cpu:.1} us (+{:.1}), batched {batched_cpu:.1} us (+{:.1})",
+            "process CPU per task: raw (`work::compute` loop) {raw_cpu:.1} us, TaskQueue {through_cpu:.1} us (+{:.1}), batched {batched_cpu:.1} us (+{:.1}), submit_many_and_wait {combined_cpu:.1} us (+{:.1})",
             through_cpu - raw_cpu,
-            batched_cpu - raw_cpu
+            batched_cpu - raw_cpu,
+            combined_cpu - raw_cpu
         );
         stop.cancel();
     });

@@ -74,6 +74,26 @@ async fn main() -> anyhow::Result<()> {
             s.result.as_deref().unwrap_or("")
         );
     }
+    // Submit and wait in one message per owner: the results come back as
+    // the answers.
+    let batch: Vec<NewTask> = (0..100)
+        .map(|i| NewTask {
+            id: format!("both-solo-{i}"),
+            payload: format!("doc-both-solo-{i}"),
+            iterations: 500,
+        })
+        .collect();
+    let results = queue
+        .submit_many_and_wait(batch, Duration::from_secs(10))
+        .await;
+    let done = results.iter().filter(|r| r.is_ok()).count();
+    if let Some(Ok(s)) = results.last() {
+        println!(
+            "{done}/100 submitted and awaited together; {}: {}",
+            s.id,
+            s.result.as_deref().unwrap_or("")
+        );
+    }
     match queue.get("no-such-task").await {
         Err(e) => println!("no-such-task: {e}"),
         Ok(s) => println!("unexpected: {s:?}"),

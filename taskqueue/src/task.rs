@@ -69,6 +69,20 @@ pub enum TaskMsg {
         /// The name of the node that computed it.
         processed_by: String,
     },
+    /// A submit and a wait in one message: creates the task as
+    /// [`TaskMsg::Submit`] does (idempotent for the same input), then
+    /// waits as [`TaskMsg::WaitResult`] does. Answers
+    /// [`TaskReply::Status`] once the task is completed (and its result
+    /// held by the replicas), [`TaskReply::Conflict`] or
+    /// [`TaskReply::Invalid`] at once; while the task is pending the
+    /// handler returns [`Handled::Wait`]. Saves the second round trip of a
+    /// submit followed by a wait.
+    SubmitAndWait {
+        /// The text hashed (its UTF-8 bytes).
+        payload: String,
+        /// How many times SHA-256 is applied, at least 1.
+        iterations: u32,
+    },
 }
 
 /// Answers of a task.
@@ -367,6 +381,18 @@ impl Entity for TaskEntity {
                 result,
                 processed_by,
             } => Handled::Reply(Self::complete(id, state, &result, &processed_by)),
+            TaskMsg::SubmitAndWait {
+                payload,
+                iterations,
+            } => match Self::submit(ctx, id, state, payload, iterations) {
+                TaskReply::Accepted => match state {
+                    Some(task) if task.is_completed() => {
+                        Handled::Reply(TaskReply::Status(task.status(id)))
+                    }
+                    _ => Handled::Wait,
+                },
+                other => Handled::Reply(other),
+            },
         }
     }
 
@@ -375,7 +401,7 @@ impl Entity for TaskEntity {
     }
 
     fn may_wait(msg: &TaskMsg) -> bool {
-        matches!(msg, TaskMsg::WaitResult)
+        matches!(msg, TaskMsg::WaitResult | TaskMsg::SubmitAndWait { .. })
     }
 
     fn on_activate(&mut self, ctx: &mut Context<TaskMsg>, _id: &str) {

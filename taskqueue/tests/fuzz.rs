@@ -952,6 +952,10 @@ fn task_msg() -> impl Strategy<Value = TaskMsg> {
             result,
             processed_by
         }),
+        (text(), iterations()).prop_map(|(payload, iterations)| TaskMsg::SubmitAndWait {
+            payload,
+            iterations
+        }),
     ]
 }
 
@@ -1194,7 +1198,7 @@ fn handle<E: Entity>(id: &str, state: &mut Option<E>, msg: E::Msg, run_jobs: boo
 
 /// Whether a submit's job is cheap enough to run in a fuzz case.
 fn cheap(msg: &TaskMsg) -> bool {
-    !matches!(msg, TaskMsg::Submit { iterations, .. } if *iterations > 16)
+    !matches!(msg, TaskMsg::Submit { iterations, .. } | TaskMsg::SubmitAndWait { iterations, .. } if *iterations > 16)
 }
 
 /// Decodes `bytes` as the region wire of entity `E` and applies what a

@@ -297,3 +297,90 @@ async fn batched_submits_and_waits_answer_per_task() {
         n.stop.cancel();
     }
 }
+
+/// `submit_and_wait` (one message: submit, then the result): the result
+/// equals a submit's followed by a wait, from every node; a second call
+/// computes nothing new; another input is a conflict at once; an input past
+/// a limit fails alone in a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_and_wait_answers_the_result_in_one_call() {
+    let _serial = CLUSTER_LOCK.lock().await;
+    let nodes = cluster(1).await;
+    let mut tasks: Vec<NewTask> = (0..40)
+        .map(|i| NewTask {
+            id: format!("sw/{i}"),
+            payload: format!("doc-sw/{i}"),
+            iterations: 50,
+        })
+        .collect();
+    tasks[7].iterations = 0;
+    let outcomes = nodes[0].queue.submit_many_and_wait(tasks.clone(), T).await;
+    assert_eq!(outcomes.len(), 40);
+    for (i, (task, o)) in tasks.iter().zip(&outcomes).enumerate() {
+        if i == 7 {
+            assert!(
+                matches!(o, Err(QueueError::Task(taskqueue::Error::Invalid(_)))),
+                "{o:?}"
+            );
+            continue;
+        }
+        let got = o.as_ref().unwrap();
+        assert_eq!(got.id, task.id);
+        assert_eq!(got.status, TaskState::Completed);
+        let expected = taskqueue::work::compute(
+            task.payload.as_bytes(),
+            std::num::NonZeroU32::new(task.iterations).unwrap(),
+        )
+        .to_hex();
+        assert_eq!(
+            got.result.as_deref(),
+            Some(expected.as_str()),
+            "{}",
+            task.id
+        );
+        // The same answer from every node, by a wait or a second call.
+        for n in &nodes {
+            assert_eq!(&n.queue.wait_result(&task.id, T).await.unwrap(), got);
+            let again = n
+                .queue
+                .submit_and_wait(&task.id, &task.payload, task.iterations, T)
+                .await
+                .unwrap();
+            assert_eq!(&again, got);
+        }
+    }
+    // A task first submitted on its own, then submitted and waited for.
+    nodes[1]
+        .queue
+        .submit("sw/solo", "doc-solo", 60)
+        .await
+        .unwrap();
+    let solo = nodes[2]
+        .queue
+        .submit_and_wait("sw/solo", "doc-solo", 60, T)
+        .await
+        .unwrap();
+    assert_eq!(
+        solo,
+        nodes[0].queue.wait_result("sw/solo", T).await.unwrap()
+    );
+    // Another input: a conflict, at once (no wait for a result).
+    let started = Instant::now();
+    let err = nodes[1]
+        .queue
+        .submit_and_wait("sw/0", "other", 50, T)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, QueueError::Task(taskqueue::Error::Conflict { .. })),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < T / 2,
+        "a conflict waited for {:?}",
+        started.elapsed()
+    );
+    for n in &nodes {
+        n.stop.cancel();
+    }
+}

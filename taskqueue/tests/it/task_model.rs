@@ -1,6 +1,7 @@
 //! The task entity against a reference model (`proptest-state-machine`).
 //!
-//! Random submits (new, idempotent and conflicting), gets, result waits,
+//! Random submits (new, idempotent and conflicting; alone or with a wait for
+//! the result in the same message), gets, result waits,
 //! handoffs (`on_activate` on another node), replication round trips, and
 //! queued jobs run or dropped in random order, over a few ids. After every
 //! step the entities must match the model, and:
@@ -56,6 +57,8 @@ enum Step {
         node: &'static str,
         payload: &'static str,
         iterations: u32,
+        /// `TaskMsg::SubmitAndWait` instead of `TaskMsg::Submit`.
+        wait: bool,
     },
     Get {
         id: &'static str,
@@ -93,8 +96,8 @@ impl ReferenceStateMachine for TaskModel {
         let id = proptest::sample::select(&IDS[..]);
         let node = proptest::sample::select(&NODES[..]);
         let base = prop_oneof![
-            4 => (id.clone(), node.clone(), proptest::sample::select(&PAYLOADS[..]), 1u32..=3)
-                .prop_map(|(id, node, payload, iterations)| Step::Submit { id, node, payload, iterations }),
+            4 => (id.clone(), node.clone(), proptest::sample::select(&PAYLOADS[..]), 1u32..=3, any::<bool>())
+                .prop_map(|(id, node, payload, iterations, wait)| Step::Submit { id, node, payload, iterations, wait }),
             2 => id.clone().prop_map(|id| Step::Get { id }),
             2 => id.clone().prop_map(|id| Step::WaitResult { id }),
             1 => (id.clone(), node).prop_map(|(id, node)| Step::Activate { id, node }),
@@ -126,6 +129,7 @@ impl ReferenceStateMachine for TaskModel {
                 node,
                 payload,
                 iterations,
+                ..
             } => {
                 if !state.tasks.contains_key(id) {
                     state.tasks.insert(
@@ -206,32 +210,45 @@ impl StateMachineTest for TaskModel {
                 node,
                 payload,
                 iterations,
+                wait,
             } => {
                 let existed = sut.tasks.get(id).cloned();
-                let (handled, new_jobs) = sut.deliver(
-                    node,
-                    id,
-                    TaskMsg::Submit {
-                        payload: payload.into(),
+                let payload_text = payload.to_owned();
+                let msg = if wait {
+                    TaskMsg::SubmitAndWait {
+                        payload: payload_text,
                         iterations,
-                    },
-                );
+                    }
+                } else {
+                    TaskMsg::Submit {
+                        payload: payload_text,
+                        iterations,
+                    }
+                };
+                let (handled, new_jobs) = sut.deliver(node, id, msg);
                 let task = &model.tasks[id];
                 let same = task.payload == payload && task.iterations == iterations;
                 match existed {
                     None => {
-                        assert_eq!(handled, Handled::Reply(TaskReply::Accepted));
+                        let expected = match wait {
+                            true => Handled::Wait,
+                            false => Handled::Reply(TaskReply::Accepted),
+                        };
+                        assert_eq!(handled, expected);
                         assert_eq!(new_jobs, 1);
                     }
                     Some(before) => {
-                        let expected = if same {
-                            TaskReply::Accepted
-                        } else {
-                            TaskReply::Conflict {
+                        let expected = match (same, wait, &task.done) {
+                            (false, _, _) => Handled::Reply(TaskReply::Conflict {
                                 existing: before.state(),
+                            }),
+                            (true, false, _) => Handled::Reply(TaskReply::Accepted),
+                            (true, true, None) => Handled::Wait,
+                            (true, true, Some(_)) => {
+                                Handled::Reply(TaskReply::Status(before.status(id)))
                             }
                         };
-                        assert_eq!(handled, Handled::Reply(expected));
+                        assert_eq!(handled, expected);
                         assert_eq!(new_jobs, 0, "a resubmit started a job");
                         assert_eq!(
                             sut.tasks.get(id),

@@ -67,6 +67,13 @@ fn encodings_are_pinned() {
             }),
             "031039353935633964663930303735313438026e31",
         ),
+        (
+            encoded(&TaskMsg::SubmitAndWait {
+                payload: "hi".into(),
+                iterations: 500,
+            }),
+            "04026869f403",
+        ),
         (encoded(&TaskReply::Accepted), "00"),
         (
             encoded(&TaskReply::Status(TaskStatus {
@@ -191,6 +198,10 @@ fn task_msg() -> impl Strategy<Value = TaskMsg> {
         (text(), text()).prop_map(|(result, processed_by)| TaskMsg::Completed {
             result,
             processed_by
+        }),
+        (text(), any::<u32>()).prop_map(|(payload, iterations)| TaskMsg::SubmitAndWait {
+            payload,
+            iterations
         }),
     ]
 }
