@@ -420,7 +420,9 @@ struct ShardData<E: Entity> {
 }
 
 /// One entity's states since the last one every replica confirmed, oldest
-/// first: `(version, postcard encoding)`, `None` for "absent". The first is
+/// first: `(version, postcard encoding)`, `None` for "absent". The last
+/// one is the entity's current state, which the entity itself holds: its
+/// bytes stay empty until the next change needs them. The first is
 /// the confirmed state; a reset restores it under a new version above
 /// every one issued (a replica may hold a later change it confirmed too
 /// late: the restored state must win over it, and no version number is
@@ -437,6 +439,41 @@ struct ShardData<E: Entity> {
 /// restored one reaches it, and the retried ask applies it again (exact
 /// for idempotent messages only, as every retry in this crate).
 type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
+
+/// Entity `id` changed from version `from` (encoded `before`) to
+/// `version`, and its replicas have not confirmed it yet (see
+/// [`Unconfirmed`]).
+fn unconfirmed_change(
+    unconfirmed: &mut HashMap<String, Unconfirmed>,
+    id: &str,
+    from: u64,
+    before: &[u8],
+    version: u64,
+) {
+    let states = match unconfirmed.get_mut(id) {
+        Some(states) => states,
+        None => unconfirmed.entry(id.to_owned()).or_default(),
+    };
+    let before = Some(before.to_vec());
+    match states.back_mut() {
+        // The state the previous change made is needed now.
+        Some(last) => last.1 = before,
+        None => states.push_back((from, before)),
+    }
+    states.push_back((version, Some(Vec::new())));
+    if states.len() > MAX_UNCONFIRMED {
+        states.remove(1);
+    }
+}
+
+/// Entity `id` was created at `version`, not confirmed yet.
+fn unconfirmed_creation(unconfirmed: &mut HashMap<String, Unconfirmed>, id: &str, version: u64) {
+    let states = unconfirmed.entry(id.to_owned()).or_default();
+    // Versions restart with a new entity: so does its list.
+    states.clear();
+    states.push_back((0, None));
+    states.push_back((version, Some(Vec::new())));
+}
 
 /// Most states kept per entity while its changes replicate (see
 /// [`Unconfirmed`]): bounds the list of an entity whose replication keeps
@@ -1481,15 +1518,13 @@ impl<E: Entity> Actor<E> {
                 };
                 let acked = if has_replicas { entry.acked } else { version };
                 let snapshot = if changed && has_replicas && entry.state.is_some() {
-                    let before = (entry.version, Some(self.encoded_before.clone()));
-                    let states = data.unconfirmed.entry(id.clone()).or_default();
-                    if states.is_empty() {
-                        states.push_back(before);
-                    }
-                    states.push_back((version, Some(self.encoded_after.clone())));
-                    if states.len() > MAX_UNCONFIRMED {
-                        states.remove(1);
-                    }
+                    unconfirmed_change(
+                        &mut data.unconfirmed,
+                        &id,
+                        entry.version,
+                        &self.encoded_before,
+                        version,
+                    );
                     entry.state.clone()
                 } else {
                     if changed && !data.unconfirmed.is_empty() {
@@ -1518,12 +1553,7 @@ impl<E: Entity> Actor<E> {
                 let version = if changed { floor + 1 } else { 0 };
                 let acked = if has_replicas { 0 } else { version };
                 let snapshot = if changed && has_replicas {
-                    encode_into(state.as_ref(), &mut self.encoded_after);
-                    let states = data.unconfirmed.entry(id.clone()).or_default();
-                    // Versions restart with a new entity: so does its list.
-                    states.clear();
-                    states.push_back((0, None));
-                    states.push_back((version, Some(self.encoded_after.clone())));
+                    unconfirmed_creation(&mut data.unconfirmed, &id, version);
                     state.clone()
                 } else {
                     None
@@ -2369,6 +2399,95 @@ mod tests {
             rx.try_recv().expect("answered"),
             vec![Ok(1), Err(RegionError::Moved { shard: 4 })]
         );
+    }
+
+    /// A counter whose state is its value, for the unconfirmed history.
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Value(u32);
+
+    impl Entity for Value {
+        type Msg = u32;
+        type Reply = u32;
+        const TYPE_NAME: &'static str = "value";
+
+        fn handle(_: &mut Context<u32>, _: &str, s: &mut Option<Self>, msg: u32) -> Handled<u32> {
+            *s = Some(Value(msg));
+            Handled::Reply(msg)
+        }
+    }
+
+    /// Changes `id` to `value` at `version` as the region records it.
+    fn change(d: &mut ShardData<Value>, id: &str, value: u32, version: u64) {
+        match d.entities.get_mut(id) {
+            Some(e) => {
+                let mut before = Vec::new();
+                encode_into(e.state.as_ref(), &mut before);
+                unconfirmed_change(&mut d.unconfirmed, id, e.version, &before, version);
+                e.state = Some(Value(value));
+                e.version = version;
+            }
+            None => {
+                unconfirmed_creation(&mut d.unconfirmed, id, version);
+                d.entities.insert(
+                    id.to_owned(),
+                    Entry {
+                        state: Some(Value(value)),
+                        version,
+                        acked: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// `x` set to 10 (confirmed), then 20, 30, 40 unconfirmed; then the
+    /// confirmations of `confirm`, then a reset: `x`'s value and version.
+    fn reset_after(confirm: &[u64]) -> (Option<(u32, u64)>, bool) {
+        let mut d = ShardData::<Value>::default();
+        change(&mut d, "x", 10, 1);
+        d.confirmed("x", 1);
+        assert!(d.unconfirmed.is_empty(), "confirmed: nothing to keep");
+        for (value, version) in [(20, 2), (30, 3), (40, 4)] {
+            change(&mut d, "x", value, version);
+        }
+        for v in confirm {
+            d.confirmed("x", *v);
+        }
+        let kept = !d.unconfirmed.is_empty();
+        d.restore_confirmed();
+        let x = d
+            .entities
+            .get("x")
+            .map(|e| (e.state.as_ref().expect("held").0, e.version));
+        (x, kept)
+    }
+
+    #[test]
+    fn a_reset_restores_the_last_confirmed_state_of_many_in_flight() {
+        // Nothing more confirmed: back to 10, above every version issued.
+        assert_eq!(reset_after(&[]), (Some((10, 5)), true));
+        // Version 3 confirmed (its confirmation covers 2): back to 30.
+        assert_eq!(reset_after(&[3]), (Some((30, 5)), true));
+        assert_eq!(reset_after(&[2]), (Some((20, 5)), true));
+        // The current one confirmed: nothing kept, nothing to restore.
+        assert_eq!(reset_after(&[2, 4]), (Some((40, 4)), false));
+    }
+
+    #[test]
+    fn a_reset_removes_an_entity_created_unconfirmed() {
+        let mut d = ShardData::<Value>::default();
+        change(&mut d, "y", 1, 1);
+        change(&mut d, "y", 2, 2);
+        d.confirmed("y", 1);
+        change(&mut d, "z", 5, 1);
+        d.restore_confirmed();
+        let y = d
+            .entities
+            .get("y")
+            .map(|e| (e.state.as_ref().expect("held").0, e.version));
+        assert_eq!(y, Some((1, 3)));
+        assert!(d.entities.get("z").is_none());
+        assert_eq!(d.version_floor.get("z"), Some(&1));
     }
 
     #[test]
