@@ -7,6 +7,7 @@
 #   TASKS=1000 NODES=3 ITERATIONS=500 scripts/bench-cluster.sh
 #   KEEP=1 scripts/bench-cluster.sh               # keep the node logs (path printed)
 #   NODE_CLI_BIN=/tmp/node-cli-old scripts/bench-cluster.sh   # another build (A/B runs)
+#   RUNS=7 scripts/bench-cluster.sh               # 7 runs, then the medians
 #
 # Figures:
 # - baseline: tasks/s of one core running only the hash loop
@@ -33,6 +34,31 @@
 # node exited 0 (whether or not the goals were met), else 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# RUNS > 1: that many runs one after another (each prints its figures),
+# then the median, lowest and highest of the ratio to the goal's baseline
+# and of the node CPU per task. On this shared 2-core machine one run's
+# ratio moves by +-10 % from run to run; compare builds by medians.
+if [[ "${RUNS:-1}" -gt 1 ]]; then
+  ratios=() cpus=() status=0
+  for r in $(seq "$RUNS"); do
+    echo "== run $r of $RUNS"
+    out=$(RUNS=1 "$0") || status=1
+    echo "$out"
+    ratios+=("$(sed -n 's/.*cluster \/ (cores x baseline) = \([0-9.]*\).*/\1/p' <<<"$out")")
+    cpus+=("$(sed -n 's/.*= \([0-9.]*\) us per task (whole.*/\1/p' <<<"$out")")
+  done
+  summary() { # name values...
+    local name=$1; shift
+    printf '%s\n' "$@" | { grep -v '^$' || true; } | sort -n | awk -v n="$name" '{v[NR] = $1} END {
+      if (NR == 0) { print n ": no figures"; exit }
+      m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+      printf "%s: median %s (lowest %s, highest %s, %d runs)\n", n, m, v[1], v[NR], NR }'
+  }
+  summary "cluster / (cores x baseline)" "${ratios[@]}"
+  summary "node CPU per task (us)" "${cpus[@]}"
+  exit "$status"
+fi
 nodes=${NODES:-3}
 tasks=${TASKS:-3000}
 iterations=${ITERATIONS:-500}
