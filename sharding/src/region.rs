@@ -385,13 +385,15 @@ impl Drop for ParkedSlot {
 }
 
 /// Records waiting to be replicated, by (shard, entity id).
-type Outgoing<E> = BTreeMap<(ShardId, String), Record<E>>;
+/// Replications of this burst: by entity, its latest version and state.
+type Outgoing<E> = BTreeMap<(ShardId, String), (u64, E)>;
 
 /// A change held back (`[sharding] replicate_delay_ms`): the shard, the
 /// entity's latest state and when its earliest unsent change was held.
 struct Held<E: Entity> {
     shard: ShardId,
-    record: Record<E>,
+    version: u64,
+    state: E,
     since: Instant,
 }
 
@@ -656,7 +658,7 @@ impl Region {
             retry_replicate: Vec::new(),
             outbox: BTreeMap::new(),
             held: HashMap::new(),
-            held_order: VecDeque::new(),
+            held_oldest: None,
             node_name: Arc::from(me_name.as_str()),
             replica_sets: vec![Arc::from(Vec::new())],
             shard_replicas: Vec::new(),
@@ -738,9 +740,9 @@ struct Actor<E: Entity> {
     /// (`[sharding] replicate_delay_ms`): moved to `outbox` when an answer
     /// comes to wait for them, when they are due, or on a view change.
     held: HashMap<String, Held<E>>,
-    /// Held ids in the order they were held, with that time: the front is
-    /// the next due (entries whose id was sent since are skipped).
-    held_order: VecDeque<(Instant, String)>,
+    /// When the oldest change in `held` was held (or earlier, once that
+    /// one was sent): a flush past its delay sends the due ones.
+    held_oldest: Option<Instant>,
     /// This node's name, shared by every handler [`Context`].
     node_name: Arc<str>,
     /// The distinct replica sets (holders other than this node) of the
@@ -770,7 +772,7 @@ impl<E: Entity> Actor<E> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let delay = Duration::from_millis(self.config.sharding.replicate_delay_ms);
         loop {
-            let held_due = self.held_order.front().map(|(since, _)| *since + delay);
+            let held_due = self.held_oldest.map(|since| since + delay);
             let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 biased;
@@ -1275,7 +1277,7 @@ impl<E: Entity> Actor<E> {
         self.retry_replicate.clear();
         self.outbox.clear();
         self.held.clear();
-        self.held_order.clear();
+        self.held_oldest = None;
         self.backlog.clear();
         let members = self.members.clone();
         self.alloc = allocate(&BTreeSet::new(), self.num_shards, self.replication);
@@ -1683,11 +1685,6 @@ impl<E: Entity> Actor<E> {
     /// replaced by this one: the replicas need the latest state only, and
     /// its confirmation confirms the earlier versions.
     fn replicate(&mut self, shard: ShardId, id: String, version: u64, state: E) {
-        let record = Record {
-            id: id.clone(),
-            version,
-            state,
-        };
         let delay = self.config.sharding.replicate_delay_ms;
         let waited_for = || {
             self.data
@@ -1696,17 +1693,19 @@ impl<E: Entity> Actor<E> {
         };
         if delay > 0 && !waited_for() {
             if let Some(held) = self.held.get_mut(&id) {
-                held.record = record;
+                held.version = version;
+                held.state = state;
                 return;
             }
             if self.held.len() < MAX_HELD_REPLICATIONS {
                 let since = Instant::now();
-                self.held_order.push_back((since, id.clone()));
+                self.held_oldest.get_or_insert(since);
                 self.held.insert(
                     id,
                     Held {
                         shard,
-                        record,
+                        version,
+                        state,
                         since,
                     },
                 );
@@ -1716,24 +1715,24 @@ impl<E: Entity> Actor<E> {
         if !self.held.is_empty() {
             self.held.remove(&id);
         }
-        self.queue_replication(shard, id, record);
+        self.queue_replication(shard, id, version, state);
     }
 
-    fn queue_replication(&mut self, shard: ShardId, id: String, record: Record<E>) {
+    fn queue_replication(&mut self, shard: ShardId, id: String, version: u64, state: E) {
         let (set, replicas) = self.replicas_of(shard);
         let replicas = Arc::clone(replicas);
         self.outbox
             .entry(set)
             .or_insert_with(|| (replicas, Outgoing::new()))
             .1
-            .insert((shard, id), record);
+            .insert((shard, id), (version, state));
     }
 
     /// An answer now waits for entity `id`'s replicas: send its held
     /// change with this burst's.
     fn release_held(&mut self, id: &str) {
-        if let Some(Held { shard, record, .. }) = self.held.remove(id) {
-            self.queue_replication(shard, id.to_owned(), record);
+        if let Some((id, held)) = self.held.remove_entry(id) {
+            self.queue_replication(held.shard, id, held.version, held.state);
         }
     }
 
@@ -1743,18 +1742,24 @@ impl<E: Entity> Actor<E> {
     fn flush_replication(&mut self, all: bool) {
         let delay = Duration::from_millis(self.config.sharding.replicate_delay_ms);
         let now = Instant::now();
-        while let Some((since, _)) = self.held_order.front() {
-            if !all && now.duration_since(*since) < delay {
-                break;
+        let due = self
+            .held_oldest
+            .is_some_and(|oldest| all || now.duration_since(oldest) >= delay);
+        if due {
+            // Every change held for three quarters of the delay or more
+            // goes now, so a steady stream of held changes costs one pass
+            // over them per quarter of the delay, not one per flush.
+            let early = delay / 4;
+            let mut oldest: Option<Instant> = None;
+            for (id, held) in std::mem::take(&mut self.held) {
+                if all || now.duration_since(held.since) + early >= delay {
+                    self.queue_replication(held.shard, id, held.version, held.state);
+                } else {
+                    oldest = Some(oldest.map_or(held.since, |o| o.min(held.since)));
+                    self.held.insert(id, held);
+                }
             }
-            let Some((since, id)) = self.held_order.pop_front() else {
-                break;
-            };
-            // Skip an id sent since (or held anew later: its own entry is
-            // further back).
-            if self.held.get(&id).is_some_and(|h| h.since == since) {
-                self.release_held(&id);
-            }
+            self.held_oldest = oldest;
         }
         if self.outbox.is_empty() {
             return;
@@ -1764,9 +1769,16 @@ impl<E: Entity> Actor<E> {
         for (_, (replicas, batch)) in std::mem::take(&mut self.outbox) {
             let mut pages: Vec<Vec<(u32, Record<E>)>> = vec![Vec::new()];
             let mut used = 0usize;
-            for ((shard, _), record) in batch {
-                encode_into(Some(&record.state), &mut self.encoded_after);
-                let size = self.encoded_after.len() + record.id.len() + 24;
+            for ((shard, id), (version, state)) in batch {
+                let record = Record { id, version, state };
+                // Measured, not written (a state that cannot encode counts
+                // as empty here and fails when the page is sent).
+                let state = postcard::serialize_with_flavor(
+                    &record.state,
+                    postcard::ser_flavors::Size::default(),
+                )
+                .unwrap_or(0);
+                let size = state + record.id.len() + 24;
                 if used + size > budget && pages.last().is_some_and(|p| !p.is_empty()) {
                     pages.push(Vec::new());
                     used = 0;
