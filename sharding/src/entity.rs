@@ -63,6 +63,17 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
         true
     }
 
+    /// The message the region keeps for an ask of `msg` that
+    /// [`Entity::handle`] may keep waiting ([`Entity::may_wait`]), to
+    /// deliver again after the entity's next change. The default, a copy of
+    /// `msg`, is always correct. An entity may keep a cheaper message that
+    /// its handler answers alike once `msg` itself was handled (the task
+    /// entity keeps a result wait for a submit-and-wait: the submit is done
+    /// by then), sparing a copy of `msg` per wait.
+    fn kept_while_waiting(msg: &Self::Msg) -> Self::Msg {
+        msg.clone()
+    }
+
     /// Called when this node becomes the owner of an existing entity it did
     /// not own before (a handoff, or a replica promoted after its owner
     /// failed), so unfinished work can be restarted through `ctx`.

@@ -1468,7 +1468,7 @@ impl<E: Entity> Actor<E> {
         self.stats.delivered += 1;
         let keep = match reply {
             ReplyTo::Nobody => None,
-            _ if E::may_wait(&msg) => Some(msg.clone()),
+            _ if E::may_wait(&msg) => Some(E::kept_while_waiting(&msg)),
             _ => None,
         };
         let reads_only = E::reads_only(&msg);

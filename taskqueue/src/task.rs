@@ -61,8 +61,10 @@ pub enum TaskMsg {
     /// The output of the task's job, delivered by the region from its worker
     /// pool: completes a pending task. Ignored for a completed task (the
     /// first result wins), an unknown task, or a `result` that is not 16 hex
-    /// characters. Answers [`TaskReply::Status`] (or
-    /// [`TaskReply::NotFound`]); the region drops the answer of a tell.
+    /// characters. Answers [`TaskReply::Accepted`] ([`TaskReply::NotFound`]
+    /// for an unknown task); the region delivers it as a tell and drops the
+    /// answer, so it carries no status (until session 5 it was a
+    /// [`TaskReply::Status`], three strings built per task for nobody).
     Completed {
         /// The result, 16 lowercase hex characters.
         result: String,
@@ -306,7 +308,8 @@ impl TaskEntity {
         TaskReply::Accepted
     }
 
-    /// A job's output: complete a pending task.
+    /// A job's output: complete a pending task. Answers `Accepted`, or
+    /// `NotFound` for an unknown task.
     fn complete(
         id: &str,
         state: &mut Option<TaskEntity>,
@@ -335,7 +338,7 @@ impl TaskEntity {
                 }
             }
         }
-        TaskReply::Status(task.status(id))
+        TaskReply::Accepted
     }
 }
 
@@ -402,6 +405,16 @@ impl Entity for TaskEntity {
 
     fn may_wait(msg: &TaskMsg) -> bool {
         matches!(msg, TaskMsg::WaitResult | TaskMsg::SubmitAndWait { .. })
+    }
+
+    /// A submit-and-wait kept waiting is delivered again as a result wait:
+    /// its submit is done by then (the task exists with its input), and
+    /// the copy of the payload is spared.
+    fn kept_while_waiting(msg: &TaskMsg) -> TaskMsg {
+        match msg {
+            TaskMsg::SubmitAndWait { .. } => TaskMsg::WaitResult,
+            other => other.clone(),
+        }
     }
 
     fn on_activate(&mut self, ctx: &mut Context<TaskMsg>, _id: &str) {

@@ -170,10 +170,8 @@ fn the_first_result_wins_and_a_completed_task_never_goes_back() {
         },
     ] {
         let (handled, _) = deliver("node-1", "t", &mut state, msg);
-        assert_eq!(
-            handled,
-            Handled::Reply(TaskReply::Status(completed("t", HELLO_2, "node-2")))
-        );
+        assert_eq!(handled, Handled::Reply(TaskReply::Accepted));
+        assert_eq!(state, done);
     }
     let mut ctx = Context::new("node-3");
     state.as_mut().unwrap().on_activate(&mut ctx, "t");
@@ -186,7 +184,7 @@ fn the_first_result_wins_and_a_completed_task_never_goes_back() {
 
 #[test]
 fn a_malformed_result_leaves_the_task_pending() {
-    let mut state = None;
+    let mut state: Option<TaskEntity> = None;
     let (_, jobs) = deliver("node-1", "t", &mut state, submit("hello", 2));
     for bad in [
         "",
@@ -203,10 +201,9 @@ fn a_malformed_result_leaves_the_task_pending() {
                 processed_by: "node-1".into(),
             },
         );
-        let Handled::Reply(TaskReply::Status(status)) = handled else {
-            panic!("unexpected answer {handled:?}");
-        };
-        assert_eq!(status.status, TaskState::Pending, "{bad:?} was accepted");
+        assert_eq!(handled, Handled::Reply(TaskReply::Accepted));
+        let task = state.as_ref().unwrap();
+        assert_eq!(task.state(), TaskState::Pending, "{bad:?} was taken");
     }
     run("node-1", "t", &mut state, jobs);
     assert!(state.unwrap().is_completed());
@@ -315,4 +312,33 @@ fn entity_type_names_are_distinct() {
         taskqueue::BarrierEntity::TYPE_NAME,
     ];
     assert_eq!(names, ["task", "report", "barrier"]);
+}
+
+/// The message the region keeps for a waiting submit-and-wait (a result
+/// wait) answers what the submit-and-wait itself would, once delivered
+/// again: pending, then the completed task.
+#[test]
+fn a_submit_and_wait_kept_waiting_answers_as_itself() {
+    let mut state: Option<TaskEntity> = None;
+    let msg = TaskMsg::SubmitAndWait {
+        payload: "hello".into(),
+        iterations: 2,
+    };
+    let kept = TaskEntity::kept_while_waiting(&msg);
+    assert_eq!(kept, TaskMsg::WaitResult);
+    let (handled, jobs) = deliver("node-1", "t", &mut state, msg.clone());
+    assert_eq!(handled, Handled::Wait);
+    assert_eq!(jobs.len(), 1);
+    let (again, none) = deliver("node-1", "t", &mut state, kept.clone());
+    assert_eq!(again, Handled::Wait);
+    assert!(none.is_empty());
+    run("node-1", "t", &mut state, jobs);
+    let (from_kept, _) = deliver("node-1", "t", &mut state, kept);
+    let (from_msg, more) = deliver("node-1", "t", &mut state, msg);
+    assert!(more.is_empty(), "a second submit-and-wait started a job");
+    assert_eq!(from_kept, from_msg);
+    assert_eq!(
+        from_kept,
+        Handled::Reply(TaskReply::Status(completed("t", HELLO_2, "node-1")))
+    );
 }
