@@ -1024,6 +1024,24 @@ fn with_delay_ms(ms: u64) -> RegionConfig {
     config
 }
 
+/// Two nodes with `[sharding] replicate_delay_ms = delay_ms` and an id `a`
+/// owns with `b` as its replica (and `b` owns without `a`). Returns once
+/// `a` serves the id's shard and has had time to push it to `b` (a
+/// background push sends the current state, held changes included, so a
+/// test of holding must start after it).
+async fn owner_and_replica(delay_ms: u64) -> (TestNode, TestNode, String) {
+    let a = start_with("a", with_delay_ms(delay_ms)).await;
+    let b = start_with("b", with_delay_ms(delay_ms)).await;
+    let ab = members(&[&a, &b]);
+    set_view(&[&a, &b], &ab);
+    wait_routing(&a, 2).await;
+    wait_routing(&b, 2).await;
+    let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
+    assert_eq!(a.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (a, b, id)
+}
+
 /// a owns `id`, b is its replica; a crashes, b takes over; returns what b
 /// then holds for `id`.
 async fn crash_owner_and_read(a: TestNode, b: &TestNode, id: &str) -> u64 {
@@ -1038,13 +1056,7 @@ async fn crash_owner_and_read(a: TestNode, b: &TestNode, id: &str) -> u64 {
 /// held back, and reaches the replica once the delay has passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_nobody_waits_for_is_held_at_most_the_delay() {
-    let a = start_with("a", with_delay_ms(200)).await;
-    let b = start_with("b", with_delay_ms(200)).await;
-    let ab = members(&[&a, &b]);
-    set_view(&[&a, &b], &ab);
-    wait_routing(&a, 2).await;
-    wait_routing(&b, 2).await;
-    let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
+    let (a, b, id) = owner_and_replica(200).await;
     a.region.tell(&id, CounterMsg::Add(5)).unwrap();
     // Well past the delay (and a's 100 ms tick).
     tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -1056,17 +1068,7 @@ async fn a_change_nobody_waits_for_is_held_at_most_the_delay() {
 /// This is what lets a later change of the entity replace it unsent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_change_is_not_sent_before_the_delay() {
-    let a = start_with("a", with_delay_ms(60_000)).await;
-    let b = start_with("b", with_delay_ms(60_000)).await;
-    let ab = members(&[&a, &b]);
-    set_view(&[&a, &b], &ab);
-    wait_routing(&a, 2).await;
-    wait_routing(&b, 2).await;
-    let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
-    // a active for the shard, and done pushing it to its new replica b
-    // (a background push sends the current state, held changes included).
-    assert_eq!(a.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a, b, id) = owner_and_replica(60_000).await;
     let before = a.region.stats().delivered;
     a.region.tell(&id, CounterMsg::Add(5)).unwrap();
     // Time for a to apply it (no read through a: a read waits for b's
@@ -1082,22 +1084,17 @@ async fn a_held_change_is_not_sent_before_the_delay() {
 /// ask's own change, and a tell's change that answers an ask kept waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_an_answer_waits_for_is_sent_at_once() {
-    let a = start_with("a", with_delay_ms(60_000)).await;
-    let b = start_with("b", with_delay_ms(60_000)).await;
-    let ab = members(&[&a, &b]);
-    set_view(&[&a, &b], &ab);
-    wait_routing(&a, 2).await;
-    wait_routing(&b, 2).await;
-    let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
+    let (a, b, id) = owner_and_replica(60_000).await;
     let started = std::time::Instant::now();
     assert_eq!(a.region.ask(&id, CounterMsg::Add(3), T).await, Ok(3));
+    let before = a.region.stats().delivered;
     // Asked from b, kept waiting on a, answered by a tell's change.
     let waiting = {
         let region = b.region.clone();
         let id = id.clone();
         tokio::spawn(async move { region.ask(&id, CounterMsg::WaitAtLeast(10), T).await })
     };
-    while a.region.stats().delivered < 2 {
+    while a.region.stats().delivered == before {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     a.region.tell(&id, CounterMsg::Add(7)).unwrap();
@@ -1114,19 +1111,16 @@ async fn a_change_an_answer_waits_for_is_sent_at_once() {
 /// for) before the shards move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_change_sends_the_held_changes() {
-    let a = start_with("a", with_delay_ms(60_000)).await;
-    let b = start_with("b", with_delay_ms(60_000)).await;
+    let (a, b, id) = owner_and_replica(60_000).await;
     let c = start_bare("c").await;
-    let ab = members(&[&a, &b]);
-    set_view(&[&a, &b], &ab);
-    wait_routing(&a, 2).await;
-    wait_routing(&b, 2).await;
-    let id = id_owned_by(&ab, "a", &members(&[&b]), "b");
+    let before = a.region.stats().delivered;
     a.region.tell(&id, CounterMsg::Add(4)).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    while a.region.stats().delivered == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // c (a transport without a region) joins a's view only: a sends what
     // it held; b's view is unchanged.
-    let mut abc = ab.clone();
+    let mut abc = members(&[&a, &b]);
     let c_id = c.transport.identity().clone();
     abc.insert(c_id.name.clone(), c_id);
     a.view.send_replace(abc);
