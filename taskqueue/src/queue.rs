@@ -173,14 +173,14 @@ impl TaskQueue {
     /// Submits task `id` as [`Self::submit`] does and waits for its result
     /// as [`Self::wait_result`] does, in one message to the owner: one
     /// round trip instead of two (in process, with no round trip to save,
-    /// the CPU per task is the same as the two calls': `cargo bench -p
+    /// the CPU per task is about the same as the two calls': `cargo bench -p
     /// taskqueue --bench queue`). With `[sharding] replicate_delay_ms` the
     /// pending task is usually not replicated at all: its completion
     /// replaces it. Returns the completed task, at most `timeout` after the
     /// call.
     ///
     /// # Errors
-    /// [`Error::Invalid`] past a `[tasks] limit` (nothing is sent),
+    /// [`Error::Invalid`] past a `[tasks]` limit (nothing is sent),
     /// [`Error::Conflict`] when `id` exists with another input,
     /// [`RegionError::Timeout`] when no result is held by the deadline (the
     /// task may exist then: calling again with the same input is safe and
