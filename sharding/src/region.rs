@@ -2370,20 +2370,7 @@ mod tests {
     use super::*;
     use crate::entity::Handled;
 
-    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-    struct Echo;
-
-    impl Entity for Echo {
-        type Msg = u32;
-        type Reply = u32;
-        const TYPE_NAME: &'static str = "echo";
-
-        fn handle(_: &mut Context<u32>, _: &str, _: &mut Option<Self>, msg: u32) -> Handled<u32> {
-            Handled::Reply(msg)
-        }
-    }
-
-    fn batch(len: usize) -> (Arc<BatchSlots<Echo>>, oneshot::Receiver<Vec<Result<u32>>>) {
+    fn batch(len: usize) -> (Arc<BatchSlots<Value>>, oneshot::Receiver<Vec<Result<u32>>>) {
         let (tx, rx) = oneshot::channel();
         (BatchSlots::new(len, BatchDone::Local(tx)), rx)
     }
@@ -2413,7 +2400,8 @@ mod tests {
         );
     }
 
-    /// A counter whose state is its value, for the unconfirmed history.
+    /// An entity whose state is the last value sent to it (answered back):
+    /// for batch answers and the unconfirmed history.
     #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Value(u32);
 

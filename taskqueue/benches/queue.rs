@@ -83,19 +83,23 @@ async fn queue_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
 const BATCH: usize = 256;
 const BATCHES_IN_FLIGHT: usize = 4;
 
+/// The bench's tasks for `ids`: payload `doc-<id>`, [`ITERATIONS`].
+fn new_tasks(ids: &[String]) -> Vec<NewTask> {
+    ids.iter()
+        .map(|id| NewTask {
+            id: id.clone(),
+            payload: format!("doc-{id}"),
+            iterations: ITERATIONS,
+        })
+        .collect()
+}
+
 async fn batched_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
     let t0 = Instant::now();
     let ids: Vec<String> = (0..tasks).map(|i| format!("batch-{round}-{i}")).collect();
     futures::stream::iter(ids.chunks(BATCH))
         .map(|chunk| async move {
-            let batch = chunk
-                .iter()
-                .map(|id| NewTask {
-                    id: id.clone(),
-                    payload: format!("doc-{id}"),
-                    iterations: ITERATIONS,
-                })
-                .collect();
+            let batch = new_tasks(chunk);
             for r in queue.submit_many(batch).await {
                 r.expect("submit");
             }
@@ -114,14 +118,7 @@ async fn combined_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
     let ids: Vec<String> = (0..tasks).map(|i| format!("both-{round}-{i}")).collect();
     futures::stream::iter(ids.chunks(BATCH))
         .map(|chunk| async move {
-            let batch = chunk
-                .iter()
-                .map(|id| NewTask {
-                    id: id.clone(),
-                    payload: format!("doc-{id}"),
-                    iterations: ITERATIONS,
-                })
-                .collect();
+            let batch = new_tasks(chunk);
             for r in queue
                 .submit_many_and_wait(batch, Duration::from_secs(60))
                 .await
