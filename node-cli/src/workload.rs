@@ -133,6 +133,8 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
     let mut distribution: BTreeMap<String, u64> = BTreeMap::new();
     let mut done = 0u64;
     while let Some(outcomes) = batches.next().await {
+        // One write per batch's lines, not one per line.
+        let _lines = crate::logs::bulk();
         for (id, r) in outcomes {
             match r {
                 Ok(status) => {
