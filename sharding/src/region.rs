@@ -320,10 +320,6 @@ enum Internal<E: Entity> {
     ReplicatedBatch {
         entries: Vec<(ShardId, String, u64)>,
         result: Result<()>,
-        /// The replica set's index and the numbering it belongs to
-        /// (`Actor::replica_sets_epoch`).
-        set: usize,
-        sets_epoch: u64,
     },
     Fetched {
         shard: ShardId,
@@ -405,15 +401,6 @@ struct Held<E: Entity> {
 /// it a change is sent at once, so a burst of changes nobody waits for does
 /// not pile up copies of states in memory.
 const MAX_HELD_REPLICATIONS: usize = 16_384;
-
-/// `ReplicateBatch` pages in flight to one replica set, beyond which queued
-/// changes wait for an answer (or a view change, or a leave) and go out
-/// together: group commit. Without it every wake-up of the actor sent what
-/// it had, often one record per page under load (407 of 930 pages in one
-/// 3 x 3,000-task run), and each page costs a task, a frame each way and
-/// an actor wake-up. While nothing is in flight a change goes out at once,
-/// so an idle cluster answers as fast as before.
-const REPLICATION_PAGES_IN_FLIGHT: usize = 1;
 
 /// An answer held until its entity's `acked` version reaches the first field.
 type HeldReply<E> = (u64, ReplyTo<E>, Result<<E as Entity>::Reply>);
@@ -699,8 +686,6 @@ impl Region {
             node_name: Arc::from(me_name.as_str()),
             replica_sets: vec![Arc::from(Vec::new())],
             shard_replicas: Vec::new(),
-            replica_sets_epoch: 0,
-            pages_in_flight: vec![0],
             encoded_before: Vec::new(),
             parked_asks: Arc::default(),
             replication_failures: 0,
@@ -788,11 +773,6 @@ struct Actor<E: Entity> {
     /// current view; `shard_replicas[shard]` indexes it.
     replica_sets: Vec<Arc<[NodeId]>>,
     shard_replicas: Vec<usize>,
-    /// Bumped each time `replica_sets` is renumbered.
-    replica_sets_epoch: u64,
-    /// `ReplicateBatch` pages sent to each replica set (same index) and not
-    /// answered yet; see [`REPLICATION_PAGES_IN_FLIGHT`].
-    pages_in_flight: Vec<usize>,
     /// Reused buffers for a state's encoding before and after a handler.
     encoded_before: Vec<u8>,
     encoded_after: Vec<u8>,
@@ -905,9 +885,7 @@ impl<E: Entity> Actor<E> {
             }
             self.shard_replicas.push(i);
         }
-        self.pages_in_flight = vec![0; sets.len()];
         self.replica_sets = sets;
-        self.replica_sets_epoch += 1;
     }
 
     // ----- view changes -------------------------------------------------
@@ -1058,7 +1036,7 @@ impl<E: Entity> Actor<E> {
                 self.queue_job(shard, id.clone(), job);
             }
             if !no_replicas {
-                self.replicate(shard, id.clone(), version, state);
+                self.replicate(shard, &id, version, state);
             }
             self.redeliver_parked(shard, &id);
         }
@@ -1396,7 +1374,7 @@ impl<E: Entity> Actor<E> {
     ) {
         let shard = shard_id(&id, self.num_shards);
         match self.status.get_mut(&shard) {
-            Some(Status::Active) => self.deliver(shard, id, msg, reply, deadline),
+            Some(Status::Active) => self.deliver(shard, &id, msg, reply, deadline),
             Some(Status::Recovering { held, .. }) => {
                 if held.len() >= self.config.mailbox.capacity {
                     self.stats.dropped += 1;
@@ -1506,7 +1484,7 @@ impl<E: Entity> Actor<E> {
     fn deliver(
         &mut self,
         shard: ShardId,
-        id: String,
+        id: &str,
         msg: E::Msg,
         reply: ReplyTo<E>,
         deadline: Option<Instant>,
@@ -1523,12 +1501,12 @@ impl<E: Entity> Actor<E> {
         let data = self.data.entry(shard).or_default();
         // An existing entity is handled in place (one map lookup); a change
         // is detected by comparing its encodings before and after.
-        let (handled, changed, version, acked, snapshot) = match data.entities.get_mut(&id) {
+        let (handled, changed, version, acked, snapshot) = match data.entities.get_mut(id) {
             // A read: no change to detect (checked in debug builds).
             Some(entry) if reads_only => {
                 #[cfg(debug_assertions)]
                 encode_into(entry.state.as_ref(), &mut self.encoded_before);
-                let handled = E::handle(&mut ctx, &id, &mut entry.state, msg);
+                let handled = E::handle(&mut ctx, id, &mut entry.state, msg);
                 #[cfg(debug_assertions)]
                 {
                     encode_into(entry.state.as_ref(), &mut self.encoded_after);
@@ -1548,13 +1526,13 @@ impl<E: Entity> Actor<E> {
                     // A "read" that removed the entity (release builds do
                     // not check reads): keep the map's invariant at least.
                     tracing::error!(entity = E::TYPE_NAME, id = %id, "a message reads_only calls a read removed the entity; removed here, not replicated");
-                    data.entities.remove(&id);
+                    data.entities.remove(id);
                 }
                 (handled, false, version, acked, None)
             }
             Some(entry) => {
                 encode_into(entry.state.as_ref(), &mut self.encoded_before);
-                let handled = E::handle(&mut ctx, &id, &mut entry.state, msg);
+                let handled = E::handle(&mut ctx, id, &mut entry.state, msg);
                 encode_into(entry.state.as_ref(), &mut self.encoded_after);
                 // Removing the entity is a change even when its state
                 // encodes to no bytes.
@@ -1571,14 +1549,14 @@ impl<E: Entity> Actor<E> {
                     // confirm it, so the history need not keep it.
                     let unsent = self
                         .held
-                        .get(&id)
+                        .get(id)
                         .is_some_and(|h| h.version == entry.version);
                     if !(unsent
-                        && supersede_unsent(&mut data.unconfirmed, &id, entry.version, version))
+                        && supersede_unsent(&mut data.unconfirmed, id, entry.version, version))
                     {
                         unconfirmed_change(
                             &mut data.unconfirmed,
-                            &id,
+                            id,
                             entry.version,
                             &self.encoded_before,
                             version,
@@ -1589,7 +1567,7 @@ impl<E: Entity> Actor<E> {
                     if changed && !data.unconfirmed.is_empty() {
                         // A removal is not replicated (records carry a
                         // state), so nothing would ever confirm it.
-                        data.unconfirmed.remove(&id);
+                        data.unconfirmed.remove(id);
                     }
                     None
                 };
@@ -1597,29 +1575,29 @@ impl<E: Entity> Actor<E> {
                     entry.version = version;
                     entry.acked = acked;
                 } else {
-                    data.entities.remove(&id);
+                    data.entities.remove(id);
                 }
                 (handled, changed, version, acked, snapshot)
             }
             None => {
                 let mut state = None;
-                let handled = E::handle(&mut ctx, &id, &mut state, msg);
+                let handled = E::handle(&mut ctx, id, &mut state, msg);
                 let changed = state.is_some();
                 let floor = match changed && !data.version_floor.is_empty() {
-                    true => data.version_floor.remove(&id).unwrap_or(0),
+                    true => data.version_floor.remove(id).unwrap_or(0),
                     false => 0,
                 };
                 let version = if changed { floor + 1 } else { 0 };
                 let acked = if has_replicas { 0 } else { version };
                 let snapshot = if changed && has_replicas {
-                    unconfirmed_creation(&mut data.unconfirmed, &id, version);
+                    unconfirmed_creation(&mut data.unconfirmed, id, version);
                     state.clone()
                 } else {
                     None
                 };
                 if state.is_some() {
                     data.entities.insert(
-                        id.clone(),
+                        id.to_owned(),
                         Entry {
                             state,
                             version,
@@ -1632,7 +1610,7 @@ impl<E: Entity> Actor<E> {
         };
         // Asks parked before this change see it now; one this delivery
         // parks below has seen it already.
-        let parked = changed && data.parked.contains_key(&id);
+        let parked = changed && data.parked.contains_key(id);
         // An answer now waits for the replicas: a held change goes out.
         let mut release = false;
         match handled {
@@ -1643,10 +1621,11 @@ impl<E: Entity> Actor<E> {
                     // A tell: nobody to answer once the replicas confirm,
                     // and nothing to hurry its replication for.
                 } else {
-                    data.waiting_acks
-                        .entry(id.clone())
-                        .or_default()
-                        .push((version, reply, Ok(r)));
+                    data.waiting_acks.entry(id.to_owned()).or_default().push((
+                        version,
+                        reply,
+                        Ok(r),
+                    ));
                     release = !self.held.is_empty();
                 }
             }
@@ -1654,7 +1633,7 @@ impl<E: Entity> Actor<E> {
                 Some(msg) => {
                     let limit = self.config.sharding.max_parked_asks;
                     match ParkedSlot::take(&self.parked_asks, limit) {
-                        Some(slot) => data.parked.entry(id.clone()).or_default().push(Parked {
+                        Some(slot) => data.parked.entry(id.to_owned()).or_default().push(Parked {
                             msg,
                             reply,
                             deadline,
@@ -1694,19 +1673,19 @@ impl<E: Entity> Actor<E> {
         }
         if changed && !has_replicas && !data.unconfirmed.is_empty() {
             // Confirmed as applied (no replicas now): nothing to restore.
-            data.unconfirmed.remove(&id);
+            data.unconfirmed.remove(id);
         }
         if release {
-            self.release_held(&id);
+            self.release_held(id);
         }
         for job in ctx.take_jobs() {
-            self.queue_job(shard, id.clone(), job);
+            self.queue_job(shard, id.to_owned(), job);
         }
         if let Some(s) = snapshot {
-            self.replicate(shard, id.clone(), version, s);
+            self.replicate(shard, id, version, s);
         }
         if parked {
-            self.redeliver_parked(shard, &id);
+            self.redeliver_parked(shard, id);
         }
     }
 
@@ -1731,7 +1710,7 @@ impl<E: Entity> Actor<E> {
                 }));
                 continue;
             }
-            self.deliver(shard, id.to_owned(), msg, reply, deadline);
+            self.deliver(shard, id, msg, reply, deadline);
         }
     }
 
@@ -1741,15 +1720,15 @@ impl<E: Entity> Actor<E> {
     /// (`[sharding] replicate_delay_ms`). A change still queued or held is
     /// replaced by this one: the replicas need the latest state only, and
     /// its confirmation confirms the earlier versions.
-    fn replicate(&mut self, shard: ShardId, id: String, version: u64, state: E) {
+    fn replicate(&mut self, shard: ShardId, id: &str, version: u64, state: E) {
         let delay = self.config.sharding.replicate_delay_ms;
         let waited_for = || {
             self.data
                 .get(&shard)
-                .is_some_and(|d| d.waiting_acks.contains_key(&id))
+                .is_some_and(|d| d.waiting_acks.contains_key(id))
         };
         if delay > 0 && !waited_for() {
-            if let Some(held) = self.held.get_mut(&id) {
+            if let Some(held) = self.held.get_mut(id) {
                 held.version = version;
                 held.state = state;
                 return;
@@ -1758,7 +1737,7 @@ impl<E: Entity> Actor<E> {
                 let since = Instant::now();
                 self.held_oldest.get_or_insert(since);
                 self.held.insert(
-                    id,
+                    id.to_owned(),
                     Held {
                         shard,
                         version,
@@ -1770,9 +1749,9 @@ impl<E: Entity> Actor<E> {
             }
         }
         if !self.held.is_empty() {
-            self.held.remove(&id);
+            self.held.remove(id);
         }
-        self.queue_replication(shard, id, version, state);
+        self.queue_replication(shard, id.to_owned(), version, state);
     }
 
     fn queue_replication(&mut self, shard: ShardId, id: String, version: u64, state: E) {
@@ -1823,14 +1802,7 @@ impl<E: Entity> Actor<E> {
         }
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
         let budget = frame_budget(&self.config, &self.channel);
-        for (set, (replicas, batch)) in std::mem::take(&mut self.outbox) {
-            let busy = self.pages_in_flight.get(set).copied().unwrap_or(0);
-            if !all && busy >= REPLICATION_PAGES_IN_FLIGHT {
-                // Sent with the next flush after a page to this set is
-                // answered (batches grow while replicas are busy).
-                self.outbox.insert(set, (replicas, batch));
-                continue;
-            }
+        for (_, (replicas, batch)) in std::mem::take(&mut self.outbox) {
             let mut pages: Vec<Vec<(u32, Record<E>)>> = vec![Vec::new()];
             let mut used = 0usize;
             for ((shard, id), (version, state)) in batch {
@@ -1861,10 +1833,6 @@ impl<E: Entity> Actor<E> {
                 let tx = self.internal_tx.clone();
                 let replicas = Arc::clone(&replicas);
                 let wire = Wire::ReplicateBatch { records };
-                if let Some(n) = self.pages_in_flight.get_mut(set) {
-                    *n += 1;
-                }
-                let sets_epoch = self.replica_sets_epoch;
                 tokio::spawn(async move {
                     let asks = replicas
                         .iter()
@@ -1882,12 +1850,7 @@ impl<E: Entity> Actor<E> {
                             reason: format!("{}: {reason}", r.name),
                         });
                     }
-                    let _ = tx.send(Internal::ReplicatedBatch {
-                        entries,
-                        result,
-                        set,
-                        sets_epoch,
-                    });
+                    let _ = tx.send(Internal::ReplicatedBatch { entries, result });
                 });
             }
         }
@@ -1926,7 +1889,7 @@ impl<E: Entity> Actor<E> {
         };
         for (shard, id, msg) in done {
             if matches!(self.status.get(&shard), Some(Status::Active)) {
-                self.deliver(shard, id, msg, ReplyTo::Nobody, None);
+                self.deliver(shard, &id, msg, ReplyTo::Nobody, None);
             } else {
                 tracing::debug!(shard = shard.0, id = %id, "job output for a shard no longer owned; the new owner redoes it");
             }
@@ -1937,17 +1900,7 @@ impl<E: Entity> Actor<E> {
 
     fn on_internal(&mut self, i: Internal<E>) {
         match i {
-            Internal::ReplicatedBatch {
-                entries,
-                result,
-                set,
-                sets_epoch,
-            } => {
-                if sets_epoch == self.replica_sets_epoch {
-                    if let Some(n) = self.pages_in_flight.get_mut(set) {
-                        *n = n.saturating_sub(1);
-                    }
-                }
+            Internal::ReplicatedBatch { entries, result } => {
                 if let Err(e) = &result {
                     // While a dead replica is not yet declared dead, every
                     // batch fails: warn at the 1st, 2nd, 4th, ... failure
@@ -2114,7 +2067,7 @@ impl<E: Entity> Actor<E> {
                 continue;
             };
             let version = entry.version;
-            self.replicate(shard, id, version, state);
+            self.replicate(shard, &id, version, state);
         }
     }
 
