@@ -468,11 +468,13 @@ fn unconfirmed_change(
     }
 }
 
-/// Entity `id` changed from version `from` to `version` while the change
-/// that made `from` was never sent to a replica (held back, see
-/// `[sharding] replicate_delay_ms`): no replica can confirm `from`, so
-/// the history's last entry becomes `version` instead of keeping `from`'s
-/// bytes. False (nothing done) when the history does not end at `from`.
+/// Entity `id` changed from version `from` to `version` while `from`'s
+/// replication is held back (`[sharding] replicate_delay_ms`): either it
+/// was never sent, or it is a retry whose earlier send already failed. No
+/// confirmation of `from` can arrive (the held record is replaced by this
+/// change's), so the history's last entry becomes `version` instead of
+/// keeping `from`'s bytes. False (nothing done) when the history does not
+/// end at `from`.
 fn supersede_unsent(
     unconfirmed: &mut HashMap<String, Unconfirmed>,
     id: &str,
@@ -1544,9 +1546,9 @@ impl<E: Entity> Actor<E> {
                 };
                 let acked = if has_replicas { entry.acked } else { version };
                 let snapshot = if changed && has_replicas && entry.state.is_some() {
-                    // The state this change replaces never left this node
-                    // (its change is still held back): no replica can
-                    // confirm it, so the history need not keep it.
+                    // The state this change replaces is held back, not
+                    // in flight: no replica can confirm it now, so the
+                    // history need not keep it (see `supersede_unsent`).
                     let unsent = self
                         .held
                         .get(id)
