@@ -54,6 +54,11 @@ const FETCH_VIEW_PATIENCE: Duration = Duration::from_secs(5);
 /// message of the shard waits for the next attempt.
 const FETCH_VIEW_RETRY_MAX: Duration = Duration::from_millis(50);
 
+/// The pause before a failed handoff fetch from a member still in the
+/// view is asked again (a fetch reports failure after 3 transport errors,
+/// or after [`FETCH_VIEW_PATIENCE`] of `Moved`; the shard keeps waiting).
+const FETCH_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
 /// Attempts of each page of a background shard push ([`Actor::push_sync`]):
 /// about 10 s of retries with the backoff there.
 const SYNC_ATTEMPTS: u32 = 8;
@@ -1126,10 +1131,18 @@ impl<E: Entity> Actor<E> {
     }
 
     fn spawn_fetch(&self, shard: ShardId, epoch: u64, src: NodeId) {
+        self.spawn_fetch_after(shard, epoch, src, Duration::ZERO);
+    }
+
+    /// [`Actor::spawn_fetch`] after `delay` (a fetch asked again).
+    fn spawn_fetch_after(&self, shard: ShardId, epoch: u64, src: NodeId, delay: Duration) {
         let chan = self.channel.clone();
         let tx = self.internal_tx.clone();
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
         tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let result = fetch_all(&chan, &src.addr, shard, timeout).await;
             let _ = tx.send(Internal::Fetched {
                 shard,
@@ -1195,18 +1208,35 @@ impl<E: Entity> Actor<E> {
         to: NodeId,
         attempts: u32,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let pages = match self.data.get(&shard) {
-            Some(d) => paginate(
-                d.entities.iter().filter_map(|(id, e)| {
-                    Some(Record {
-                        id: id.clone(),
-                        version: e.version,
-                        state: e.state.clone()?,
-                    })
-                }),
-                frame_budget(&self.config, &self.channel),
+        self.sync_task_of(shard, to, attempts, None)
+    }
+
+    /// [`Actor::sync_task`] for the entities `only` (all of the shard's
+    /// for `None`).
+    fn sync_task_of(
+        &self,
+        shard: ShardId,
+        to: NodeId,
+        attempts: u32,
+        only: Option<&[String]>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let record = |(id, e): (&String, &Entry<E>)| {
+            Some(Record {
+                id: id.clone(),
+                version: e.version,
+                state: e.state.clone()?,
+            })
+        };
+        let budget = frame_budget(&self.config, &self.channel);
+        let pages = match (self.data.get(&shard), only) {
+            (Some(d), None) => paginate(d.entities.iter().filter_map(record), budget),
+            (Some(d), Some(ids)) => paginate(
+                ids.iter()
+                    .filter_map(|id| Some((id, d.entities.get(id)?)))
+                    .filter_map(record),
+                budget,
             ),
-            None => Vec::new(),
+            (None, _) => Vec::new(),
         };
         let chan = self.channel.clone();
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
@@ -1939,17 +1969,32 @@ impl<E: Entity> Actor<E> {
                 if *current != epoch {
                     return;
                 }
-                waiting.remove(&from);
-                let done = waiting.is_empty();
                 match result {
                     Ok(records) => {
+                        waiting.remove(&from);
                         let d = self.data.entry(shard).or_default();
                         let _ = merge(d, records);
                     }
+                    // A member of the view may hold writes nobody else has
+                    // (confirmed under a view without this node, or not
+                    // confirmed yet and answered later): serving the shard
+                    // without its copy could lose them. Ask it again until
+                    // it answers or leaves the view (`on_view` then stops
+                    // waiting for it).
+                    Err(e) if self.members.get(&from.name) == Some(&from) => {
+                        tracing::warn!(shard = shard.0, from = %from, error = %e, "handoff fetch failed; asking again (the shard waits for every holder in the view)");
+                        self.spawn_fetch_after(shard, epoch, from, FETCH_AGAIN_AFTER);
+                        return;
+                    }
                     Err(e) => {
-                        tracing::warn!(shard = shard.0, from = %from, error = %e, "handoff fetch failed; continuing with the other holders' copies");
+                        waiting.remove(&from);
+                        tracing::warn!(shard = shard.0, from = %from, error = %e, "handoff fetch failed from a member that left the view; continuing with the other holders' copies");
                     }
                 }
+                let done = matches!(
+                    self.status.get(&shard),
+                    Some(Status::Recovering { waiting, .. }) if waiting.is_empty()
+                );
                 if done {
                     self.activate(shard);
                 }
@@ -2151,11 +2196,31 @@ impl<E: Entity> Actor<E> {
                 let shard = ShardId(shard);
                 let d = self.data.entry(shard).or_default();
                 let changed = merge(d, records);
-                if matches!(self.status.get(&shard), Some(Status::Active)) && !changed.is_empty() {
+                match self.status.get(&shard) {
+                    _ if changed.is_empty() => {}
                     // A previous owner that acknowledged writes under a
                     // view we did not share pushed them here: adopt them
                     // as owner (restart their work, copy to our replicas).
-                    self.adopt(shard, changed);
+                    Some(Status::Active) => self.adopt(shard, changed),
+                    // Merged: the activation takes them.
+                    Some(Status::Recovering { .. }) => {}
+                    // Not the owner in our view: the pusher's view named
+                    // us (a reset or a lost shard pushes to the owner it
+                    // sees, while views differ). Kept here, they would
+                    // reach the owner only if it ever fetched from us:
+                    // pass them on to the owner our view names.
+                    _ => match self.owner_of(shard).cloned() {
+                        Some(owner) if owner.name != self.me.name && owner.name != from.name => {
+                            tracing::debug!(shard = shard.0, from = %from, to = %owner, records = changed.len(), "passing a pushed shard copy on to the owner");
+                            tokio::spawn(self.sync_task_of(
+                                shard,
+                                owner,
+                                SYNC_ATTEMPTS,
+                                Some(&changed),
+                            ));
+                        }
+                        _ => {}
+                    },
                 }
                 ack::<E>(responder);
             }

@@ -514,6 +514,97 @@ fn id_owned_by(view_1: &MemberMap, first: &str, view_2: &MemberMap, second: &str
         .unwrap()
 }
 
+/// A new owner does not serve a shard while a member of its view that
+/// holds the shard has not handed it over: `b` holds a counter alone (its
+/// view is {b}, so the write was confirmed with no replica) when `c`
+/// joins with the view {b, c}, in which `c` owns the counter's shard. `b`
+/// answers `c`'s fetches `Moved` (its view does not make `c` the owner)
+/// for longer than one fetch's patience (5 s). Before the fix `c` then
+/// stopped waiting for `b` and served the shard without `b`'s copy: an
+/// add at `c` answered 1, and `b`'s push of its own 1 later lost the
+/// update. Now `c` asks `b` again while `b` is in its view, and the add
+/// waits for `b`'s copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_waits_for_a_holder_in_its_view_whose_fetch_failed() {
+    let b = start("b").await;
+    let c = start("c").await;
+    let only_b = members(&[&b]);
+    let bc = members(&[&b, &c]);
+    let id = id_owned_by(&only_b, "b", &bc, "c");
+    b.view.send_replace(only_b);
+    wait_routing(&b, 1).await;
+    assert_eq!(b.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
+    c.view.send_replace(bc.clone());
+    wait_routing(&c, 2).await;
+    // Past one fetch's patience while b's view lags.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let add = {
+        let r = c.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.view.send_replace(bc);
+    assert_eq!(add.await.unwrap(), Ok(2), "the add applies on b's copy");
+    check_all(&[&b, &c], &BTreeMap::from([(id, 2)])).await;
+}
+
+/// A copy pushed to a node that is not the shard's owner in its own view
+/// reaches the owner: `a` holds a counter at 1 alone, then its view
+/// {a, x} makes `x` the owner, so `a` pushes its copy to `x`; but `x`'s
+/// view is {x, y}, where `y` owns the shard (and already serves it).
+/// Before the fix `x` kept the copy as a non-owner and `y` never saw it:
+/// once every view was {a, x, y} (still `y`'s), reads answered 0. Now
+/// `x` passes the copy on to `y`, which adopts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_pushed_to_a_non_owner_reaches_the_owner() {
+    let a = start("a").await;
+    let x = start("x").await;
+    let y = start("y").await;
+    let (ax, xy, axy) = (
+        members(&[&a, &x]),
+        members(&[&x, &y]),
+        members(&[&a, &x, &y]),
+    );
+    let id = {
+        let config = RegionConfig::default();
+        let (s, r) = (
+            config.defaults.num_shards,
+            config.sharding.replication_factor,
+        );
+        let owner = |view: &MemberMap, id: &str| {
+            sharding::allocate(&view.keys().cloned().collect(), s, r)
+                .owner(sharding::shard_id(id, s))
+                .map(str::to_owned)
+        };
+        (0..10_000)
+            .map(|i| format!("x{i}"))
+            .find(|id| {
+                owner(&ax, id).as_deref() == Some("x")
+                    && owner(&xy, id).as_deref() == Some("y")
+                    && owner(&axy, id).as_deref() == Some("y")
+            })
+            .unwrap()
+    };
+    set_view(&[&x, &y], &xy);
+    wait_routing(&y, 2).await;
+    assert_eq!(y.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
+    // a loses the shard to x in its view and pushes its copy there.
+    a.view.send_replace(ax);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    set_view(&[&a, &x, &y], &axy);
+    for n in [&a, &x, &y] {
+        wait_routing(n, 3).await;
+    }
+    check_all(&[&y, &a, &x], &BTreeMap::from([(id, 1)])).await;
+    for n in [&a, &x, &y] {
+        n.stop.cancel();
+    }
+}
+
 /// Concurrent joins (issue 8, scenario 2's "not found" for an acknowledged
 /// submit): `b` becomes owner of a shard in the view {a, b, c} while `c`
 /// has not joined (its view is empty); then `c` joins with a view that
@@ -872,17 +963,15 @@ async fn batched_asks_apply_once_in_item_order_through_a_join() {
 async fn a_batch_to_an_unreachable_owner_fails_its_items_within_the_timeout() {
     let a = start("a").await;
     let b = start("b").await;
-    a.view.send_replace(members(&[&a, &b]));
-    b.stop.cancel();
-    b.transport.shutdown().await;
+    set_view(&[&a, &b], &members(&[&a, &b]));
     wait_routing(&a, 2).await;
     let routing = a.region.routing();
     let ids: Vec<String> = (0..200).map(|i| format!("x{i}")).collect();
     let on_b = |id: &str| routing.owner_of(id).map(|n| n.name.as_str()) == Some("b");
     assert!(ids.iter().any(|id| on_b(id)) && ids.iter().any(|id| !on_b(id)));
-    // a's own shards first finish their recovery: its fetch from b may
-    // have reached b just before b stopped and then wait out its timeout
-    // (2 s), holding a's shards meanwhile; that is not what this tests.
+    // a's own shards first finish their recovery (fetched from b while b
+    // is up: a new owner waits for every holder in its view); then b
+    // stops, still in a's view (not declared dead yet).
     let live: Vec<(String, CounterMsg)> = ids
         .iter()
         .filter(|id| !on_b(id))
@@ -891,6 +980,8 @@ async fn a_batch_to_an_unreachable_owner_fails_its_items_within_the_timeout() {
     for got in a.region.ask_batch(live, T).await {
         assert_eq!(got, Ok(0));
     }
+    b.stop.cancel();
+    b.transport.shutdown().await;
     let started = std::time::Instant::now();
     let answers = a
         .region
