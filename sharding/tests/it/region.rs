@@ -566,26 +566,7 @@ async fn a_copy_pushed_to_a_non_owner_reaches_the_owner() {
         members(&[&x, &y]),
         members(&[&a, &x, &y]),
     );
-    let id = {
-        let config = RegionConfig::default();
-        let (s, r) = (
-            config.defaults.num_shards,
-            config.sharding.replication_factor,
-        );
-        let owner = |view: &MemberMap, id: &str| {
-            sharding::allocate(&view.keys().cloned().collect(), s, r)
-                .owner(sharding::shard_id(id, s))
-                .map(str::to_owned)
-        };
-        (0..10_000)
-            .map(|i| format!("x{i}"))
-            .find(|id| {
-                owner(&ax, id).as_deref() == Some("x")
-                    && owner(&xy, id).as_deref() == Some("y")
-                    && owner(&axy, id).as_deref() == Some("y")
-            })
-            .unwrap()
-    };
+    let id = id_held_by(&[(&ax, &["x"]), (&xy, &["y"]), (&axy, &["y"])]);
     set_view(&[&x, &y], &xy);
     wait_routing(&y, 2).await;
     assert_eq!(y.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
