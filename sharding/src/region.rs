@@ -858,16 +858,6 @@ impl<E: Entity> Actor<E> {
             .and_then(|name| self.members.get(name))
     }
 
-    /// True when this node's view makes `node` (that life of it) the owner
-    /// of `shard`.
-    fn owns_in_my_view(&self, shard: ShardId, node: &NodeId) -> bool {
-        self.alloc.owner(shard) == Some(node.name.as_str())
-            && self
-                .members
-                .get(&node.name)
-                .is_some_and(|n| n.generation == node.generation)
-    }
-
     fn holders_ids(&self, alloc: &Allocation, members: &MemberMap, shard: ShardId) -> Vec<NodeId> {
         alloc
             .holders(shard)
@@ -2190,30 +2180,12 @@ impl<E: Entity> Actor<E> {
                     }
                 }
             }
-            // A replica confirms only the owner its own view names (that
-            // life of it): a confirmation is what lets the owner answer,
-            // and a new owner that already read this copy, or that reads
-            // another, would never see a write confirmed here for a node
-            // our view has moved past. The refused owner retries (every
-            // 200 ms, to the replicas of its view) until the views agree
-            // or its asker's deadline passes.
             Wire::Replicate { shard, record } => {
-                if !self.owns_in_my_view(ShardId(shard), &from) {
-                    refuse_replication::<E>(responder, shard, &from);
-                    return;
-                }
                 let d = self.data.entry(ShardId(shard)).or_default();
                 merge_record(d, record, None);
                 ack::<E>(responder);
             }
             Wire::ReplicateBatch { records } => {
-                if let Some((shard, _)) = records
-                    .iter()
-                    .find(|(shard, _)| !self.owns_in_my_view(ShardId(*shard), &from))
-                {
-                    refuse_replication::<E>(responder, *shard, &from);
-                    return;
-                }
                 for (shard, record) in records {
                     let d = self.data.entry(ShardId(shard)).or_default();
                     merge_record(d, record, None);
@@ -2329,15 +2301,6 @@ impl<E: Entity> Actor<E> {
             });
         }
         WireReply::Page { records, more }
-    }
-}
-
-/// Answers a replication from a node that does not own `shard` in this
-/// node's view with `Moved`; nothing of it is applied.
-fn refuse_replication<E: Entity>(responder: Option<Responder>, shard: u32, from: &NodeId) {
-    tracing::debug!(shard, from = %from, "replication from a node that is not the owner in this view refused");
-    if let Some(resp) = responder {
-        let _ = resp.reply_msg(&WireReply::<E>::Error(RegionError::Moved { shard }));
     }
 }
 

@@ -1331,17 +1331,19 @@ async fn a_reset_of_the_old_owner_does_not_apply_a_handed_off_add_twice() {
     z_node.stop.cancel();
 }
 
-/// A replica confirms only the owner its own view names. All views are
-/// {a, x, y}, where `a` owns the counter and `x` is its replica. Then `x`
-/// and `y` see {x, y} (a declared dead by them), where `y` owns the
-/// counter: `y` fetches from `x` and serves the shard. `a`, whose view has
-/// not changed, applies `Add(1)` and replicates it to `x`. Before the fix
-/// `x` merged it as a non-owner copy and confirmed, `a` answered Ok(1),
-/// and after `a`'s crash `y` (active, never fetching again) read 0: an
-/// acknowledged write lost with one failure. Now `x` refuses (`Moved`), so
-/// `a` cannot acknowledge the add, and what `y` serves after `a`'s crash
-/// lost nothing acknowledged.
+/// A replica acknowledges the replication of a node its own view no
+/// longer names as owner, and the write is lost when that node crashes,
+/// although its replica holds it (R = 2 should survive one failure). All
+/// views are {a, x, y}, where `a` owns the counter and `x` is its replica.
+/// Then `x` and `y` see {x, y} (a declared dead by them), where `y` owns
+/// the counter: `y` fetches from `x` and serves the shard. `a`, whose view
+/// has not changed, applies `Add(1)`, replicates it to `x`, which merges it
+/// as a non-owner copy and acknowledges; `a` answers Ok(1). Then `a`
+/// crashes. The views {x, y} have converged, `y` is active and never
+/// fetches again, and `x` never passes the record on (only a `Sync` new to
+/// a non-owner is passed on): the acknowledged add reads 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known: a replica confirms a write from a node its view no longer names as owner (RELIABILITY.md, Not done yet); fails on the current code"]
 async fn a_write_replicated_to_a_replica_whose_view_moved_on_survives_the_owners_crash() {
     let a = start("a").await;
     let x = start("x").await;
@@ -1358,20 +1360,19 @@ async fn a_write_replicated_to_a_replica_whose_view_moved_on_survives_the_owners
     wait_routing(&x, 2).await;
     wait_routing(&y, 2).await;
     assert_eq!(y.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
-    // a, still alive and with the old view, applies a write that x, whose
-    // view names y, must not confirm.
-    let add = a
-        .region
-        .ask(&id, CounterMsg::Add(1), Duration::from_secs(1))
-        .await;
-    assert!(
-        add.is_err(),
-        "x's view names y the owner: a's add must not be acknowledged, got {add:?}"
-    );
+    // a, still alive and with the old view, acknowledges a write that x
+    // confirms as a's replica.
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
     a.stop.cancel();
     a.transport.shutdown().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(y.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
+    let read = y.region.ask(&id, CounterMsg::Get, T).await;
+    assert_eq!(
+        read,
+        Ok(1),
+        "Add(1) acknowledged by a after x confirmed it; after a's crash the owner y reads \
+         {read:?} (the write sits on x as a non-owner copy)"
+    );
 }
 
 /// Sets up a new owner whose fetch from a replica came too early: `a` owns
@@ -1379,10 +1380,9 @@ async fn a_write_replicated_to_a_replica_whose_view_moved_on_survives_the_owners
 /// then see {a, b, c} (c joined) while `a`'s view lags, still {a, b}. `c`
 /// owns the counter in {a, b, c} (and in {b, c}): it fetches from `b`,
 /// which answers at once (its view names c), and from `a`, which answers
-/// `Moved`, so `c` keeps waiting for `a`. Then `a` applies `Add(1)`, which
-/// `b` must not confirm (its view no longer names `a` the owner), so it is
-/// not acknowledged (before the fix `b` confirmed it and `a` answered
-/// Ok(1)). Returns the three nodes and the counter's id.
+/// `Moved`, so `c` keeps waiting for `a`. Then `a` acknowledges `Add(1)`,
+/// confirmed by `b` (which merges a replication from a node its view no
+/// longer names as owner). Returns the three nodes and the counter's id.
 async fn lagging_owner_acknowledges_after_the_new_owner_read_its_replica()
 -> (TestNode, TestNode, TestNode, String) {
     let a = start("a").await;
@@ -1404,26 +1404,21 @@ async fn lagging_owner_acknowledges_after_the_new_owner_read_its_replica()
     wait_routing(&c, 3).await;
     // b's (empty) page reaches c; c keeps asking a.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let add = a
-        .region
-        .ask(&id, CounterMsg::Add(1), Duration::from_secs(1))
-        .await;
-    assert!(
-        add.is_err(),
-        "b's view names c the owner: a's add must not be acknowledged, got {add:?}"
-    );
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
     (a, b, c, id)
 }
 
-/// No write acknowledged by an owner whose view lags a join can be lost
-/// with that owner, with no partition and no false suspicion: see
-/// [`lagging_owner_acknowledges_after_the_new_owner_read_its_replica`].
-/// Before the fix `b` confirmed `a`'s `Add(1)` after `c` had read `b`'s
-/// copy; `a` answered Ok(1), crashed, and `c` (no longer waiting for `a`,
-/// which left the view) served 0 from `b`'s early page. Now the add is not
-/// acknowledged (checked in the setup) and `c` serves the counter from
-/// what was confirmed: 0.
+/// A write acknowledged by an owner whose view lags a join is lost when
+/// that owner crashes, although its replica confirmed it (R = 2 must
+/// survive one failure), and with no partition and no false suspicion:
+/// see [`lagging_owner_acknowledges_after_the_new_owner_read_its_replica`].
+/// Then `a` crashes before its view catches up and is declared dead: `c`
+/// stops waiting for `a` (it left the view) and activates with the page
+/// `b` gave before the write. `b` holds the write, `c` serves 0, and never
+/// fetches again. (PROTOCOL, Handoff, names this case, "confirmed later by
+/// a replica the new owner already read", but only waits for `a`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known: a replica confirms a write from a node its view no longer names as owner (RELIABILITY.md, Not done yet); fails on the current code"]
 async fn a_write_confirmed_by_a_replica_after_the_new_owner_read_it_survives_the_owners_crash() {
     let (a, b, c, id) = lagging_owner_acknowledges_after_the_new_owner_read_its_replica().await;
     a.stop.cancel();
@@ -1431,17 +1426,24 @@ async fn a_write_confirmed_by_a_replica_after_the_new_owner_read_it_survives_the
     set_view(&[&b, &c], &members(&[&b, &c]));
     wait_routing(&b, 2).await;
     wait_routing(&c, 2).await;
-    assert_eq!(c.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
+    let read = c.region.ask(&id, CounterMsg::Get, T).await;
+    assert_eq!(
+        read,
+        Ok(1),
+        "Add(1) acknowledged by a and confirmed by its replica b; after a's crash the new \
+         owner c reads {read:?}"
+    );
 }
 
-/// The same with a graceful leave instead of a crash: `a` leaves while its
-/// view still lags the join. `hand_off_all` computes the allocation
-/// without `a` from `a`'s view, {b}, and syncs the shard to `b` only. Before
-/// the fix `b` already held the acknowledged add (it had confirmed it), so
-/// nothing was new to it or passed on to `c`, and `c` served 0. Now the
-/// add is not acknowledged (setup); `b` passes the synced record on to
-/// `c`, so `c` may serve it (1) or not (0), and it serves.
+/// The same without any failure: `a` leaves gracefully while its view
+/// still lags the join. `hand_off_all` computes the allocation without `a`
+/// from `a`'s view, {b}, and syncs the shard to `b` only; `b` already has
+/// the records (it confirmed them as replica), so nothing is new to it and
+/// nothing is passed on to `c`, the owner in `b`'s view. Then `a` leaves
+/// the views: `c` stops waiting for it and activates with `b`'s early,
+/// empty page. The acknowledged `Add(1)` reads 0 at `c`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known: a replica confirms a write from a node its view no longer names as owner (RELIABILITY.md, Not done yet); fails on the current code"]
 async fn a_graceful_leave_with_a_lagging_view_hands_off_every_acknowledged_write() {
     let (a, b, c, id) = lagging_owner_acknowledges_after_the_new_owner_read_its_replica().await;
     assert!(a.region.hand_off_all(T).await.is_some());
@@ -1452,9 +1454,10 @@ async fn a_graceful_leave_with_a_lagging_view_hands_off_every_acknowledged_write
     a.stop.cancel();
     a.transport.shutdown().await;
     let read = c.region.ask(&id, CounterMsg::Get, T).await;
-    assert!(
-        matches!(read, Ok(0 | 1)),
-        "the new owner c serves the counter (0, or 1 with the unacknowledged add), got {read:?}"
+    assert_eq!(
+        read,
+        Ok(1),
+        "Add(1) acknowledged by a before its graceful leave; the new owner c reads {read:?}"
     );
 }
 
