@@ -2180,48 +2180,24 @@ impl<E: Entity> Actor<E> {
                     }
                 }
             }
+            // From the owner our view names, a replication is merged and
+            // confirmed. From any other node (its view lags ours, or ours
+            // moved past it) it is too, but a new owner may already have
+            // read this copy and would never see the change: what it
+            // changed here is passed on as a pushed copy is (below).
             Wire::Replicate { shard, record } => {
-                let d = self.data.entry(ShardId(shard)).or_default();
-                merge_record(d, record, None);
+                self.merge_replicated(vec![(shard, record)], &from);
                 ack::<E>(responder);
             }
             Wire::ReplicateBatch { records } => {
-                for (shard, record) in records {
-                    let d = self.data.entry(ShardId(shard)).or_default();
-                    merge_record(d, record, None);
-                }
+                self.merge_replicated(records, &from);
                 ack::<E>(responder);
             }
             Wire::Sync { shard, records } => {
                 let shard = ShardId(shard);
                 let d = self.data.entry(shard).or_default();
                 let changed = merge(d, records);
-                match self.status.get(&shard) {
-                    _ if changed.is_empty() => {}
-                    // A previous owner that acknowledged writes under a
-                    // view we did not share pushed them here: adopt them
-                    // as owner (restart their work, copy to our replicas).
-                    Some(Status::Active) => self.adopt(shard, changed),
-                    // Merged: the activation takes them.
-                    Some(Status::Recovering { .. }) => {}
-                    // Not the owner in our view: the pusher's view named
-                    // us (a reset or a lost shard pushes to the owner it
-                    // sees, while views differ). Kept here, they would
-                    // reach the owner only if it ever fetched from us:
-                    // pass them on to the owner our view names.
-                    _ => match self.owner_of(shard).cloned() {
-                        Some(owner) if owner.name != self.me.name && owner.name != from.name => {
-                            tracing::debug!(shard = shard.0, from = %from, to = %owner, records = changed.len(), "passing a pushed shard copy on to the owner");
-                            tokio::spawn(self.sync_task_of(
-                                shard,
-                                owner,
-                                SYNC_ATTEMPTS,
-                                Some(&changed),
-                            ));
-                        }
-                        _ => {}
-                    },
-                }
+                self.take_foreign_copy(shard, changed, &from);
                 ack::<E>(responder);
             }
             Wire::Fetch { shard, after } => {
@@ -2272,6 +2248,60 @@ impl<E: Entity> Actor<E> {
                     }
                 }
             }
+        }
+    }
+
+    /// Merges replicated records from `from`. When our view does not make
+    /// `from` the owner of a record's shard, the records it changed here
+    /// are handled as a pushed copy ([`Actor::take_foreign_copy`]); from
+    /// the owner nothing more is done (no ids collected on that path).
+    fn merge_replicated(&mut self, records: Vec<(u32, Record<E>)>, from: &NodeId) {
+        let mut foreign: Vec<(ShardId, Vec<String>)> = Vec::new();
+        for (shard, record) in records {
+            let shard = ShardId(shard);
+            let from_owner = self.alloc.owner(shard) == Some(from.name.as_str())
+                && self
+                    .members
+                    .get(&from.name)
+                    .is_some_and(|n| n.generation == from.generation);
+            let d = self.data.entry(shard).or_default();
+            if from_owner {
+                merge_record(d, record, None);
+                continue;
+            }
+            let at = match foreign.iter().position(|(s, _)| *s == shard) {
+                Some(at) => at,
+                None => {
+                    foreign.push((shard, Vec::new()));
+                    foreign.len() - 1
+                }
+            };
+            merge_record(d, record, Some(&mut foreign[at].1));
+        }
+        for (shard, changed) in foreign {
+            self.take_foreign_copy(shard, changed, from);
+        }
+    }
+
+    /// Entities of `shard` that a copy from `from` (a push, or a
+    /// replication from a node our view does not make the owner) changed
+    /// here: adopted if we own the shard (restart their work, copy to our
+    /// replicas), kept for the activation if we are recovering it, and
+    /// otherwise passed on to the owner our view names (unless that is
+    /// `from`). Kept only as a non-owner's copy, they would reach the
+    /// owner only if it ever fetched from us, and an active owner does not.
+    fn take_foreign_copy(&mut self, shard: ShardId, changed: Vec<String>, from: &NodeId) {
+        match self.status.get(&shard) {
+            _ if changed.is_empty() => {}
+            Some(Status::Active) => self.adopt(shard, changed),
+            Some(Status::Recovering { .. }) => {}
+            _ => match self.owner_of(shard).cloned() {
+                Some(owner) if owner.name != self.me.name && owner.name != from.name => {
+                    tracing::debug!(shard = shard.0, from = %from, to = %owner, records = changed.len(), "passing a copy from a non-owner on to the owner");
+                    tokio::spawn(self.sync_task_of(shard, owner, SYNC_ATTEMPTS, Some(&changed)));
+                }
+                _ => {}
+            },
         }
     }
 

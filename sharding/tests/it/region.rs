@@ -1343,7 +1343,6 @@ async fn a_reset_of_the_old_owner_does_not_apply_a_handed_off_add_twice() {
 /// fetches again, and `x` never passes the record on (only a `Sync` new to
 /// a non-owner is passed on): the acknowledged add reads 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: a replica confirms a write from a node its view no longer names as owner (RELIABILITY.md, Not done yet); fails on the current code"]
 async fn a_write_replicated_to_a_replica_whose_view_moved_on_survives_the_owners_crash() {
     let a = start("a").await;
     let x = start("x").await;
@@ -1418,7 +1417,6 @@ async fn lagging_owner_acknowledges_after_the_new_owner_read_its_replica()
 /// fetches again. (PROTOCOL, Handoff, names this case, "confirmed later by
 /// a replica the new owner already read", but only waits for `a`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: a replica confirms a write from a node its view no longer names as owner (RELIABILITY.md, Not done yet); fails on the current code"]
 async fn a_write_confirmed_by_a_replica_after_the_new_owner_read_it_survives_the_owners_crash() {
     let (a, b, c, id) = lagging_owner_acknowledges_after_the_new_owner_read_its_replica().await;
     a.stop.cancel();
@@ -1443,7 +1441,6 @@ async fn a_write_confirmed_by_a_replica_after_the_new_owner_read_it_survives_the
 /// the views: `c` stops waiting for it and activates with `b`'s early,
 /// empty page. The acknowledged `Add(1)` reads 0 at `c`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: a replica confirms a write from a node its view no longer names as owner (RELIABILITY.md, Not done yet); fails on the current code"]
 async fn a_graceful_leave_with_a_lagging_view_hands_off_every_acknowledged_write() {
     let (a, b, c, id) = lagging_owner_acknowledges_after_the_new_owner_read_its_replica().await;
     assert!(a.region.hand_off_all(T).await.is_some());
