@@ -1339,9 +1339,10 @@ async fn a_reset_of_the_old_owner_does_not_apply_a_handed_off_add_twice() {
 /// the counter: `y` fetches from `x` and serves the shard. `a`, whose view
 /// has not changed, applies `Add(1)`, replicates it to `x`, which merges it
 /// as a non-owner copy and acknowledges; `a` answers Ok(1). Then `a`
-/// crashes. The views {x, y} have converged, `y` is active and never
-/// fetches again, and `x` never passes the record on (only a `Sync` new to
-/// a non-owner is passed on): the acknowledged add reads 0.
+/// crashes. The views {x, y} have converged and `y` is active and never
+/// fetches again: before the fix `x` did not pass the record on (only a
+/// `Sync` new to a non-owner was) and the acknowledged add read 0; now `x`
+/// pushes it on to `y`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_replicated_to_a_replica_whose_view_moved_on_survives_the_owners_crash() {
     let a = start("a").await;
@@ -1413,9 +1414,8 @@ async fn lagging_owner_acknowledges_after_the_new_owner_read_its_replica()
 /// see [`lagging_owner_acknowledges_after_the_new_owner_read_its_replica`].
 /// Then `a` crashes before its view catches up and is declared dead: `c`
 /// stops waiting for `a` (it left the view) and activates with the page
-/// `b` gave before the write. `b` holds the write, `c` serves 0, and never
-/// fetches again. (PROTOCOL, Handoff, names this case, "confirmed later by
-/// a replica the new owner already read", but only waits for `a`.)
+/// `b` gave before the write. Before the fix `b` held the write and `c`
+/// served 0; now `b` pushes the write on to `c` when it confirms it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_confirmed_by_a_replica_after_the_new_owner_read_it_survives_the_owners_crash() {
     let (a, b, c, id) = lagging_owner_acknowledges_after_the_new_owner_read_its_replica().await;
@@ -1439,7 +1439,8 @@ async fn a_write_confirmed_by_a_replica_after_the_new_owner_read_it_survives_the
 /// the records (it confirmed them as replica), so nothing is new to it and
 /// nothing is passed on to `c`, the owner in `b`'s view. Then `a` leaves
 /// the views: `c` stops waiting for it and activates with `b`'s early,
-/// empty page. The acknowledged `Add(1)` reads 0 at `c`.
+/// empty page. Before the fix the acknowledged `Add(1)` read 0 at `c`;
+/// now `b` pushed it on to `c` when it confirmed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_leave_with_a_lagging_view_hands_off_every_acknowledged_write() {
     let (a, b, c, id) = lagging_owner_acknowledges_after_the_new_owner_read_its_replica().await;
