@@ -55,9 +55,10 @@ pub enum RegionError {
         /// Hops taken (`[sharding] max_forward_hops`).
         hops: u8,
     },
-    /// The state change was applied by the owner but its replicas did not
-    /// confirm it, so it is not acknowledged. Not retried automatically:
-    /// the change may be applied (asks to entities should be idempotent).
+    /// The state change was applied by the owner but neither its replicas
+    /// nor, after the shard moved, the new owner confirmed holding it, so
+    /// it is not acknowledged. Not retried automatically: the change may
+    /// be applied (asks to entities should be idempotent).
     #[error("replicas of shard {shard} did not confirm: {reason}")]
     ReplicationFailed {
         /// The shard.

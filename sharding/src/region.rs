@@ -41,7 +41,7 @@ use crate::error::{RegionError, Result};
 use crate::handle::{RegionHandle, Routing};
 use crate::pool::WorkerPool;
 use crate::shard::{ShardId, shard_id};
-use crate::wire::{MAX_BATCH_ITEMS, Record, Wire, WireReply};
+use crate::wire::{Holding, MAX_BATCH_ITEMS, Record, Wire, WireReply};
 
 /// How long a fetch keeps asking while the holder's view does not yet make
 /// the fetcher the owner, retrying after 10 ms, then twice as long each
@@ -62,6 +62,11 @@ const FETCH_AGAIN_AFTER: Duration = Duration::from_millis(200);
 /// Attempts of each page of a background shard push ([`Actor::push_sync`]):
 /// about 10 s of retries with the backoff there.
 const SYNC_ATTEMPTS: u32 = 8;
+
+/// Attempts of one hand-over ([`Wire::HandOver`]) before its asks are
+/// answered [`RegionError::ReplicationFailed`]; by then their askers have
+/// mostly given up (the pauses between attempts double from 100 ms).
+const HAND_OVER_ATTEMPTS: u32 = 4;
 
 /// Mailbox messages handled per wake-up before replication is flushed.
 const BURST: usize = 512;
@@ -972,6 +977,15 @@ impl<E: Entity> Actor<E> {
                 } else {
                     lost += 1;
                     self.lose_ownership(shard);
+                    // Asks waiting for our replicas were applied here, so
+                    // they must not be sent again: the new owner says
+                    // whether it holds their changes.
+                    let waiting = self
+                        .data
+                        .get(&shard)
+                        .map(|d| d.waiting_acks.keys().cloned().collect())
+                        .unwrap_or_default();
+                    self.hand_over(shard, waiting);
                     // Writes this node acknowledged as owner may not have
                     // been fetched by the new owner (views differed): push
                     // them; the higher version wins there.
@@ -1065,6 +1079,128 @@ impl<E: Entity> Actor<E> {
                 }
             }
         }
+    }
+
+    /// Answers the asks waiting for the replicas of `shard`'s entities
+    /// `ids` now that this node no longer owns the shard. Each change was
+    /// applied here, and the new owner may hold it already (it fetched
+    /// this copy): answered `Moved`, the ask would be sent there and
+    /// applied twice. So each entity's state goes to the owner our view
+    /// names (or the node the shard was handed to) in a
+    /// [`Wire::HandOver`], merged there as a push is, and its asks are
+    /// answered by what the owner then holds ([`Holding`]): `Held`, their
+    /// replies; `Other` (the owner's history lacks the change), `Moved`,
+    /// sent again and applied once; `Newer`, or no answer after
+    /// [`HAND_OVER_ATTEMPTS`], [`RegionError::ReplicationFailed`] (the
+    /// change may be applied; not sent again). An entity changed since
+    /// (its version is not the one its last ask waits for) gets that error
+    /// at once: its state here may no longer carry the change.
+    fn hand_over(&mut self, shard: ShardId, ids: Vec<String>) {
+        let to = match self.status.get(&shard) {
+            Some(Status::HandedOff { to }) => Some(to.clone()),
+            _ => self.owner_of(shard).cloned(),
+        }
+        .filter(|to| to.name != self.me.name);
+        let Some(d) = self.data.get_mut(&shard) else {
+            return;
+        };
+        let mut records = Vec::new();
+        let mut asks = Vec::new();
+        for id in ids {
+            let Some(list) = d.waiting_acks.remove(&id) else {
+                continue;
+            };
+            let need = list.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
+            let record = d
+                .entities
+                .get(&id)
+                .filter(|e| e.version == need && to.is_some())
+                .and_then(|e| {
+                    Some(Record {
+                        id: id.clone(),
+                        version: e.version,
+                        state: e.state.clone()?,
+                    })
+                });
+            match record {
+                Some(r) => {
+                    records.push(r);
+                    asks.push(list);
+                }
+                None => {
+                    let reason = match &to {
+                        None => "the shard moved and no other owner is in view".to_owned(),
+                        Some(_) => "the entity changed again before the shard moved".to_owned(),
+                    };
+                    answer_failed(shard, list, &reason);
+                }
+            }
+        }
+        let Some(to) = to.filter(|_| !records.is_empty()) else {
+            return;
+        };
+        tracing::debug!(shard = shard.0, to = %to, records = records.len(), entity = E::TYPE_NAME, "handing waiting asks over to the new owner");
+        let chan = self.channel.clone();
+        let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
+        tokio::spawn(async move {
+            let count = records.len();
+            let wire = Wire::HandOver {
+                shard: shard.0,
+                records,
+            };
+            let mut backoff = Duration::from_millis(100);
+            let mut outcome = Err(String::new());
+            for attempt in 1..=HAND_OVER_ATTEMPTS {
+                outcome = match chan.ask::<WireReply<E>>(&to.addr, &wire, timeout).await {
+                    Ok(WireReply::Holding(h)) if h.len() == count => Ok(h),
+                    Ok(WireReply::Holding(h)) => Err(format!(
+                        "{}: {} answers for {count} records",
+                        to.name,
+                        h.len()
+                    )),
+                    Ok(WireReply::Error(e)) => Err(format!("{}: {e}", to.name)),
+                    Ok(_) => Err(format!("{}: unexpected reply", to.name)),
+                    Err(e) => Err(format!("{}: {e}", to.name)),
+                };
+                if outcome.is_ok() || attempt == HAND_OVER_ATTEMPTS {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            match outcome {
+                Ok(holding) => {
+                    for (list, h) in asks.into_iter().zip(holding) {
+                        match h {
+                            Holding::Held => {
+                                for (_, reply, r) in list {
+                                    reply.send(r);
+                                }
+                            }
+                            Holding::Other => {
+                                for (_, reply, _) in list {
+                                    reply.send(Err(RegionError::Moved { shard: shard.0 }));
+                                }
+                            }
+                            Holding::Newer => answer_failed(
+                                shard,
+                                list,
+                                &format!(
+                                    "the shard moved to {}, which holds a newer version",
+                                    to.name
+                                ),
+                            ),
+                        }
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(shard = shard.0, to = %to, reason = %reason, "hand-over of waiting asks failed");
+                    for list in asks {
+                        answer_failed(shard, list, &reason);
+                    }
+                }
+            }
+        });
     }
 
     fn start_recovery(&mut self, shard: ShardId, sources: BTreeSet<NodeId>) {
@@ -1306,8 +1442,26 @@ impl<E: Entity> Actor<E> {
         );
         // Messages held by recovering shards are routed again once the
         // shards recover anew (below); every ask waiting here (parked, or
-        // for a replica's confirmation) is answered `Moved`, which its
-        // sender retries: dropping it would fail a local asker for good.
+        // for the confirmation of a shard it owns) is answered `Moved`,
+        // which its sender retries: dropping it would fail a local asker
+        // for good.
+        // Asks of shards this node no longer owns were applied here and
+        // may be held by the new owner: handed over, not sent again.
+        let unowned: Vec<(ShardId, Vec<String>)> = self
+            .data
+            .iter()
+            .filter(|(s, d)| {
+                !d.waiting_acks.is_empty()
+                    && !matches!(
+                        self.status.get(s),
+                        Some(Status::Active | Status::Recovering { .. })
+                    )
+            })
+            .map(|(s, d)| (*s, d.waiting_acks.keys().cloned().collect()))
+            .collect();
+        for (shard, ids) in unowned {
+            self.hand_over(shard, ids);
+        }
         let mut held_cmds = Vec::new();
         for (_, status) in self.status.drain() {
             if let Status::Recovering { held, .. } = status {
@@ -2082,19 +2236,20 @@ impl<E: Entity> Actor<E> {
             due
         };
         for (_, shard, id) in due {
-            if !matches!(self.status.get(&shard), Some(Status::Active)) {
-                // No longer the owner: the new owner took this entity's
-                // state from us by fetch; answers still waiting for our
-                // replicas go back to their senders as `Moved` (retried
-                // at the new owner) instead of hanging to their deadline.
-                let waiting = self
-                    .data
-                    .get_mut(&shard)
-                    .and_then(|d| d.waiting_acks.remove(&id));
-                for (_, reply, _) in waiting.into_iter().flatten() {
-                    reply.send(Err(RegionError::Moved { shard: shard.0 }));
+            match self.status.get(&shard) {
+                Some(Status::Active) => {}
+                // Ours again, not active yet: try once it is.
+                Some(Status::Recovering { .. }) => {
+                    let at = now + Duration::from_millis(200);
+                    self.retry_replicate.push((at, shard, id));
+                    continue;
                 }
-                continue;
+                // No longer the owner (handed off, or lost meanwhile):
+                // the new owner says whether it holds the change.
+                _ => {
+                    self.hand_over(shard, vec![id]);
+                    continue;
+                }
             }
             let no_replicas = self.replicas_of(shard).1.is_empty();
             let Some(entry) = self
@@ -2199,6 +2354,25 @@ impl<E: Entity> Actor<E> {
                 let changed = merge(d, records);
                 self.take_foreign_copy(shard, changed, &from);
                 ack::<E>(responder);
+            }
+            Wire::HandOver { shard, records } => {
+                let shard = ShardId(shard);
+                let sent: Vec<(String, u64, Vec<u8>)> = records
+                    .iter()
+                    .map(|r| (r.id.clone(), r.version, encode_state(&r.state)))
+                    .collect();
+                let d = self.data.entry(shard).or_default();
+                let changed = merge(d, records);
+                let holding: Vec<Holding> = sent
+                    .iter()
+                    .map(|(id, version, bytes)| holding(d.entities.get(id), *version, bytes))
+                    .collect();
+                self.take_foreign_copy(shard, changed, &from);
+                if let Some(resp) = responder {
+                    if let Err(e) = resp.reply_msg(&WireReply::<E>::Holding(holding)) {
+                        tracing::debug!(error = %e, "cannot answer a hand-over");
+                    }
+                }
             }
             Wire::Fetch { shard, after } => {
                 let shard = ShardId(shard);
@@ -2396,6 +2570,34 @@ fn merge_record<E: Entity>(d: &mut ShardData<E>, r: Record<E>, changed: Option<&
         if let Some(changed) = changed {
             changed.push(id);
         }
+    }
+}
+
+/// What a node holds of a handed-over record (`version`, state encoded as
+/// `bytes`) once merged: its entry `entry` at that version with the same
+/// encoding, `Held`; another state at that version, `Other`; anything else
+/// (a newer version; no entry, which a merge does not leave), `Newer`.
+fn holding<E: Entity>(entry: Option<&Entry<E>>, version: u64, bytes: &[u8]) -> Holding {
+    match entry {
+        Some(e) if e.version == version => {
+            let same = e
+                .state
+                .as_ref()
+                .is_some_and(|state| encode_state(state) == bytes);
+            if same { Holding::Held } else { Holding::Other }
+        }
+        _ => Holding::Newer,
+    }
+}
+
+/// Answers every ask of `list` [`RegionError::ReplicationFailed`]: applied
+/// here, not confirmed anywhere else that this node knows of.
+fn answer_failed<E: Entity>(shard: ShardId, list: Vec<HeldReply<E>>, reason: &str) {
+    for (_, reply, _) in list {
+        reply.send(Err(RegionError::ReplicationFailed {
+            shard: shard.0,
+            reason: reason.to_owned(),
+        }));
     }
 }
 
@@ -2657,6 +2859,20 @@ mod tests {
             "created unconfirmed: removed"
         );
         assert_eq!(d.version_floor.get("y"), Some(&2));
+    }
+
+    #[test]
+    fn a_hand_over_is_held_only_as_that_very_state_at_that_version() {
+        let entry = |value: u32, version: u64| Entry {
+            state: Some(Value(value)),
+            version,
+            acked: 0,
+        };
+        let sent = encode_state(&Value(7));
+        assert_eq!(holding(Some(&entry(7, 3)), 3, &sent), Holding::Held);
+        assert_eq!(holding(Some(&entry(8, 3)), 3, &sent), Holding::Other);
+        assert_eq!(holding(Some(&entry(7, 4)), 3, &sent), Holding::Newer);
+        assert_eq!(holding::<Value>(None, 3, &sent), Holding::Newer);
     }
 
     #[test]

@@ -78,6 +78,33 @@ pub enum Wire<E: Entity> {
         /// The asker's remaining patience, in ms (for parked items).
         timeout_ms: u64,
     },
+    /// An old owner's entities whose changes it applied but whose answers
+    /// still waited for its replicas when it lost the shard, for the owner
+    /// its view names now (ask; answered `Holding`, one [`Holding`] per
+    /// record). Merged as a `Sync` is; the answer says whether each change
+    /// is now held, so the old owner can answer its asks without having
+    /// them sent again (which would apply them twice).
+    HandOver {
+        /// The shard.
+        shard: u32,
+        /// The entities' states, each at the version the change produced.
+        records: Vec<Record<E>>,
+    },
+}
+
+/// Whether the receiver of a [`Wire::HandOver`] holds one record's change,
+/// after merging it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Holding {
+    /// It holds this very state at this version (it had it, or took it):
+    /// the change is here, its asks can be answered.
+    Held,
+    /// It holds another state at the same version: a history without this
+    /// change (one owner's version never names two states), so the change
+    /// is not here and sending its ask again applies it once.
+    Other,
+    /// It holds a newer version, which may or may not include the change.
+    Newer,
 }
 
 /// The most items one `DeliverBatch` frame may carry (the region refuses
@@ -103,4 +130,6 @@ pub enum WireReply<E: Entity> {
     Error(RegionError),
     /// The answers to a `DeliverBatch`, one per item, in item order.
     Replies(Vec<Result<E::Reply, RegionError>>),
+    /// The answer to a `HandOver`, one per record, in record order.
+    Holding(Vec<Holding>),
 }

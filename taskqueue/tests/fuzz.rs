@@ -44,7 +44,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sharding::wire::{Record, Wire, WireReply};
+use sharding::wire::{Holding, Record, Wire, WireReply};
 use sharding::{Context, Entity, Handled, RegionError};
 use taskqueue::{
     BarrierEntity, BarrierMsg, BarrierReply, ReportEntity, ReportMsg, ReportReply, TaskEntity,
@@ -1142,8 +1142,10 @@ where
             .prop_map(|(shard, after)| Wire::Fetch { shard, after }),
         (any::<u32>(), vec(record(state.clone()), 0..3))
             .prop_map(|(shard, records)| Wire::Sync { shard, records }),
-        vec((any::<u32>(), record(state)), 0..3)
+        vec((any::<u32>(), record(state.clone())), 0..3)
             .prop_map(|records| Wire::ReplicateBatch { records }),
+        (any::<u32>(), vec(record(state), 0..3))
+            .prop_map(|(shard, records)| Wire::HandOver { shard, records }),
         (vec((text(), msg), 0..3), any::<u8>(), any::<u64>()).prop_map(
             |(items, hops, timeout_ms)| Wire::DeliverBatch {
                 items,
@@ -1173,6 +1175,15 @@ where
             0..3
         )
         .prop_map(WireReply::Replies),
+        vec(
+            prop_oneof![
+                Just(Holding::Held),
+                Just(Holding::Other),
+                Just(Holding::Newer)
+            ],
+            0..3
+        )
+        .prop_map(WireReply::Holding),
     ]
 }
 
@@ -1218,7 +1229,9 @@ fn region_wire<E: Entity>(
             handle::<E>(&id, &mut None, msg, run);
         }
         Wire::Replicate { record, .. } => activate(record),
-        Wire::Sync { records, .. } => records.into_iter().for_each(activate),
+        Wire::Sync { records, .. } | Wire::HandOver { records, .. } => {
+            records.into_iter().for_each(activate)
+        }
         Wire::ReplicateBatch { records } => records.into_iter().for_each(|(_, r)| activate(r)),
         Wire::DeliverBatch { items, .. } => {
             for (id, msg) in items {
