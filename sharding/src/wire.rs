@@ -97,7 +97,11 @@ pub enum Wire<E: Entity> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Holding {
     /// It holds this very state at this version (it had it, or took it):
-    /// the change is here, its asks can be answered.
+    /// the change is here, its asks can be answered. Decided on the
+    /// version and the encoded state only: while two nodes own the shard
+    /// at once (split views, PROTOCOL.md), the other owner's history can
+    /// reach an equal state at the same version without the change, and
+    /// it is taken as held (RELIABILITY.md, Not done yet).
     Held,
     /// It holds another state at the same version: a history without this
     /// change (one owner's version never names two states), so the change

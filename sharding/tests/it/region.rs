@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sharding::wire::{Record, Wire, WireReply};
 use sharding::{
-    Context, Entity, Handled, MemberMap, Region, RegionConfig, RegionError, RegionHandle,
-    WorkerPool,
+    Allocation, Context, Entity, Handled, MemberMap, Region, RegionConfig, RegionError,
+    RegionHandle, ShardId, WorkerPool,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use transport::{LocalNode, Transport, TransportConfig};
+use transport::{Channel, Lane, LocalNode, NodeId, Received, Transport, TransportConfig};
 
 /// A counter: `Add(n)` returns the new value, `Get` the value (absent = 0,
 /// without creating it).
@@ -1588,4 +1589,576 @@ async fn a_graceful_leave_towards_a_dead_member_loses_nothing() {
     a.transport.shutdown().await;
     check_all(&[&b, &c], &expected).await;
     z_node.stop.cancel();
+}
+
+// ----- hand-over of applied, unconfirmed asks (Wire::HandOver) -------------
+
+/// The allocation every node computes from `view` (default config).
+fn alloc_of(view: &MemberMap) -> Allocation {
+    let config = RegionConfig::default();
+    sharding::allocate(
+        &view.keys().cloned().collect(),
+        config.defaults.num_shards,
+        config.sharding.replication_factor,
+    )
+}
+
+/// `count` entity ids (`h0`, `h1`, ...) whose shard satisfies `keep`.
+fn ids_where(count: usize, keep: impl Fn(ShardId) -> bool) -> Vec<String> {
+    let s = RegionConfig::default().defaults.num_shards;
+    let ids: Vec<String> = (0..1_000_000)
+        .map(|i| format!("h{i}"))
+        .filter(|id| keep(sharding::shard_id(id, s)))
+        .take(count)
+        .collect();
+    assert_eq!(ids.len(), count, "not enough ids with these holders");
+    ids
+}
+
+/// Waits until `n`'s region routes by a view that names member `name`
+/// (`present`) or does not.
+async fn wait_member(n: &TestNode, name: &str, present: bool) {
+    while n.region.routing().members.contains_key(name) != present {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A member whose region is a stand-in on the counter's channel: it keeps
+/// what it is sent (the higher version wins, as in a region) and serves
+/// fetches from it at once, but confirms each replication only `ack_after`
+/// after it arrived (a replica on a slow disk or a congested link). It
+/// answers deliveries and hand-overs `Moved`: tests give it no shard they
+/// send to as owner.
+struct SlowReplica {
+    node: BareNode,
+}
+
+impl SlowReplica {
+    fn identity(&self) -> NodeId {
+        self.node.transport.identity().clone()
+    }
+}
+
+async fn start_slow_replica(name: &str, ack_after: Duration) -> SlowReplica {
+    let node = start_bare(name).await;
+    let (chan, mut inbox) =
+        Channel::<Wire<Counter>>::register(&node.transport, 20, Lane::Bulk).unwrap();
+    tokio::spawn(async move {
+        let _chan = chan;
+        let mut kept: BTreeMap<u32, BTreeMap<String, (u64, Counter)>> = BTreeMap::new();
+        let keep = |kept: &mut BTreeMap<u32, BTreeMap<String, (u64, Counter)>>,
+                    shard: u32,
+                    r: Record<Counter>| {
+            let slot = kept
+                .entry(shard)
+                .or_default()
+                .entry(r.id)
+                .or_insert((0, Counter(0)));
+            if r.version > slot.0 {
+                *slot = (r.version, r.state);
+            }
+        };
+        while let Some(Received { msg, responder, .. }) = inbox.recv().await {
+            let (answer, delay) = match msg {
+                Wire::Replicate { shard, record } => {
+                    keep(&mut kept, shard, record);
+                    (WireReply::Ack, ack_after)
+                }
+                Wire::ReplicateBatch { records } => {
+                    for (shard, record) in records {
+                        keep(&mut kept, shard, record);
+                    }
+                    (WireReply::Ack, ack_after)
+                }
+                Wire::Sync { shard, records } => {
+                    for record in records {
+                        keep(&mut kept, shard, record);
+                    }
+                    (WireReply::Ack, Duration::ZERO)
+                }
+                Wire::Fetch { shard, after } => {
+                    let records = kept
+                        .get(&shard)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(id, _)| after.as_ref().is_none_or(|a| *id > a))
+                        .map(|(id, (version, state))| Record {
+                            id: id.clone(),
+                            version: *version,
+                            state: state.clone(),
+                        })
+                        .collect();
+                    (
+                        WireReply::Page {
+                            records,
+                            more: false,
+                        },
+                        Duration::ZERO,
+                    )
+                }
+                Wire::HandOver { shard, .. } => (
+                    WireReply::Error(RegionError::Moved { shard }),
+                    Duration::ZERO,
+                ),
+                Wire::Deliver { .. } | Wire::DeliverBatch { .. } => (
+                    WireReply::Error(RegionError::Moved { shard: 0 }),
+                    Duration::ZERO,
+                ),
+            };
+            let Some(resp) = responder else { continue };
+            if delay.is_zero() {
+                let _ = resp.reply_msg(&answer);
+            } else {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = resp.reply_msg(&answer);
+                });
+            }
+        }
+    });
+    SlowReplica { node }
+}
+
+/// A member that accepts connections and never answers on the region's
+/// channel (a stalled process whose links were up).
+struct StalledNode {
+    node: BareNode,
+    _unread: tokio::sync::mpsc::Receiver<transport::Inbound>,
+}
+
+/// Two owners number version 2 of one counter each their own way, and the
+/// first one's waiting add is then handed over to the second. `a` owns
+/// the counter with replica `b` ({a, b}) and applies `Add(1)` (confirmed
+/// by `b`). Then `b` and `c` see {b, c}, where `c` owns it: `c` recovers
+/// from `b` (1 at version 1) and applies `Add(c_adds)` (confirmed by `b`,
+/// its replica), version 2. `a`, whose view is now {a, z} (still the
+/// owner; `z` a replica that never answers), applies `Add(1)` (2 at
+/// version 2), which waits for `z`. Then `a` sees {a, b, c}, where `c`
+/// owns the counter, and hands its version 2 over to `c`. Returns the
+/// nodes, the id and the answer to `a`'s waiting add; every view is then
+/// {a, b, c}.
+async fn two_owners_number_one_version(
+    c_adds: u64,
+) -> ([TestNode; 3], StalledNode, String, Result<u64, RegionError>) {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let z = start_bare("z").await;
+    let unread = z.transport.register(20).unwrap();
+    let z = StalledNode {
+        node: z,
+        _unread: unread,
+    };
+    let mut az = members(&[&a]);
+    az.insert("z".into(), z.node.transport.identity().clone());
+    let (ab, bc, abc) = (
+        members(&[&a, &b]),
+        members(&[&b, &c]),
+        members(&[&a, &b, &c]),
+    );
+    let id = id_held_by(&[
+        (&ab, &["a", "b"]),
+        (&az, &["a"]),
+        (&bc, &["c", "b"]),
+        (&abc, &["c"]),
+    ]);
+    set_view(&[&a, &b], &ab);
+    wait_routing(&a, 2).await;
+    wait_routing(&b, 2).await;
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
+    // b and c declare a dead; c takes the counter over from b.
+    set_view(&[&b, &c], &bc);
+    wait_member(&b, "a", false).await;
+    wait_routing(&c, 2).await;
+    assert_eq!(
+        c.region.ask(&id, CounterMsg::Add(c_adds), T).await,
+        Ok(1 + c_adds)
+    );
+    // a, cut off from b, sees {a, z}: still the owner, z its replica.
+    a.view.send_replace(az);
+    wait_member(&a, "z", true).await;
+    let add = {
+        let r = a.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!add.is_finished(), "z never confirms: the add waits");
+    // a learns of c, the owner: it hands its version 2 over.
+    a.view.send_replace(abc.clone());
+    let answered = tokio::time::timeout(T + Duration::from_secs(2), add)
+        .await
+        .expect("the handed-over add is answered")
+        .unwrap();
+    set_view(&[&a, &b, &c], &abc);
+    for n in [&a, &b, &c] {
+        wait_routing(n, 3).await;
+    }
+    ([a, b, c], z, id, answered)
+}
+
+/// The `Other` path of a hand-over: the new owner holds another state at
+/// the version handed over (see [`two_owners_number_one_version`]: `c`
+/// holds 11 at version 2 after its `Add(10)`, `a` hands over 2 at version
+/// 2). `c` answers `Other`, so `a` answers its add `Moved`; the handle
+/// sends it again, to `c`, which applies it once: answered `Ok(12)`, and
+/// every node reads 12 (1 + 10 + 1, three acknowledged adds). Were the add
+/// answered an error, it might or might not be applied (11 or 12); here
+/// nothing fails, so it must be answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_add_the_new_owner_numbered_otherwise_is_applied_once() {
+    let ([a, b, c], z, id, answered) = two_owners_number_one_version(10).await;
+    assert_eq!(
+        answered,
+        Ok(12),
+        "Other: answered Moved, sent again to c, applied once there"
+    );
+    check_all(&[&a, &b, &c], &BTreeMap::from([(id, 12)])).await;
+    z.node.stop.cancel();
+}
+
+/// Found by this suite: `Held` is decided on (version, encoded state), and
+/// two owners can reach the same encoding at the same version by
+/// different histories. As [`two_owners_number_one_version`] with `c`
+/// applying `Add(1)` instead of `Add(10)`: `c` holds 2 at version 2 (1
+/// from `b`, plus its own add) and `a` hands over 2 at version 2 (1 plus
+/// `a`'s add). `holding` sees the same version and the same bytes and
+/// answers `Held`, so `a` answers its add `Ok(2)` although `c`'s history
+/// lacks it: three acknowledged `Add(1)`s, the counter reads 2 on every
+/// node. With `Add(10)` at `c` the same interleaving is answered `Other`
+/// and counted (the test above): the outcome hangs on whether the two
+/// states happen to encode alike. Two owners of one shard are a known
+/// limit of PROTOCOL.md (the later version wins when their data meets),
+/// but `Holding::Held`'s doc promises "this very state": telling two
+/// histories apart needs more than the state (e.g. the life of the owner
+/// that numbered the version, carried in the record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known: Held compares (version, encoding) only; an equal state from another owner's history hides an acknowledged add"]
+async fn a_handed_over_add_is_not_held_by_an_equal_state_of_another_history() {
+    let ([a, b, c], z, id, answered) = two_owners_number_one_version(1).await;
+    let read = c.region.ask(&id, CounterMsg::Get, T).await;
+    assert!(
+        answered.is_err() || read == Ok(3),
+        "three Add(1) acknowledged (a's handed-over add answered {answered:?}), the counter \
+         reads {read:?}: c answered Held for a state of its own history that encodes alike"
+    );
+    if answered.is_ok() {
+        check_all(&[&a, &b, &c], &BTreeMap::from([(id, 3)])).await;
+    }
+    z.node.stop.cancel();
+}
+
+/// `a` owns a counter with replica `b` ({a, b}); `b` crashes (not yet
+/// declared dead), so `a` applies `Add(1)` and its answer waits. Then `a`
+/// sees {a, c}, where `c` owns the counter, but `c` is down: stopped
+/// (`stalled == false`: its port refuses) or stalled (a transport that
+/// never answers on the region's channel). The hand-over cannot be
+/// confirmed. Returns the add's answer, how long after the view change it
+/// came, and what `a` reads once {a} is its view (b and c declared dead,
+/// `a` owns the counter again with its own copy).
+async fn hand_over_to_an_owner_that_is_down(
+    stalled: bool,
+    ask_timeout: Duration,
+) -> (Result<u64, RegionError>, Duration, Result<u64, RegionError>) {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start_bare("c").await;
+    let _unread = c.transport.register(20).unwrap();
+    let mut ac = members(&[&a]);
+    ac.insert("c".into(), c.transport.identity().clone());
+    let ab = members(&[&a, &b]);
+    let id = id_held_by(&[(&ab, &["a", "b"]), (&ac, &["c"])]);
+    set_view(&[&a, &b], &ab);
+    wait_routing(&a, 2).await;
+    wait_routing(&b, 2).await;
+    assert_eq!(a.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
+    b.stop.cancel();
+    b.transport.shutdown().await;
+    if !stalled {
+        c.stop.cancel();
+        c.transport.shutdown().await;
+    }
+    let add = {
+        let r = a.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), ask_timeout).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!add.is_finished(), "the add waits for its replica");
+    let moved_at = std::time::Instant::now();
+    a.view.send_replace(ac);
+    wait_member(&a, "c", true).await;
+    let answered = tokio::time::timeout(ask_timeout + Duration::from_secs(2), add)
+        .await
+        .expect("answered by its deadline")
+        .unwrap();
+    let after = moved_at.elapsed();
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    let read = a.region.ask(&id, CounterMsg::Get, T).await;
+    c.stop.cancel();
+    (answered, after, read)
+}
+
+/// A hand-over whose new owner is stopped (connections refused): the
+/// waiting add ends with `ReplicationFailed` after the hand-over's 4
+/// refused attempts (100, 200, 400 ms apart: about 1.2 s), well before the
+/// ask's 10 s deadline, and is not applied a
+/// second time: once `a` owns the counter again it reads 1 (the error
+/// says the change may be applied; here it was, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_to_a_stopped_owner_fails_the_ask_once_applied() {
+    let (answered, after, read) = hand_over_to_an_owner_that_is_down(false, T).await;
+    assert!(
+        matches!(answered, Err(RegionError::ReplicationFailed { .. })),
+        "{answered:?}"
+    );
+    assert!(
+        after < Duration::from_secs(3),
+        "answered {after:?} after the view change"
+    );
+    assert_eq!(read, Ok(1), "applied once at a, not sent again");
+}
+
+/// The same with a new owner that accepts connections and answers
+/// nothing (each hand-over attempt waits out `replicate_timeout_ms`, 2 s,
+/// so the 4 attempts outlast the ask): the ask gets an error by its own
+/// 3 s deadline, not later, and the add is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_to_a_stalled_owner_ends_the_ask_by_its_deadline() {
+    let ask_timeout = Duration::from_secs(3);
+    let (answered, after, read) = hand_over_to_an_owner_that_is_down(true, ask_timeout).await;
+    assert!(
+        matches!(
+            answered,
+            Err(RegionError::Timeout { .. } | RegionError::ReplicationFailed { .. })
+        ),
+        "{answered:?}"
+    );
+    assert!(
+        after < ask_timeout + Duration::from_millis(500),
+        "answered {after:?} after the view change"
+    );
+    assert_eq!(read, Ok(1), "applied once at a, not sent again");
+}
+
+/// What one load task got: acknowledged adds and failed ones per id, and
+/// the first few errors.
+#[derive(Default)]
+struct Tally {
+    acked: BTreeMap<String, u64>,
+    failed: BTreeMap<String, u64>,
+    errors: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, id: &str, r: Result<u64, RegionError>) {
+        match r {
+            Ok(_) => *self.acked.entry(id.to_owned()).or_default() += 1,
+            Err(e) => {
+                *self.failed.entry(id.to_owned()).or_default() += 1;
+                if self.errors.len() < 5 {
+                    self.errors.push(format!("{id}: {e}"));
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (id, n) in other.acked {
+            *self.acked.entry(id).or_default() += n;
+        }
+        for (id, n) in other.failed {
+            *self.failed.entry(id).or_default() += n;
+        }
+        self.errors.extend(other.errors);
+    }
+
+    /// Reads every id the tally names from every node in `nodes`: each
+    /// reads the same value, at least its acknowledged adds and at most
+    /// those plus its failed ones (an add answered an error may be
+    /// applied). With no failure, exactly the acknowledged adds.
+    async fn check(&self, nodes: &[&TestNode]) {
+        let failed: u64 = self.failed.values().sum();
+        if failed == 0 {
+            check_all(nodes, &self.acked).await;
+            return;
+        }
+        let ids: std::collections::BTreeSet<&String> =
+            self.acked.keys().chain(self.failed.keys()).collect();
+        for id in ids {
+            let acked = self.acked.get(id).copied().unwrap_or(0);
+            let most = acked + self.failed.get(id).copied().unwrap_or(0);
+            let mut seen = None;
+            for n in nodes {
+                let got = n.region.ask(id, CounterMsg::Get, T).await.unwrap();
+                let name = &n.transport.identity().name;
+                assert!(
+                    (acked..=most).contains(&got),
+                    "{id} read {got} from {name}: {acked} acknowledged, {most} at most"
+                );
+                assert!(seen.is_none_or(|s| s == got), "{id}: nodes disagree");
+                seen = Some(got);
+            }
+        }
+    }
+}
+
+/// Many adds in flight when a fourth node joins, their shards' replica
+/// slow: `z` (a [`SlowReplica`]) confirms each replication 300 ms late.
+/// Views {a, b, c, z}, then {a, b, c, d, z}. Half of the load goes to ids
+/// whose shard has `z` as replica before the join and moves to `d` (their
+/// adds wait for `z` when the owner loses the shard: handed over to `d`);
+/// half to ids on other shards (owned by a, b, c or d, never by `z`).
+/// Eight senders per node, each one add at a time. Afterwards every id
+/// reads the same on every node: exactly its acknowledged adds when
+/// nothing failed, and otherwise at least those and at most those plus
+/// its failed ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adds_in_flight_through_a_join_with_a_slow_replica_are_counted_once() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let d = start("d").await;
+    let z = start_slow_replica("z", Duration::from_millis(300)).await;
+    let mut before = members(&[&a, &b, &c]);
+    before.insert("z".into(), z.identity());
+    let mut after = members(&[&a, &b, &c, &d]);
+    after.insert("z".into(), z.identity());
+    let (v1, v2) = (alloc_of(&before), alloc_of(&after));
+    let never_z = |s: ShardId| v1.owner(s) != Some("z") && v2.owner(s) != Some("z");
+    let waits_and_moves = |s: ShardId| v1.replicas(s) == ["z"] && v2.owner(s) == Some("d");
+    let moving = ids_where(40, |s| never_z(s) && waits_and_moves(s));
+    let staying = ids_where(200, |s| never_z(s) && !waits_and_moves(s));
+    set_view(&[&a, &b, &c], &before);
+    for n in [&a, &b, &c] {
+        wait_routing(n, 4).await;
+    }
+    let stop = CancellationToken::new();
+    let mut loads = Vec::new();
+    for (k, n) in [&a, &b, &c].iter().enumerate() {
+        for w in 0..8 {
+            let r = n.region.clone();
+            let stop = stop.clone();
+            let ids = if w % 2 == 0 {
+                moving.clone()
+            } else {
+                staying.clone()
+            };
+            loads.push(tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut i = k * 8 + w;
+                while !stop.is_cancelled() {
+                    let id = &ids[i % ids.len()];
+                    tally.record(id, r.ask(id, CounterMsg::Add(1), T).await);
+                    i += 5;
+                }
+                tally
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    set_view(&[&a, &b, &c, &d], &after);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop.cancel();
+    let mut tally = Tally::default();
+    for load in loads {
+        tally.merge(load.await.unwrap());
+    }
+    let moved: u64 = moving.iter().filter_map(|id| tally.acked.get(id)).sum();
+    assert!(moved >= 40, "too few adds on the moving shards: {moved}");
+    let failed: u64 = tally.failed.values().sum();
+    if failed > 0 {
+        eprintln!("{failed} adds failed, e.g. {:?}", tally.errors);
+    }
+    tally.check(&[&a, &b, &c, &d]).await;
+    assert!(d.region.stats().shards_recovered > 0, "d took over shards");
+    z.node.stop.cancel();
+}
+
+/// A view that flaps while adds wait for a slow replica: views {a, b, z}
+/// (`z` a [`SlowReplica`] confirming 1 s late, the replica of every id
+/// used here), then {a, b, c, z} (`c` owns each id's shard: the waiting
+/// adds are handed over to it), then {a, b, z} again (the shards come
+/// back, `c`'s waiting adds handed over to the old owners while theirs to
+/// `c` may still be in flight), and so on: `flaps` view changes `every`
+/// apart, ending at `c` when `flaps` is odd. Four senders on `a` and four
+/// on `b` add one at a time to 12 ids all along, and 300 ms past the last
+/// change. Every id then reads the same on every member: exactly its
+/// acknowledged adds when nothing failed, otherwise at least those and at
+/// most those plus its failed ones.
+async fn adds_through_a_flapping_view(flaps: usize, every: Duration) {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let z = start_slow_replica("z", Duration::from_secs(1)).await;
+    let mut abz = members(&[&a, &b]);
+    abz.insert("z".into(), z.identity());
+    let mut abcz = members(&[&a, &b, &c]);
+    abcz.insert("z".into(), z.identity());
+    let (v1, v2) = (alloc_of(&abz), alloc_of(&abcz));
+    let ids = ids_where(12, |s| {
+        v1.replicas(s) == ["z"] && v1.owner(s) != Some("z") && v2.owner(s) == Some("c")
+    });
+    set_view(&[&a, &b, &c], &abz);
+    for n in [&a, &b, &c] {
+        wait_routing(n, 3).await;
+    }
+    let stop = CancellationToken::new();
+    let mut loads = Vec::new();
+    for (k, n) in [&a, &b].iter().enumerate() {
+        for w in 0..4 {
+            let r = n.region.clone();
+            let stop = stop.clone();
+            let ids = ids.clone();
+            loads.push(tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut i = k * 4 + w;
+                while !stop.is_cancelled() {
+                    let id = &ids[i % ids.len()];
+                    tally.record(id, r.ask(id, CounterMsg::Add(1), T).await);
+                    i += 5;
+                }
+                tally
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for flap in 0..flaps {
+        let view = if flap % 2 == 0 { &abcz } else { &abz };
+        set_view(&[&a, &b, &c], view);
+        tokio::time::sleep(every).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let mut tally = Tally::default();
+    for load in loads {
+        tally.merge(load.await.unwrap());
+    }
+    let acked: u64 = tally.acked.values().sum();
+    let failed: u64 = tally.failed.values().sum();
+    assert!(acked >= 24, "too few adds acknowledged: {acked}");
+    if failed > 0 {
+        eprintln!("{failed} adds failed, e.g. {:?}", tally.errors);
+    }
+    if flaps % 2 == 1 {
+        tally.check(&[&a, &b, &c]).await;
+    } else {
+        tally.check(&[&a, &b]).await;
+    }
+    z.node.stop.cancel();
+}
+
+/// [`adds_through_a_flapping_view`]: the shards move to `c` and back to
+/// their old owners 150 ms later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adds_waiting_while_the_shard_moves_away_and_back_are_counted_once() {
+    adds_through_a_flapping_view(2, Duration::from_millis(150)).await;
+}
+
+/// [`adds_through_a_flapping_view`]: seven moves 60 ms apart, ending at
+/// `c` (hand-overs in both directions in flight at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adds_waiting_while_the_shard_flaps_between_owners_are_counted_once() {
+    adds_through_a_flapping_view(7, Duration::from_millis(60)).await;
 }
