@@ -52,6 +52,21 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
         false
     }
 
+    /// Whether handling `msg` again after it was handled changes nothing
+    /// more (a resubmit of the same input, an arrival counted by name).
+    /// It matters when an ask's change was applied but the shard moved
+    /// before the replicas confirmed it, and the new owner cannot say
+    /// whether it holds the change (it holds a newer version, or does not
+    /// answer; `sharding/PROTOCOL.md`, Handoff): an idempotent ask is then
+    /// answered [`RegionError::Moved`](crate::RegionError) and sent again,
+    /// any other [`RegionError::ReplicationFailed`](crate::RegionError)
+    /// (applied or not, unknown). The default, `false`, never applies a
+    /// message twice.
+    fn idempotent(msg: &Self::Msg) -> bool {
+        let _ = msg;
+        false
+    }
+
     /// Whether [`Entity::handle`] may return [`Handled::Wait`] for `msg`.
     /// The region keeps a copy of each asked message for which this is
     /// `true`, to deliver again after the next change; `false` spares the

@@ -412,8 +412,10 @@ struct Held<E: Entity> {
 /// not pile up copies of states in memory.
 const MAX_HELD_REPLICATIONS: usize = 16_384;
 
-/// An answer held until its entity's `acked` version reaches the first field.
-type HeldReply<E> = (u64, ReplyTo<E>, Result<<E as Entity>::Reply>);
+/// An answer held until its entity's `acked` version reaches the first
+/// field; the last says whether its message is idempotent
+/// ([`Entity::idempotent`]).
+type HeldReply<E> = (u64, ReplyTo<E>, Result<<E as Entity>::Reply>, bool);
 
 struct ShardData<E: Entity> {
     entities: EntityMap<Entry<E>>,
@@ -1092,8 +1094,9 @@ impl<E: Entity> Actor<E> {
     /// replies; `Other` (the owner's history lacks the change), `Moved`,
     /// sent again and applied once; `Newer`, or no answer after
     /// [`HAND_OVER_ATTEMPTS`], [`RegionError::ReplicationFailed`] (the
-    /// change may be applied; not sent again). An entity changed since
-    /// (its version is not the one its last ask waits for) gets that error
+    /// change may be applied; not sent again), or `Moved` for an
+    /// idempotent message ([`Entity::idempotent`]). An entity changed since
+    /// (its version is not the one its last ask waits for) gets the same
     /// at once: its state here may no longer carry the change.
     fn hand_over(&mut self, shard: ShardId, ids: Vec<String>) {
         let to = match self.status.get(&shard) {
@@ -1110,7 +1113,7 @@ impl<E: Entity> Actor<E> {
             let Some(list) = d.waiting_acks.remove(&id) else {
                 continue;
             };
-            let need = list.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
+            let need = list.iter().map(|(v, ..)| *v).max().unwrap_or(0);
             let record = d
                 .entities
                 .get(&id)
@@ -1173,12 +1176,12 @@ impl<E: Entity> Actor<E> {
                     for (list, h) in asks.into_iter().zip(holding) {
                         match h {
                             Holding::Held => {
-                                for (_, reply, r) in list {
+                                for (_, reply, r, _) in list {
                                     reply.send(r);
                                 }
                             }
                             Holding::Other => {
-                                for (_, reply, _) in list {
+                                for (_, reply, ..) in list {
                                     reply.send(Err(RegionError::Moved { shard: shard.0 }));
                                 }
                             }
@@ -1478,7 +1481,7 @@ impl<E: Entity> Actor<E> {
             // apply it twice; the confirmed state before it must stay (its
             // replicas may be gone too, as on a partition's minority side).
             for (_, waiting) in std::mem::take(&mut d.waiting_acks) {
-                for (_, reply, _) in waiting {
+                for (_, reply, ..) in waiting {
                     reply.send(moved());
                 }
             }
@@ -1682,6 +1685,7 @@ impl<E: Entity> Actor<E> {
             _ => None,
         };
         let reads_only = E::reads_only(&msg);
+        let idempotent = E::idempotent(&msg);
         let has_replicas = !self.replicas_of(shard).1.is_empty();
         let mut ctx = Context::shared(Arc::clone(&self.node_name));
         let data = self.data.entry(shard).or_default();
@@ -1811,6 +1815,7 @@ impl<E: Entity> Actor<E> {
                         version,
                         reply,
                         Ok(r),
+                        idempotent,
                     ));
                     release = !self.held.is_empty();
                 }
@@ -2186,11 +2191,11 @@ impl<E: Entity> Actor<E> {
         };
         if let Some(list) = waiting {
             let mut keep = Vec::new();
-            for (need, reply, r) in list {
+            for (need, reply, r, idempotent) in list {
                 if need <= acked {
                     reply.send(r);
                 } else {
-                    keep.push((need, reply, r));
+                    keep.push((need, reply, r, idempotent));
                 }
             }
             if !keep.is_empty() {
@@ -2590,13 +2595,19 @@ fn holding<E: Entity>(entry: Option<&Entry<E>>, version: u64, bytes: &[u8]) -> H
     }
 }
 
-/// Answers every ask of `list` [`RegionError::ReplicationFailed`]: applied
-/// here, not confirmed anywhere else that this node knows of.
+/// Answers the asks of `list` whose changes were applied here but are not
+/// known to be held anywhere else: an idempotent one `Moved` (sent again,
+/// applying it twice changes nothing), any other
+/// [`RegionError::ReplicationFailed`] (applied or not, unknown).
 fn answer_failed<E: Entity>(shard: ShardId, list: Vec<HeldReply<E>>, reason: &str) {
-    for (_, reply, _) in list {
-        reply.send(Err(RegionError::ReplicationFailed {
-            shard: shard.0,
-            reason: reason.to_owned(),
+    for (_, reply, _, idempotent) in list {
+        reply.send(Err(if idempotent {
+            RegionError::Moved { shard: shard.0 }
+        } else {
+            RegionError::ReplicationFailed {
+                shard: shard.0,
+                reason: reason.to_owned(),
+            }
         }));
     }
 }
@@ -2873,6 +2884,28 @@ mod tests {
         assert_eq!(holding(Some(&entry(8, 3)), 3, &sent), Holding::Other);
         assert_eq!(holding(Some(&entry(7, 4)), 3, &sent), Holding::Newer);
         assert_eq!(holding::<Value>(None, 3, &sent), Holding::Newer);
+    }
+
+    #[test]
+    fn an_unconfirmed_ask_is_sent_again_only_when_idempotent() {
+        let (tx_once, mut rx_once) = oneshot::channel();
+        let (tx_again, mut rx_again) = oneshot::channel();
+        let list: Vec<HeldReply<Value>> = vec![
+            (3, ReplyTo::Local(tx_once), Ok(1), false),
+            (3, ReplyTo::Local(tx_again), Ok(1), true),
+        ];
+        answer_failed(ShardId(7), list, "no answer");
+        assert_eq!(
+            rx_once.try_recv().ok(),
+            Some(Err(RegionError::ReplicationFailed {
+                shard: 7,
+                reason: "no answer".into()
+            }))
+        );
+        assert_eq!(
+            rx_again.try_recv().ok(),
+            Some(Err(RegionError::Moved { shard: 7 }))
+        );
     }
 
     #[test]

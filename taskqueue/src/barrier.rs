@@ -83,6 +83,11 @@ impl Entity for BarrierEntity {
 
     const TYPE_NAME: &'static str = "barrier";
 
+    /// Arrivals are counted by node name: arriving again counts once.
+    fn idempotent(_msg: &BarrierMsg) -> bool {
+        true
+    }
+
     fn handle(
         _ctx: &mut Context<BarrierMsg>,
         _id: &str,

@@ -145,6 +145,12 @@ impl Entity for ReportEntity {
 
     const TYPE_NAME: &'static str = "report";
 
+    /// Reports are keyed by the sending node: a report sent again replaces
+    /// itself; the other messages only read.
+    fn idempotent(_msg: &ReportMsg) -> bool {
+        true
+    }
+
     fn handle(
         _ctx: &mut Context<ReportMsg>,
         _id: &str,

@@ -403,6 +403,13 @@ impl Entity for TaskEntity {
         matches!(msg, TaskMsg::Get | TaskMsg::WaitResult)
     }
 
+    /// Every task message: a resubmit of the same input is accepted
+    /// without a second computation, reads change nothing, and a job's
+    /// output completes a pending task once.
+    fn idempotent(_msg: &TaskMsg) -> bool {
+        true
+    }
+
     fn may_wait(msg: &TaskMsg) -> bool {
         matches!(msg, TaskMsg::WaitResult | TaskMsg::SubmitAndWait { .. })
     }
