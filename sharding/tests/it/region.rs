@@ -2035,36 +2035,18 @@ async fn adds_in_flight_through_a_join_with_a_slow_replica_are_counted_once() {
         wait_routing(n, 4).await;
     }
     let stop = CancellationToken::new();
-    let mut loads = Vec::new();
-    for (k, n) in [&a, &b, &c].iter().enumerate() {
-        for w in 0..8 {
-            let r = n.region.clone();
-            let stop = stop.clone();
-            let ids = if w % 2 == 0 {
-                moving.clone()
-            } else {
-                staying.clone()
-            };
-            loads.push(tokio::spawn(async move {
-                let mut tally = Tally::default();
-                let mut i = k * 8 + w;
-                while !stop.is_cancelled() {
-                    let id = &ids[i % ids.len()];
-                    tally.record(id, r.ask(id, CounterMsg::Add(1), T).await);
-                    i += 5;
-                }
-                tally
-            }));
+    let loads = spawn_adds(&[&a, &b, &c], 8, &stop, |w| {
+        if w % 2 == 0 {
+            moving.clone()
+        } else {
+            staying.clone()
         }
-    }
+    });
     tokio::time::sleep(Duration::from_millis(700)).await;
     set_view(&[&a, &b, &c, &d], &after);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     stop.cancel();
-    let mut tally = Tally::default();
-    for load in loads {
-        tally.merge(load.await.unwrap());
-    }
+    let tally = tally_of(loads).await;
     let moved: u64 = moving.iter().filter_map(|id| tally.acked.get(id)).sum();
     assert!(moved >= 40, "too few adds on the moving shards: {moved}");
     let failed: u64 = tally.failed.values().sum();
@@ -2074,6 +2056,46 @@ async fn adds_in_flight_through_a_join_with_a_slow_replica_are_counted_once() {
     tally.check(&[&a, &b, &c, &d]).await;
     assert!(d.region.stats().shards_recovered > 0, "d took over shards");
     z.node.stop.cancel();
+}
+
+/// Starts `per_node` senders on each of `nodes`. Sender `w` of the `k`-th
+/// node adds 1 at a time to the ids `ids_of(w)` gives, starting at index
+/// `k * per_node + w` and going on in steps of 5, until `stop`; each
+/// returns its [`Tally`].
+fn spawn_adds(
+    nodes: &[&TestNode],
+    per_node: usize,
+    stop: &CancellationToken,
+    ids_of: impl Fn(usize) -> Vec<String>,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    let mut loads = Vec::new();
+    for (k, n) in nodes.iter().enumerate() {
+        for w in 0..per_node {
+            let r = n.region.clone();
+            let stop = stop.clone();
+            let ids = ids_of(w);
+            loads.push(tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut i = k * per_node + w;
+                while !stop.is_cancelled() {
+                    let id = &ids[i % ids.len()];
+                    tally.record(id, r.ask(id, CounterMsg::Add(1), T).await);
+                    i += 5;
+                }
+                tally
+            }));
+        }
+    }
+    loads
+}
+
+/// The senders' tallies of [`spawn_adds`], merged once they stopped.
+async fn tally_of(loads: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
+    let mut tally = Tally::default();
+    for load in loads {
+        tally.merge(load.await.unwrap());
+    }
+    tally
 }
 
 /// A view that flaps while adds wait for a slow replica: views {a, b, z}
@@ -2105,24 +2127,7 @@ async fn adds_through_a_flapping_view(flaps: usize, every: Duration) {
         wait_routing(n, 3).await;
     }
     let stop = CancellationToken::new();
-    let mut loads = Vec::new();
-    for (k, n) in [&a, &b].iter().enumerate() {
-        for w in 0..4 {
-            let r = n.region.clone();
-            let stop = stop.clone();
-            let ids = ids.clone();
-            loads.push(tokio::spawn(async move {
-                let mut tally = Tally::default();
-                let mut i = k * 4 + w;
-                while !stop.is_cancelled() {
-                    let id = &ids[i % ids.len()];
-                    tally.record(id, r.ask(id, CounterMsg::Add(1), T).await);
-                    i += 5;
-                }
-                tally
-            }));
-        }
-    }
+    let loads = spawn_adds(&[&a, &b], 4, &stop, |_| ids.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     for flap in 0..flaps {
         let view = if flap % 2 == 0 { &abcz } else { &abz };
@@ -2131,10 +2136,7 @@ async fn adds_through_a_flapping_view(flaps: usize, every: Duration) {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
-    let mut tally = Tally::default();
-    for load in loads {
-        tally.merge(load.await.unwrap());
-    }
+    let tally = tally_of(loads).await;
     let acked: u64 = tally.acked.values().sum();
     let failed: u64 = tally.failed.values().sum();
     assert!(acked >= 24, "too few adds acknowledged: {acked}");
