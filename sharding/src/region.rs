@@ -1151,26 +1151,23 @@ impl<E: Entity> Actor<E> {
                 shard: shard.0,
                 records,
             };
-            let mut backoff = Duration::from_millis(100);
-            let mut outcome = Err(String::new());
-            for attempt in 1..=HAND_OVER_ATTEMPTS {
-                outcome = match chan.ask::<WireReply<E>>(&to.addr, &wire, timeout).await {
-                    Ok(WireReply::Holding(h)) if h.len() == count => Ok(h),
-                    Ok(WireReply::Holding(h)) => Err(format!(
-                        "{}: {} answers for {count} records",
-                        to.name,
-                        h.len()
-                    )),
-                    Ok(WireReply::Error(e)) => Err(format!("{}: {e}", to.name)),
-                    Ok(_) => Err(format!("{}: unexpected reply", to.name)),
-                    Err(e) => Err(format!("{}: {e}", to.name)),
-                };
-                if outcome.is_ok() || attempt == HAND_OVER_ATTEMPTS {
-                    break;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
+            let outcome =
+                ask_with_retries(
+                    &chan,
+                    &to,
+                    &wire,
+                    timeout,
+                    HAND_OVER_ATTEMPTS,
+                    |r| match r {
+                        WireReply::Holding(h) if h.len() == count => Ok(h),
+                        WireReply::Holding(h) => {
+                            Err(format!("{} answers for {count} records", h.len()))
+                        }
+                        _ => Err("unexpected reply".to_owned()),
+                    },
+                )
+                .await
+                .map_err(|reason| format!("{}: {reason}", to.name));
             match outcome {
                 Ok(holding) => {
                     for (list, h) in asks.into_iter().zip(holding) {
@@ -1385,21 +1382,14 @@ impl<E: Entity> Actor<E> {
                     shard: shard.0,
                     records,
                 };
-                let mut backoff = Duration::from_millis(100);
-                let mut attempt = 1;
-                loop {
-                    let r = chan.ask::<WireReply<E>>(&to.addr, &wire, timeout).await;
-                    if matches!(r, Ok(WireReply::Ack)) {
-                        break;
-                    }
-                    if attempt >= attempts {
-                        tracing::warn!(to = %to, shard = shard.0, attempts, "shard sync failed");
-                        return;
-                    }
-                    tracing::debug!(to = %to, shard = shard.0, attempt, "shard sync failed; trying again");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    attempt += 1;
+                let acked = ask_with_retries(&chan, &to, &wire, timeout, attempts, |r| match r {
+                    WireReply::Ack => Ok(()),
+                    _ => Err("unexpected reply".to_owned()),
+                })
+                .await;
+                if let Err(reason) = acked {
+                    tracing::warn!(to = %to, shard = shard.0, attempts, reason = %reason, "shard sync failed");
+                    return;
                 }
             }
         }
@@ -2647,6 +2637,42 @@ fn paginate<E: Entity>(
         pages.push(page);
     }
     pages
+}
+
+/// Asks `to` with `wire` up to `attempts` times (at least once), each
+/// within `timeout`, until `accept` takes the reply; pauses 100 ms before
+/// the second attempt, twice as long before each next one, at most 2 s.
+///
+/// # Errors
+/// The last attempt's failure, as text: the transport's error, an
+/// `Error` reply, or what `accept` said of the reply.
+async fn ask_with_retries<E: Entity, T>(
+    chan: &Channel<Wire<E>>,
+    to: &NodeId,
+    wire: &Wire<E>,
+    timeout: Duration,
+    attempts: u32,
+    accept: impl Fn(WireReply<E>) -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        let reason = match chan.ask::<WireReply<E>>(&to.addr, wire, timeout).await {
+            Ok(WireReply::Error(e)) => e.to_string(),
+            Ok(reply) => match accept(reply) {
+                Ok(v) => return Ok(v),
+                Err(reason) => reason,
+            },
+            Err(e) => e.to_string(),
+        };
+        if attempt >= attempts {
+            return Err(reason);
+        }
+        tracing::debug!(to = %to, attempt, reason = %reason, "ask failed; trying again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        attempt += 1;
+    }
 }
 
 async fn fetch_all<E: Entity>(
