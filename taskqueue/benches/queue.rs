@@ -139,11 +139,54 @@ fn process_cpu_us() -> f64 {
     t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
 }
 
-/// Runs one measured phase and returns (its figure, process CPU µs per task).
-async fn with_cpu<F: std::future::Future<Output = f64>>(tasks: usize, f: F) -> (f64, f64) {
-    let c0 = process_cpu_us();
+/// CPU time on the clock of each of this process's threads, summed by
+/// kind, in µs: `[hashing pool, runtime, the rest]` (the rest is the main
+/// thread, where the bench's client runs in `block_on`). From
+/// `/proc/self/task/<tid>/schedstat` (its first field: ns on a CPU) and
+/// the thread's `comm`; threads that are gone are not counted.
+fn thread_cpu_us() -> [f64; 3] {
+    let mut by_kind = [0.0; 3];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_kind;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let ns: f64 = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        let kind = if comm.starts_with("casty-worker") {
+            0
+        } else if comm.starts_with("tokio-rt") {
+            1
+        } else {
+            2
+        };
+        by_kind[kind] += ns / 1e3;
+    }
+    by_kind
+}
+
+/// One measured phase: its figure, the process CPU µs per task, and that
+/// split by thread kind ([`thread_cpu_us`]).
+struct Phase {
+    rate: f64,
+    cpu: f64,
+    split: [f64; 3],
+}
+
+/// Runs one measured phase.
+async fn with_cpu<F: std::future::Future<Output = f64>>(tasks: usize, f: F) -> Phase {
+    let (c0, t0) = (process_cpu_us(), thread_cpu_us());
     let rate = f.await;
-    (rate, (process_cpu_us() - c0) / tasks as f64)
+    let (c1, t1) = (process_cpu_us(), thread_cpu_us());
+    let n = tasks as f64;
+    Phase {
+        rate,
+        cpu: (c1 - c0) / n,
+        split: [0, 1, 2].map(|k| (t1[k] - t0[k]) / n),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -186,34 +229,33 @@ fn main() {
             ..TasksConfig::default()
         };
         let queue = TaskQueue::start(&transport, region, config, view, stop.clone()).expect("queue");
-        let (mut raw, mut through, mut batched) = (Vec::new(), Vec::new(), Vec::new());
-        let mut raw_compute = Vec::new();
-        let (mut raw_cpu, mut through_cpu, mut batched_cpu) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut combined, mut combined_cpu) = (Vec::new(), Vec::new());
+        let (mut raw, mut raw_compute, mut raw_cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let mut paths: [Vec<Phase>; 3] = Default::default();
         for round in 0..rounds {
             raw.push(raw_rate(raw_task, threads, tasks, round));
-            let (r, c) =
-                with_cpu(tasks, async { raw_rate(compute_task, threads, tasks, round) }).await;
-            raw_compute.push(r);
-            raw_cpu.push(c);
-            let (r, c) = with_cpu(tasks, queue_rate(&queue, tasks, round)).await;
-            through.push(r);
-            through_cpu.push(c);
-            let (r, c) = with_cpu(tasks, batched_rate(&queue, tasks, round)).await;
-            batched.push(r);
-            batched_cpu.push(c);
-            let (r, c) = with_cpu(tasks, combined_rate(&queue, tasks, round)).await;
-            combined.push(r);
-            combined_cpu.push(c);
+            let p = with_cpu(tasks, async { raw_rate(compute_task, threads, tasks, round) }).await;
+            raw_compute.push(p.rate);
+            raw_cpu.push(p.cpu);
+            paths[0].push(with_cpu(tasks, queue_rate(&queue, tasks, round)).await);
+            paths[1].push(with_cpu(tasks, batched_rate(&queue, tasks, round)).await);
+            paths[2].push(with_cpu(tasks, combined_rate(&queue, tasks, round)).await);
         }
+        let rates = paths
+            .each_ref()
+            .map(|p| median(p.iter().map(|x| x.rate).collect()));
+        let cpus = paths
+            .each_ref()
+            .map(|p| median(p.iter().map(|x| x.cpu).collect()));
+        let splits = paths
+            .each_ref()
+            .map(|p| [0, 1, 2].map(|k| median(p.iter().map(|x| x.split[k]).collect())));
+        let [through, batched, combined] = rates;
+        let [through_cpu, batched_cpu, combined_cpu] = cpus;
         let (raw_digest, raw_compute) = (median(raw), median(raw_compute));
         // The baseline is the faster raw loop, so the queue's own faster
         // hash loop does not count as the queue's merit.
         let raw = raw_digest.max(raw_compute);
-        let (through, batched) = (median(through), median(batched));
-        let (raw_cpu, through_cpu, batched_cpu) =
-            (median(raw_cpu), median(through_cpu), median(batched_cpu));
-        let (combined, combined_cpu) = (median(combined), median(combined_cpu));
+        let raw_cpu = median(raw_cpu);
         println!("taskqueue bench: one node in process, {threads} worker threads, {tasks} tasks of {ITERATIONS} iterations per round, {rounds} rounds (medians)");
         println!("| path | tasks/s |");
         println!("|---|---|");
@@ -235,6 +277,16 @@ fn main() {
             batched_cpu - raw_cpu,
             combined_cpu - raw_cpu
         );
+        // Where it goes: the pool's threads against the raw loop's CPU,
+        // the region's runtime thread(s), and the client on the main
+        // thread.
+        for (name, [pool, runtime, client]) in
+            ["TaskQueue", "batched", "submit_many_and_wait"].iter().zip(splits)
+        {
+            println!(
+                "thread CPU per task, {name}: pool {pool:.1} us (raw loop {raw_cpu:.1}), runtime {runtime:.1} us, client {client:.1} us"
+            );
+        }
         stop.cancel();
     });
 }
