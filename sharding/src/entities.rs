@@ -18,7 +18,7 @@ use crate::shard::stable_hash;
 /// ordered by `(stable_hash, id)` took 393 ns per lookup, a
 /// `BTreeMap<String, _>` 175 ns (task ids looked up in order share its
 /// leaves) and a `HashMap` 172 ns; at 20,000 per shard 784, 215 and 217 ns
-/// (`cargo bench -p sharding --bench entities`, 2026-12-06, Intel Xeon). A
+/// (`cargo bench -p sharding --bench entities`, 2026-12-06, AMD EPYC). A
 /// tree by id spends its time in string compares when lookups do not come
 /// in id order (14 % of the region's CPU on the task path in 2026-12-04's
 /// profile). Pages cost more instead: each [`EntityMap::after`] scans the
