@@ -41,7 +41,7 @@ use crate::error::{RegionError, Result};
 use crate::handle::{RegionHandle, Routing};
 use crate::pool::WorkerPool;
 use crate::shard::{ShardId, shard_id};
-use crate::wire::{Holding, MAX_BATCH_ITEMS, Record, Wire, WireReply};
+use crate::wire::{Holding, MAX_BATCH_ITEMS, Record, Wire, WireReply, life_stamp};
 
 /// How long a fetch keeps asking while the holder's view does not yet make
 /// the fetcher the owner, retrying after 10 ms, then twice as long each
@@ -360,6 +360,10 @@ struct Entry<E> {
     /// transiently, while a handler removes the entity.
     state: Option<E>,
     version: u64,
+    /// Which owner life numbered `version` ([`life_stamp`]): this node's
+    /// own when it applied the change or restored the state, the record's
+    /// when it took a copy from elsewhere.
+    stamp: u64,
     /// Highest version all replicas confirmed.
     acked: u64,
 }
@@ -394,15 +398,17 @@ impl Drop for ParkedSlot {
     }
 }
 
-/// Records waiting to be replicated, by (shard, entity id).
-/// Replications of this burst: by entity, its latest version and state.
-type Outgoing<E> = BTreeMap<(ShardId, String), (u64, E)>;
+/// Replications of this burst, by (shard, entity id): the entity's latest
+/// version, its stamp and its state.
+type Outgoing<E> = BTreeMap<(ShardId, String), (u64, u64, E)>;
 
 /// A change held back (`[sharding] replicate_delay_ms`): the shard, the
-/// entity's latest state and when its earliest unsent change was held.
+/// entity's latest state (with its version and stamp) and when its
+/// earliest unsent change was held.
 struct Held<E: Entity> {
     shard: ShardId,
     version: u64,
+    stamp: u64,
     state: E,
     since: Instant,
 }
@@ -553,8 +559,9 @@ impl<E: Entity> ShardData<E> {
 
     /// Puts every entity with unconfirmed changes back to its last confirmed
     /// state, under a version above every one issued for it (a reset: the
-    /// changes' asks are retried by their senders).
-    fn restore_confirmed(&mut self) {
+    /// changes' asks are retried by their senders). This node numbers that
+    /// version, so it carries this node's `stamp`.
+    fn restore_confirmed(&mut self, stamp: u64) {
         for (id, states) in std::mem::take(&mut self.unconfirmed) {
             let issued = states
                 .iter()
@@ -580,6 +587,7 @@ impl<E: Entity> ShardData<E> {
                         Entry {
                             state: Some(state),
                             version,
+                            stamp,
                             acked: version,
                         },
                     );
@@ -652,6 +660,7 @@ impl Region {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let me = transport.identity().clone();
         let me_name = me.name.clone();
+        let stamp = life_stamp(&me.name, me.generation);
         let num_shards = config.defaults.num_shards;
         let replication = config.sharding.replication_factor;
         let (routing_tx, routing_rx) = watch::channel(Arc::new(Routing::new(
@@ -677,6 +686,7 @@ impl Region {
         ));
         let actor = Actor::<E> {
             me,
+            stamp,
             config,
             num_shards,
             replication,
@@ -751,6 +761,8 @@ async fn intake<E: Entity>(
 
 struct Actor<E: Entity> {
     me: NodeId,
+    /// This life's stamp ([`life_stamp`]), put on every version it numbers.
+    stamp: u64,
     config: RegionConfig,
     num_shards: NonZeroU32,
     replication: NonZeroU32,
@@ -1051,7 +1063,7 @@ impl<E: Entity> Actor<E> {
             };
             let mut ctx = Context::shared(Arc::clone(&self.node_name));
             state.on_activate(&mut ctx, &id);
-            let (version, state) = (entry.version, state.clone());
+            let (version, stamp, state) = (entry.version, entry.stamp, state.clone());
             if no_replicas {
                 entry.acked = version;
             }
@@ -1059,7 +1071,7 @@ impl<E: Entity> Actor<E> {
                 self.queue_job(shard, id.clone(), job);
             }
             if !no_replicas {
-                self.replicate(shard, &id, version, state);
+                self.replicate(shard, &id, version, stamp, state);
             }
             self.redeliver_parked(shard, &id);
         }
@@ -1122,6 +1134,7 @@ impl<E: Entity> Actor<E> {
                     Some(Record {
                         id: id.clone(),
                         version: e.version,
+                        stamp: e.stamp,
                         state: e.state.clone()?,
                     })
                 });
@@ -1360,6 +1373,7 @@ impl<E: Entity> Actor<E> {
             Some(Record {
                 id: id.clone(),
                 version: e.version,
+                stamp: e.stamp,
                 state: e.state.clone()?,
             })
         };
@@ -1475,7 +1489,7 @@ impl<E: Entity> Actor<E> {
                     reply.send(moved());
                 }
             }
-            d.restore_confirmed();
+            d.restore_confirmed(self.stamp);
         }
         self.retry_replicate.clear();
         self.outbox.clear();
@@ -1752,6 +1766,10 @@ impl<E: Entity> Actor<E> {
                     None
                 };
                 if entry.state.is_some() {
+                    if changed {
+                        // This life numbered the new version.
+                        entry.stamp = self.stamp;
+                    }
                     entry.version = version;
                     entry.acked = acked;
                 } else {
@@ -1781,6 +1799,7 @@ impl<E: Entity> Actor<E> {
                         Entry {
                             state,
                             version,
+                            stamp: self.stamp,
                             acked,
                         },
                     );
@@ -1863,7 +1882,8 @@ impl<E: Entity> Actor<E> {
             self.queue_job(shard, id.to_owned(), job);
         }
         if let Some(s) = snapshot {
-            self.replicate(shard, id, version, s);
+            // A snapshot is taken of a change applied here.
+            self.replicate(shard, id, version, self.stamp, s);
         }
         if parked {
             self.redeliver_parked(shard, id);
@@ -1901,7 +1921,7 @@ impl<E: Entity> Actor<E> {
     /// (`[sharding] replicate_delay_ms`). A change still queued or held is
     /// replaced by this one: the replicas need the latest state only, and
     /// its confirmation confirms the earlier versions.
-    fn replicate(&mut self, shard: ShardId, id: &str, version: u64, state: E) {
+    fn replicate(&mut self, shard: ShardId, id: &str, version: u64, stamp: u64, state: E) {
         let delay = self.config.sharding.replicate_delay_ms;
         let waited_for = || {
             self.data
@@ -1911,6 +1931,7 @@ impl<E: Entity> Actor<E> {
         if delay > 0 && !waited_for() {
             if let Some(held) = self.held.get_mut(id) {
                 held.version = version;
+                held.stamp = stamp;
                 held.state = state;
                 return;
             }
@@ -1922,6 +1943,7 @@ impl<E: Entity> Actor<E> {
                     Held {
                         shard,
                         version,
+                        stamp,
                         state,
                         since,
                     },
@@ -1932,24 +1954,31 @@ impl<E: Entity> Actor<E> {
         if !self.held.is_empty() {
             self.held.remove(id);
         }
-        self.queue_replication(shard, id.to_owned(), version, state);
+        self.queue_replication(shard, id.to_owned(), version, stamp, state);
     }
 
-    fn queue_replication(&mut self, shard: ShardId, id: String, version: u64, state: E) {
+    fn queue_replication(
+        &mut self,
+        shard: ShardId,
+        id: String,
+        version: u64,
+        stamp: u64,
+        state: E,
+    ) {
         let (set, replicas) = self.replicas_of(shard);
         let replicas = Arc::clone(replicas);
         self.outbox
             .entry(set)
             .or_insert_with(|| (replicas, Outgoing::new()))
             .1
-            .insert((shard, id), (version, state));
+            .insert((shard, id), (version, stamp, state));
     }
 
     /// An answer now waits for entity `id`'s replicas: send its held
     /// change with this burst's.
     fn release_held(&mut self, id: &str) {
         if let Some((id, held)) = self.held.remove_entry(id) {
-            self.queue_replication(held.shard, id, held.version, held.state);
+            self.queue_replication(held.shard, id, held.version, held.stamp, held.state);
         }
     }
 
@@ -1970,7 +1999,7 @@ impl<E: Entity> Actor<E> {
             let mut oldest: Option<Instant> = None;
             for (id, held) in std::mem::take(&mut self.held) {
                 if all || now.duration_since(held.since) + early >= delay {
-                    self.queue_replication(held.shard, id, held.version, held.state);
+                    self.queue_replication(held.shard, id, held.version, held.stamp, held.state);
                 } else {
                     oldest = Some(oldest.map_or(held.since, |o| o.min(held.since)));
                     self.held.insert(id, held);
@@ -1986,8 +2015,13 @@ impl<E: Entity> Actor<E> {
         for (_, (replicas, batch)) in std::mem::take(&mut self.outbox) {
             let mut pages: Vec<Vec<(u32, Record<E>)>> = vec![Vec::new()];
             let mut used = 0usize;
-            for ((shard, id), (version, state)) in batch {
-                let record = Record { id, version, state };
+            for ((shard, id), (version, stamp, state)) in batch {
+                let record = Record {
+                    id,
+                    version,
+                    stamp,
+                    state,
+                };
                 // Measured, not written (a state that cannot encode counts
                 // as empty here and fails when the page is sent).
                 let state = postcard::serialize_with_flavor(
@@ -1995,7 +2029,7 @@ impl<E: Entity> Actor<E> {
                     postcard::ser_flavors::Size::default(),
                 )
                 .unwrap_or(0);
-                let size = state + record.id.len() + 24;
+                let size = state + record.id.len() + 34;
                 if used + size > budget && pages.last().is_some_and(|p| !p.is_empty()) {
                     pages.push(Vec::new());
                     used = 0;
@@ -2263,8 +2297,8 @@ impl<E: Entity> Actor<E> {
             let Some(state) = entry.state.clone() else {
                 continue;
             };
-            let version = entry.version;
-            self.replicate(shard, &id, version, state);
+            let (version, stamp) = (entry.version, entry.stamp);
+            self.replicate(shard, &id, version, stamp, state);
         }
     }
 
@@ -2352,15 +2386,17 @@ impl<E: Entity> Actor<E> {
             }
             Wire::HandOver { shard, records } => {
                 let shard = ShardId(shard);
-                let sent: Vec<(String, u64, Vec<u8>)> = records
+                let sent: Vec<(String, u64, u64, Vec<u8>)> = records
                     .iter()
-                    .map(|r| (r.id.clone(), r.version, encode_state(&r.state)))
+                    .map(|r| (r.id.clone(), r.version, r.stamp, encode_state(&r.state)))
                     .collect();
                 let d = self.data.entry(shard).or_default();
                 let changed = merge(d, records);
                 let holding: Vec<Holding> = sent
                     .iter()
-                    .map(|(id, version, bytes)| holding(d.entities.get(id), *version, bytes))
+                    .map(|(id, version, stamp, bytes)| {
+                        holding(d.entities.get(id), *version, *stamp, bytes)
+                    })
                     .collect();
                 self.take_foreign_copy(shard, changed, &from);
                 if let Some(resp) = responder {
@@ -2509,7 +2545,7 @@ fn fill_page<E: Entity>(
         let full = run.len() == scan;
         for (id, e) in &run {
             let Some(state) = &e.state else { continue };
-            let size = encode_state(state).len() + id.len() + 16;
+            let size = encode_state(state).len() + id.len() + 26;
             if used + size > budget && !records.is_empty() {
                 return (records, true);
             }
@@ -2517,6 +2553,7 @@ fn fill_page<E: Entity>(
             records.push(Record {
                 id: (*id).clone(),
                 version: e.version,
+                stamp: e.stamp,
                 state: state.clone(),
             });
         }
@@ -2567,6 +2604,7 @@ fn merge_record<E: Entity>(d: &mut ShardData<E>, r: Record<E>, changed: Option<&
         Some(e) => {
             e.state = Some(r.state);
             e.version = r.version;
+            e.stamp = r.stamp;
             needed.then_some(r.id)
         }
         None => {
@@ -2576,6 +2614,7 @@ fn merge_record<E: Entity>(d: &mut ShardData<E>, r: Record<E>, changed: Option<&
                 Entry {
                     state: Some(r.state),
                     version: r.version,
+                    stamp: r.stamp,
                     acked: 0,
                 },
             );
@@ -2592,17 +2631,19 @@ fn merge_record<E: Entity>(d: &mut ShardData<E>, r: Record<E>, changed: Option<&
     }
 }
 
-/// What a node holds of a handed-over record (`version`, state encoded as
-/// `bytes`) once merged: its entry `entry` at that version with the same
-/// encoding, `Held`; another state at that version, `Other`; anything else
-/// (a newer version; no entry, which a merge does not leave), `Newer`.
-fn holding<E: Entity>(entry: Option<&Entry<E>>, version: u64, bytes: &[u8]) -> Holding {
+/// What a node holds of a handed-over record (`version`, `stamp`, state
+/// encoded as `bytes`) once merged: its entry `entry` at that version with
+/// the same stamp and the same encoding, `Held`; another stamp or another
+/// state at that version, `Other` (an equal state of another owner's
+/// history is not this change); anything else (a newer version; no entry,
+/// which a merge does not leave), `Newer`.
+fn holding<E: Entity>(entry: Option<&Entry<E>>, version: u64, stamp: u64, bytes: &[u8]) -> Holding {
     match entry {
         Some(e) if e.version == version => {
-            let same = e
-                .state
-                .as_ref()
-                .is_some_and(|state| encode_state(state) == bytes);
+            let same = e.stamp == stamp
+                && e.state
+                    .as_ref()
+                    .is_some_and(|state| encode_state(state) == bytes);
             if same { Holding::Held } else { Holding::Other }
         }
         _ => Holding::Newer,
@@ -2649,7 +2690,7 @@ fn paginate<E: Entity>(
     let mut page = Vec::new();
     let mut used = 0usize;
     for r in records {
-        let size = encode_state(&r.state).len() + r.id.len() + 16;
+        let size = encode_state(&r.state).len() + r.id.len() + 26;
         if used + size > budget && !page.is_empty() {
             pages.push(std::mem::take(&mut page));
             used = 0;
@@ -2826,7 +2867,7 @@ mod tests {
             .into_iter()
             .map(|(k, _)| k.clone())
             .collect();
-        // A record's estimate here: its id (3-4 bytes), 16, its state.
+        // A record's estimate here: its id (3-4 bytes), 26, its state.
         for (scan, budget) in [(1, 1), (3, 60), (7, 200), (4096, 100_000)] {
             let mut got = Vec::new();
             let mut cursor: Option<String> = None;
@@ -2843,6 +2884,15 @@ mod tests {
         }
     }
 
+    /// The stamp of the life these tests' changes are applied by.
+    const HERE: u64 = 2;
+    /// The stamp of another owner life, whose copy was taken.
+    const THERE: u64 = 1;
+    /// The stamp a reset puts on the states it restores (the region passes
+    /// its own life's, [`HERE`] in these tests; distinct so a test sees
+    /// which it got).
+    const RESTORED: u64 = 3;
+
     /// Changes `id` to `value` at `version` as the region records it.
     fn change(d: &mut ShardData<Value>, id: &str, value: u32, version: u64) {
         match d.entities.get_mut(id) {
@@ -2852,6 +2902,7 @@ mod tests {
                 unconfirmed_change(&mut d.unconfirmed, id, e.version, &before, version);
                 e.state = Some(Value(value));
                 e.version = version;
+                e.stamp = HERE;
             }
             None => {
                 unconfirmed_creation(&mut d.unconfirmed, id, version);
@@ -2860,6 +2911,7 @@ mod tests {
                     Entry {
                         state: Some(Value(value)),
                         version,
+                        stamp: HERE,
                         acked: 0,
                     },
                 );
@@ -2868,8 +2920,9 @@ mod tests {
     }
 
     /// `x` set to 10 (confirmed), then 20, 30, 40 unconfirmed; then the
-    /// confirmations of `confirm`, then a reset: `x`'s value and version.
-    fn reset_after(confirm: &[u64]) -> (Option<(u32, u64)>, bool) {
+    /// confirmations of `confirm`, then a reset: `x`'s value, version and
+    /// stamp, and whether a history was kept.
+    fn reset_after(confirm: &[u64]) -> (Option<(u32, u64, u64)>, bool) {
         let mut d = ShardData::<Value>::default();
         change(&mut d, "x", 10, 1);
         d.confirmed("x", 1);
@@ -2881,23 +2934,24 @@ mod tests {
             d.confirmed("x", *v);
         }
         let kept = !d.unconfirmed.is_empty();
-        d.restore_confirmed();
+        d.restore_confirmed(RESTORED);
         let x = d
             .entities
             .get("x")
-            .map(|e| (e.state.as_ref().expect("held").0, e.version));
+            .map(|e| (e.state.as_ref().expect("held").0, e.version, e.stamp));
         (x, kept)
     }
 
     #[test]
     fn a_reset_restores_the_last_confirmed_state_of_many_in_flight() {
-        // Nothing more confirmed: back to 10, above every version issued.
-        assert_eq!(reset_after(&[]), (Some((10, 5)), true));
+        // Nothing more confirmed: back to 10, above every version issued,
+        // numbered by the reset.
+        assert_eq!(reset_after(&[]), (Some((10, 5, RESTORED)), true));
         // Version 3 confirmed (its confirmation covers 2): back to 30.
-        assert_eq!(reset_after(&[3]), (Some((30, 5)), true));
-        assert_eq!(reset_after(&[2]), (Some((20, 5)), true));
+        assert_eq!(reset_after(&[3]), (Some((30, 5, RESTORED)), true));
+        assert_eq!(reset_after(&[2]), (Some((20, 5, RESTORED)), true));
         // The current one confirmed: nothing kept, nothing to restore.
-        assert_eq!(reset_after(&[2, 4]), (Some((40, 4)), false));
+        assert_eq!(reset_after(&[2, 4]), (Some((40, 4, HERE)), false));
     }
 
     #[test]
@@ -2907,7 +2961,7 @@ mod tests {
         change(&mut d, "y", 2, 2);
         d.confirmed("y", 1);
         change(&mut d, "z", 5, 1);
-        d.restore_confirmed();
+        d.restore_confirmed(HERE);
         let y = d
             .entities
             .get("y")
@@ -2940,7 +2994,7 @@ mod tests {
             e.state = Some(Value(2));
             e.version = 2;
         }
-        d.restore_confirmed();
+        d.restore_confirmed(HERE);
         let x = d
             .entities
             .get("x")
@@ -2955,16 +3009,21 @@ mod tests {
 
     #[test]
     fn a_hand_over_is_held_only_as_that_very_state_at_that_version() {
-        let entry = |value: u32, version: u64| Entry {
+        let entry = |value: u32, version: u64, stamp: u64| Entry {
             state: Some(Value(value)),
             version,
+            stamp,
             acked: 0,
         };
         let sent = encode_state(&Value(7));
-        assert_eq!(holding(Some(&entry(7, 3)), 3, &sent), Holding::Held);
-        assert_eq!(holding(Some(&entry(8, 3)), 3, &sent), Holding::Other);
-        assert_eq!(holding(Some(&entry(7, 4)), 3, &sent), Holding::Newer);
-        assert_eq!(holding::<Value>(None, 3, &sent), Holding::Newer);
+        let held = |e: Option<&Entry<Value>>| holding(e, 3, THERE, &sent);
+        assert_eq!(held(Some(&entry(7, 3, THERE))), Holding::Held);
+        assert_eq!(held(Some(&entry(8, 3, THERE))), Holding::Other);
+        // An equal state at that version, numbered by another owner life:
+        // another history, which need not hold the change.
+        assert_eq!(held(Some(&entry(7, 3, HERE))), Holding::Other);
+        assert_eq!(held(Some(&entry(7, 4, THERE))), Holding::Newer);
+        assert_eq!(held(None), Holding::Newer);
     }
 
     #[test]

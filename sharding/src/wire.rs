@@ -5,9 +5,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::entity::Entity;
 use crate::error::RegionError;
+use crate::shard::stable_hash;
 
 /// An entity's state with its version (incremented by the owner on every
-/// change; the higher version wins wherever two copies meet).
+/// change; the higher version wins wherever two copies meet) and the stamp
+/// of the owner life that numbered that version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Record<E: Entity> {
@@ -15,8 +17,27 @@ pub struct Record<E: Entity> {
     pub id: String,
     /// The owner's change counter for this entity.
     pub version: u64,
+    /// Which owner life numbered `version` ([`life_stamp`] of its name and
+    /// generation). Copies keep it; only a node that numbers a new version
+    /// puts its own. Two owners at once (split views) can number the same
+    /// version by different histories: the stamp tells them apart.
+    pub stamp: u64,
     /// The state.
     pub state: E,
+}
+
+/// The stamp of one life of a node (name and generation), as
+/// [`Record::stamp`] carries it: [`stable_hash`] of the name's UTF-8
+/// bytes, a `0xff` byte (never part of UTF-8, so no two lives encode
+/// alike) and the generation's 8 bytes, little-endian.
+///
+/// Two lives share a stamp only by a 64-bit hash collision.
+pub fn life_stamp(name: &str, generation: u64) -> u64 {
+    let mut bytes = Vec::with_capacity(name.len() + 9);
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.push(0xff);
+    bytes.extend_from_slice(&generation.to_le_bytes());
+    stable_hash(&bytes)
 }
 
 /// Requests between regions.
@@ -96,16 +117,15 @@ pub enum Wire<E: Entity> {
 /// after merging it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Holding {
-    /// It holds this very state at this version (it had it, or took it):
-    /// the change is here, its asks can be answered. Decided on the
-    /// version and the encoded state only: while two nodes own the shard
-    /// at once (split views, PROTOCOL.md), the other owner's history can
-    /// reach an equal state at the same version without the change, and
-    /// it is taken as held (RELIABILITY.md, Not done yet).
+    /// It holds this very record (it had it, or took it): the same
+    /// version, numbered by the same owner life (the same stamp), with the
+    /// same encoded state. The change is here; its asks can be answered.
     Held,
-    /// It holds another state at the same version: a history without this
-    /// change (one owner's version never names two states), so the change
-    /// is not here and sending its ask again applies it once.
+    /// It holds another record at the same version: numbered by another
+    /// owner life (two owners at once, split views), or another state. A
+    /// history without this change (a copy that has the change has a
+    /// higher version, or is this record), so sending its ask again
+    /// applies it once.
     Other,
     /// It holds a newer version, which may or may not include the change.
     Newer,

@@ -4,7 +4,7 @@
 //!    built through the entity's handler (submit, then the job's result),
 //!    held in a `HashMap<String, TaskEntity>`, and (in another run) the way
 //!    `sharding`'s region holds them: per shard a `sharding::EntityMap` from
-//!    id to state, version and acknowledged version. Bytes per task = RSS growth /
+//!    id to state, version, stamp and acknowledged version. Bytes per task = RSS growth /
 //!    tasks, read from `/proc/self/status`; each layout is measured in a
 //!    fresh child process of this bench.
 //! 2. Speed: per-task cost of 500-iteration tasks, single-threaded and on
@@ -102,12 +102,14 @@ fn completed_task(ctx: &mut Context<TaskMsg>, id: &str, i: u64) -> TaskEntity {
     state.unwrap()
 }
 
-/// The shape of an entity in `sharding`'s region: state, version, and the
-/// version the replicas confirmed.
+/// The shape of an entity in `sharding`'s region: state, version, the stamp
+/// of the owner life that numbered it, and the version the replicas
+/// confirmed.
 #[allow(dead_code)] // only its size matters
 struct RegionEntry {
     state: TaskEntity,
     version: u64,
+    stamp: u64,
     acked: u64,
 }
 
@@ -135,6 +137,7 @@ fn memory(layout: &str, tasks: u64) {
             let entry = RegionEntry {
                 state: task,
                 version: 2,
+                stamp: sharding::wire::life_stamp("node-1", 1),
                 acked: 2,
             };
             region[shard].insert(id, entry);
@@ -148,7 +151,7 @@ fn memory(layout: &str, tasks: u64) {
     let what = if layout == "hashmap" {
         "one HashMap<String, TaskEntity>"
     } else {
-        "50 EntityMap<{TaskEntity, version, acked}> (the region's map)"
+        "50 EntityMap<{TaskEntity, version, stamp, acked}> (the region's map)"
     };
     println!(
         "memory: {tasks} completed tasks in {what}: RSS +{:.1} MiB = {:.0} bytes/task (goal <= 200)",

@@ -1114,8 +1114,18 @@ fn region_error() -> impl Strategy<Value = RegionError> {
 }
 
 fn record<E: Entity + Debug>(state: BoxedStrategy<E>) -> BoxedStrategy<Record<E>> {
-    (text(), prop_oneof![0u64..4, any::<u64>()], state)
-        .prop_map(|(id, version, state)| Record { id, version, state })
+    (
+        text(),
+        prop_oneof![0u64..4, any::<u64>()],
+        prop_oneof![0u64..4, any::<u64>()],
+        state,
+    )
+        .prop_map(|(id, version, stamp, state)| Record {
+            id,
+            version,
+            stamp,
+            state,
+        })
         .boxed()
 }
 

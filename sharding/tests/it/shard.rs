@@ -3,6 +3,7 @@
 use std::num::NonZeroU32;
 
 use proptest::prelude::*;
+use sharding::wire::life_stamp;
 use sharding::{ShardId, shard_id, stable_hash};
 
 fn nz(v: u32) -> NonZeroU32 {
@@ -37,6 +38,26 @@ fn shard_id_golden_values() {
             .map(|id| shard_id(id, nz(num_shards)).0)
             .collect();
         assert_eq!(got, want, "num_shards = {num_shards}");
+    }
+}
+
+/// A life's stamp is `stable_hash(name ++ 0xff ++ generation, little-endian)`
+/// (PROTOCOL.md, Messages), and it tells apart every life of these names
+/// and generations, including the same name in another generation.
+#[test]
+fn a_life_stamp_is_the_hash_of_name_and_generation() {
+    let mut bytes = b"node-1".to_vec();
+    bytes.push(0xff);
+    bytes.extend_from_slice(&7u64.to_le_bytes());
+    assert_eq!(life_stamp("node-1", 7), stable_hash(&bytes));
+    let mut seen = std::collections::BTreeSet::new();
+    for name in IDS {
+        for generation in [0, 1, 2, 1_765_000_000_000, u64::MAX] {
+            assert!(
+                seen.insert(life_stamp(name, generation)),
+                "{name:?} #{generation}"
+            );
+        }
     }
 }
 
