@@ -122,10 +122,10 @@ pub enum Holding {
     /// same encoded state. The change is here; its asks can be answered.
     Held,
     /// It holds another record at the same version: numbered by another
-    /// owner life (two owners at once, split views), or another state. A
-    /// history without this change (a copy that has the change has a
-    /// higher version, or is this record), so sending its ask again
-    /// applies it once.
+    /// owner life (two owners at once, split views), or another state.
+    /// Either way a history without this change (a copy that has the
+    /// change is this record or a higher version), so sending its ask
+    /// again applies it once.
     Other,
     /// It holds a newer version, which may or may not include the change.
     Newer,
