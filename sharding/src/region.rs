@@ -612,7 +612,7 @@ pub struct RegionStats {
     pub forwarded: u64,
     /// Messages dropped by a full mailbox (strategy `drop_new`), for
     /// having no route, or tells an entity answered
-    /// [`Handled::Wait`](crate::Handled::Wait) (only asks are kept
+    /// [`Handled::Wait`] (only asks are kept
     /// waiting); each is also logged (the last at debug level).
     pub dropped: u64,
     /// Shards fetched from other nodes (takeovers).
