@@ -182,6 +182,15 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
         report.total,
         parts.join(", ")
     );
+    let stats = node.queue.task_region().stats();
+    tracing::info!(
+        delivered = stats.delivered,
+        forwarded = stats.forwarded,
+        dropped = stats.dropped,
+        replication_batches = stats.replication_batches,
+        replicated_records = stats.replicated_records,
+        "task region counters"
+    );
 
     let deadline = tokio::time::Instant::now() + cfg.barrier_timeout();
     with_live_members(node, deadline, |members, left| {

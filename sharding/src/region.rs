@@ -622,6 +622,12 @@ pub struct RegionStats {
     /// Asks refused instead of kept waiting, `[sharding] max_parked_asks`
     /// being reached (each answered [`RegionError::TooManyWaiting`]).
     pub refused_waits: u64,
+    /// Replication frames sent (one `ReplicateBatch` per replica set and
+    /// page, each to every replica of the set).
+    pub replication_batches: u64,
+    /// Records those frames carried: `replicated_records /
+    /// replication_batches` is the mean batch size.
+    pub replicated_records: u64,
 }
 
 /// Starts one entity type's region on this node.
@@ -2040,6 +2046,8 @@ impl<E: Entity> Actor<E> {
                 }
             }
             for records in pages.into_iter().filter(|p| !p.is_empty()) {
+                self.stats.replication_batches += 1;
+                self.stats.replicated_records += records.len() as u64;
                 let entries: Vec<(ShardId, String, u64)> = records
                     .iter()
                     .map(|(s, r)| (ShardId(*s), r.id.clone(), r.version))
