@@ -66,6 +66,10 @@ pub struct ShardingConfig {
     pub replicate_timeout_ms: u64,
     /// How long a node keeps the data of a shard it no longer holds, so a
     /// late handoff request can still be served, in ms (default 30,000).
+    /// Also how long a removed entity's tombstone is kept: from its
+    /// removal (or from when this node learned of it) and, on the owner,
+    /// at least until every replica confirmed it. A copy of the entity
+    /// older than that, met later, can bring it back.
     pub retire_after_ms: u64,
     /// Largest handoff or sync page, in bytes (default 1 MiB; must stay
     /// below `[transport] max_frame_bytes`).

@@ -29,7 +29,10 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
 
     /// Handles one message for entity `id`. `state` is `None` while the entity
     /// does not exist; setting it to `Some` creates the entity, and setting it
-    /// back to `None` removes it.
+    /// back to `None` removes it. A removal is a change like any other: the
+    /// owner numbers it and replicates it (as a tombstone, kept for
+    /// `[sharding] retire_after_ms` once every replica confirmed it) before
+    /// it answers, and a later creation of the same id numbers above it.
     ///
     /// The returned [`Handled`] tells the region what to answer. The region
     /// replicates a changed state before it sends the answer, so an answer

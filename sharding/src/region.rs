@@ -356,8 +356,8 @@ enum Status<E: Entity> {
 }
 
 struct Entry<E> {
-    /// Always `Some` while the entry is in its shard's map; `None` only
-    /// transiently, while a handler removes the entity.
+    /// The entity's state; `None` for a tombstone: the entity was removed
+    /// at `version` (its id is then in [`ShardData::removed`]).
     state: Option<E>,
     version: u64,
     /// Which owner life numbered `version` ([`life_stamp`]): this node's
@@ -399,8 +399,8 @@ impl Drop for ParkedSlot {
 }
 
 /// Replications of this burst, by (shard, entity id): the entity's latest
-/// version, its stamp and its state.
-type Outgoing<E> = BTreeMap<(ShardId, String), (u64, u64, E)>;
+/// version, its stamp and its state (`None`: removed).
+type Outgoing<E> = BTreeMap<(ShardId, String), (u64, u64, Option<E>)>;
 
 /// A change held back (`[sharding] replicate_delay_ms`): the shard, the
 /// entity's latest state (with its version and stamp) and when its
@@ -409,7 +409,7 @@ struct Held<E: Entity> {
     shard: ShardId,
     version: u64,
     stamp: u64,
-    state: E,
+    state: Option<E>,
     since: Instant,
 }
 
@@ -431,10 +431,18 @@ struct ShardData<E: Entity> {
     /// Of each entity with changes its replicas have not all confirmed:
     /// its states from the last confirmed one on (see [`Unconfirmed`]).
     unconfirmed: HashMap<String, Unconfirmed>,
-    /// Highest version issued for ids a reset removed (created but never
-    /// confirmed): their next creation starts above it, so no version
-    /// number is issued twice for one id.
-    version_floor: HashMap<String, u64>,
+    /// The ids whose entry in `entities` is a tombstone (removed, `state`
+    /// `None`), with when this node made or learned it. A tombstone is
+    /// dropped once every replica confirmed it (on the owner) and it is
+    /// older than `[sharding] retire_after_ms` ([`ShardData::expire_tombstones`]).
+    removed: HashMap<String, Instant>,
+    /// The highest version of an entry this node dropped while a copy of
+    /// it may live elsewhere: an unconfirmed creation a reset removed, an
+    /// expired tombstone. An id created here without an entry starts
+    /// above it, so no version number is issued twice for one id and a
+    /// replica still holding such a tombstone takes the new entity (it
+    /// would keep its tombstone over a lower version, and confirm).
+    version_floor: u64,
     /// When this node stopped holding the shard (data kept a while).
     retired_at: Option<Instant>,
 }
@@ -460,21 +468,21 @@ struct ShardData<E: Entity> {
 /// for idempotent messages only, as every retry in this crate).
 type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
 
-/// Entity `id` changed from version `from` (encoded `before`) to
-/// `version`, and its replicas have not confirmed it yet (see
-/// [`Unconfirmed`]).
+/// Entity `id` changed from version `from` (encoded `before`, `None` when
+/// it was absent: a tombstone) to `version`, and its replicas have not
+/// confirmed it yet (see [`Unconfirmed`]).
 fn unconfirmed_change(
     unconfirmed: &mut HashMap<String, Unconfirmed>,
     id: &str,
     from: u64,
-    before: &[u8],
+    before: Option<&[u8]>,
     version: u64,
 ) {
     let states = match unconfirmed.get_mut(id) {
         Some(states) => states,
         None => unconfirmed.entry(id.to_owned()).or_default(),
     };
-    let before = Some(before.to_vec());
+    let before = before.map(<[u8]>::to_vec);
     match states.back_mut() {
         // The state the previous change made is needed now.
         Some(last) => last.1 = before,
@@ -533,7 +541,8 @@ impl<E: Entity> Default for ShardData<E> {
             waiting_acks: HashMap::new(),
             parked: HashMap::new(),
             unconfirmed: HashMap::new(),
-            version_floor: HashMap::new(),
+            removed: HashMap::new(),
+            version_floor: 0,
             retired_at: None,
         }
     }
@@ -560,7 +569,13 @@ impl<E: Entity> ShardData<E> {
     /// Puts every entity with unconfirmed changes back to its last confirmed
     /// state, under a version above every one issued for it (a reset: the
     /// changes' asks are retried by their senders). This node numbers that
-    /// version, so it carries this node's `stamp`.
+    /// version, so it carries this node's `stamp`. A removal not confirmed
+    /// is undone like any change. An entity absent in its confirmed state
+    /// (created, or re-created after a confirmed removal, and not
+    /// confirmed) is dropped, tombstone and all, and the shard's
+    /// [`ShardData::version_floor`] rises to the versions issued: not a
+    /// tombstone, which would win over the creation its retried ask makes
+    /// at the new owner and lose an acknowledged write.
     fn restore_confirmed(&mut self, stamp: u64) {
         for (id, states) in std::mem::take(&mut self.unconfirmed) {
             let issued = states
@@ -574,14 +589,18 @@ impl<E: Entity> ShardData<E> {
                 continue;
             };
             let Some(bytes) = bytes else {
-                // Absent when confirmed: removed here, and a re-creation
+                // Absent when confirmed: dropped here, and a re-creation
                 // numbers its versions from above the ones issued.
                 self.entities.remove(&id);
-                self.version_floor.insert(id, issued);
+                self.removed.remove(&id);
+                self.version_floor = self.version_floor.max(issued);
                 continue;
             };
             match postcard::from_bytes::<E>(&bytes) {
                 Ok(state) => {
+                    if !self.removed.is_empty() {
+                        self.removed.remove(&id);
+                    }
                     self.entities.insert(
                         id,
                         Entry {
@@ -600,6 +619,37 @@ impl<E: Entity> ShardData<E> {
                 }
             }
         }
+    }
+
+    /// Drops the tombstones older than `retention` at `now` that are
+    /// confirmed: by every replica (`acked` at their version) where this
+    /// node `owns` the shard; anywhere else the owner keeps its own until
+    /// it is confirmed, so age alone decides. Returns how many it dropped.
+    fn expire_tombstones(&mut self, now: Instant, retention: Duration, owns: bool) -> usize {
+        if self.removed.is_empty() {
+            return 0;
+        }
+        let entities = &mut self.entities;
+        let floor = &mut self.version_floor;
+        let before = self.removed.len();
+        self.removed.retain(|id, at| {
+            if now.saturating_duration_since(*at) < retention {
+                return true;
+            }
+            match entities.get(id) {
+                Some(e) if e.state.is_none() => {
+                    if owns && e.acked < e.version {
+                        return true;
+                    }
+                    *floor = (*floor).max(e.version);
+                    entities.remove(id);
+                    false
+                }
+                // Not a tombstone (any more): nothing to drop.
+                _ => false,
+            }
+        });
+        before - self.removed.len()
     }
 }
 
@@ -1053,7 +1103,7 @@ impl<E: Entity> Actor<E> {
     }
 
     /// Takes over entities merged into an active shard from another node:
-    /// restarts their work and replicates them.
+    /// restarts their work and replicates them (a tombstone too).
     fn adopt(&mut self, shard: ShardId, ids: Vec<String>) {
         let no_replicas = self.replicas_of(shard).1.is_empty();
         for id in ids {
@@ -1064,12 +1114,11 @@ impl<E: Entity> Actor<E> {
             else {
                 continue;
             };
-            let Some(state) = entry.state.as_mut() else {
-                continue;
-            };
             let mut ctx = Context::shared(Arc::clone(&self.node_name));
-            state.on_activate(&mut ctx, &id);
-            let (version, stamp, state) = (entry.version, entry.stamp, state.clone());
+            if let Some(state) = entry.state.as_mut() {
+                state.on_activate(&mut ctx, &id);
+            }
+            let (version, stamp, state) = (entry.version, entry.stamp, entry.state.clone());
             if no_replicas {
                 entry.acked = version;
             }
@@ -1136,13 +1185,11 @@ impl<E: Entity> Actor<E> {
                 .entities
                 .get(&id)
                 .filter(|e| e.version == need && to.is_some())
-                .and_then(|e| {
-                    Some(Record {
-                        id: id.clone(),
-                        version: e.version,
-                        stamp: e.stamp,
-                        state: e.state.clone()?,
-                    })
+                .map(|e| Record {
+                    id: id.clone(),
+                    version: e.version,
+                    stamp: e.stamp,
+                    state: e.state.clone(),
                 });
             match record {
                 Some(r) => {
@@ -1375,21 +1422,20 @@ impl<E: Entity> Actor<E> {
         attempts: u32,
         only: Option<&[String]>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let record = |(id, e): (&String, &Entry<E>)| {
-            Some(Record {
-                id: id.clone(),
-                version: e.version,
-                stamp: e.stamp,
-                state: e.state.clone()?,
-            })
+        // Tombstones too: the receiver learns of the removals.
+        let record = |(id, e): (&String, &Entry<E>)| Record {
+            id: id.clone(),
+            version: e.version,
+            stamp: e.stamp,
+            state: e.state.clone(),
         };
         let budget = frame_budget(&self.config, &self.channel);
         let pages = match (self.data.get(&shard), only) {
-            (Some(d), None) => paginate(d.entities.iter().filter_map(record), budget),
+            (Some(d), None) => paginate(d.entities.iter().map(record), budget),
             (Some(d), Some(ids)) => paginate(
                 ids.iter()
                     .filter_map(|id| Some((id, d.entities.get(id)?)))
-                    .filter_map(record),
+                    .map(record),
                 budget,
             ),
             (None, _) => Vec::new(),
@@ -1704,6 +1750,7 @@ impl<E: Entity> Actor<E> {
         let (handled, changed, version, acked, snapshot) = match data.entities.get_mut(id) {
             // A read: no change to detect (checked in debug builds).
             Some(entry) if reads_only => {
+                let existed = entry.state.is_some();
                 #[cfg(debug_assertions)]
                 encode_into(entry.state.as_ref(), &mut self.encoded_before);
                 let handled = E::handle(&mut ctx, id, &mut entry.state, msg);
@@ -1711,7 +1758,8 @@ impl<E: Entity> Actor<E> {
                 {
                     encode_into(entry.state.as_ref(), &mut self.encoded_after);
                     assert!(
-                        self.encoded_before == self.encoded_after && entry.state.is_some(),
+                        self.encoded_before == self.encoded_after
+                            && entry.state.is_some() == existed,
                         "{}: a message its reads_only calls a read changed entity {id:?}",
                         E::TYPE_NAME
                     );
@@ -1722,28 +1770,36 @@ impl<E: Entity> Actor<E> {
                     entry.version
                 };
                 let version = entry.version;
-                if entry.state.is_none() {
+                if existed && entry.state.is_none() {
                     // A "read" that removed the entity (release builds do
-                    // not check reads): keep the map's invariant at least.
+                    // not check reads): a live entry without a state
+                    // would pass for a tombstone of this version, which
+                    // the replicas hold alive. Removed here, not
+                    // replicated.
                     tracing::error!(entity = E::TYPE_NAME, id = %id, "a message reads_only calls a read removed the entity; removed here, not replicated");
                     data.entities.remove(id);
                 }
                 (handled, false, version, acked, None)
             }
+            // A live entity, or a tombstone (`state` is `None`: the handler
+            // sees an absent entity, and a re-creation numbers its
+            // version above the removal's).
             Some(entry) => {
+                let existed = entry.state.is_some();
                 encode_into(entry.state.as_ref(), &mut self.encoded_before);
                 let handled = E::handle(&mut ctx, id, &mut entry.state, msg);
                 encode_into(entry.state.as_ref(), &mut self.encoded_after);
-                // Removing the entity is a change even when its state
-                // encodes to no bytes.
-                let changed = self.encoded_before != self.encoded_after || entry.state.is_none();
+                let exists = entry.state.is_some();
+                // Removing or creating the entity is a change even when
+                // its state encodes to no bytes.
+                let changed = existed != exists || self.encoded_before != self.encoded_after;
                 let version = if changed {
                     entry.version + 1
                 } else {
                     entry.version
                 };
                 let acked = if has_replicas { entry.acked } else { version };
-                let snapshot = if changed && has_replicas && entry.state.is_some() {
+                let snapshot = if changed && has_replicas {
                     // The state this change replaces is held back, not
                     // in flight: no replica can confirm it now, so the
                     // history need not keep it (see `supersede_unsent`).
@@ -1758,44 +1814,37 @@ impl<E: Entity> Actor<E> {
                             &mut data.unconfirmed,
                             id,
                             entry.version,
-                            &self.encoded_before,
+                            existed.then_some(self.encoded_before.as_slice()),
                             version,
                         );
                     }
-                    entry.state.clone()
+                    // A removal is replicated as a tombstone.
+                    Some(entry.state.clone())
                 } else {
-                    if changed && !data.unconfirmed.is_empty() {
-                        // A removal is not replicated (records carry a
-                        // state), so nothing would ever confirm it.
-                        data.unconfirmed.remove(id);
-                    }
                     None
                 };
-                if entry.state.is_some() {
-                    if changed {
-                        // This life numbered the new version.
-                        entry.stamp = self.stamp;
+                if changed {
+                    // This life numbered the new version.
+                    entry.stamp = self.stamp;
+                    if !exists {
+                        data.removed.insert(id.to_owned(), Instant::now());
+                    } else if !existed {
+                        data.removed.remove(id);
                     }
-                    entry.version = version;
-                    entry.acked = acked;
-                } else {
-                    data.entities.remove(id);
                 }
+                entry.version = version;
+                entry.acked = acked;
                 (handled, changed, version, acked, snapshot)
             }
             None => {
                 let mut state = None;
                 let handled = E::handle(&mut ctx, id, &mut state, msg);
                 let changed = state.is_some();
-                let floor = match changed && !data.version_floor.is_empty() {
-                    true => data.version_floor.remove(id).unwrap_or(0),
-                    false => 0,
-                };
-                let version = if changed { floor + 1 } else { 0 };
+                let version = if changed { data.version_floor + 1 } else { 0 };
                 let acked = if has_replicas { 0 } else { version };
                 let snapshot = if changed && has_replicas {
                     unconfirmed_creation(&mut data.unconfirmed, id, version);
-                    state.clone()
+                    Some(state.clone())
                 } else {
                     None
                 };
@@ -1927,7 +1976,7 @@ impl<E: Entity> Actor<E> {
     /// (`[sharding] replicate_delay_ms`). A change still queued or held is
     /// replaced by this one: the replicas need the latest state only, and
     /// its confirmation confirms the earlier versions.
-    fn replicate(&mut self, shard: ShardId, id: &str, version: u64, stamp: u64, state: E) {
+    fn replicate(&mut self, shard: ShardId, id: &str, version: u64, stamp: u64, state: Option<E>) {
         let delay = self.config.sharding.replicate_delay_ms;
         let waited_for = || {
             self.data
@@ -1969,7 +2018,7 @@ impl<E: Entity> Actor<E> {
         id: String,
         version: u64,
         stamp: u64,
-        state: E,
+        state: Option<E>,
     ) {
         let (set, replicas) = self.replicas_of(shard);
         let replicas = Arc::clone(replicas);
@@ -2164,7 +2213,7 @@ impl<E: Entity> Actor<E> {
                     Ok(records) => {
                         waiting.remove(&from);
                         let d = self.data.entry(shard).or_default();
-                        let _ = merge(d, records);
+                        let _ = merge(d, records, Instant::now());
                     }
                     // A member of the view may hold writes nobody else has
                     // (confirmed under a view without this node, or not
@@ -2264,6 +2313,15 @@ impl<E: Entity> Actor<E> {
         let retire = Duration::from_millis(self.config.sharding.retire_after_ms);
         self.data
             .retain(|_, d| d.retired_at.is_none_or(|t| now.duration_since(t) < retire));
+        // Tombstones confirmed and as old as retired data: a copy held
+        // back in retired data is dropped by then too.
+        for (shard, d) in self.data.iter_mut() {
+            let owns = matches!(
+                self.status.get(shard),
+                Some(Status::Active | Status::Recovering { .. })
+            );
+            d.expire_tombstones(now, retire, owns);
+        }
         // Replications to retry.
         let due: Vec<(Instant, ShardId, String)> = {
             let (due, later) = std::mem::take(&mut self.retry_replicate)
@@ -2302,10 +2360,7 @@ impl<E: Entity> Actor<E> {
                 self.on_replicated(shard, id, version, true);
                 continue;
             }
-            let Some(state) = entry.state.clone() else {
-                continue;
-            };
-            let (version, stamp) = (entry.version, entry.stamp);
+            let (version, stamp, state) = (entry.version, entry.stamp, entry.state.clone());
             self.replicate(shard, &id, version, stamp, state);
         }
     }
@@ -2388,7 +2443,7 @@ impl<E: Entity> Actor<E> {
             Wire::Sync { shard, records } => {
                 let shard = ShardId(shard);
                 let d = self.data.entry(shard).or_default();
-                let changed = merge(d, records);
+                let changed = merge(d, records, Instant::now());
                 self.take_foreign_copy(shard, changed, &from);
                 ack::<E>(responder);
             }
@@ -2399,7 +2454,7 @@ impl<E: Entity> Actor<E> {
                     .map(|r| (r.id.clone(), r.version, r.stamp, encode_state(&r.state)))
                     .collect();
                 let d = self.data.entry(shard).or_default();
-                let changed = merge(d, records);
+                let changed = merge(d, records, Instant::now());
                 let holding: Vec<Holding> = sent
                     .iter()
                     .map(|(id, version, stamp, bytes)| {
@@ -2470,6 +2525,7 @@ impl<E: Entity> Actor<E> {
     /// the owner nothing more is done (no ids collected on that path).
     fn merge_replicated(&mut self, records: Vec<(u32, Record<E>)>, from: &NodeId) {
         let mut foreign: Vec<(ShardId, Vec<String>)> = Vec::new();
+        let now = Instant::now();
         for (shard, record) in records {
             let shard = ShardId(shard);
             let from_owner = self.alloc.owner(shard) == Some(from.name.as_str())
@@ -2479,7 +2535,7 @@ impl<E: Entity> Actor<E> {
                     .is_some_and(|n| n.generation == from.generation);
             let d = self.data.entry(shard).or_default();
             if from_owner {
-                merge_record(d, record, None);
+                merge_record(d, record, None, now);
                 continue;
             }
             let at = match foreign.iter().position(|(s, _)| *s == shard) {
@@ -2489,7 +2545,7 @@ impl<E: Entity> Actor<E> {
                     foreign.len() - 1
                 }
             };
-            merge_record(d, record, Some(&mut foreign[at].1));
+            merge_record(d, record, Some(&mut foreign[at].1), now);
         }
         for (shard, changed) in foreign {
             self.take_foreign_copy(shard, changed, from);
@@ -2551,9 +2607,9 @@ fn fill_page<E: Entity>(
     loop {
         let run = entities.after(cursor.as_deref(), scan);
         let full = run.len() == scan;
+        // Tombstones too: a new owner learns of the removals.
         for (id, e) in &run {
-            let Some(state) = &e.state else { continue };
-            let size = encode_state(state).len() + id.len() + 26;
+            let size = encode_state(&e.state).len() + id.len() + 26;
             if used + size > budget && !records.is_empty() {
                 return (records, true);
             }
@@ -2562,7 +2618,7 @@ fn fill_page<E: Entity>(
                 id: (*id).clone(),
                 version: e.version,
                 stamp: e.stamp,
-                state: state.clone(),
+                state: e.state.clone(),
             });
         }
         match run.last() {
@@ -2578,9 +2634,6 @@ fn ack<E: Entity>(responder: Option<Responder>) {
     }
 }
 
-/// Merges records into shard data, the higher version winning.
-/// Merges records into shard data, the higher version winning; returns
-/// the ids whose state changed.
 /// The bytes of records or messages put in one frame: `[sharding]
 /// snapshot_page_bytes`, but at most three quarters of `[transport]
 /// max_frame_bytes` (the rest is room for the estimate's error and the
@@ -2592,35 +2645,51 @@ pub(crate) fn frame_budget<E: Entity>(config: &RegionConfig, channel: &Channel<W
     config.sharding.snapshot_page_bytes.min(max_frame / 4 * 3)
 }
 
-fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>) -> Vec<String> {
+/// Merges records into shard data at `now`, the higher version winning
+/// ([`merge_record`]); returns the ids whose state changed.
+fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>, now: Instant) -> Vec<String> {
     let mut changed = Vec::new();
     for r in records {
-        merge_record(d, r, Some(&mut changed));
+        merge_record(d, r, Some(&mut changed), now);
     }
     changed
 }
 
-/// Merges one record by version (the higher wins);
-/// pushes the id to `changed` when the record was taken.
-fn merge_record<E: Entity>(d: &mut ShardData<E>, r: Record<E>, changed: Option<&mut Vec<String>>) {
-    if !d.version_floor.is_empty() {
-        d.version_floor.remove(&r.id);
-    }
+/// Merges one record by version: it is taken only above the version held,
+/// live state and tombstone alike (a tombstone above the held copy removes
+/// it, a live record at or below a tombstone's version does not bring the
+/// entity back; at equal versions the held copy stays). A tombstone taken
+/// is dated `now` (for [`ShardData::expire_tombstones`]). Pushes the id to
+/// `changed` when the record was taken.
+fn merge_record<E: Entity>(
+    d: &mut ShardData<E>,
+    r: Record<E>,
+    changed: Option<&mut Vec<String>>,
+    now: Instant,
+) {
     let needed = changed.is_some() || !d.unconfirmed.is_empty();
     let taken = match d.entities.get_mut(&r.id) {
         Some(e) if e.version >= r.version => return,
         Some(e) => {
-            e.state = Some(r.state);
+            if r.state.is_none() {
+                d.removed.insert(r.id.clone(), now);
+            } else if e.state.is_none() {
+                d.removed.remove(&r.id);
+            }
+            e.state = r.state;
             e.version = r.version;
             e.stamp = r.stamp;
             needed.then_some(r.id)
         }
         None => {
+            if r.state.is_none() {
+                d.removed.insert(r.id.clone(), now);
+            }
             let id = needed.then(|| r.id.clone());
             d.entities.insert(
                 r.id,
                 Entry {
-                    state: Some(r.state),
+                    state: r.state,
                     version: r.version,
                     stamp: r.stamp,
                     acked: 0,
@@ -2648,10 +2717,7 @@ fn merge_record<E: Entity>(d: &mut ShardData<E>, r: Record<E>, changed: Option<&
 fn holding<E: Entity>(entry: Option<&Entry<E>>, version: u64, stamp: u64, bytes: &[u8]) -> Holding {
     match entry {
         Some(e) if e.version == version => {
-            let same = e.stamp == stamp
-                && e.state
-                    .as_ref()
-                    .is_some_and(|state| encode_state(state) == bytes);
+            let same = e.stamp == stamp && encode_state(&e.state) == bytes;
             if same { Holding::Held } else { Holding::Other }
         }
         _ => Holding::Newer,
@@ -2675,7 +2741,9 @@ fn answer_failed<E: Entity>(shard: ShardId, list: Vec<HeldReply<E>>, reason: &st
     }
 }
 
-fn encode_state<E: Entity>(state: &E) -> Vec<u8> {
+/// The postcard encoding of a record's state (`None`, a tombstone,
+/// encodes apart from every live state).
+fn encode_state<E: Entity>(state: &Option<E>) -> Vec<u8> {
     postcard::to_allocvec(state).unwrap_or_default()
 }
 
@@ -2907,10 +2975,12 @@ mod tests {
             Some(e) => {
                 let mut before = Vec::new();
                 encode_into(e.state.as_ref(), &mut before);
-                unconfirmed_change(&mut d.unconfirmed, id, e.version, &before, version);
+                let before = e.state.is_some().then_some(before.as_slice());
+                unconfirmed_change(&mut d.unconfirmed, id, e.version, before, version);
                 e.state = Some(Value(value));
                 e.version = version;
                 e.stamp = HERE;
+                d.removed.remove(id);
             }
             None => {
                 unconfirmed_creation(&mut d.unconfirmed, id, version);
@@ -2925,6 +2995,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Removes `id` at `version` as the region records it: a tombstone.
+    fn remove(d: &mut ShardData<Value>, id: &str, version: u64) {
+        let e = d.entities.get_mut(id).expect("a live entity");
+        let mut before = Vec::new();
+        encode_into(e.state.as_ref(), &mut before);
+        unconfirmed_change(&mut d.unconfirmed, id, e.version, Some(&before), version);
+        e.state = None;
+        e.version = version;
+        e.stamp = HERE;
+        d.removed.insert(id.to_owned(), Instant::now());
     }
 
     /// `x` set to 10 (confirmed), then 20, 30, 40 unconfirmed; then the
@@ -2962,6 +3044,13 @@ mod tests {
         assert_eq!(reset_after(&[2, 4]), (Some((40, 4, HERE)), false));
     }
 
+    /// The state of `id` in `d`: value (`None`, a tombstone) and version.
+    fn held(d: &ShardData<Value>, id: &str) -> Option<(Option<u32>, u64)> {
+        d.entities
+            .get(id)
+            .map(|e| (e.state.as_ref().map(|v| v.0), e.version))
+    }
+
     #[test]
     fn a_reset_removes_an_entity_created_unconfirmed() {
         let mut d = ShardData::<Value>::default();
@@ -2970,13 +3059,137 @@ mod tests {
         d.confirmed("y", 1);
         change(&mut d, "z", 5, 1);
         d.restore_confirmed(HERE);
-        let y = d
-            .entities
-            .get("y")
-            .map(|e| (e.state.as_ref().expect("held").0, e.version));
-        assert_eq!(y, Some((1, 3)));
-        assert!(d.entities.get("z").is_none());
-        assert_eq!(d.version_floor.get("z"), Some(&1));
+        assert_eq!(held(&d, "y"), Some((Some(1), 3)));
+        assert_eq!(held(&d, "z"), None);
+        assert_eq!(d.version_floor, 1);
+    }
+
+    /// A removal is a change like any other: undone by a reset while a
+    /// replica has not confirmed it, kept once confirmed; a re-creation
+    /// after it numbers above it and is undone back to the tombstone.
+    #[test]
+    fn a_reset_undoes_an_unconfirmed_removal_and_keeps_a_confirmed_one() {
+        let mut d = ShardData::<Value>::default();
+        change(&mut d, "x", 10, 1);
+        d.confirmed("x", 1);
+        remove(&mut d, "x", 2);
+        d.restore_confirmed(RESTORED);
+        assert_eq!(held(&d, "x"), Some((Some(10), 3)), "removal undone");
+        assert!(!d.removed.contains_key("x"));
+
+        let mut d = ShardData::<Value>::default();
+        change(&mut d, "x", 10, 1);
+        remove(&mut d, "x", 2);
+        d.confirmed("x", 2);
+        assert!(d.unconfirmed.is_empty(), "confirmed: nothing to keep");
+        change(&mut d, "x", 7, 3);
+        d.restore_confirmed(RESTORED);
+        // Absent when confirmed: dropped (the replicas hold the confirmed
+        // tombstone), and a creation here numbers above what was issued.
+        assert_eq!(held(&d, "x"), None);
+        assert!(!d.removed.contains_key("x"));
+        assert_eq!(d.version_floor, 3);
+    }
+
+    /// The merge rules across live states and tombstones: the higher
+    /// version wins, whichever kind each is; at equal versions the held
+    /// copy stays.
+    #[test]
+    fn tombstones_and_live_records_merge_by_version() {
+        let now = Instant::now();
+        let rec = |id: &str, version: u64, state: Option<u32>| Record::<Value> {
+            id: id.into(),
+            version,
+            stamp: THERE,
+            state: state.map(Value),
+        };
+        let mut d = ShardData::<Value>::default();
+        // A tombstone above the held copy removes it.
+        assert_eq!(merge(&mut d, vec![rec("a", 1, Some(1))], now), ["a"]);
+        assert_eq!(merge(&mut d, vec![rec("a", 2, None)], now), ["a"]);
+        assert_eq!(held(&d, "a"), Some((None, 2)));
+        assert!(d.removed.contains_key("a"));
+        // Live copies at or below its version do not bring it back.
+        assert!(
+            merge(
+                &mut d,
+                vec![rec("a", 1, Some(5)), rec("a", 2, Some(6))],
+                now
+            )
+            .is_empty()
+        );
+        assert_eq!(held(&d, "a"), Some((None, 2)));
+        // A live record above it does (a re-creation).
+        assert_eq!(merge(&mut d, vec![rec("a", 3, Some(7))], now), ["a"]);
+        assert_eq!(held(&d, "a"), Some((Some(7), 3)));
+        assert!(!d.removed.contains_key("a"));
+        // A tombstone at or below a live version changes nothing.
+        assert!(merge(&mut d, vec![rec("a", 3, None), rec("a", 2, None)], now).is_empty());
+        assert_eq!(held(&d, "a"), Some((Some(7), 3)));
+        // A tombstone of an id never seen is kept: a later stale copy
+        // must not create it.
+        assert_eq!(merge(&mut d, vec![rec("b", 4, None)], now), ["b"]);
+        assert!(merge(&mut d, vec![rec("b", 4, Some(1))], now).is_empty());
+        assert_eq!(held(&d, "b"), Some((None, 4)));
+        // Pages carry tombstones.
+        let (page, more) = fill_page(&d.entities, None, 100_000, 16);
+        assert!(!more);
+        let mut page: Vec<(String, Option<u32>)> = page
+            .into_iter()
+            .map(|r| (r.id, r.state.map(|v| v.0)))
+            .collect();
+        page.sort();
+        assert_eq!(page, [("a".to_owned(), Some(7)), ("b".to_owned(), None)]);
+    }
+
+    /// Tombstones go once old enough and, where this node owns the shard,
+    /// confirmed by every replica; live entities stay.
+    #[test]
+    fn tombstones_expire_once_confirmed_and_old_enough() {
+        let start = Instant::now();
+        let retention = Duration::from_secs(30);
+        let later = start + retention;
+        let mut d = ShardData::<Value>::default();
+        change(&mut d, "x", 1, 1);
+        change(&mut d, "y", 1, 1);
+        remove(&mut d, "x", 2);
+        for id in ["x", "y"] {
+            if let Some(e) = d.entities.get_mut(id) {
+                e.acked = 1;
+            }
+        }
+        d.removed.insert("x".into(), start);
+        assert_eq!(d.expire_tombstones(start, retention, true), 0, "too young");
+        assert_eq!(
+            d.expire_tombstones(later, retention, true),
+            0,
+            "unconfirmed"
+        );
+        // A non-owner goes by age alone.
+        let mut copy = ShardData::<Value>::default();
+        let _ = merge(
+            &mut copy,
+            vec![Record {
+                id: "x".into(),
+                version: 2,
+                stamp: HERE,
+                state: None,
+            }],
+            start,
+        );
+        assert_eq!(copy.expire_tombstones(later, retention, false), 1);
+        assert!(copy.entities.is_empty() && copy.removed.is_empty());
+        // A creation there numbers above the dropped tombstone.
+        assert_eq!(copy.version_floor, 2);
+        // Confirmed on the owner: dropped; the live entity stays.
+        if let Some(e) = d.entities.get_mut("x") {
+            e.acked = 2;
+        }
+        assert_eq!(d.expire_tombstones(later, retention, true), 1);
+        assert_eq!(held(&d, "x"), None);
+        assert_eq!(d.version_floor, 2);
+        assert_eq!(held(&d, "y"), Some((Some(1), 1)));
+        assert!(d.removed.is_empty());
     }
 
     #[test]
@@ -3003,16 +3216,13 @@ mod tests {
             e.version = 2;
         }
         d.restore_confirmed(HERE);
-        let x = d
-            .entities
-            .get("x")
-            .map(|e| (e.state.as_ref().expect("held").0, e.version));
-        assert_eq!(x, Some((10, 4)), "back to the confirmed state");
-        assert!(
-            d.entities.get("y").is_none(),
-            "created unconfirmed: removed"
+        assert_eq!(
+            held(&d, "x"),
+            Some((Some(10), 4)),
+            "back to the confirmed state"
         );
-        assert_eq!(d.version_floor.get("y"), Some(&2));
+        assert_eq!(held(&d, "y"), None, "created unconfirmed: removed");
+        assert_eq!(d.version_floor, 2);
     }
 
     #[test]
@@ -3023,7 +3233,7 @@ mod tests {
             stamp,
             acked: 0,
         };
-        let sent = encode_state(&Value(7));
+        let sent = encode_state(&Some(Value(7)));
         let held = |e: Option<&Entry<Value>>| holding(e, 3, THERE, &sent);
         assert_eq!(held(Some(&entry(7, 3, THERE))), Holding::Held);
         assert_eq!(held(Some(&entry(8, 3, THERE))), Holding::Other);
@@ -3032,6 +3242,27 @@ mod tests {
         assert_eq!(held(Some(&entry(7, 3, HERE))), Holding::Other);
         assert_eq!(held(Some(&entry(7, 4, THERE))), Holding::Newer);
         assert_eq!(held(None), Holding::Newer);
+        // A removal handed over is held by that very tombstone only.
+        let tomb = |stamp: u64| Entry::<Value> {
+            state: None,
+            version: 3,
+            stamp,
+            acked: 0,
+        };
+        let removal = encode_state::<Value>(&None);
+        assert_eq!(
+            holding(Some(&tomb(THERE)), 3, THERE, &removal),
+            Holding::Held
+        );
+        assert_eq!(
+            holding(Some(&tomb(HERE)), 3, THERE, &removal),
+            Holding::Other
+        );
+        assert_eq!(
+            holding(Some(&entry(7, 3, THERE)), 3, THERE, &removal),
+            Holding::Other
+        );
+        assert_eq!(held(Some(&tomb(THERE))), Holding::Other);
     }
 
     #[test]

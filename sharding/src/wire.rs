@@ -9,7 +9,8 @@ use crate::shard::stable_hash;
 
 /// An entity's state with its version (incremented by the owner on every
 /// change; the higher version wins wherever two copies meet) and the stamp
-/// of the owner life that numbered that version.
+/// of the owner life that numbered that version. A record without a state
+/// is a *tombstone*: the entity was removed at `version`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Record<E: Entity> {
@@ -22,8 +23,10 @@ pub struct Record<E: Entity> {
     /// puts its own. Two owners at once (split views) can number the same
     /// version by different histories: the stamp tells them apart.
     pub stamp: u64,
-    /// The state.
-    pub state: E,
+    /// The state; `None` when a handler removed the entity at `version`
+    /// (a tombstone: it removes older copies wherever it is merged, and a
+    /// copy at or below its version does not bring the entity back).
+    pub state: Option<E>,
 }
 
 /// The stamp of one life of a node (name and generation), as
@@ -55,7 +58,8 @@ pub enum Wire<E: Entity> {
         /// The asker's remaining patience, in ms (for parked asks).
         timeout_ms: u64,
     },
-    /// The owner's new state of one entity, for a replica (ask; answered `Ack`).
+    /// The owner's new state of one entity, or its removal (a tombstone),
+    /// for a replica (ask; answered `Ack`).
     Replicate {
         /// The shard.
         shard: u32,
@@ -72,15 +76,17 @@ pub enum Wire<E: Entity> {
         /// The last entity id of the previous page.
         after: Option<String>,
     },
-    /// The owner's full data of a shard, one page, for a new replica (ask; answered `Ack`).
+    /// The owner's full data of a shard, one page, for a new replica
+    /// (ask; answered `Ack`). Tombstones included.
     Sync {
         /// The shard.
         shard: u32,
         /// The page.
         records: Vec<Record<E>>,
     },
-    /// The owner's new states of several entities, for a replica (ask;
-    /// answered `Ack`): what `Replicate` does, batched per burst of input.
+    /// The owner's new states (or tombstones) of several entities, for a
+    /// replica (ask; answered `Ack`): what `Replicate` does, batched per
+    /// burst of input.
     ReplicateBatch {
         /// `(shard, record)` pairs.
         records: Vec<(u32, Record<E>)>,
@@ -108,7 +114,8 @@ pub enum Wire<E: Entity> {
     HandOver {
         /// The shard.
         shard: u32,
-        /// The entities' states, each at the version the change produced.
+        /// The entities' states, each at the version the change produced
+        /// (a tombstone for a removal).
         records: Vec<Record<E>>,
     },
 }
@@ -145,7 +152,8 @@ pub enum WireReply<E: Entity> {
     Ack,
     /// One page of a `Fetch`; `more` when another page follows.
     Page {
-        /// Records in entity-id order.
+        /// Records (tombstones included) in the holder's page order
+        /// (`EntityMap::after`).
         records: Vec<Record<E>>,
         /// Whether to fetch again after the last id.
         more: bool,

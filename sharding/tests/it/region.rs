@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use transport::{Channel, Lane, LocalNode, NodeId, Received, Transport, TransportConfig};
 
 /// A counter: `Add(n)` returns the new value, `Get` the value (absent = 0,
-/// without creating it).
+/// without creating it), `Remove` removes it and returns its last value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Counter(u64);
 
@@ -27,6 +27,8 @@ enum CounterMsg {
     WaitAtLeast(u64),
     /// Like `WaitAtLeast`, but `may_wait` wrongly says it never waits.
     WaitUndeclared(u64),
+    /// Removes the counter; answers its value before (0 if absent).
+    Remove,
 }
 
 impl Entity for Counter {
@@ -47,6 +49,7 @@ impl Entity for Counter {
                 Handled::Reply(c.0)
             }
             CounterMsg::Get => Handled::Reply(state.as_ref().map_or(0, |c| c.0)),
+            CounterMsg::Remove => Handled::Reply(state.take().map_or(0, |c| c.0)),
             CounterMsg::WaitAtLeast(n) | CounterMsg::WaitUndeclared(n) => {
                 match state.as_ref().map_or(0, |c| c.0) {
                     v if v >= n => Handled::Reply(v),
@@ -57,7 +60,7 @@ impl Entity for Counter {
     }
 
     fn reads_only(msg: &CounterMsg) -> bool {
-        !matches!(msg, CounterMsg::Add(_))
+        !matches!(msg, CounterMsg::Add(_) | CounterMsg::Remove)
     }
 
     fn may_wait(msg: &CounterMsg) -> bool {
@@ -2150,4 +2153,142 @@ async fn adds_waiting_while_the_shard_moves_away_and_back_are_counted_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adds_waiting_while_the_shard_flaps_between_owners_are_counted_once() {
     adds_through_a_flapping_view(7, Duration::from_millis(60)).await;
+}
+
+/// A removal is replicated like any change: an ask that removes a counter
+/// with replicas is answered (before, its answer waited for a replica
+/// confirmation that never came, and it timed out), and every node then
+/// reads it absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_with_replicas_is_answered_and_read_nowhere() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let abc = members(&[&a, &b, &c]);
+    set_view(&[&a, &b, &c], &abc);
+    for n in [&a, &b, &c] {
+        wait_routing(n, 3).await;
+    }
+    let ids: Vec<String> = (0..20).map(|i| format!("gone-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(a.region.ask(id, CounterMsg::Add(3), T).await, Ok(3));
+        let asker = [&a, &b, &c][i % 3];
+        let removed = asker
+            .region
+            .ask(id, CounterMsg::Remove, Duration::from_secs(5))
+            .await;
+        assert_eq!(removed, Ok(3), "{id}: the removal is answered");
+    }
+    for n in [&a, &b, &c] {
+        for id in &ids {
+            assert_eq!(n.region.ask(id, CounterMsg::Get, T).await, Ok(0), "{id}");
+        }
+    }
+}
+
+/// An acknowledged removal survives the owner's crash: the replica that
+/// takes over holds the tombstone and does not serve the counter again
+/// (before, it served the removed counter's last value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_entity_is_not_served_again_after_the_owners_crash() {
+    let (a, b, id) = owner_and_replica(500).await;
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(5), T).await, Ok(5));
+    assert_eq!(a.region.ask(&id, CounterMsg::Remove, T).await, Ok(5));
+    assert_eq!(crash_owner_and_read(a, &b, &id).await, 0);
+}
+
+/// A replica on the counter's channel that confirms everything at once and
+/// sends each record it is given to the test (a fetch gets an empty page;
+/// deliveries and hand-overs `Moved`).
+async fn start_recording_replica(
+    name: &str,
+) -> (
+    BareNode,
+    tokio::sync::mpsc::UnboundedReceiver<Record<Counter>>,
+) {
+    let node = start_bare(name).await;
+    let (chan, mut inbox) =
+        Channel::<Wire<Counter>>::register(&node.transport, 20, Lane::Bulk).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _chan = chan;
+        while let Some(Received { msg, responder, .. }) = inbox.recv().await {
+            let answer = match msg {
+                Wire::Replicate { record, .. } => {
+                    let _ = tx.send(record);
+                    WireReply::<Counter>::Ack
+                }
+                Wire::ReplicateBatch { records } => {
+                    for (_, record) in records {
+                        let _ = tx.send(record);
+                    }
+                    WireReply::Ack
+                }
+                Wire::Sync { records, .. } => {
+                    for record in records {
+                        let _ = tx.send(record);
+                    }
+                    WireReply::Ack
+                }
+                Wire::Fetch { .. } => WireReply::Page {
+                    records: Vec::new(),
+                    more: false,
+                },
+                Wire::HandOver { shard, .. } => WireReply::Error(RegionError::Moved { shard }),
+                Wire::Deliver { .. } | Wire::DeliverBatch { .. } => {
+                    WireReply::Error(RegionError::Moved { shard: 0 })
+                }
+            };
+            if let Some(resp) = responder {
+                let _ = resp.reply_msg(&answer);
+            }
+        }
+    });
+    (node, rx)
+}
+
+/// Re-creating a removed counter: the removal reaches the replica as a
+/// tombstone (no state) at the next version, the re-creation at a version
+/// above it, each confirmed before its ask is answered; and the replica
+/// that takes over after the owner's crash serves the re-created counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_entity_numbers_above_its_tombstone_and_replicates() {
+    let a = start_with("a", with_delay_ms(0)).await;
+    let (x, mut records) = start_recording_replica("x").await;
+    let mut ax = members(&[&a]);
+    ax.insert("x".into(), x.transport.identity().clone());
+    let id = id_owned_by(&ax, "a", &members(&[&a]), "a");
+    a.view.send_replace(ax);
+    wait_routing(&a, 2).await;
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(2), T).await, Ok(2));
+    assert_eq!(a.region.ask(&id, CounterMsg::Remove, T).await, Ok(2));
+    assert_eq!(a.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(4), T).await, Ok(4));
+    // Every answer above waited for x's confirmation: x has the records.
+    let mut seen = Vec::new();
+    while let Ok(r) = records.try_recv() {
+        if r.id == id {
+            seen.push((r.version, r.state.map(|c| c.0)));
+        }
+    }
+    seen.dedup();
+    assert_eq!(seen, [(1, Some(2)), (2, None), (3, Some(4))]);
+
+    // With a real replica: the re-created counter survives the crash.
+    let b = start("b").await;
+    let ab = members(&[&a, &b]);
+    let alloc = alloc_of(&ab);
+    let s = RegionConfig::default().defaults.num_shards;
+    let id = (0..)
+        .map(|i| format!("again-{i}"))
+        .find(|id| alloc.owner(sharding::shard_id(id, s)) == Some("a"))
+        .unwrap();
+    set_view(&[&a, &b], &ab);
+    wait_routing(&a, 2).await;
+    wait_routing(&b, 2).await;
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
+    assert_eq!(a.region.ask(&id, CounterMsg::Remove, T).await, Ok(1));
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(6), T).await, Ok(6));
+    assert_eq!(crash_owner_and_read(a, &b, &id).await, 6);
+    x.stop.cancel();
 }
