@@ -1118,7 +1118,8 @@ fn record<E: Entity + Debug>(state: BoxedStrategy<E>) -> BoxedStrategy<Record<E>
         text(),
         prop_oneof![0u64..4, any::<u64>()],
         prop_oneof![0u64..4, any::<u64>()],
-        state,
+        // `None`: a tombstone (the entity removed at `version`).
+        prop::option::of(state),
     )
         .prop_map(|(id, version, stamp, state)| Record {
             id,
@@ -1256,7 +1257,9 @@ fn region_wire<E: Entity>(
 
 fn activate<E: Entity>(mut record: Record<E>) {
     let mut ctx = Context::new("node-1");
-    record.state.on_activate(&mut ctx, &record.id);
+    if let Some(state) = record.state.as_mut() {
+        state.on_activate(&mut ctx, &record.id);
+    }
     drop(ctx.take_jobs());
 }
 
