@@ -295,21 +295,50 @@ pub fn check_host_port(addr: &str) -> Result<(), String> {
 
 fn merge_flags(mut fig: Figment, cli: &Cli) -> Figment {
     if let Some(port) = cli.port {
-        fig = fig.merge(Serialized::default("cluster.port", port));
+        fig = fig.merge(Flag::new("--port", "cluster.port", port));
     }
     if let Some(host) = &cli.host {
-        fig = fig.merge(Serialized::default("cluster.host", host));
+        fig = fig.merge(Flag::new("--host", "cluster.host", host));
     }
     if let Some(bind) = &cli.bind_host {
-        fig = fig.merge(Serialized::default("node.bind_host", bind));
+        fig = fig.merge(Flag::new("--bind-host", "node.bind_host", bind));
     }
     if let Some(name) = &cli.name {
-        fig = fig.merge(Serialized::default("node.name", name));
+        fig = fig.merge(Flag::new("--name", "node.name", name));
     }
     if !cli.seeds.is_empty() {
-        fig = fig.merge(Serialized::default("cluster.seed_nodes", &cli.seeds));
+        fig = fig.merge(Flag::new("--seed", "cluster.seed_nodes", &cli.seeds));
     }
     fig
+}
+
+/// A value set by a command-line flag: figment's `Serialized` provider,
+/// named after the flag, so an error about the value says
+/// `(from command-line flag --seed)` rather than the value's Rust type.
+struct Flag<T> {
+    flag: &'static str,
+    value: Serialized<T>,
+}
+
+impl<T: Serialize> Flag<T> {
+    fn new(flag: &'static str, key: &str, value: T) -> Self {
+        Flag {
+            flag,
+            value: Serialized::default(key, value),
+        }
+    }
+}
+
+impl<T: Serialize> figment::Provider for Flag<T> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(format!("command-line flag {}", self.flag))
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        self.value.data()
+    }
 }
 
 /// One line: the key, the problem and where the value came from.
