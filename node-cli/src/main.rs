@@ -176,16 +176,23 @@ fn raise_open_files_limit() -> std::io::Result<OpenFiles> {
 }
 
 /// Logs the outcome of [`raise_open_files_limit`]: old and new soft
-/// limits at `info`, a failure at `warn` (the node runs on with the limit
-/// it has).
+/// limits at `info` when it rose (at `debug` when it was at the hard limit
+/// already), a failure at `warn` (the node runs on with the limit it has).
 fn log_open_files_limit(outcome: std::io::Result<OpenFiles>) {
     match outcome {
-        Ok(OpenFiles { old, new, hard }) => {
+        Ok(OpenFiles { old, new, hard }) if new > old => {
             tracing::info!(
                 old,
                 new,
                 hard,
                 "open-files soft limit (RLIMIT_NOFILE) raised to the hard limit"
+            );
+        }
+        Ok(OpenFiles { new, hard, .. }) => {
+            tracing::debug!(
+                soft = new,
+                hard,
+                "open-files soft limit (RLIMIT_NOFILE) already at the hard limit"
             );
         }
         Err(e) => {
