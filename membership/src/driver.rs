@@ -34,10 +34,17 @@ pub enum DriverError {
     #[error("cannot register the membership channel: {0}")]
     Channel(#[from] transport::RegisterError),
     /// No seed answered before `join_deadline_ms`.
-    #[error("could not join through seeds {seeds:?}: no answer within the join deadline")]
+    #[error(
+        "could not join through seeds {seeds:?}: no answer within the join deadline{}",
+        refused_suffix(refused)
+    )]
     JoinFailed {
         /// The seeds tried.
         seeds: Vec<String>,
+        /// The seeds whose transport refused our handshake, each with the
+        /// reason it gave (`host:port: reason`), e.g. another cluster
+        /// name: they answered, but not to membership.
+        refused: Vec<String>,
     },
     /// A seed refused the join (e.g. our name is taken by a running member).
     #[error("join refused by {by}: {reason}")]
@@ -78,6 +85,8 @@ pub struct MembershipHandle {
     events: broadcast::Sender<Event>,
     failure: watch::Receiver<Option<Event>>,
     local: MemberId,
+    /// For the reasons seeds gave when they refused our handshake.
+    transport: Transport,
 }
 
 /// Starts membership for this node on `transport` and begins joining
@@ -121,7 +130,17 @@ pub fn start(
         events: events_tx,
         failure: failure_rx,
         local,
+        transport: transport.clone(),
     })
+}
+
+/// The end of [`DriverError::JoinFailed`]'s message: the refusals, if any.
+fn refused_suffix(refused: &[String]) -> String {
+    if refused.is_empty() {
+        String::new()
+    } else {
+        format!("; the handshake was refused by {}", refused.join("; "))
+    }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -190,7 +209,13 @@ impl MembershipHandle {
 
     fn failure_error(&self) -> DriverError {
         match self.failure.borrow().clone() {
-            Some(Event::JoinFailed { seeds }) => DriverError::JoinFailed { seeds },
+            Some(Event::JoinFailed { seeds }) => {
+                let refused = seeds
+                    .iter()
+                    .filter_map(|seed| Some(format!("{seed}: {}", self.transport.refusal(seed)?)))
+                    .collect();
+                DriverError::JoinFailed { seeds, refused }
+            }
             Some(Event::JoinRefused { by, reason }) => DriverError::JoinRefused { by, reason },
             Some(Event::Superseded { by }) => DriverError::Superseded { by },
             _ => DriverError::Stopped,

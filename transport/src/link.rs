@@ -27,7 +27,7 @@ use crate::handshake::{
     HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply, Lane, MAGIC, NodeId, PROTOCOL_VERSION,
 };
 use crate::listener::send_handshake_frame;
-use crate::outbox::{Ended, Outbox, count_dropped, flush_deadline, write_loop};
+use crate::outbox::{Ended, Outbox, count_dropped_quietly, flush_deadline, write_loop};
 use crate::stats::bump;
 use crate::transport::Inner;
 
@@ -83,16 +83,18 @@ impl Link {
 
     /// Fails what is queued (and a lost batch's one-way frames) and every
     /// pending ask sent on this link.
-    fn fail(&self, inner: &Inner, reason: &str, in_flight_one_way: usize) {
+    /// Fails what is queued and in flight on the link; `quiet` logs the
+    /// dropped frames at `debug` (a failure already warned about).
+    fn fail(&self, inner: &Inner, reason: &str, in_flight_one_way: usize, quiet: bool) {
         let one_way = self.outbox.drop_queued() + in_flight_one_way;
-        count_dropped(inner, &self.peer, one_way, reason);
+        count_dropped_quietly(inner, &self.peer, one_way, reason, quiet);
         inner.fail_pending_link(self, reason);
     }
 
     /// Closes the link for good: frames still queued are failed.
     fn close(&self, inner: &Inner, reason: &str) {
         self.outbox.close();
-        self.fail(inner, reason, 0);
+        self.fail(inner, reason, 0, false);
     }
 }
 
@@ -130,8 +132,16 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
             Ok(conn) => conn,
             Err(e) => {
                 bump(&inner.stats.dial_failures);
-                tracing::warn!(peer = %link.peer, lane = ?link.lane, error = %e, "cannot reach peer");
-                link.fail(&inner, &e.to_string(), 0);
+                // Failed dials in a row are warned at the 1st, 2nd, 4th,
+                // ...; a refusal is warned by `dial` when it is news.
+                let in_a_row = backoff.failures.saturating_add(1);
+                let quiet = matches!(e, HandshakeError::Refused(_)) || !in_a_row.is_power_of_two();
+                if quiet {
+                    tracing::debug!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer");
+                } else {
+                    tracing::warn!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer (warned at the 1st, 2nd, 4th, ... failed dial in a row)");
+                }
+                link.fail(&inner, &e.to_string(), 0, quiet);
                 if link.retire.is_cancelled() {
                     link.close(&inner, retire_reason(&inner));
                     return;
@@ -192,7 +202,7 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                 reader.abort();
                 bump(&inner.stats.links_down);
                 tracing::info!(peer = %link.peer, lane = ?link.lane, reason = %reason, "link down");
-                link.fail(&inner, &reason, in_flight_one_way);
+                link.fail(&inner, &reason, in_flight_one_way, false);
             }
         }
     }
@@ -357,12 +367,19 @@ async fn dial(
     let reply = HelloReply::decode(&reply)?;
     match reply {
         HelloReply::Accepted { node } => {
+            inner.clear_refusal(peer);
             let (rd, wr) = stream.into_split();
             reader.set_max_frame_bytes(inner.config.max_frame_bytes);
             Ok((rd, wr, node, reader))
         }
         HelloReply::Refused { reason } => {
-            tracing::warn!(peer = %peer, reason = %reason, "handshake refused by peer");
+            // Warned once per reason; the dialer's retries against the
+            // same refusal are logged at debug level.
+            if inner.note_refusal(peer, &reason) {
+                tracing::warn!(peer = %peer, reason = %reason, "handshake refused by peer (repeats of this refusal are logged at debug level)");
+            } else {
+                tracing::debug!(peer = %peer, reason = %reason, "handshake refused by peer again");
+            }
             Err(HandshakeError::Refused(reason))
         }
     }

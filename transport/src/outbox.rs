@@ -383,19 +383,41 @@ async fn flush_last(inner: &Inner, peer: &str, outbox: &Outbox, sock: Arc<OwnedW
     drop(sock);
 }
 
-/// Counts one-way frames that a failed connection took with it.
+/// Counts one-way frames that a failed connection took with it, and logs
+/// them: at `warn`, or at `debug` when `quiet` (a failure repeating one
+/// already warned about; the count in the stats is kept either way).
 pub(crate) fn count_dropped(inner: &Inner, peer: &str, one_way: usize, reason: &str) {
+    count_dropped_quietly(inner, peer, one_way, reason, false);
+}
+
+/// [`count_dropped`], at `debug` level when `quiet`.
+pub(crate) fn count_dropped_quietly(
+    inner: &Inner,
+    peer: &str,
+    one_way: usize,
+    reason: &str,
+    quiet: bool,
+) {
     if one_way > 0 {
         inner
             .stats
             .dropped_on_link_failure
             .fetch_add(one_way as u64, Relaxed);
-        tracing::warn!(
-            peer,
-            dropped = one_way,
-            reason,
-            "one-way frames dropped: connection failed"
-        );
+        if quiet {
+            tracing::debug!(
+                peer,
+                dropped = one_way,
+                reason,
+                "one-way frames dropped: connection failed"
+            );
+        } else {
+            tracing::warn!(
+                peer,
+                dropped = one_way,
+                reason,
+                "one-way frames dropped: connection failed"
+            );
+        }
     }
 }
 

@@ -80,6 +80,28 @@ impl PeerCache {
 }
 
 impl Inner {
+    /// Records that `peer` refused our handshake for `reason`; true when
+    /// that is news (the first refusal, or another reason than the last),
+    /// so a dialer retrying against a steady refusal warns once.
+    pub(crate) fn note_refusal(&self, peer: &str, reason: &str) -> bool {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        match refusals.get(peer) {
+            Some(last) if last == reason => false,
+            _ => {
+                refusals.insert(peer.to_owned(), reason.to_owned());
+                true
+            }
+        }
+    }
+
+    /// `peer` accepted a handshake (or is forgotten): no refusal stands.
+    pub(crate) fn clear_refusal(&self, peer: &str) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if !refusals.is_empty() {
+            refusals.remove(peer);
+        }
+    }
+
     /// The links to `peer`, through `cache` when there is one.
     fn links(self: &Arc<Self>, cache: Option<&PeerCache>, peer: &str) -> Arc<PeerLinks> {
         match cache {
@@ -150,6 +172,10 @@ pub(crate) struct Inner {
     links: Mutex<FastMap<String, Arc<PeerLinks>>>,
     pub channels: [OnceLock<Slot>; MAX_CHANNELS],
     pending: Mutex<FastMap<u64, PendingAsk>>,
+    /// Peers whose last answer to our handshake was a refusal, by
+    /// address: the reason they gave. Cleared by an accepted handshake
+    /// and by [`Transport::forget`].
+    refusals: Mutex<FastMap<String, String>>,
     next_corr: AtomicU64,
     pub stats: Stats,
     pub shutdown: CancellationToken,
@@ -216,6 +242,7 @@ impl Transport {
             links: Mutex::new(FastMap::default()),
             channels: std::array::from_fn(|_| OnceLock::new()),
             pending: Mutex::new(FastMap::default()),
+            refusals: Mutex::new(FastMap::default()),
             next_corr: AtomicU64::new(1),
             stats: Stats::default(),
             shutdown,
@@ -343,6 +370,20 @@ impl Transport {
             .await
     }
 
+    /// The reason `peer` (`host:port`, as dialled) gave when it refused
+    /// our last handshake with it, e.g. a cluster name that does not
+    /// match; `None` when its last answer was an acceptance or it never
+    /// answered. For a caller whose sends are one-way (tells) and would
+    /// otherwise only see silence.
+    pub fn refusal(&self, peer: &str) -> Option<String> {
+        let refusals = self
+            .inner
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        refusals.get(peer).cloned()
+    }
+
     /// Drops the links to `peer` (e.g. a member that was removed); frames
     /// still queued on them are written (within `[transport]
     /// flush_deadline_ms`) or failed. Replies to asks sent on them are
@@ -351,6 +392,7 @@ impl Transport {
     /// that stalled answers nothing, and its late answers go to a closed
     /// connection). A later send dials again.
     pub fn forget(&self, peer: &str) {
+        self.inner.clear_refusal(peer);
         let removed = self.inner.links_lock().remove(peer);
         if let Some(links) = removed {
             for link in &links.lanes {

@@ -143,6 +143,18 @@ async fn wrong_cluster_is_refused_with_the_reason_on_both_sides() {
         text.contains("handshake refused by peer"),
         "dialer's warning missing:\n{text}"
     );
+    // The dialer keeps the reason for callers whose sends are one-way.
+    let b_addr = b.identity().addr.clone();
+    let reason = a.refusal(&b_addr).expect("the refusal is kept");
+    assert!(reason.contains(r#"cluster name "one""#), "{reason}");
+    // A second refusal for the same reason is not warned again.
+    let _ = ping(&ca, &b_addr, 2).await.unwrap_err();
+    let warned = logs.text().matches("handshake refused by peer").count();
+    assert_eq!(warned, 1, "a repeated refusal is logged at debug level");
+    assert_eq!(a.stats().dial_failures, 2);
+    // Forgetting the peer forgets its refusal.
+    a.forget(&b_addr);
+    assert_eq!(a.refusal(&b_addr), None);
 }
 
 #[tokio::test]
