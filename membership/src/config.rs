@@ -117,7 +117,9 @@ pub struct MembershipConfig {
     pub reap_after_ms: u64,
     /// First join retry delay; doubles per attempt (default 200 ms).
     pub join_retry_ms: u64,
-    /// Largest join retry delay (default 2 s).
+    /// Largest join retry delay (default 1 s: below node-cli's 1.5 s settle
+    /// period, so a node started before its seed joins before the seed,
+    /// alone, settles and starts its run).
     pub join_retry_max_ms: u64,
     /// Joining gives up with `Event::JoinFailed` after this long (default
     /// 30 s).
@@ -164,7 +166,7 @@ impl Default for MembershipConfig {
             push_pull_seed_every: 5,
             reap_after_ms: 60_000,
             join_retry_ms: 200,
-            join_retry_max_ms: 2_000,
+            join_retry_max_ms: 1_000,
             join_deadline_ms: 30_000,
             leave_timeout_ms: 1_000,
             max_queued_updates: 128,

@@ -55,6 +55,9 @@ impl Workload {
     }
 }
 
+/// How often a node waiting for `--nodes` members says how many it has.
+const WAITING_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Report entity id shared by all nodes of a run.
 const REPORT: &str = "final-report";
 /// Barrier every node meets before leaving.
@@ -79,10 +82,25 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
         .context("could not join the cluster")?;
     let members = match w.nodes {
         Some(n) => {
-            node.members
-                .wait_for(n as usize, cfg.barrier_timeout())
-                .await
-                .with_context(|| format!("fewer than {n} members joined"))?;
+            let wait = node.members.wait_for(n as usize, cfg.barrier_timeout());
+            tokio::pin!(wait);
+            // A node told to wait for more members than come would say
+            // nothing until the barrier timeout (5 minutes by default).
+            let mut progress = tokio::time::interval(WAITING_LOG_EVERY);
+            progress.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut wait => {
+                        r.with_context(|| format!("fewer than {n} members joined"))?;
+                        break;
+                    }
+                    _ = progress.tick() => tracing::info!(
+                        have = node.members.view().active_count(),
+                        need = n,
+                        "waiting for members (--nodes)"
+                    ),
+                }
+            }
             n as usize
         }
         None => node

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use casty_tests::{Process, reserve_port};
 
-use crate::{node_cmd, scratch};
+use crate::{node_cmd, scratch, spawn};
 
 /// Time a refused start may take.
 const REFUSE: Duration = Duration::from_secs(20);
@@ -109,6 +109,39 @@ fn a_seed_without_a_port_is_refused() {
     assert_eq!(lines.len(), 1, "one line: {lines:?}");
     assert!(lines[0].contains("127.0.0.1"), "names the value: {lines:?}");
     assert!(lines[0].contains("seed"), "names the key: {lines:?}");
+    assert!(
+        lines[0].contains("(from command-line flag --seed)"),
+        "names the flag it came from: {lines:?}"
+    );
+}
+
+/// A node whose cluster name differs from its seed's is refused at the
+/// handshake; when it gives up, its error says so (the seed answered, just
+/// not to membership), and the refusal is warned once, not per retry.
+#[test]
+fn a_node_of_another_cluster_names_the_seeds_refusal() {
+    let _heavy = casty_tests::serial();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seed = spawn("seed-x", &["--port", "0", "--tasks", "0", "--nodes", "2"]);
+    let addr = casty_tests::listen_addr(&seed, deadline).unwrap();
+    let mut cmd = node_cmd("stranger", &["--port", "0", "--seed", &addr.to_string()]);
+    cmd.env("CASTY_SYSTEM__NAME", "another-cluster");
+    cmd.env("CASTY_CLUSTER__MEMBERSHIP__JOIN_DEADLINE_MS", "2500");
+    let (status, lines) = run("stranger", cmd);
+    assert_eq!(status.code(), Some(1), "{lines:?}");
+    let error = lines
+        .iter()
+        .find(|l| l.contains("ERROR") && l.contains("could not join the cluster"))
+        .unwrap_or_else(|| panic!("no join error: {lines:?}"));
+    assert!(
+        error.contains("handshake was refused") && error.contains("another-cluster"),
+        "the error gives the seed's refusal: {error}"
+    );
+    let warned = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("handshake refused by peer"))
+        .count();
+    assert_eq!(warned, 1, "one warning for a steady refusal: {lines:?}");
 }
 
 /// No process listens on the seed's port: after the join deadline (1.5 s
