@@ -39,12 +39,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let name = node::default_name(&config);
-    if name.len() > membership::swim::MAX_NAME_BYTES {
-        eprintln!(
-            "error: configuration: node name of {} bytes exceeds {} (--name, node.name)",
-            name.len(),
-            membership::swim::MAX_NAME_BYTES
-        );
+    if let Err(e) = check_name(&name) {
+        eprintln!("error: configuration: {e} (--name, node.name)");
         return ExitCode::from(2);
     }
     let work = workload::Workload {
@@ -136,6 +132,28 @@ async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -
     node.leave(LEAVE_TIMEOUT).await;
     tracing::info!("stopped");
     code
+}
+
+/// Checks a node name: at most `MAX_NAME_BYTES` bytes (membership's
+/// limit), and no whitespace or control characters, which would split or
+/// shift the fields of every log line (`time level node target: message`).
+///
+/// # Errors
+/// One line saying what is wrong with the name.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > membership::swim::MAX_NAME_BYTES {
+        return Err(format!(
+            "node name of {} bytes exceeds {}",
+            name.len(),
+            membership::swim::MAX_NAME_BYTES
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "node name {name:?} holds {c:?}: whitespace and control characters are not allowed"
+        ));
+    }
+    Ok(())
 }
 
 /// The open-files limits (`RLIMIT_NOFILE`) before and after

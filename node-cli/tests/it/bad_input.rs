@@ -231,3 +231,15 @@ fn a_too_long_name_is_a_configuration_error() {
     assert_eq!(lines.len(), 1, "one line: {lines:?}");
     assert!(lines[0].contains("300 bytes"), "{lines:?}");
 }
+
+/// A name with a newline or a space would split or shift every log line's
+/// fields: refused with one line, exit 2.
+#[test]
+fn a_name_with_whitespace_or_control_characters_is_refused() {
+    for bad in ["a\nb", "two words", "tab\there", "bell\u{7}"] {
+        let (status, lines) = run("badname", node_cmd(bad, &["--port", "0"]));
+        assert_eq!(status.code(), Some(2), "{bad:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "one line: {lines:?}");
+        assert!(lines[0].contains("not allowed"), "{lines:?}");
+    }
+}
