@@ -29,6 +29,13 @@ start 2 --port $((base + 1)) --seed "127.0.0.1:$base" "$@"
 start 3 --port $((base + 2)) --seed "127.0.0.1:$base" "$@"
 status=0
 for p in "${pids[@]}"; do
-  wait "$p" || { s=$?; [[ $status != 0 ]] || status=$s; }
+  while true; do
+    if wait "$p"; then s=0; else s=$?; fi
+    # A wait cut short by Ctrl-C (the trap ran) returns 128+n while the
+    # node is still leaving: wait for it again, so its own status counts.
+    if (( s > 128 )) && kill -0 "$p" 2>/dev/null; then continue; fi
+    break
+  done
+  [[ $status != 0 ]] || status=$s
 done
 exit "$status"
