@@ -458,11 +458,7 @@ async fn asks_in_flight_to_a_stalled_owner_declared_dead_are_retried_at_the_new_
     let timeout = Duration::from_secs(20);
     let asks: Vec<_> = [&a, &b]
         .iter()
-        .map(|n| {
-            let r = n.region.clone();
-            let id = id.clone();
-            tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), timeout).await })
-        })
+        .map(|n| spawn_add(&n.region, &id, timeout))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -542,11 +538,7 @@ async fn a_new_owner_waits_for_a_holder_in_its_view_whose_fetch_failed() {
     wait_routing(&c, 2).await;
     // Past one fetch's patience while b's view lags.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let add = {
-        let r = c.region.clone();
-        let id = id.clone();
-        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
-    };
+    let add = spawn_add(&c.region, &id, T);
     tokio::time::sleep(Duration::from_millis(300)).await;
     b.view.send_replace(bc);
     assert_eq!(add.await.unwrap(), Ok(2), "the add applies on b's copy");
@@ -707,11 +699,7 @@ async fn reset_while_an_add_waits_for_its_replica(
     }
     a.view.send_replace(az);
     wait_routing(&a, 2).await;
-    let add = {
-        let r = a.region.clone();
-        let id = id.clone();
-        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
-    };
+    let add = spawn_add(&a.region, &id, T);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!add.is_finished(), "z never confirms: the ask must wait");
     a.region.reset().await.unwrap();
@@ -1260,11 +1248,7 @@ async fn an_add_whose_replication_failed_is_not_applied_again_by_the_new_owner()
     // b crashes, still in a's view: a's replication of the add fails.
     b.stop.cancel();
     b.transport.shutdown().await;
-    let add = {
-        let r = a.region.clone();
-        let id = id.clone();
-        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
-    };
+    let add = spawn_add(&a.region, &id, T);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!add.is_finished(), "the add waits for its replica");
     // b is declared dead and c joins, owning the counter's shard.
@@ -1308,11 +1292,7 @@ async fn a_reset_of_the_old_owner_does_not_apply_a_handed_off_add_twice() {
     assert_eq!(a.region.ask(&id, CounterMsg::Get, T).await, Ok(0));
     a.view.send_replace(az);
     wait_routing(&a, 2).await;
-    let add = {
-        let r = a.region.clone();
-        let id = id.clone();
-        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
-    };
+    let add = spawn_add(&a.region, &id, T);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!add.is_finished(), "z never confirms: the add waits");
     // z is declared dead, c joins and takes the shard over from a.
@@ -1481,11 +1461,7 @@ async fn a_reset_while_recovering_keeps_held_asks_and_the_holders_writes() {
     assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
     set_view(&[&b, &c], &abc);
     wait_routing(&c, 3).await;
-    let add = {
-        let r = c.region.clone();
-        let id = id.clone();
-        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
-    };
+    let add = spawn_add(&c.region, &id, T);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!add.is_finished(), "held while c waits for a");
     c.region.reset().await.unwrap();
@@ -1520,11 +1496,7 @@ async fn two_would_be_owners_of_a_shard_serve_it_once_views_converge() {
     wait_routing(&c, 2).await;
     let adds: Vec<_> = [&b, &c]
         .iter()
-        .map(|n| {
-            let r = n.region.clone();
-            let id = id.clone();
-            tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
-        })
+        .map(|n| spawn_add(&n.region, &id, T))
         .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
@@ -1772,11 +1744,7 @@ async fn two_owners_number_one_version(
     // a, cut off from b, sees {a, z}: still the owner, z its replica.
     a.view.send_replace(az);
     wait_member(&a, "z", true).await;
-    let add = {
-        let r = a.region.clone();
-        let id = id.clone();
-        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), T).await })
-    };
+    let add = spawn_add(&a.region, &id, T);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!add.is_finished(), "z never confirms: the add waits");
     // a learns of c, the owner: it hands its version 2 over.
@@ -1868,11 +1836,7 @@ async fn hand_over_to_an_owner_that_is_down(
         c.stop.cancel();
         c.transport.shutdown().await;
     }
-    let add = {
-        let r = a.region.clone();
-        let id = id.clone();
-        tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), ask_timeout).await })
-    };
+    let add = spawn_add(&a.region, &id, ask_timeout);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!add.is_finished(), "the add waits for its replica");
     let moved_at = std::time::Instant::now();
@@ -2046,6 +2010,17 @@ async fn adds_in_flight_through_a_join_with_a_slow_replica_are_counted_once() {
     tally.check(&[&a, &b, &c, &d]).await;
     assert!(d.region.stats().shards_recovered > 0, "d took over shards");
     z.node.stop.cancel();
+}
+
+/// Sends `Add(1)` to counter `id` through `region` in a task of its own;
+/// the handle gives the ask's answer (the counter after the add).
+fn spawn_add(
+    region: &RegionHandle<Counter>,
+    id: &str,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<Result<u64, RegionError>> {
+    let (r, id) = (region.clone(), id.to_owned());
+    tokio::spawn(async move { r.ask(&id, CounterMsg::Add(1), timeout).await })
 }
 
 /// Starts `per_node` senders on each of `nodes`. Sender `w` of the `k`-th
