@@ -27,7 +27,7 @@ use crate::handshake::{
     HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply, Lane, MAGIC, NodeId, PROTOCOL_VERSION,
 };
 use crate::listener::send_handshake_frame;
-use crate::outbox::{Ended, Outbox, count_dropped_quietly, flush_deadline, write_loop};
+use crate::outbox::{Ended, Outbox, Loudness, count_dropped_at, flush_deadline, write_loop};
 use crate::stats::bump;
 use crate::transport::Inner;
 
@@ -83,18 +83,18 @@ impl Link {
 
     /// Fails what is queued (and a lost batch's one-way frames) and every
     /// pending ask sent on this link.
-    /// Fails what is queued and in flight on the link; `quiet` logs the
-    /// dropped frames at `debug` (a failure already warned about).
-    fn fail(&self, inner: &Inner, reason: &str, in_flight_one_way: usize, quiet: bool) {
+    /// Fails what is queued and in flight on the link, logging the dropped
+    /// frames at `loudness`.
+    fn fail(&self, inner: &Inner, reason: &str, in_flight_one_way: usize, loudness: Loudness) {
         let one_way = self.outbox.drop_queued() + in_flight_one_way;
-        count_dropped_quietly(inner, &self.peer, one_way, reason, quiet);
+        count_dropped_at(inner, &self.peer, one_way, reason, loudness);
         inner.fail_pending_link(self, reason);
     }
 
     /// Closes the link for good: frames still queued are failed.
     fn close(&self, inner: &Inner, reason: &str) {
         self.outbox.close();
-        self.fail(inner, reason, 0, false);
+        self.fail(inner, reason, 0, Loudness::Warn);
     }
 }
 
@@ -132,16 +132,26 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
             Ok(conn) => conn,
             Err(e) => {
                 bump(&inner.stats.dial_failures);
-                // Failed dials in a row are warned at the 1st, 2nd, 4th,
-                // ...; a refusal is warned by `dial` when it is news.
+                // The first failed dial in a row is information (a seed
+                // not listening yet: the next frame dials again); the
+                // 2nd, 4th, 8th, ... are warned, the rest debug detail. A
+                // refusal is warned by `dial` when it is news.
                 let in_a_row = backoff.failures.saturating_add(1);
-                let quiet = matches!(e, HandshakeError::Refused(_)) || !in_a_row.is_power_of_two();
-                if quiet {
-                    tracing::debug!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer");
+                let loudness = if matches!(e, HandshakeError::Refused(_)) {
+                    Loudness::Debug
+                } else if in_a_row == 1 {
+                    Loudness::Info
+                } else if in_a_row.is_power_of_two() {
+                    Loudness::Warn
                 } else {
-                    tracing::warn!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer (warned at the 1st, 2nd, 4th, ... failed dial in a row)");
+                    Loudness::Debug
+                };
+                match loudness {
+                    Loudness::Debug => tracing::debug!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer"),
+                    Loudness::Info => tracing::info!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer; the next frame dials again (warned from the 2nd failed dial in a row, then at the 4th, 8th, ...)"),
+                    Loudness::Warn => tracing::warn!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer (warned at the 2nd, 4th, 8th, ... failed dial in a row)"),
                 }
-                link.fail(&inner, &e.to_string(), 0, quiet);
+                link.fail(&inner, &e.to_string(), 0, loudness);
                 if link.retire.is_cancelled() {
                     link.close(&inner, retire_reason(&inner));
                     return;
@@ -202,7 +212,7 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                 reader.abort();
                 bump(&inner.stats.links_down);
                 tracing::info!(peer = %link.peer, lane = ?link.lane, reason = %reason, "link down");
-                link.fail(&inner, &reason, in_flight_one_way, false);
+                link.fail(&inner, &reason, in_flight_one_way, Loudness::Warn);
             }
         }
     }

@@ -383,40 +383,42 @@ async fn flush_last(inner: &Inner, peer: &str, outbox: &Outbox, sock: Arc<OwnedW
     drop(sock);
 }
 
-/// Counts one-way frames that a failed connection took with it, and logs
-/// them: at `warn`, or at `debug` when `quiet` (a failure repeating one
-/// already warned about; the count in the stats is kept either way).
-pub(crate) fn count_dropped(inner: &Inner, peer: &str, one_way: usize, reason: &str) {
-    count_dropped_quietly(inner, peer, one_way, reason, false);
+/// How loudly a failure is logged: a failure that is news is a warning,
+/// the first failed dial to a peer in a row is information (a seed that is
+/// not listening yet, a peer that is restarting: the next frame dials
+/// again), and a failure repeating one already logged is debug detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Loudness {
+    Debug,
+    Info,
+    Warn,
 }
 
-/// [`count_dropped`], at `debug` level when `quiet`.
-pub(crate) fn count_dropped_quietly(
+/// Counts one-way frames that a failed connection took with it, and logs
+/// them at `warn`.
+pub(crate) fn count_dropped(inner: &Inner, peer: &str, one_way: usize, reason: &str) {
+    count_dropped_at(inner, peer, one_way, reason, Loudness::Warn);
+}
+
+/// [`count_dropped`], logged at `loudness` (the count in the stats is kept
+/// whatever the level).
+pub(crate) fn count_dropped_at(
     inner: &Inner,
     peer: &str,
     one_way: usize,
     reason: &str,
-    quiet: bool,
+    loudness: Loudness,
 ) {
     if one_way > 0 {
         inner
             .stats
             .dropped_on_link_failure
             .fetch_add(one_way as u64, Relaxed);
-        if quiet {
-            tracing::debug!(
-                peer,
-                dropped = one_way,
-                reason,
-                "one-way frames dropped: connection failed"
-            );
-        } else {
-            tracing::warn!(
-                peer,
-                dropped = one_way,
-                reason,
-                "one-way frames dropped: connection failed"
-            );
+        const WHAT: &str = "one-way frames dropped: connection failed";
+        match loudness {
+            Loudness::Debug => tracing::debug!(peer, dropped = one_way, reason, "{WHAT}"),
+            Loudness::Info => tracing::info!(peer, dropped = one_way, reason, "{WHAT}"),
+            Loudness::Warn => tracing::warn!(peer, dropped = one_way, reason, "{WHAT}"),
         }
     }
 }
