@@ -73,7 +73,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(cli, config, name, work))
+    // The node runs as a task on the runtime, not in `block_on` on this
+    // thread: the regions' answers then wake it on a runtime thread, where
+    // a wake-up is a queue push, instead of a parked main thread, where
+    // each is a futex call (a quarter of the runtime's CPU per task in
+    // `cargo bench -p taskqueue --bench queue` before the bench's clients
+    // moved onto the runtime too).
+    runtime.block_on(async {
+        tokio::spawn(run(cli, config, name, work))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the node's task ended abnormally");
+                ExitCode::FAILURE
+            })
+    })
 }
 
 /// Threads of the async runtime (messaging, membership, the regions'

@@ -132,7 +132,10 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
     // grouped by owner, one round trip), a few batches in flight so the
     // owners' workers always have queued work.
     let result_timeout = cfg.result_timeout();
-    let batches = futures::stream::iter(ids.chunks(BATCH))
+    // Owned batches: a closure over borrowed chunks would make this future
+    // unfit for `tokio::spawn` (its argument's lifetime is higher-ranked).
+    let chunks: Vec<Vec<String>> = ids.chunks(BATCH).map(<[String]>::to_vec).collect();
+    let batches = futures::stream::iter(chunks)
         .map(|chunk| async move {
             let tasks = chunk
                 .iter()
@@ -143,7 +146,7 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
                 })
                 .collect();
             let results = node.queue.submit_many_and_wait(tasks, result_timeout).await;
-            chunk.iter().zip(results)
+            chunk.into_iter().zip(results)
         })
         .buffered(BATCHES_IN_FLIGHT);
     futures::pin_mut!(batches);

@@ -58,17 +58,18 @@ fn raw_rate<T>(task: fn(&str) -> T, threads: usize, tasks: usize, round: usize) 
     tasks as f64 / t0.elapsed().as_secs_f64()
 }
 
-async fn queue_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
+async fn queue_rate(queue: TaskQueue, tasks: usize, round: usize) -> f64 {
     let t0 = Instant::now();
-    let ids: Vec<String> = (0..tasks).map(|i| format!("job-{round}-{i}")).collect();
-    futures::stream::iter(ids.iter())
-        .map(|id| async move {
+    // Owned ids and a queue handle per task: the client is a spawned task
+    // (see `on_runtime`), so what it holds across awaits is `'static`.
+    futures::stream::iter((0..tasks).map(|i| (queue.clone(), format!("job-{round}-{i}"))))
+        .map(|(queue, id)| async move {
             queue
-                .submit(id, &format!("doc-{id}"), ITERATIONS)
+                .submit(&id, &format!("doc-{id}"), ITERATIONS)
                 .await
                 .expect("submit");
             queue
-                .wait_result(id, Duration::from_secs(60))
+                .wait_result(&id, Duration::from_secs(60))
                 .await
                 .expect("result");
         })
@@ -76,6 +77,22 @@ async fn queue_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
         .collect::<Vec<()>>()
         .await;
     tasks as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The ids of one round of a batched path, in batches of [`BATCH`], each
+/// with a queue handle of its own.
+fn batches(
+    queue: &TaskQueue,
+    prefix: &str,
+    tasks: usize,
+    round: usize,
+) -> Vec<(TaskQueue, Vec<String>)> {
+    let ids: Vec<String> = (0..tasks)
+        .map(|i| format!("{prefix}-{round}-{i}"))
+        .collect();
+    ids.chunks(BATCH)
+        .map(|chunk| (queue.clone(), chunk.to_vec()))
+        .collect()
 }
 
 /// Tasks per batch and batches in flight on the batched path (node-cli's
@@ -94,16 +111,15 @@ fn new_tasks(ids: &[String]) -> Vec<NewTask> {
         .collect()
 }
 
-async fn batched_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
+async fn batched_rate(queue: TaskQueue, tasks: usize, round: usize) -> f64 {
     let t0 = Instant::now();
-    let ids: Vec<String> = (0..tasks).map(|i| format!("batch-{round}-{i}")).collect();
-    futures::stream::iter(ids.chunks(BATCH))
-        .map(|chunk| async move {
-            let batch = new_tasks(chunk);
+    futures::stream::iter(batches(&queue, "batch", tasks, round))
+        .map(|(queue, chunk)| async move {
+            let batch = new_tasks(&chunk);
             for r in queue.submit_many(batch).await {
                 r.expect("submit");
             }
-            for r in queue.wait_results(chunk, Duration::from_secs(60)).await {
+            for r in queue.wait_results(&chunk, Duration::from_secs(60)).await {
                 r.expect("result");
             }
         })
@@ -113,12 +129,11 @@ async fn batched_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
     tasks as f64 / t0.elapsed().as_secs_f64()
 }
 
-async fn combined_rate(queue: &TaskQueue, tasks: usize, round: usize) -> f64 {
+async fn combined_rate(queue: TaskQueue, tasks: usize, round: usize) -> f64 {
     let t0 = Instant::now();
-    let ids: Vec<String> = (0..tasks).map(|i| format!("both-{round}-{i}")).collect();
-    futures::stream::iter(ids.chunks(BATCH))
-        .map(|chunk| async move {
-            let batch = new_tasks(chunk);
+    futures::stream::iter(batches(&queue, "both", tasks, round))
+        .map(|(queue, chunk)| async move {
+            let batch = new_tasks(&chunk);
             for r in queue
                 .submit_many_and_wait(batch, Duration::from_secs(60))
                 .await
@@ -166,6 +181,12 @@ fn thread_cpu_us() -> [f64; 3] {
         by_kind[kind] += ns / 1e3;
     }
     by_kind
+}
+
+/// Runs a client on the runtime as a task of its own and waits for its
+/// figure.
+async fn on_runtime<F: std::future::Future<Output = f64> + Send + 'static>(f: F) -> f64 {
+    tokio::spawn(f).await.expect("client task")
 }
 
 /// One measured phase: its figure, the process CPU µs per task, and that
@@ -236,9 +257,12 @@ fn main() {
             let p = with_cpu(tasks, async { raw_rate(compute_task, threads, tasks, round) }).await;
             raw_compute.push(p.rate);
             raw_cpu.push(p.cpu);
-            paths[0].push(with_cpu(tasks, queue_rate(&queue, tasks, round)).await);
-            paths[1].push(with_cpu(tasks, batched_rate(&queue, tasks, round)).await);
-            paths[2].push(with_cpu(tasks, combined_rate(&queue, tasks, round)).await);
+            // The clients run as tasks on the runtime, as node-cli's
+            // workload does: the region's answers wake them there, not a
+            // thread parked in `block_on`.
+            paths[0].push(with_cpu(tasks, on_runtime(queue_rate(queue.clone(), tasks, round))).await);
+            paths[1].push(with_cpu(tasks, on_runtime(batched_rate(queue.clone(), tasks, round))).await);
+            paths[2].push(with_cpu(tasks, on_runtime(combined_rate(queue.clone(), tasks, round))).await);
         }
         let rates = paths
             .each_ref()
