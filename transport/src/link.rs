@@ -27,7 +27,7 @@ use crate::handshake::{
     HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply, Lane, MAGIC, NodeId, PROTOCOL_VERSION,
 };
 use crate::listener::send_handshake_frame;
-use crate::outbox::{Ended, Outbox, Loudness, count_dropped_at, flush_deadline, write_loop};
+use crate::outbox::{Ended, Loudness, Outbox, count_dropped_at, flush_deadline, write_loop};
 use crate::stats::bump;
 use crate::transport::Inner;
 
@@ -147,9 +147,15 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                     Loudness::Debug
                 };
                 match loudness {
-                    Loudness::Debug => tracing::debug!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer"),
-                    Loudness::Info => tracing::info!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer; the next frame dials again (warned from the 2nd failed dial in a row, then at the 4th, 8th, ...)"),
-                    Loudness::Warn => tracing::warn!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer (warned at the 2nd, 4th, 8th, ... failed dial in a row)"),
+                    Loudness::Debug => {
+                        tracing::debug!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer")
+                    }
+                    Loudness::Info => {
+                        tracing::info!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer; the next frame dials again (warned from the 2nd failed dial in a row, then at the 4th, 8th, ...)")
+                    }
+                    Loudness::Warn => {
+                        tracing::warn!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer (warned at the 2nd, 4th, 8th, ... failed dial in a row)")
+                    }
                 }
                 link.fail(&inner, &e.to_string(), 0, loudness);
                 if link.retire.is_cancelled() {
