@@ -25,6 +25,10 @@
 # - node CPU: user + sys of every node over its whole life, per task,
 #   beside the hash's own time per task at the baseline (less noisy than
 #   the wall-clock figures on a shared machine: use it for A/B runs);
+# - thread CPU per task: each node logs its CPU time by thread kind after
+#   its Final Report (pool, runtime, other); summed over the nodes. The
+#   runtime and other threads' share is what the nodes add to the hash,
+#   and moves less from run to run than the wall-clock figures;
 # - peak RSS per node (max resident set, /usr/bin/time, else VmHWM polled
 #   from /proc); goal <= 30 MiB.
 #
@@ -133,6 +137,7 @@ echo "baseline, 1 core: $baseline_line"
 slowest=0
 max_rss=0
 cpu_total=0
+pool_ms=0 runtime_ms=0 other_ms=0
 first_start=
 last_end=
 for i in $(seq 1 "$nodes"); do
@@ -155,6 +160,13 @@ for i in $(seq 1 "$nodes"); do
     cpu="CPU time not measured"
   fi
   report=$(grep -o 'Final Report.*' "$work/$i.log" || echo "no Final Report")
+  # The node's own CPU split by thread kind, logged after its Final Report.
+  split=$(grep -m1 'CPU time so far by thread kind' "$work/$i.log" || true)
+  read -r p r o < <(awk '{
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+  } END { print v["pool_ms"] + 0, v["runtime_ms"] + 0, v["other_ms"] + 0 }' <<<"$split")
+  read -r pool_ms runtime_ms other_ms < <(awk -v a="$pool_ms" -v b="$runtime_ms" -v c="$other_ms" \
+    -v p="$p" -v r="$r" -v o="$o" 'BEGIN { print a + p, b + r, c + o }')
   printf 'node bench-%s: exit %s, %s, peak RSS %.1f MiB, %s\n  %s\n' \
     "$i" "${codes[$((i - 1))]}" "$line" "$(awk -v k="$rss" 'BEGIN {print k / 1024}')" "$cpu" "$report"
   slowest=$(awk -v a="$slowest" -v b="${secs:-0}" 'BEGIN {print (b > a) ? b : a}')
@@ -162,7 +174,8 @@ for i in $(seq 1 "$nodes"); do
 done
 span=$(awk -v a="${first_start:-0}" -v b="${last_end:-0}" 'BEGIN {d = b - a; if (d < 0) d += 86400; printf "%.6f", d}')
 awk -v n="$nodes" -v t="$tasks" -v s="$slowest" -v base="$baseline" -v c="$cores" -v rss="$max_rss" \
-  -v span="$span" -v cpu="$cpu_total" -v have_cpu="$have_time" 'BEGIN {
+  -v span="$span" -v cpu="$cpu_total" -v have_cpu="$have_time" \
+  -v pool="$pool_ms" -v runtime="$runtime_ms" -v other="$other_ms" 'BEGIN {
   total = n * t
   rate = (s > 0) ? total / s : 0
   goal = 0.8 * c * base
@@ -177,6 +190,9 @@ awk -v n="$nodes" -v t="$tasks" -v s="$slowest" -v base="$baseline" -v c="$cores
   if (have_cpu != "" && total > 0)
     printf "node CPU: %.2f s in all = %.1f us per task (whole lives; the hash alone at the baseline: %.1f us per task)\n",
       cpu, cpu / total * 1e6, 1e6 / base
+  if (pool > 0 && total > 0)
+    printf "thread CPU per task (every node, up to its Final Report): pool %.1f us (the hash alone at the baseline: %.1f), runtime %.1f us, other threads %.1f us; the node adds %.1f us per task beyond the pool\n",
+      pool / total * 1e3, 1e6 / base, runtime / total * 1e3, other / total * 1e3, (runtime + other) / total * 1e3
   printf "peak RSS goal: <= 30 MiB per node: %s (max %.1f MiB)\n", (rss / 1024 <= 30) ? "met" : "MISSED", rss / 1024
 }'
 exit "$status"

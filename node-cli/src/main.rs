@@ -9,6 +9,7 @@
 
 mod cli;
 mod config;
+mod cpu;
 mod logs;
 mod node;
 mod workload;

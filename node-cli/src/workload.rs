@@ -212,6 +212,14 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
         replicated_records = stats.replicated_records,
         "task region counters"
     );
+    if let Some(cpu) = crate::cpu::ThreadCpu::now() {
+        tracing::info!(
+            pool_ms = format_args!("{:.1}", cpu.pool_ms),
+            runtime_ms = format_args!("{:.1}", cpu.runtime_ms),
+            other_ms = format_args!("{:.1}", cpu.other_ms),
+            "CPU time so far by thread kind"
+        );
+    }
 
     let deadline = tokio::time::Instant::now() + cfg.barrier_timeout();
     with_live_members(node, deadline, |members, left| {
