@@ -78,6 +78,9 @@ mod tests {
             })
             .unwrap();
         let during = spin.join().unwrap();
-        assert!(during.is_ok(), "pool time never grew: {before:?} then {during:?}");
+        assert!(
+            during.is_ok(),
+            "pool time never grew: {before:?} then {during:?}"
+        );
     }
 }

@@ -770,6 +770,7 @@ impl Region {
             parked_asks: Arc::default(),
             replication_failures: 0,
             encoded_after: Vec::new(),
+            view_now: view.clone(),
         };
         tokio::spawn(actor.run(mbox_rx, internal_rx, view, shutdown));
         Ok(handle)
@@ -862,6 +863,10 @@ struct Actor<E: Entity> {
     parked_asks: Arc<AtomicUsize>,
     /// Replication batches failed in a row (for the warning's rate).
     replication_failures: u64,
+    /// The membership view as it is now, for tasks of this actor that
+    /// outlive a view change (a sync failing because its target left is
+    /// not worth a warning).
+    view_now: watch::Receiver<MemberMap>,
 }
 
 impl<E: Entity> Actor<E> {
@@ -1442,6 +1447,7 @@ impl<E: Entity> Actor<E> {
         };
         let chan = self.channel.clone();
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
+        let view = self.view_now.clone();
         async move {
             for records in pages {
                 let wire = Wire::Sync {
@@ -1454,7 +1460,18 @@ impl<E: Entity> Actor<E> {
                 })
                 .await;
                 if let Err(reason) = acked {
-                    tracing::warn!(to = %to, shard = shard.0, attempts, reason = %reason, "shard sync failed");
+                    // A target that left (or whose life ended) meanwhile
+                    // needs nothing from us: its shards have other owners
+                    // now, which this node's own view change serves.
+                    let still_member = view
+                        .borrow()
+                        .get(&to.name)
+                        .is_some_and(|n| n.generation == to.generation);
+                    if still_member {
+                        tracing::warn!(to = %to, shard = shard.0, attempts, reason = %reason, "shard sync failed");
+                    } else {
+                        tracing::debug!(to = %to, shard = shard.0, attempts, reason = %reason, "shard sync failed: the target is no longer a member");
+                    }
                     return;
                 }
             }

@@ -218,7 +218,13 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                 reader.abort();
                 bump(&inner.stats.links_down);
                 tracing::info!(peer = %link.peer, lane = ?link.lane, reason = %reason, "link down");
-                link.fail(&inner, &reason, in_flight_one_way, Loudness::Warn);
+                // A peer that closed or reset the connection is most often
+                // one that left or stopped: its one-way frames (probes,
+                // gossip) are lost as they would be on the way, and the
+                // membership layer, not the transport, decides what its
+                // silence means. Logged beside the "link down" line,
+                // counted in the stats.
+                link.fail(&inner, &reason, in_flight_one_way, Loudness::Info);
             }
         }
     }

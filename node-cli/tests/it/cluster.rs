@@ -26,6 +26,21 @@ fn three_nodes_like_the_readme() {
         busy(&report).len() >= 2,
         "tasks spread over at least two nodes: {report:?}"
     );
+    // The main job runs clean: a seed not listening yet at start-up and
+    // peers leaving at the end are routine, not warnings.
+    for node in &nodes {
+        let alarming: Vec<String> = node
+            .stderr()
+            .snapshot()
+            .into_iter()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        assert!(
+            alarming.is_empty(),
+            "{} logged warnings or errors in a normal run: {alarming:#?}",
+            node.label()
+        );
+    }
 }
 
 /// One node alone starts the cluster, processes its 5 tasks and exits 0.
