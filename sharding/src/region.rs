@@ -128,6 +128,33 @@ impl<M> JobOutputs<M> {
     }
 }
 
+/// Failures in a row by peer name: how often in a row each peer failed,
+/// so a failing peer's warnings thin out (1st, 2nd, 4th, ...) however
+/// many batches to healthy peers come in between.
+#[derive(Debug, Default)]
+struct FailuresInARow {
+    by_peer: HashMap<String, u64>,
+}
+
+impl FailuresInARow {
+    /// Records one outcome for `peer`: returns its failures in a row now
+    /// (0 after a success, which ends the run).
+    fn record(&mut self, peer: &str, failed: bool) -> u64 {
+        if !failed {
+            self.by_peer.remove(peer);
+            return 0;
+        }
+        let n = self.by_peer.entry(peer.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Forgets the peers that are not in `members`.
+    fn keep_only(&mut self, members: &MemberMap) {
+        self.by_peer.retain(|name, _| members.contains_key(name));
+    }
+}
+
 /// The members that hold shards (alive and suspect), by name.
 pub type MemberMap = BTreeMap<String, NodeId>;
 
@@ -330,6 +357,9 @@ enum Internal<E: Entity> {
     ReplicatedBatch {
         entries: Vec<(ShardId, String, u64)>,
         result: Result<()>,
+        /// Each replica's outcome: its name, and why it failed (`None`:
+        /// it confirmed).
+        replicas: Vec<(String, Option<String>)>,
     },
     Fetched {
         shard: ShardId,
@@ -768,7 +798,7 @@ impl Region {
             shard_replicas: Vec::new(),
             encoded_before: Vec::new(),
             parked_asks: Arc::default(),
-            replication_failures: 0,
+            replication_failures: FailuresInARow::default(),
             encoded_after: Vec::new(),
             view_now: view.clone(),
         };
@@ -861,8 +891,9 @@ struct Actor<E: Entity> {
     encoded_after: Vec<u8>,
     /// Asks parked by this region's entities (see [`ParkedSlot`]).
     parked_asks: Arc<AtomicUsize>,
-    /// Replication batches failed in a row (for the warning's rate).
-    replication_failures: u64,
+    /// Replication batches failed in a row, by replica (for the
+    /// warning's rate).
+    replication_failures: FailuresInARow,
     /// The membership view as it is now, for tasks of this actor that
     /// outlive a view change (a sync failing because its target left is
     /// not worth a warning).
@@ -986,6 +1017,8 @@ impl<E: Entity> Actor<E> {
         let alloc = allocate(&names, self.num_shards, self.replication);
         let old_alloc = std::mem::replace(&mut self.alloc, alloc);
         let old_members = std::mem::replace(&mut self.members, members);
+        // Failure counts of replicas that are gone go with them.
+        self.replication_failures.keep_only(&self.members);
         // Before anything below delivers (activation, held messages).
         self.refresh_replicas();
         let now = Instant::now();
@@ -2127,9 +2160,13 @@ impl<E: Entity> Actor<E> {
                         .iter()
                         .map(|r| chan.ask::<WireReply<E>>(&r.addr, &wire, timeout));
                     let mut result = Ok(());
+                    let mut outcomes = Vec::with_capacity(replicas.len());
                     for (r, outcome) in replicas.iter().zip(futures::future::join_all(asks).await) {
                         let reason = match outcome {
-                            Ok(WireReply::Ack) => continue,
+                            Ok(WireReply::Ack) => {
+                                outcomes.push((r.name.clone(), None));
+                                continue;
+                            }
                             Ok(WireReply::Error(e)) => e.to_string(),
                             Ok(_) => "unexpected reply".to_owned(),
                             Err(e) => e.to_string(),
@@ -2138,8 +2175,13 @@ impl<E: Entity> Actor<E> {
                             shard: entries.first().map_or(0, |e| e.0.0),
                             reason: format!("{}: {reason}", r.name),
                         });
+                        outcomes.push((r.name.clone(), Some(reason)));
                     }
-                    let _ = tx.send(Internal::ReplicatedBatch { entries, result });
+                    let _ = tx.send(Internal::ReplicatedBatch {
+                        entries,
+                        result,
+                        replicas: outcomes,
+                    });
                 });
             }
         }
@@ -2189,20 +2231,26 @@ impl<E: Entity> Actor<E> {
 
     fn on_internal(&mut self, i: Internal<E>) {
         match i {
-            Internal::ReplicatedBatch { entries, result } => {
-                if let Err(e) = &result {
-                    // While a dead replica is not yet declared dead, every
-                    // batch fails: warn at the 1st, 2nd, 4th, ... failure
-                    // in a row, the rest at debug level.
-                    self.replication_failures += 1;
-                    let failures = self.replication_failures;
+            Internal::ReplicatedBatch {
+                entries,
+                result,
+                replicas,
+            } => {
+                // While a dead replica is not yet declared dead, every
+                // batch to it fails: warn at its 1st, 2nd, 4th, ... failure
+                // in a row, the rest at debug level. Counted by replica, so
+                // batches to healthy replicas in between do not restart
+                // the count (and the warnings) of a failing one.
+                for (replica, failed) in replicas {
+                    let failures = self.replication_failures.record(&replica, failed.is_some());
+                    let Some(reason) = failed else {
+                        continue;
+                    };
                     if failures.is_power_of_two() {
-                        tracing::warn!(entities = entries.len(), failures, error = %e, "replication failed; will retry (warned at the 1st, 2nd, 4th, ... failure in a row)");
+                        tracing::warn!(replica = %replica, entities = entries.len(), failures, error = %reason, "replication failed; will retry (warned at the 1st, 2nd, 4th, ... failure in a row to this replica)");
                     } else {
-                        tracing::debug!(entities = entries.len(), failures, error = %e, "replication failed; will retry");
+                        tracing::debug!(replica = %replica, entities = entries.len(), failures, error = %reason, "replication failed; will retry");
                     }
-                } else {
-                    self.replication_failures = 0;
                 }
                 let ok = result.is_ok();
                 for (shard, id, version) in entries {
@@ -2903,6 +2951,29 @@ mod tests {
     fn batch(len: usize) -> (Arc<BatchSlots<Value>>, oneshot::Receiver<Vec<Result<u32>>>) {
         let (tx, rx) = oneshot::channel();
         (BatchSlots::new(len, BatchDone::Local(tx)), rx)
+    }
+
+    #[test]
+    fn failures_are_counted_in_a_row_by_peer() {
+        let mut f = FailuresInARow::default();
+        // A failing peer keeps its count while another succeeds in between
+        // (the warnings go out at 1, 2, 4, ...: here at its 1st, 2nd, 4th).
+        let mut warned = Vec::new();
+        for round in 1..=5 {
+            let n = f.record("dead", true);
+            assert_eq!(n, round);
+            if n.is_power_of_two() {
+                warned.push(n);
+            }
+            assert_eq!(f.record("healthy", false), 0);
+        }
+        assert_eq!(warned, [1, 2, 4]);
+        // A success ends the run; the next failure is the 1st again.
+        assert_eq!(f.record("dead", false), 0);
+        assert_eq!(f.record("dead", true), 1);
+        // Peers that left are forgotten.
+        f.keep_only(&MemberMap::new());
+        assert!(f.by_peer.is_empty());
     }
 
     #[test]
