@@ -155,8 +155,8 @@ fn process_cpu_us() -> f64 {
 }
 
 /// CPU time on the clock of each of this process's threads, summed by
-/// kind, in µs: `[hashing pool, runtime, the rest]` (the rest is the main
-/// thread, where the bench's client runs in `block_on`). From
+/// kind, in µs: `[hashing pool, runtime, the rest]` (the rest: the main
+/// thread, parked in `block_on`, and any other). From
 /// `/proc/self/task/<tid>/schedstat` (its first field: ns on a CPU) and
 /// the thread's `comm`; threads that are gone are not counted.
 fn thread_cpu_us() -> [f64; 3] {
@@ -203,10 +203,15 @@ async fn with_cpu<F: std::future::Future<Output = f64>>(tasks: usize, f: F) -> P
     let rate = f.await;
     let (c1, t1) = (process_cpu_us(), thread_cpu_us());
     let n = tasks as f64;
+    let [pool, runtime] = [0, 1].map(|k| (t1[k] - t0[k]) / n);
+    let cpu = (c1 - c0) / n;
+    // The rest is the process's CPU less the two long-lived kinds: summed
+    // from `/proc` it could go negative, a thread that had just been
+    // joined (the raw loop's) being listed at the start and gone at the end.
     Phase {
         rate,
-        cpu: (c1 - c0) / n,
-        split: [0, 1, 2].map(|k| (t1[k] - t0[k]) / n),
+        cpu,
+        split: [pool, runtime, cpu - pool - runtime],
     }
 }
 
@@ -302,13 +307,13 @@ fn main() {
             combined_cpu - raw_cpu
         );
         // Where it goes: the pool's threads against the raw loop's CPU,
-        // the region's runtime thread(s), and the client on the main
-        // thread.
-        for (name, [pool, runtime, client]) in
+        // the runtime's thread(s) (the region's actor and, since they run
+        // as tasks there, the clients), and the other threads.
+        for (name, [pool, runtime, other]) in
             ["TaskQueue", "batched", "submit_many_and_wait"].iter().zip(splits)
         {
             println!(
-                "thread CPU per task, {name}: pool {pool:.1} us (raw loop {raw_cpu:.1}), runtime {runtime:.1} us, client {client:.1} us"
+                "thread CPU per task, {name}: pool {pool:.1} us (raw loop {raw_cpu:.1}), runtime (region and client) {runtime:.1} us, other threads {other:.1} us"
             );
         }
         stop.cancel();
