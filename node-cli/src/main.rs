@@ -95,7 +95,7 @@ fn main() -> ExitCode {
 /// (`[tasks] workers`, the cores by default), and on a small machine every
 /// runtime thread beyond what the messaging needs costs wake-ups and
 /// context switches (about 15 % of a node's CPU per task measured on 2
-/// cores against one thread per core; README, Benchmark).
+/// cores against one thread per core; `BENCHMARKS.md`).
 /// `TOKIO_WORKER_THREADS` overrides it.
 ///
 /// # Errors
