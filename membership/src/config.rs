@@ -182,16 +182,42 @@ impl Default for MembershipConfig {
     }
 }
 
-/// Longest accepted duration for any parameter: one day (in
-/// milliseconds in `ConfigError::OutOfRange`).
+/// Longest accepted duration for any parameter: one day.
 pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
+/// Shortest accepted duration for any parameter: 1 ms. Shorter timers
+/// would only spin (the drivers' clocks tick in ms).
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+
+/// A seed value in seconds as a duration.
+///
+/// # Errors
+/// [`ConfigError::NotPositive`] for zero, a negative number or NaN;
+/// [`ConfigError::DurationOutOfRange`] past [`MAX_DURATION`] (infinity
+/// included) or below [`MIN_DURATION`].
 fn seconds(key: &'static str, value: f64) -> Result<Duration, ConfigError> {
-    if value.is_finite() && value > 0.0 {
-        Duration::try_from_secs_f64(value).map_err(|_| ConfigError::NotPositive { key })
-    } else {
-        Err(ConfigError::NotPositive { key })
+    if value.is_nan() || value <= 0.0 {
+        return Err(ConfigError::NotPositive { key });
     }
+    let d = Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX);
+    check_duration(key, d)?;
+    Ok(d)
+}
+
+/// Checks `d` is within [`MIN_DURATION`]`..=`[`MAX_DURATION`].
+fn check_duration(key: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::NotPositive { key });
+    }
+    if !(MIN_DURATION..=MAX_DURATION).contains(&d) {
+        return Err(ConfigError::DurationOutOfRange {
+            key,
+            value: d,
+            min: MIN_DURATION,
+            max: MAX_DURATION,
+        });
+    }
+    Ok(())
 }
 
 impl MembershipConfig {
@@ -313,17 +339,7 @@ impl MembershipConfig {
             ("leave_timeout_ms", self.leave_timeout()),
         ];
         for (key, d) in durations {
-            if d.is_zero() {
-                return Err(ConfigError::NotPositive { key });
-            }
-            if d > MAX_DURATION {
-                return Err(ConfigError::OutOfRange {
-                    key,
-                    value: d.as_millis().try_into().unwrap_or(u64::MAX),
-                    min: 1,
-                    max: MAX_DURATION.as_millis() as u64,
-                });
-            }
+            check_duration(key, d)?;
         }
         if self.probe_timeout() >= self.probe_interval {
             return Err(ConfigError::MustBeSmaller {
@@ -471,6 +487,41 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn seed_seconds_outside_1_ms_to_a_day_are_refused_with_their_bounds() {
+        let gossip = |s: f64| {
+            MembershipConfig::from_seed(&SeedTimings {
+                gossip_interval_s: s,
+                ..SeedTimings::default()
+            })
+        };
+        let key = "cluster.gossip.interval";
+        for s in [0.0, -1.0, f64::NAN, f64::NEG_INFINITY] {
+            assert_eq!(gossip(s), Err(ConfigError::NotPositive { key }), "{s}");
+        }
+        for (s, value) in [
+            (1e300, Duration::MAX),
+            (f64::INFINITY, Duration::MAX),
+            (86_401.0, Duration::from_secs(86_401)),
+            (0.000_000_1, Duration::from_nanos(100)),
+        ] {
+            let e = gossip(s).expect_err("out of range");
+            assert_eq!(
+                e,
+                ConfigError::DurationOutOfRange {
+                    key,
+                    value,
+                    min: MIN_DURATION,
+                    max: MAX_DURATION,
+                },
+                "{s}"
+            );
+            assert!(e.to_string().contains("within 1ms..=86400s"), "{e}");
+        }
+        assert!(gossip(0.001).is_ok());
+        assert!(gossip(86_400.0).is_ok());
     }
 
     #[test]

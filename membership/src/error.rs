@@ -17,6 +17,21 @@ pub enum ConfigError {
         /// The configuration key.
         key: &'static str,
     },
+    /// A duration is shorter than [`MIN_DURATION`](crate::config::MIN_DURATION)
+    /// or longer than [`MAX_DURATION`](crate::config::MAX_DURATION) (a
+    /// seed value in seconds, or a `_ms` key).
+    #[error("`{key}` must be within {min:?}..={max:?} (it is {})", shown(value))]
+    DurationOutOfRange {
+        /// The configuration key.
+        key: &'static str,
+        /// The value given (saturated at `Duration::MAX` when it does not
+        /// fit one).
+        value: std::time::Duration,
+        /// Shortest allowed value.
+        min: std::time::Duration,
+        /// Longest allowed value.
+        max: std::time::Duration,
+    },
     /// A count or multiplier is outside its allowed range.
     #[error("`{key}` = {value} is outside {min}..={max}")]
     OutOfRange {
@@ -49,6 +64,32 @@ pub enum ConfigError {
     /// too long address).
     #[error("invalid local identity: {0}")]
     InvalidIdentity(#[from] InvalidMessage),
+}
+
+/// A duration as an error shows it: `100ns`, `86401s`, or "longer than
+/// any duration" for one that does not fit a `Duration` (1e300 seconds).
+fn shown(d: &std::time::Duration) -> String {
+    if *d == std::time::Duration::MAX {
+        "longer than any duration".to_owned()
+    } else {
+        format!("{d:?}")
+    }
+}
+
+impl ConfigError {
+    /// The configuration key the error is about, when it names one: a
+    /// dotted seed key (`cluster.gossip.interval`) or a bare key of
+    /// [`MembershipConfig`](crate::MembershipConfig) (`probe_timeout_ms`).
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::NotPositive { key }
+            | ConfigError::DurationOutOfRange { key, .. }
+            | ConfigError::OutOfRange { key, .. }
+            | ConfigError::MustBeSmaller { key, .. } => Some(key),
+            ConfigError::MetadataTooLarge { .. } => Some("max_metadata_bytes"),
+            ConfigError::InvalidIdentity(_) => None,
+        }
+    }
 }
 
 /// Metadata given to `set_metadata` (or the constructor) is too large.

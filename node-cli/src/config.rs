@@ -240,8 +240,7 @@ impl Config {
         for seed in &self.cluster.seed_nodes {
             check_host_port(seed).map_err(|e| ConfigError(format!("cluster.seed_nodes: {e}")))?;
         }
-        self.membership()
-            .map_err(|e| ConfigError(format!("cluster: {e}")))?;
+        self.membership().map_err(membership_error)?;
         self.transport.validate().map_err(ConfigError)?;
         self.region().validate().map_err(ConfigError)?;
         self.tasks
@@ -363,9 +362,29 @@ fn describe(e: &figment::Error) -> String {
     out.join("; ")
 }
 
+/// A membership error with its key as `casty.toml` spells it: the seed
+/// keys are dotted already (`cluster.gossip.interval`), the others live in
+/// `[cluster.membership]` (`probe_timeout_ms` becomes
+/// `cluster.membership.probe_timeout_ms`), so [`with_source`] finds where
+/// the value came from.
+fn membership_error(e: membership::ConfigError) -> ConfigError {
+    let msg = e.to_string();
+    match e.key() {
+        Some(key) if !key.contains('.') => {
+            let full = format!("cluster.membership.{key}");
+            ConfigError(
+                msg.replacen(&format!("`{key}`"), &format!("`{full}`"), 1)
+                    .replacen(&format!("({key})"), &format!("({full})"), 1),
+            )
+        }
+        Some(_) => ConfigError(msg),
+        None => ConfigError(format!("cluster: {msg}")),
+    }
+}
+
 /// Appends where the value came from to a [`Config::validate`] message,
 /// which names the key as a dotted path (`sharding.max_parked_asks must be
-/// ...`) or as a section then the key (`cluster: probe_timeout_ms ...`);
+/// ...`) or as a section then the key (`tasks: max_iterations ...`);
 /// the message is kept as is when no key is found.
 fn with_source(fig: &Figment, msg: String) -> String {
     let words: Vec<&str> = msg

@@ -86,6 +86,42 @@ fn an_out_of_range_value_is_named_with_its_source() {
     );
 }
 
+/// Membership keys are named by their full path and source: a
+/// `[cluster.membership]` key, and a seed interval outside 1 ms to a day
+/// (a 100 ns gossip interval would only spin).
+#[test]
+fn membership_keys_are_named_by_full_path_with_their_source() {
+    let cases = [
+        (
+            "[cluster.membership]\nprobe_timeout_ms = 5000\n",
+            "`cluster.membership.probe_timeout_ms` must be smaller than `cluster.heartbeat.interval`",
+        ),
+        (
+            "[cluster.gossip]\ninterval = 0.0000001\n",
+            "`cluster.gossip.interval` must be within 1ms..=86400s (it is 100ns)",
+        ),
+        (
+            "[cluster.gossip]\ninterval = 1e300\n",
+            "`cluster.gossip.interval` must be within 1ms..=86400s (it is longer than any duration)",
+        ),
+    ];
+    for (i, (toml, expected)) in cases.into_iter().enumerate() {
+        let dir = scratch();
+        std::fs::write(dir.join("casty.toml"), toml).unwrap();
+        let name = format!("membership-key-{i}");
+        let mut cmd = node_cmd(&name, &["--port", "0"]);
+        cmd.current_dir(&dir);
+        let (status, lines) = run(&name, cmd);
+        assert_eq!(status.code(), Some(2), "{lines:?}");
+        assert_eq!(lines.len(), 1, "one line: {lines:?}");
+        assert!(lines[0].contains(expected), "{expected:?} in {lines:?}");
+        assert!(
+            lines[0].contains("(from TOML file"),
+            "names the source: {lines:?}"
+        );
+    }
+}
+
 #[test]
 fn an_unknown_key_in_an_explicit_config_file_is_named_with_its_file() {
     let dir = scratch();
