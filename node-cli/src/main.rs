@@ -128,8 +128,9 @@ async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -
             return ExitCode::FAILURE;
         }
     };
+    let progress = workload::Progress::default();
     let outcome = tokio::select! {
-        r = workload::run(&node, &work) => Some(r),
+        r = workload::run(&node, &work, &progress) => Some(r),
         _ = signal() => None,
     };
     let code = match outcome {
@@ -139,7 +140,12 @@ async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -
             ExitCode::FAILURE
         }
         None => {
-            tracing::info!("signal received: leaving the cluster");
+            let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
+            let failed = progress.failed.load(std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                "signal received: leaving the cluster; {done}/{} results received ({failed} tasks without one), the rest not waited for",
+                work.tasks
+            );
             ExitCode::SUCCESS
         }
     };

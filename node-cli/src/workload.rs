@@ -3,6 +3,7 @@
 //! cluster's final report, meet the others at the shutdown barrier.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -23,9 +24,10 @@ pub struct Workload {
     pub settle: Duration,
 }
 
-/// Most tasks one node submits in a run (`--tasks`): their ids are built up
-/// front (about 30 bytes each), so the bound keeps a typo from exhausting
-/// memory.
+/// Most tasks one node submits in a run (`--tasks`). Ids are built a batch
+/// at a time, but each task costs about 180 bytes on its owner and replica
+/// once completed (`taskqueue/README.md`), so the bound keeps a typo from
+/// exhausting the cluster's memory.
 pub const MAX_TASKS: u32 = 10_000_000;
 
 impl Workload {
@@ -69,11 +71,22 @@ const BATCH: usize = 256;
 /// Batches in flight at once.
 const BATCHES_IN_FLIGHT: usize = 4;
 
-/// Runs the workload; `Ok(true)` when every task completed.
+/// How far the workload got, readable while it runs (node-cli logs it when
+/// a signal cuts the run short).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Results received.
+    pub done: AtomicU64,
+    /// Tasks that ended without a result (their errors are logged).
+    pub failed: AtomicU64,
+}
+
+/// Runs the workload; `Ok(true)` when every task completed. Counts results
+/// into `progress` as they come.
 ///
 /// # Errors
 /// Joining, reporting or the barrier failing.
-pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
+pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool> {
     let cfg = node.queue.config().clone();
     let join_deadline = Duration::from_secs(120);
     node.members
@@ -116,7 +129,11 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
     // learning of a member sends to shards whose owners disagree, and
     // its tasks wait for the views to converge).
     let deadline = tokio::time::Instant::now() + cfg.barrier_timeout();
+    // The members that started together: a report missing from one of
+    // them at the end is worth saying.
+    let mut started_with = Vec::new();
     with_live_members(node, deadline, |members, left| {
+        started_with.clone_from(&members);
         node.queue
             .barrier_among(START_BARRIER, &node.name, members, left)
     })
@@ -124,19 +141,21 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
     .context("start barrier")?;
     tracing::info!(members, "cluster ready");
 
-    let ids: Vec<String> = (0..w.tasks)
-        .map(|i| format!("job-{}-{i}", node.name))
-        .collect();
     let started = Instant::now();
     // Batches of tasks, each submitted and waited for in one call (frames
     // grouped by owner, one round trip), a few batches in flight so the
-    // owners' workers always have queued work.
+    // owners' workers always have queued work. Each batch's ids are built
+    // when it is sent: building millions up front held this node's
+    // runtime for seconds (its probes unanswered, so the others declared
+    // it dead) and its memory for the whole run.
     let result_timeout = cfg.result_timeout();
-    // Owned batches: a closure over borrowed chunks would make this future
-    // unfit for `tokio::spawn` (its argument's lifetime is higher-ranked).
-    let chunks: Vec<Vec<String>> = ids.chunks(BATCH).map(<[String]>::to_vec).collect();
-    let batches = futures::stream::iter(chunks)
-        .map(|chunk| async move {
+    let total = w.tasks;
+    let batches = futures::stream::iter((0..total).step_by(BATCH))
+        .map(|first| async move {
+            let last = first.saturating_add(BATCH as u32).min(total);
+            let chunk: Vec<String> = (first..last)
+                .map(|i| format!("job-{}-{i}", node.name))
+                .collect();
             let tasks = chunk
                 .iter()
                 .map(|id| taskqueue::NewTask {
@@ -166,17 +185,18 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
                     );
                     *distribution.entry(by).or_default() += 1;
                     done += 1;
+                    progress.done.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::error!(task = %id, error = %e, "no result");
                     failed.push(id.clone());
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
     }
     tracing::info!(
-        "{done}/{} completed in {:.3}s",
-        ids.len(),
+        "{done}/{total} completed in {:.3}s",
         started.elapsed().as_secs_f64()
     );
 
@@ -203,6 +223,16 @@ pub async fn run(node: &Node, w: &Workload) -> Result<bool> {
         report.total,
         parts.join(", ")
     );
+    let missing: Vec<&String> = started_with
+        .iter()
+        .filter(|n| !report.reporters.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            missing = ?missing,
+            "members that started with this run sent no report (they left or failed before reporting): the tasks they submitted are not in this Final Report"
+        );
+    }
     let stats = node.queue.task_region().stats();
     tracing::info!(
         delivered = stats.delivered,

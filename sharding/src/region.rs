@@ -801,6 +801,7 @@ impl Region {
             replication_failures: FailuresInARow::default(),
             encoded_after: Vec::new(),
             view_now: view.clone(),
+            sync_failures: Arc::default(),
         };
         tokio::spawn(actor.run(mbox_rx, internal_rx, view, shutdown));
         Ok(handle)
@@ -894,6 +895,9 @@ struct Actor<E: Entity> {
     /// Replication batches failed in a row, by replica (for the
     /// warning's rate).
     replication_failures: FailuresInARow,
+    /// Shard syncs failed in a row, by target (for the warning's rate;
+    /// shared with the sync tasks, which outlive a message).
+    sync_failures: Arc<std::sync::Mutex<FailuresInARow>>,
     /// The membership view as it is now, for tasks of this actor that
     /// outlive a view change (a sync failing because its target left is
     /// not worth a warning).
@@ -1019,6 +1023,10 @@ impl<E: Entity> Actor<E> {
         let old_members = std::mem::replace(&mut self.members, members);
         // Failure counts of replicas that are gone go with them.
         self.replication_failures.keep_only(&self.members);
+        self.sync_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keep_only(&self.members);
         // Before anything below delivers (activation, held messages).
         self.refresh_replicas();
         let now = Instant::now();
@@ -1481,6 +1489,14 @@ impl<E: Entity> Actor<E> {
         let chan = self.channel.clone();
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
         let view = self.view_now.clone();
+        let failures = Arc::clone(&self.sync_failures);
+        let to_name = to.name.clone();
+        let record_outcome = move |failed: bool| {
+            failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(&to_name, failed)
+        };
         async move {
             for records in pages {
                 let wire = Wire::Sync {
@@ -1500,14 +1516,18 @@ impl<E: Entity> Actor<E> {
                         .borrow()
                         .get(&to.name)
                         .is_some_and(|n| n.generation == to.generation);
-                    if still_member {
-                        tracing::warn!(to = %to, shard = shard.0, attempts, reason = %reason, "shard sync failed");
+                    let failures = record_outcome(true);
+                    if still_member && failures.is_power_of_two() {
+                        tracing::warn!(to = %to, shard = shard.0, attempts, failures, reason = %reason, "shard sync failed (warned at the 1st, 2nd, 4th, ... failure in a row to this node)");
+                    } else if still_member {
+                        tracing::debug!(to = %to, shard = shard.0, attempts, failures, reason = %reason, "shard sync failed");
                     } else {
                         tracing::debug!(to = %to, shard = shard.0, attempts, reason = %reason, "shard sync failed: the target is no longer a member");
                     }
                     return;
                 }
             }
+            record_outcome(false);
         }
     }
 
@@ -2242,6 +2262,12 @@ impl<E: Entity> Actor<E> {
                 // batches to healthy replicas in between do not restart
                 // the count (and the warnings) of a failing one.
                 for (replica, failed) in replicas {
+                    if failed.is_some() && !self.members.contains_key(&replica) {
+                        // Sent before the replica left the view: its
+                        // records go to the new holders (retried below).
+                        tracing::debug!(replica = %replica, entities = entries.len(), "replication to a former member failed; retried for the current holders");
+                        continue;
+                    }
                     let failures = self.replication_failures.record(&replica, failed.is_some());
                     let Some(reason) = failed else {
                         continue;
