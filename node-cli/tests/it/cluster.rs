@@ -153,3 +153,46 @@ fn a_duplicate_name_is_refused() {
         "the first node keeps running"
     );
 }
+
+/// A node stopped by SIGTERM mid-run says how far it got and exits 0 after
+/// leaving; the others finish, and their Final Report says which member
+/// sent no report.
+#[test]
+fn a_member_stopped_mid_run_is_named_in_the_others_reports() {
+    let _heavy = serial();
+    let deadline = Instant::now() + RUN;
+    // Long enough tasks that the stopped node has not finished when the
+    // signal comes (200 x 50,000 rounds, about 0.5 s of hashing per node).
+    let args = ["--nodes", "3", "--tasks", "200", "--iterations", "50000"];
+    let (n1, seed) = spawn_seed("n1", &args);
+    let n2 = spawn_joiner("n2", seed, &args);
+    let mut stopped = spawn_joiner("stopped", seed, &args);
+    stopped
+        .stderr()
+        .wait_for(deadline, |l| l.contains("cluster ready"))
+        .expect("the run starts");
+    stopped.terminate().unwrap();
+    let status = stopped
+        .wait_exit(deadline)
+        .unwrap()
+        .expect("the stopped node exits");
+    assert!(status.success(), "a graceful leave exits 0: {status}");
+    let summary = stopped
+        .stderr()
+        .snapshot()
+        .into_iter()
+        .find(|l| l.contains("signal received: leaving the cluster;"))
+        .expect("the stopped node logs how far it got");
+    assert!(summary.contains("/200 results received"), "{summary}");
+    let mut others = [n1, n2];
+    assert_all_succeeded(&mut others, deadline);
+    for node in &others {
+        let missing = node
+            .stderr()
+            .snapshot()
+            .into_iter()
+            .find(|l| l.contains("sent no report"))
+            .unwrap_or_else(|| panic!("{} names the member without a report", node.label()));
+        assert!(missing.contains("\"stopped\""), "{missing}");
+    }
+}
