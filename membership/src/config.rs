@@ -185,6 +185,10 @@ impl Default for MembershipConfig {
 /// Longest accepted duration for any parameter: one day.
 pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
+/// Largest `[cluster.failure_detector] threshold` (the suspicion
+/// timeout's multiplier, `suspicion_max_multiplier`).
+pub const MAX_THRESHOLD: f64 = 64.0;
+
 /// Shortest accepted duration for any parameter: 1 ms. Shorter timers
 /// would only spin (the drivers' clocks tick in ms).
 pub const MIN_DURATION: Duration = Duration::from_millis(1);
@@ -244,13 +248,12 @@ impl MembershipConfig {
             "cluster.heartbeat.availability_check_interval",
             seed.availability_check_interval_s / 4.0,
         )?;
-        if !(seed.failure_detector_threshold.is_finite() && seed.failure_detector_threshold >= 1.0)
-        {
-            return Err(ConfigError::OutOfRange {
+        if !(1.0..=MAX_THRESHOLD).contains(&seed.failure_detector_threshold) {
+            return Err(ConfigError::NumberOutOfRange {
                 key: "cluster.failure_detector.threshold",
-                value: seed.failure_detector_threshold.max(0.0) as u64,
-                min: 1,
-                max: 64,
+                value: seed.failure_detector_threshold,
+                min: 1.0,
+                max: MAX_THRESHOLD,
             });
         }
         self.suspicion_max_multiplier = seed.failure_detector_threshold;
@@ -359,14 +362,12 @@ impl MembershipConfig {
                 other: "join_retry_max_ms",
             });
         }
-        if !(self.suspicion_max_multiplier.is_finite()
-            && (1.0..=64.0).contains(&self.suspicion_max_multiplier))
-        {
-            return Err(ConfigError::OutOfRange {
+        if !(1.0..=MAX_THRESHOLD).contains(&self.suspicion_max_multiplier) {
+            return Err(ConfigError::NumberOutOfRange {
                 key: "cluster.failure_detector.threshold",
-                value: self.suspicion_max_multiplier.max(0.0) as u64,
-                min: 1,
-                max: 64,
+                value: self.suspicion_max_multiplier,
+                min: 1.0,
+                max: MAX_THRESHOLD,
             });
         }
         let ranges: [(&'static str, u64, u64, u64); 13] = [
@@ -522,6 +523,21 @@ mod tests {
         }
         assert!(gossip(0.001).is_ok());
         assert!(gossip(86_400.0).is_ok());
+    }
+
+    #[test]
+    fn a_threshold_out_of_range_is_quoted_as_given() {
+        for t in [0.5, 64.9, f64::INFINITY] {
+            let e = MembershipConfig::from_seed(&SeedTimings {
+                failure_detector_threshold: t,
+                ..SeedTimings::default()
+            })
+            .expect_err("out of range");
+            assert_eq!(
+                e.to_string(),
+                format!("`cluster.failure_detector.threshold` = {t} is outside 1..=64")
+            );
+        }
     }
 
     #[test]

@@ -32,7 +32,20 @@ pub enum ConfigError {
         /// Longest allowed value.
         max: std::time::Duration,
     },
-    /// A count or multiplier is outside its allowed range.
+    /// A number that may have a fraction (a multiplier) is outside its
+    /// allowed range, or is not a number.
+    #[error("`{key}` = {value} is outside {min}..={max}")]
+    NumberOutOfRange {
+        /// The configuration key.
+        key: &'static str,
+        /// The value given.
+        value: f64,
+        /// Smallest allowed value.
+        min: f64,
+        /// Largest allowed value.
+        max: f64,
+    },
+    /// A count is outside its allowed range.
     #[error("`{key}` = {value} is outside {min}..={max}")]
     OutOfRange {
         /// The configuration key.
@@ -84,6 +97,7 @@ impl ConfigError {
         match self {
             ConfigError::NotPositive { key }
             | ConfigError::DurationOutOfRange { key, .. }
+            | ConfigError::NumberOutOfRange { key, .. }
             | ConfigError::OutOfRange { key, .. }
             | ConfigError::MustBeSmaller { key, .. } => Some(key),
             ConfigError::MetadataTooLarge { .. } => Some("max_metadata_bytes"),

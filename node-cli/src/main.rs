@@ -34,11 +34,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.print_config {
-        // A closed stdout (`--print-config | head`) is not an error here.
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), config.to_toml().as_bytes());
-        return ExitCode::SUCCESS;
-    }
     let name = node::default_name(&config);
     if let Err(e) = check_name(&name) {
         eprintln!("error: configuration: {e} (--name, node.name)");
@@ -53,6 +48,13 @@ fn main() -> ExitCode {
     if let Err(e) = work.check(config.tasks.max_iterations) {
         eprintln!("error: configuration: {e}");
         return ExitCode::from(2);
+    }
+    // After every check a run makes before it starts: what is printed is
+    // what a run would accept.
+    if cli.print_config {
+        // A closed stdout (`--print-config | head`) is not an error here.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), config.to_toml().as_bytes());
+        return ExitCode::SUCCESS;
     }
     let threads = match runtime_threads() {
         Ok(n) => n,
@@ -171,6 +173,12 @@ fn check_name(name: &str) -> Result<(), String> {
     if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
             "node name {name:?} holds {c:?}: whitespace and control characters are not allowed"
+        ));
+    }
+    // A member shows as `name@address#generation` in every log line.
+    if let Some(c) = name.chars().find(|c| matches!(c, '@' | '#')) {
+        return Err(format!(
+            "node name {name:?} holds {c:?}: '@' and '#' are not allowed (members show as name@address#generation)"
         ));
     }
     Ok(())

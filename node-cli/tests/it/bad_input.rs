@@ -86,6 +86,22 @@ fn an_out_of_range_value_is_named_with_its_source() {
     );
 }
 
+/// `--print-config` refuses what a run refuses (exit 2), so what it prints
+/// is what a run would accept.
+#[test]
+fn print_config_refuses_what_a_run_refuses() {
+    for args in [
+        &["--print-config", "--iterations", "0"][..],
+        &["--print-config", "--tasks", "10000001"][..],
+    ] {
+        let (status, lines) = run("print-bad", node_cmd("print-bad", args));
+        assert_eq!(status.code(), Some(2), "{args:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    }
+    let (status, lines) = run("print-bad", node_cmd("two words", &["--print-config"]));
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+}
+
 /// Membership keys are named by their full path and source: a
 /// `[cluster.membership]` key, and a seed interval outside 1 ms to a day
 /// (a 100 ns gossip interval would only spin).
@@ -272,7 +288,15 @@ fn a_too_long_name_is_a_configuration_error() {
 /// fields: refused with one line, exit 2.
 #[test]
 fn a_name_with_whitespace_or_control_characters_is_refused() {
-    for bad in ["a\nb", "two words", "tab\there", "bell\u{7}"] {
+    // `@` and `#` too: a member shows as name@address#generation.
+    for bad in [
+        "a\nb",
+        "two words",
+        "tab\there",
+        "bell\u{7}",
+        "x@127.0.0.1:1#5",
+        "a#b",
+    ] {
         let (status, lines) = run("badname", node_cmd(bad, &["--port", "0"]));
         assert_eq!(status.code(), Some(2), "{bad:?}: {lines:?}");
         assert_eq!(lines.len(), 1, "one line: {lines:?}");
