@@ -282,10 +282,18 @@ impl Config {
 /// Checks a `host:port` seed address.
 ///
 /// # Errors
-/// A message when the port is missing or not a number.
+/// A message when the port is missing, not a number, or 0.
 pub fn check_host_port(addr: &str) -> Result<(), String> {
     match addr.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
+            Ok(0) => Err(format!(
+                "{addr:?}: port 0 is not a port anyone listens on (a seed is host:port, for example 127.0.0.1:25520)"
+            )),
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "{addr:?} is not host:port (for example 127.0.0.1:25520)"
+            )),
+        },
         _ => Err(format!(
             "{addr:?} is not host:port (for example 127.0.0.1:25520)"
         )),

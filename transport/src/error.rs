@@ -15,12 +15,13 @@ pub type Result<T, E = BindError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// The listener could not bind the address (in use, not local, bad syntax).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         /// The `host:port` that was asked for.
         addr: String,
-        /// The operating system's error.
-        source: io::Error,
+        /// The operating system's error. Shown in the message, and so not
+        /// a `source()`: a chain printed in full would show it twice.
+        error: io::Error,
     },
     /// The configuration breaks an invariant (named in the message).
     #[error("invalid transport config: {0}")]

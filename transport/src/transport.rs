@@ -221,17 +221,17 @@ impl Transport {
         let listener =
             TcpListener::bind(&local.listen)
                 .await
-                .map_err(|source| BindError::Listen {
+                .map_err(|error| BindError::Listen {
                     addr: local.listen.clone(),
-                    source,
+                    error,
                 })?;
-        let local_addr = listener.local_addr().map_err(|source| BindError::Listen {
+        let local_addr = listener.local_addr().map_err(|error| BindError::Listen {
             addr: local.listen.clone(),
-            source,
+            error,
         })?;
         let id = NodeId {
             name: local.name,
-            addr: format!("{}:{}", local.advertise_host, local_addr.port()),
+            addr: host_port(&local.advertise_host, local_addr.port()),
             generation: local.generation,
         };
         let inner = Arc::new(Inner {
@@ -719,5 +719,28 @@ impl Inner {
                 reason: reason.to_owned(),
             }));
         }
+    }
+}
+
+/// `host:port`, with an IPv6 literal host in brackets (`[::1]:25520`), so
+/// the address parses back and reads unambiguously.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn an_ipv6_host_is_bracketed() {
+        assert_eq!(host_port("::1", 25520), "[::1]:25520");
+        assert_eq!(host_port("[::1]", 25520), "[::1]:25520");
+        assert_eq!(host_port("127.0.0.1", 25520), "127.0.0.1:25520");
+        assert_eq!(host_port("node-1.local", 1), "node-1.local:1");
     }
 }

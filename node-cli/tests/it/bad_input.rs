@@ -165,6 +165,14 @@ fn a_seed_without_a_port_is_refused() {
         lines[0].contains("(from command-line flag --seed)"),
         "names the flag it came from: {lines:?}"
     );
+    // Port 0 is nobody's listening port: refused at once, not after the
+    // join deadline.
+    let (status, lines) = run(
+        "port0",
+        node_cmd("port0", &["--port", "0", "--seed", "127.0.0.1:0"]),
+    );
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert!(lines[0].contains("port 0"), "{lines:?}");
 }
 
 /// A node whose cluster name differs from its seed's is refused at the
