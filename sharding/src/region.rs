@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -763,11 +763,13 @@ impl Region {
             stats_rx,
             config.clone(),
         );
+        let intake_dropped = Arc::new(AtomicU64::new(0));
         tokio::spawn(intake(
             inbox,
             mbox_tx,
             config.mailbox.clone(),
             me.name.clone(),
+            Arc::clone(&intake_dropped),
             shutdown.clone(),
         ));
         let actor = Actor::<E> {
@@ -802,6 +804,7 @@ impl Region {
             encoded_after: Vec::new(),
             view_now: view.clone(),
             sync_failures: Arc::default(),
+            intake_dropped,
         };
         tokio::spawn(actor.run(mbox_rx, internal_rx, view, shutdown));
         Ok(handle)
@@ -814,6 +817,7 @@ async fn intake<E: Entity>(
     mbox: mpsc::Sender<Cmd<E>>,
     config: crate::config::MailboxConfig,
     me: String,
+    dropped_total: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
     let mut dropped: u64 = 0;
@@ -834,7 +838,14 @@ async fn intake<E: Entity>(
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(Cmd::Wire(r))) => {
                     dropped += 1;
-                    tracing::warn!(from = %r.from, dropped, capacity = config.capacity, "mailbox full: message dropped (drop_new)");
+                    dropped_total.fetch_add(1, Ordering::Relaxed);
+                    // A full mailbox drops in bursts: warned at the 1st,
+                    // 2nd, 4th, ... drop, the rest at debug level.
+                    if dropped.is_power_of_two() {
+                        tracing::warn!(entity = E::TYPE_NAME, from = %r.from, dropped, capacity = config.capacity, "mailbox full: message dropped (drop_new; warned at the 1st, 2nd, 4th, ... drop)");
+                    } else {
+                        tracing::debug!(entity = E::TYPE_NAME, from = %r.from, dropped, capacity = config.capacity, "mailbox full: message dropped (drop_new)");
+                    }
                     if let Some(resp) = r.responder {
                         let _ = resp.reply_msg(&WireReply::<E>::Error(RegionError::Dropped {
                             node: me.clone(),
@@ -898,6 +909,10 @@ struct Actor<E: Entity> {
     /// Shard syncs failed in a row, by target (for the warning's rate;
     /// shared with the sync tasks, which outlive a message).
     sync_failures: Arc<std::sync::Mutex<FailuresInARow>>,
+    /// Messages from other nodes the intake dropped for a full mailbox
+    /// (`drop_new`); published in [`RegionStats::dropped`] with the
+    /// actor's own drops.
+    intake_dropped: Arc<AtomicU64>,
     /// The membership view as it is now, for tasks of this actor that
     /// outlive a view change (a sync failing because its target left is
     /// not worth a warning).
@@ -956,9 +971,11 @@ impl<E: Entity> Actor<E> {
             self.take_job_outputs();
             self.flush_replication(false);
             self.pump_jobs();
+            let mut stats = self.stats.clone();
+            stats.dropped += self.intake_dropped.load(Ordering::Relaxed);
             self.stats_tx.send_if_modified(|s| {
-                if *s != self.stats {
-                    *s = self.stats.clone();
+                if *s != stats {
+                    *s = stats;
                     true
                 } else {
                     false
