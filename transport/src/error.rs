@@ -152,7 +152,9 @@ pub enum HandshakeError {
         ours: u16,
     },
     /// The peer belongs to another cluster (`[system] name`).
-    #[error("cluster name {theirs:?} does not match this node's {ours:?}")]
+    #[error(
+        "the dialing node's cluster name {theirs:?} does not match the listening node's {ours:?}"
+    )]
     WrongCluster {
         /// The peer's cluster name.
         theirs: String,

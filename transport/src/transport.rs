@@ -176,6 +176,9 @@ pub(crate) struct Inner {
     /// address: the reason they gave. Cleared by an accepted handshake
     /// and by [`Transport::forget`].
     refusals: Mutex<FastMap<String, String>>,
+    /// Handshakes this node refused, counted by reason (for the warning's
+    /// rate: a peer of another cluster retries every second or so).
+    refused_here: Mutex<FastMap<String, u64>>,
     next_corr: AtomicU64,
     pub stats: Stats,
     pub shutdown: CancellationToken,
@@ -243,6 +246,7 @@ impl Transport {
             channels: std::array::from_fn(|_| OnceLock::new()),
             pending: Mutex::new(FastMap::default()),
             refusals: Mutex::new(FastMap::default()),
+            refused_here: Mutex::new(FastMap::default()),
             next_corr: AtomicU64::new(1),
             stats: Stats::default(),
             shutdown,
@@ -458,6 +462,27 @@ impl Drop for PendingGuard<'_> {
         }
     }
 }
+
+impl Inner {
+    /// Counts a handshake this node refused for `reason`; returns how many
+    /// times it refused for that reason (1 for the first). The table keeps
+    /// at most [`MAX_REFUSAL_REASONS`] reasons; past it, it starts over.
+    pub(crate) fn count_refusal(&self, reason: &str) -> u64 {
+        let mut counts = self
+            .refused_here
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counts.len() >= MAX_REFUSAL_REASONS && !counts.contains_key(reason) {
+            counts.clear();
+        }
+        let n = counts.entry(reason.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+}
+
+/// Distinct refusal reasons [`Inner::count_refusal`] keeps counts of.
+const MAX_REFUSAL_REASONS: usize = 256;
 
 impl Inner {
     fn links_lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, Arc<PeerLinks>>> {
