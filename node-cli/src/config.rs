@@ -362,7 +362,7 @@ fn describe(e: &figment::Error) -> String {
             &err.metadata.as_ref().and_then(|m| m.source.as_ref()),
         ) {
             (Some(m), Some(src)) => format!("{} {}", m.name, src),
-            (Some(m), None) => m.name.to_string(),
+            (Some(m), None) => source_name(&m.name, &key),
             (None, _) => "unknown source".into(),
         };
         out.push(format!("{key}: {} (from {source})", err.kind));
@@ -406,9 +406,23 @@ fn with_source(fig: &Figment, msg: String) -> String {
     match fig.find_metadata(&key) {
         Some(m) => match &m.source {
             Some(src) => format!("{msg} (from {} {src})", m.name),
-            None => format!("{msg} (from {})", m.name),
+            None => format!("{msg} (from {})", source_name(&m.name, &key)),
         },
         None => msg,
+    }
+}
+
+/// A source without a file, as an error names it: the environment's with
+/// the variable that holds `key` (`cluster.port` is `CASTY_CLUSTER__PORT`);
+/// any other (a flag) by its own name.
+fn source_name(name: &str, key: &str) -> String {
+    if name.contains("environment") {
+        format!(
+            "environment variable CASTY_{}",
+            key.to_uppercase().replace('.', "__")
+        )
+    } else {
+        name.to_owned()
     }
 }
 
