@@ -35,8 +35,9 @@ pub enum DriverError {
     Channel(#[from] transport::RegisterError),
     /// No seed answered before `join_deadline_ms`.
     #[error(
-        "could not join through seeds {seeds:?}: no answer within the join deadline{}",
-        refused_suffix(refused)
+        "could not join through seeds {seeds:?}: no answer within the join deadline{}{}",
+        refused_suffix(refused),
+        unreachable_suffix(unreachable)
     )]
     JoinFailed {
         /// The seeds tried.
@@ -45,6 +46,9 @@ pub enum DriverError {
         /// reason it gave (`host:port: reason`), e.g. another cluster
         /// name: they answered, but not to membership.
         refused: Vec<String>,
+        /// The seeds the last dial could not reach, each with the error
+        /// (`host:port: error`), e.g. a name that does not resolve.
+        unreachable: Vec<String>,
     },
     /// A seed refused the join (e.g. our name is taken by a running member).
     #[error("join refused by {by}: {reason}")]
@@ -143,6 +147,16 @@ fn refused_suffix(refused: &[String]) -> String {
     }
 }
 
+/// The end of [`DriverError::JoinFailed`]'s message: the seeds the last
+/// dial could not reach, if any.
+fn unreachable_suffix(unreachable: &[String]) -> String {
+    if unreachable.is_empty() {
+        String::new()
+    } else {
+        format!("; the last dial failed for {}", unreachable.join("; "))
+    }
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
@@ -214,7 +228,17 @@ impl MembershipHandle {
                     .iter()
                     .filter_map(|seed| Some(format!("{seed}: {}", self.transport.refusal(seed)?)))
                     .collect();
-                DriverError::JoinFailed { seeds, refused }
+                let unreachable = seeds
+                    .iter()
+                    .filter_map(|seed| {
+                        Some(format!("{seed}: {}", self.transport.dial_error(seed)?))
+                    })
+                    .collect();
+                DriverError::JoinFailed {
+                    seeds,
+                    refused,
+                    unreachable,
+                }
             }
             Some(Event::JoinRefused { by, reason }) => DriverError::JoinRefused { by, reason },
             Some(Event::Superseded { by }) => DriverError::Superseded { by },

@@ -137,6 +137,9 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                 // 2nd, 4th, 8th, ... are warned, the rest debug detail. A
                 // refusal is warned by `dial` when it is news.
                 let in_a_row = backoff.failures.saturating_add(1);
+                if !matches!(e, HandshakeError::Refused(_)) {
+                    inner.note_dial_error(&link.peer, &e.to_string());
+                }
                 let loudness = if matches!(e, HandshakeError::Refused(_)) {
                     Loudness::Debug
                 } else if in_a_row == 1 {

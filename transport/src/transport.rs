@@ -94,11 +94,30 @@ impl Inner {
         }
     }
 
-    /// `peer` accepted a handshake (or is forgotten): no refusal stands.
+    /// `peer` accepted a handshake (or is forgotten): no refusal or dial
+    /// failure stands.
     pub(crate) fn clear_refusal(&self, peer: &str) {
         let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
         if !refusals.is_empty() {
             refusals.remove(peer);
+        }
+        drop(refusals);
+        let mut failures = self.dial_errors.lock().unwrap_or_else(|p| p.into_inner());
+        if !failures.is_empty() {
+            failures.remove(peer);
+        }
+    }
+
+    /// Records why the last dial to `peer` failed (its address did not
+    /// resolve, nothing listened, ...).
+    pub(crate) fn note_dial_error(&self, peer: &str, error: &str) {
+        let mut failures = self.dial_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match failures.get_mut(peer) {
+            Some(last) if last == error => {}
+            Some(last) => error.clone_into(last),
+            None => {
+                failures.insert(peer.to_owned(), error.to_owned());
+            }
         }
     }
 
@@ -176,6 +195,9 @@ pub(crate) struct Inner {
     /// address: the reason they gave. Cleared by an accepted handshake
     /// and by [`Transport::forget`].
     refusals: Mutex<FastMap<String, String>>,
+    /// Peers whose last dial failed before any handshake, by address: the
+    /// error. Cleared as `refusals` are.
+    dial_errors: Mutex<FastMap<String, String>>,
     /// Handshakes this node refused, counted by reason (for the warning's
     /// rate: a peer of another cluster retries every second or so).
     refused_here: Mutex<FastMap<String, u64>>,
@@ -247,6 +269,7 @@ impl Transport {
             pending: Mutex::new(FastMap::default()),
             refusals: Mutex::new(FastMap::default()),
             refused_here: Mutex::new(FastMap::default()),
+            dial_errors: Mutex::new(FastMap::default()),
             next_corr: AtomicU64::new(1),
             stats: Stats::default(),
             shutdown,
@@ -386,6 +409,19 @@ impl Transport {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         refusals.get(peer).cloned()
+    }
+
+    /// Why the last dial to `peer` (`host:port`, as dialled) failed before
+    /// any handshake (its name did not resolve, nothing listened, ...);
+    /// `None` when the last dial succeeded or none failed. For a caller
+    /// whose sends are one-way and would otherwise only see silence.
+    pub fn dial_error(&self, peer: &str) -> Option<String> {
+        let failures = self
+            .inner
+            .dial_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failures.get(peer).cloned()
     }
 
     /// Drops the links to `peer` (e.g. a member that was removed); frames

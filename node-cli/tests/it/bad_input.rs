@@ -232,6 +232,13 @@ fn a_seed_that_never_answers_fails_after_the_join_deadline() {
             .any(|l| l.contains("join") && l.contains(&seed)),
         "a clear error naming the seed: {errors:?}"
     );
+    // Nothing listens there: the error says why the last dial failed.
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains("the last dial failed for") && l.contains("refused")),
+        "the dial's failure in the error: {errors:?}"
+    );
 }
 
 /// Values that would exhaust memory or fail every submit later are refused
