@@ -1670,6 +1670,7 @@ impl<E: Entity> Actor<E> {
             .map(|(k, _)| *k)
             .collect();
         let mut transfers = Vec::new();
+        let mut handed = 0usize;
         for shard in owned {
             let Some(to) = next.owner(shard).and_then(|n| others.get(n)).cloned() else {
                 continue;
@@ -1678,21 +1679,26 @@ impl<E: Entity> Actor<E> {
             self.status
                 .insert(shard, Status::HandedOff { to: to.clone() });
             self.stats.shards_handed_off += 1;
+            handed += 1;
             for holder in self.holders_ids(&next, &others, shard) {
                 // Once: a leave does not wait for an unreachable holder
                 // (the others' replicas hold the shard too).
                 transfers.push(self.sync_task(shard, holder, 1));
             }
         }
-        let count = self.stats.shards_handed_off;
-        tracing::info!(
-            shards = transfers.len(),
-            entity = E::TYPE_NAME,
-            "handing shards off before leaving"
-        );
+        if handed > 0 {
+            tracing::info!(
+                shards = handed,
+                copies = transfers.len(),
+                entity = E::TYPE_NAME,
+                "handing shards off before leaving (each to its next owner and replicas)"
+            );
+        } else {
+            tracing::debug!(entity = E::TYPE_NAME, "no shard to hand off before leaving");
+        }
         tokio::spawn(async move {
             futures::future::join_all(transfers).await;
-            let _ = done.send(count as usize);
+            let _ = done.send(handed);
         });
     }
 
