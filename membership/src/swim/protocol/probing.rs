@@ -116,7 +116,7 @@ impl Swim {
         if current.id.generation != p.target.generation || !current.is_active() {
             return;
         }
-        debug!(member = %self.local.id, target = %current.id, "probe failed; suspecting");
+        debug!(member = %current.id, by = %self.local.id, "probe failed; suspecting");
         self.stats.suspicions_raised += u64::from(current.state == MemberState::Alive);
         let suspect = Member {
             state: MemberState::Suspect,
@@ -280,7 +280,7 @@ impl Swim {
             {
                 continue;
             }
-            info!(member = %self.local.id, dead = %current.id, confirmations = s.confirmations(), "suspicion timed out; declaring dead");
+            info!(member = %current.id, by = %self.local.id, confirmations = s.confirmations(), "suspicion timed out; declaring dead");
             self.stats.deaths_declared += 1;
             let dead = Member {
                 state: MemberState::Dead,
