@@ -91,7 +91,7 @@ impl std::fmt::Display for RefuseReason {
             ),
             RefuseReason::StaleGeneration { current } => write!(
                 f,
-                "the cluster already knows a newer life of this name (generation {current})"
+                "the cluster already knows a newer life of this name (generation {current}): another node started with the same name, or this one restarted with a clock behind its last start"
             ),
             RefuseReason::ClusterFull { max_members } => write!(
                 f,
