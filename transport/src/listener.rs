@@ -82,13 +82,24 @@ async fn serve(
         Ok(hello) => hello,
         Err(e) => {
             bump(&inner.stats.handshakes_refused);
-            // A peer of another cluster retries its join every second or
-            // so: each reason is warned at its 1st, 2nd, 4th, ... refusal.
-            let refused = inner.count_refusal(&e.to_string());
-            if refused.is_power_of_two() {
-                tracing::warn!(%addr, error = %e, refused, "handshake refused (warned at the 1st, 2nd, 4th, ... refusal for this reason)");
+            // A well-formed hello refused for its settings (another
+            // cluster, another protocol version) comes from a node that
+            // retries its join every second or so: each such reason is
+            // warned at its 1st, 2nd, 4th, ... refusal. Anything else
+            // (garbage, a stalled or closed connection) is warned each
+            // time: each is a separate event worth seeing.
+            if matches!(
+                e,
+                HandshakeError::WrongCluster { .. } | HandshakeError::Version { .. }
+            ) {
+                let refused = inner.count_refusal(&e.to_string());
+                if refused.is_power_of_two() {
+                    tracing::warn!(%addr, error = %e, refused, "handshake refused (warned at the 1st, 2nd, 4th, ... refusal for this reason)");
+                } else {
+                    tracing::debug!(%addr, error = %e, refused, "handshake refused");
+                }
             } else {
-                tracing::debug!(%addr, error = %e, refused, "handshake refused");
+                tracing::warn!(%addr, error = %e, "handshake refused");
             }
             if !matches!(e, HandshakeError::Closed | HandshakeError::Timeout(_)) {
                 refuse(&mut stream, &e.to_string()).await;
