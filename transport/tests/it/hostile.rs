@@ -152,6 +152,19 @@ async fn wrong_cluster_is_refused_with_the_reason_on_both_sides() {
     let warned = logs.text().matches("handshake refused by peer").count();
     assert_eq!(warned, 1, "a repeated refusal is logged at debug level");
     assert_eq!(a.stats().dial_failures, 2);
+    // The acceptor warns of one reason at its 1st, 2nd, 4th, ...
+    // refusal: five refusals, three warnings (a node of another cluster
+    // retries its join every second or so).
+    for i in 3..=5 {
+        let _ = ping(&ca, &b_addr, i).await.unwrap_err();
+    }
+    assert_eq!(b.stats().handshakes_refused, 5);
+    let acceptor_warnings = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("handshake refused (warned"))
+        .count();
+    assert_eq!(acceptor_warnings, 3, "{}", logs.text());
     // Forgetting the peer forgets its refusal.
     a.forget(&b_addr);
     assert_eq!(a.refusal(&b_addr), None);
