@@ -40,7 +40,7 @@ use crate::entity::{Context, Entity, Handled};
 use crate::error::{RegionError, Result};
 use crate::handle::{RegionHandle, Routing};
 use crate::pool::WorkerPool;
-use crate::shard::{ShardId, shard_id};
+use crate::shard::{ShardId, ShardMap, shard_id};
 use crate::wire::{Holding, MAX_BATCH_ITEMS, Record, Wire, WireReply, life_stamp};
 
 /// How long a fetch keeps asking while the holder's view does not yet make
@@ -781,8 +781,8 @@ impl Region {
             channel: chan,
             members: MemberMap::new(),
             alloc: allocate(&BTreeSet::new(), num_shards, replication),
-            status: HashMap::new(),
-            data: HashMap::new(),
+            status: ShardMap::default(),
+            data: ShardMap::default(),
             epoch: 0,
             outputs: Arc::new(JobOutputs::new(&pool)),
             pool,
@@ -869,9 +869,9 @@ struct Actor<E: Entity> {
     members: MemberMap,
     alloc: Allocation,
     /// Status of the shards this node owns (or handed off).
-    status: HashMap<ShardId, Status<E>>,
+    status: ShardMap<Status<E>>,
     /// Data of the shards this node holds, owns or recently held.
-    data: HashMap<ShardId, ShardData<E>>,
+    data: ShardMap<ShardData<E>>,
     epoch: u64,
     pool: WorkerPool,
     backlog: VecDeque<Box<dyn FnOnce() + Send + 'static>>,
@@ -1956,8 +1956,9 @@ impl<E: Entity> Actor<E> {
             }
         };
         // Asks parked before this change see it now; one this delivery
-        // parks below has seen it already.
-        let parked = changed && data.parked.contains_key(id);
+        // parks below has seen it already. (Whether any is parked for
+        // this id is left to the one lookup that takes them.)
+        let parked = changed && !data.parked.is_empty();
         // An answer now waits for the replicas: a held change goes out.
         let mut release = false;
         match handled {

@@ -7,7 +7,9 @@
 //! modulo the number of shards. A golden test pins the values, so changing
 //! anything here is a breaking change of the cluster protocol.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,38 @@ impl ShardId {
     /// The shard's index as a `usize`, for indexing per-shard tables.
     pub fn index(self) -> usize {
         self.0 as usize
+    }
+}
+
+/// A map keyed by shard, hashed with [`ShardHasher`] instead of SipHash.
+pub(crate) type ShardMap<V> = HashMap<ShardId, V, BuildHasherDefault<ShardHasher>>;
+
+/// The hasher of [`ShardMap`]: a shard id multiplied by a 64-bit odd
+/// constant (2^64 / golden ratio, Knuth's multiplicative hashing, TAOCP
+/// vol. 3, 6.4): the low bits of the product, hashbrown's bucket index,
+/// are a permutation of the id's low bits (the constant is odd), and its
+/// top seven bits, hashbrown's tag byte, are well mixed. A region's maps by shard
+/// hold at most `num_shards` keys, so there is nothing for chosen keys to
+/// collide into at scale, and SipHash's keyed rounds cost a region about a
+/// dozen hashes per task on the hot path (`scripts/instructions.sh`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ShardHasher(u64);
+
+impl Hasher for ShardHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    /// Not used by `ShardId` (which hashes as one `u32`); any other bytes
+    /// go through the same step one at a time.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u32(u32::from(b));
+        }
     }
 }
 

@@ -10,7 +10,9 @@
 //! `work::compute` loop is what the queue adds) are printed.
 //!
 //! `cargo bench -p taskqueue --bench queue`; `-- --test` runs a quick
-//! version (CI).
+//! version (CI); `-- --instructions N` runs only `submit_many_and_wait`
+//! over N tasks, for `scripts/instructions.sh` (instructions per task
+//! under callgrind).
 
 use std::time::{Duration, Instant};
 
@@ -220,7 +222,52 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Starts a one-node `TaskQueue` (its own transport on a free loopback
+/// port, `threads` hashing workers) on the current runtime, and the sender
+/// of its membership view (the queue stops seeing members once it is
+/// dropped).
+async fn start_queue(
+    threads: usize,
+    stop: &CancellationToken,
+) -> (TaskQueue, watch::Sender<MemberMap>) {
+    let transport = Transport::bind(
+        LocalNode {
+            cluster: "queue-bench".into(),
+            name: "solo".into(),
+            generation: 1,
+            listen: "127.0.0.1:0".into(),
+            advertise_host: "127.0.0.1".into(),
+        },
+        TransportConfig::default(),
+        stop.clone(),
+    )
+    .await
+    .expect("bind");
+    let me = transport.identity().clone();
+    let (tx, view) = watch::channel(MemberMap::from([(me.name.clone(), me)]));
+    let mut region = RegionConfig::default();
+    region.mailbox.capacity = 100_000;
+    let config = TasksConfig {
+        workers: threads as u32,
+        ..TasksConfig::default()
+    };
+    let queue = TaskQueue::start(&transport, region, config, view, stop.clone()).expect("queue");
+    (queue, tx)
+}
+
+/// The value of `--instructions N`, if given: run only
+/// `submit_many_and_wait` over N tasks, print its rate and stop, reading no
+/// CPU clock (for `scripts/instructions.sh`, which runs this under
+/// callgrind, where rustix's vDSO lookup does not work).
+fn instructions_arg() -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--instructions")?;
+    let n = args.get(i + 1).and_then(|n| n.parse().ok());
+    Some(n.expect("--instructions takes a task count"))
+}
+
 fn main() {
+    let only = instructions_arg();
     let quick = std::env::args().any(|a| a == "--test");
     let (tasks, rounds) = if quick { (500, 1) } else { (20_000, 5) };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -233,28 +280,13 @@ fn main() {
         .expect("tokio runtime");
     runtime.block_on(async {
         let stop = CancellationToken::new();
-        let transport = Transport::bind(
-            LocalNode {
-                cluster: "queue-bench".into(),
-                name: "solo".into(),
-                generation: 1,
-                listen: "127.0.0.1:0".into(),
-                advertise_host: "127.0.0.1".into(),
-            },
-            TransportConfig::default(),
-            stop.clone(),
-        )
-        .await
-        .expect("bind");
-        let me = transport.identity().clone();
-        let (_tx, view) = watch::channel(MemberMap::from([(me.name.clone(), me)]));
-        let mut region = RegionConfig::default();
-        region.mailbox.capacity = 100_000;
-        let config = TasksConfig {
-            workers: threads as u32,
-            ..TasksConfig::default()
-        };
-        let queue = TaskQueue::start(&transport, region, config, view, stop.clone()).expect("queue");
+        let (queue, _view) = start_queue(threads, &stop).await;
+        if let Some(tasks) = only {
+            let rate = on_runtime(combined_rate(queue, tasks, 0)).await;
+            println!("submit_many_and_wait: {tasks} tasks, {rate:.0} tasks/s");
+            stop.cancel();
+            return;
+        }
         let (mut raw, mut raw_compute, mut raw_cpu) = (Vec::new(), Vec::new(), Vec::new());
         let mut paths: [Vec<Phase>; 3] = Default::default();
         for round in 0..rounds {

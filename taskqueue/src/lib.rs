@@ -28,5 +28,5 @@ pub use config::TasksConfig;
 pub use error::{ConfigError, Error, Result, ValidationError};
 pub use queue::{BARRIER_CHANNEL, NewTask, QueueError, REPORT_CHANNEL, TASK_CHANNEL, TaskQueue};
 pub use report::{FinalReport, NodeReport, ReportEntity, ReportMsg, ReportReply};
-pub use task::{TaskEntity, TaskMsg, TaskReply, TaskState, TaskStatus};
+pub use task::{JobOutput, TaskEntity, TaskMsg, TaskReply, TaskState, TaskStatus};
 pub use work::ShortDigest;

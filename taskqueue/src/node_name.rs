@@ -11,6 +11,7 @@
 //! [`MAX_INTERNED_NAMES`] distinct names (which only a misbehaving peer could
 //! cause), new names get their own allocation instead of growing it.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -23,6 +24,13 @@ pub(crate) const MAX_INTERNED_NAMES: usize = 4096;
 /// The process-wide intern table.
 static NAMES: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 
+thread_local! {
+    /// The name this thread interned last: nearly every task names the
+    /// same node (this one on an owner, a few peers on a replica), so a
+    /// compare with it saves the table's lock and hash.
+    static LAST: RefCell<Option<NodeName>> = const { RefCell::new(None) };
+}
+
 /// A node name shared between every task that names it.
 ///
 /// Serialized as a plain string.
@@ -32,6 +40,17 @@ pub(crate) struct NodeName(Arc<str>);
 impl NodeName {
     /// The interned name `name`.
     pub(crate) fn intern(name: &str) -> NodeName {
+        let last = LAST.with_borrow(|last| last.as_ref().filter(|n| n.as_str() == name).cloned());
+        if let Some(hit) = last {
+            return hit;
+        }
+        let interned = NodeName::intern_shared(name);
+        LAST.set(Some(interned.clone()));
+        interned
+    }
+
+    /// [`NodeName::intern`] through the process-wide table.
+    fn intern_shared(name: &str) -> NodeName {
         // The table is a cache: a panic while holding the lock cannot leave
         // it inconsistent, so a poisoned lock is used as is.
         let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
@@ -90,6 +109,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn names_interned_in_turn_each_keep_their_own_text() {
+        // The per-thread shortcut must not answer one name with another.
+        for name in ["node-turn-a", "node-turn-b", "node-turn-a", "node-turn-b"] {
+            assert_eq!(NodeName::intern(name).as_str(), name);
+        }
+        let a = NodeName::intern("node-turn-a");
+        let b = NodeName::intern("node-turn-b");
+        assert!(a.shares_with(&NodeName::intern("node-turn-a")));
+        assert!(!a.shares_with(&b));
+    }
 
     #[test]
     fn same_name_shares_one_allocation() {

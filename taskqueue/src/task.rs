@@ -3,7 +3,7 @@
 //! A task is created by its first submit, on the node that owns its shard.
 //! The submit stores the input (pending) and hands the hash to the region's
 //! worker pool ([`Context::run_blocking`]); the job's output comes back as
-//! [`TaskMsg::Completed`], which stores the result and the name of the node
+//! [`TaskMsg::Computed`], which stores the result and the name of the node
 //! that computed it (completed). A task never leaves `completed`.
 //!
 //! - A resubmit with the same payload and iterations is idempotent: the same
@@ -85,6 +85,34 @@ pub enum TaskMsg {
         /// How many times SHA-256 is applied, at least 1.
         iterations: u32,
     },
+    /// The output of the task's job as this node's worker pool hands it
+    /// over: as [`TaskMsg::Completed`], with the result as its 8 bytes and
+    /// the node name shared, where `Completed` formats the result as hex
+    /// text and copies the name on the hashing thread only for the task to
+    /// parse and intern them again (since session 11: four allocations,
+    /// the parse and a lock fewer per task). `Completed` is still handled.
+    Computed(JobOutput),
+}
+
+/// What a task's job computed ([`TaskMsg::Computed`]): the result and the
+/// name of the node that computed it. Built by the job; opaque elsewhere.
+///
+/// Serialized (postcard) as the 8 result bytes and the name as a string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutput {
+    result: ShortDigest,
+    processed_by: NodeName,
+}
+
+impl JobOutput {
+    /// The output `result`, computed by node `processed_by` (as a job
+    /// builds it; for tests and tools that feed a task by hand).
+    pub fn new(result: ShortDigest, processed_by: &str) -> JobOutput {
+        JobOutput {
+            result,
+            processed_by: NodeName::intern(processed_by),
+        }
+    }
 }
 
 /// Answers of a task.
@@ -308,14 +336,38 @@ impl TaskEntity {
         TaskReply::Accepted
     }
 
-    /// A job's output: complete a pending task. Answers `Accepted`, or
-    /// `NotFound` for an unknown task.
+    /// A job's output as text ([`TaskMsg::Completed`]): complete a pending
+    /// task. Answers `Accepted`, or `NotFound` for an unknown task.
     fn complete(
         id: &str,
         state: &mut Option<TaskEntity>,
         result: &str,
         processed_by: &str,
     ) -> TaskReply {
+        match ShortDigest::from_hex(result) {
+            Some(result) => Self::computed(
+                id,
+                state,
+                JobOutput {
+                    result,
+                    processed_by: NodeName::intern(processed_by),
+                },
+            ),
+            None if state.is_none() => {
+                tracing::warn!(task = %id, "result for an unknown task ignored");
+                TaskReply::NotFound
+            }
+            None => {
+                tracing::warn!(task = %id, result, "malformed result ignored");
+                TaskReply::Accepted
+            }
+        }
+    }
+
+    /// A job's output ([`TaskMsg::Computed`]): complete a pending task
+    /// (the first result wins). Answers `Accepted`, or `NotFound` for an
+    /// unknown task.
+    fn computed(id: &str, state: &mut Option<TaskEntity>, output: JobOutput) -> TaskReply {
         let Some(task) = state else {
             tracing::warn!(task = %id, "result for an unknown task ignored");
             return TaskReply::NotFound;
@@ -325,30 +377,25 @@ impl TaskEntity {
             iterations,
         } = &task.phase
         {
-            match ShortDigest::from_hex(result) {
-                Some(result) => {
-                    task.phase = Phase::Completed {
-                        input: InputDigest::of(payload, iterations.get()),
-                        result,
-                        processed_by: NodeName::intern(processed_by),
-                    };
-                }
-                None => {
-                    tracing::warn!(task = %id, result, "malformed result ignored");
-                }
-            }
+            task.phase = Phase::Completed {
+                input: InputDigest::of(payload, iterations.get()),
+                result: output.result,
+                processed_by: output.processed_by,
+            };
         }
         TaskReply::Accepted
     }
 }
 
 /// Queues the computation of `payload` on the region's worker pool; its
-/// output comes back as [`TaskMsg::Completed`] naming this node.
+/// output comes back as [`TaskMsg::Computed`] naming this node.
 fn start_job(ctx: &mut Context<TaskMsg>, payload: String, iterations: NonZeroU32) {
-    let node = ctx.node_name().to_owned();
-    ctx.run_blocking(move || TaskMsg::Completed {
-        result: work::compute(payload.as_bytes(), iterations).to_hex(),
-        processed_by: node,
+    let node = NodeName::intern(ctx.node_name());
+    ctx.run_blocking(move || {
+        TaskMsg::Computed(JobOutput {
+            result: work::compute(payload.as_bytes(), iterations),
+            processed_by: node,
+        })
     });
 }
 
@@ -384,6 +431,7 @@ impl Entity for TaskEntity {
                 result,
                 processed_by,
             } => Handled::Reply(Self::complete(id, state, &result, &processed_by)),
+            TaskMsg::Computed(output) => Handled::Reply(Self::computed(id, state, output)),
             TaskMsg::SubmitAndWait {
                 payload,
                 iterations,

@@ -47,8 +47,8 @@ use serde::de::DeserializeOwned;
 use sharding::wire::{Holding, Record, Wire, WireReply};
 use sharding::{Context, Entity, Handled, RegionError};
 use taskqueue::{
-    BarrierEntity, BarrierMsg, BarrierReply, ReportEntity, ReportMsg, ReportReply, TaskEntity,
-    TaskMsg, TaskReply, TaskState, TaskStatus, ValidationError,
+    BarrierEntity, BarrierMsg, BarrierReply, JobOutput, ReportEntity, ReportMsg, ReportReply,
+    ShortDigest, TaskEntity, TaskMsg, TaskReply, TaskState, TaskStatus, ValidationError,
 };
 use tokio_util::codec::Decoder;
 use transport::frame::{
@@ -956,6 +956,8 @@ fn task_msg() -> impl Strategy<Value = TaskMsg> {
             payload,
             iterations
         }),
+        (any::<[u8; 8]>(), text())
+            .prop_map(|(result, by)| TaskMsg::Computed(JobOutput::new(ShortDigest(result), &by))),
     ]
 }
 

@@ -8,8 +8,9 @@ use proptest::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use taskqueue::{
-    BarrierEntity, BarrierMsg, BarrierReply, FinalReport, ReportEntity, ReportMsg, ReportReply,
-    TaskEntity, TaskMsg, TaskReply, TaskState, TaskStatus, ValidationError,
+    BarrierEntity, BarrierMsg, BarrierReply, FinalReport, JobOutput, ReportEntity, ReportMsg,
+    ReportReply, ShortDigest, TaskEntity, TaskMsg, TaskReply, TaskState, TaskStatus,
+    ValidationError,
 };
 
 use crate::deliver;
@@ -73,6 +74,13 @@ fn encodings_are_pinned() {
                 iterations: 500,
             }),
             "04026869f403",
+        ),
+        (
+            encoded(&TaskMsg::Computed(JobOutput::new(
+                ShortDigest([0x95, 0x95, 0xc9, 0xdf, 0x90, 0x07, 0x51, 0x48]),
+                "n1",
+            ))),
+            "059595c9df90075148026e31",
         ),
         (encoded(&TaskReply::Accepted), "00"),
         (
@@ -203,6 +211,8 @@ fn task_msg() -> impl Strategy<Value = TaskMsg> {
             payload,
             iterations
         }),
+        (any::<[u8; 8]>(), text())
+            .prop_map(|(result, by)| TaskMsg::Computed(JobOutput::new(ShortDigest(result), &by))),
     ]
 }
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Instructions per task outside the hash, one node in process: a steady
+# figure for comparing two builds on a shared, noisy machine, where the
+# wall-clock ratios of `cargo bench -p taskqueue --bench queue` move by
+# +-10 % from run to run.
+#
+#   scripts/instructions.sh              # 2,000 and 8,000 tasks
+#   SMALL=2000 LARGE=6000 scripts/instructions.sh
+#   TOP=40 scripts/instructions.sh       # longer list of functions
+#
+# Runs the queue bench's `--instructions N` mode (submit_many_and_wait
+# only, batches of 256, 4 in flight) under valgrind's callgrind at two task
+# counts and prints the difference divided by the difference in tasks, so
+# start-up and shutdown cancel out:
+# - all threads, the hashing pool's threads (`sharding::pool::worker`,
+#   inclusive) and the rest (the runtime: region actor and clients);
+# - the functions with the largest own (exclusive) count per task outside
+#   SHA-256's compression function.
+# Counts are instructions executed (callgrind's `Ir`), not time: a cache
+# miss costs one instruction here and a hundred cycles on the machine.
+# Under valgrind the CPU reports no SHA extensions, so SHA-256 runs its
+# portable code: hashing done outside the pool (the task's input digest)
+# counts several times what it costs natively. Needs valgrind
+# (`apt-get install valgrind`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+small=${SMALL:-2000}
+large=${LARGE:-8000}
+top=${TOP:-25}
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
+bin=$(cargo bench -p taskqueue --bench queue --no-run --message-format=json 2>/dev/null \
+  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep '/queue-' | tail -1)
+[[ -x "$bin" ]] || { echo "could not build the queue bench" >&2; exit 1; }
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+for n in "$small" "$large"; do
+  ${PRELOAD:+env LD_PRELOAD=$PRELOAD} valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" "$bin" --instructions "$n" \
+    >"$out/run.$n" 2>"$out/valgrind.$n" || { cat "$out/valgrind.$n" >&2; exit 1; }
+  # callgrind_annotate's Perl warns about its own uninitialised values.
+  callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$out/cg.$n" 2>/dev/null >"$out/incl.$n"
+  callgrind_annotate --auto=no --threshold=100 "$out/cg.$n" 2>/dev/null >"$out/self.$n"
+done
+
+# "count<TAB>function" for each line of a listing, the source file (inlined
+# code is listed under each file it came from) and object cut off, summed
+# by function; `max` instead keeps the largest (for inclusive counts).
+by_function() { # file sum|max
+  grep -E '^ *[0-9,]+ \([ 0-9.]+%\) ' "$1" \
+    | sed -E 's/^ *([0-9,]+) \([ 0-9.]+%\) +/\1\t/; s/\t.*\.(rs|c|S|h):/\t/; s/ \[[^]]*\]$//' \
+    | awk -F '\t' -v how="$2" '{ gsub(",", "", $1); c = $1 + 0
+        if (how == "max") { if (c > v[$2]) v[$2] = c } else v[$2] += c }
+      END { for (f in v) print v[f] "\t" f }'
+}
+# Per task: the difference between the two runs over the difference in tasks.
+per_task() { # small-listing large-listing sum|max
+  join -t $'\t' -1 2 -2 2 -a 2 -e 0 -o 0,1.1,2.1 \
+    <(by_function "$1" "$3" | sort -t $'\t' -k2,2) \
+    <(by_function "$2" "$3" | sort -t $'\t' -k2,2) \
+    | awk -F '\t' -v d=$((large - small)) '{ printf "%.0f\t%s\n", ($3 - $2) / d, $1 }'
+}
+per_task "$out/incl.$small" "$out/incl.$large" max >"$out/incl"
+per_task "$out/self.$small" "$out/self.$large" sum >"$out/self"
+total=$(awk -F '\t' '$2 == "PROGRAM TOTALS" { print $1 }' "$out/incl")
+pool=$(awk -F '\t' '$2 == "sharding::pool::worker" { print $1 }' "$out/incl")
+echo "instructions per task ($small and $large tasks, submit_many_and_wait, one node in process):"
+echo "  all threads $total, hashing pool $pool, the rest (runtime: region and clients) $((total - pool))"
+echo "largest own counts per task outside SHA-256 (the pool's hash loop and the input digest):"
+awk -F '\t' '$2 !~ /^(sha2::|taskqueue::work::|PROGRAM TOTALS)/' "$out/self" | sort -rn | head -"$top" \
+  | awk -F '\t' '{ printf "%8s  %s\n", $1, substr($2, 1, 140) }'
