@@ -7,6 +7,8 @@
 #   scripts/instructions.sh              # 2,000 and 8,000 tasks
 #   SMALL=2000 LARGE=6000 scripts/instructions.sh
 #   TOP=40 scripts/instructions.sh       # longer list of functions
+#   NODES=3 scripts/instructions.sh      # three nodes in one process, each
+#                                        # submitting the counts, replicated (R = 2)
 #
 # Runs the queue bench's `--instructions N` mode (submit_many_and_wait
 # only, batches of 256, 4 in flight) under valgrind's callgrind at two task
@@ -16,8 +18,9 @@
 #   inclusive) and the rest (the runtime: region actor and clients);
 # - the functions with the largest own (exclusive) count per task outside
 #   SHA-256's compression function.
-# Counts are instructions executed (callgrind's `Ir`), not time: a cache
-# miss costs one instruction here and a hundred cycles on the machine.
+# Counts are instructions executed in user space (callgrind's `Ir`), not
+# time: a cache miss costs one instruction here and a hundred cycles on the
+# machine, and the kernel's work (the nodes' loopback TCP) is not counted.
 # Under valgrind the CPU reports no SHA extensions, so SHA-256 runs its
 # portable code: hashing done outside the pool (the task's input digest)
 # counts several times what it costs natively. Needs valgrind
@@ -28,6 +31,7 @@ cd "$(dirname "$0")/.."
 small=${SMALL:-2000}
 large=${LARGE:-8000}
 top=${TOP:-25}
+nodes=${NODES:-1}
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 bin=$(cargo bench -p taskqueue --bench queue --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep '/queue-' | tail -1)
@@ -36,7 +40,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 for n in "$small" "$large"; do
-  ${PRELOAD:+env LD_PRELOAD=$PRELOAD} valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" "$bin" --instructions "$n" \
+  ${PRELOAD:+env LD_PRELOAD=$PRELOAD} valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" "$bin" --instructions "$n" --nodes "$nodes" \
     >"$out/run.$n" 2>"$out/valgrind.$n" || { cat "$out/valgrind.$n" >&2; exit 1; }
   # callgrind_annotate's Perl warns about its own uninitialised values.
   callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$out/cg.$n" 2>/dev/null >"$out/incl.$n"
@@ -53,18 +57,19 @@ by_function() { # file sum|max
         if (how == "max") { if (c > v[$2]) v[$2] = c } else v[$2] += c }
       END { for (f in v) print v[f] "\t" f }'
 }
-# Per task: the difference between the two runs over the difference in tasks.
+# Per task: the difference between the two runs over the difference in
+# tasks (from every node).
 per_task() { # small-listing large-listing sum|max
   join -t $'\t' -1 2 -2 2 -a 2 -e 0 -o 0,1.1,2.1 \
     <(by_function "$1" "$3" | sort -t $'\t' -k2,2) \
     <(by_function "$2" "$3" | sort -t $'\t' -k2,2) \
-    | awk -F '\t' -v d=$((large - small)) '{ printf "%.0f\t%s\n", ($3 - $2) / d, $1 }'
+    | awk -F '\t' -v d=$(((large - small) * nodes)) '{ printf "%.0f\t%s\n", ($3 - $2) / d, $1 }'
 }
 per_task "$out/incl.$small" "$out/incl.$large" max >"$out/incl"
 per_task "$out/self.$small" "$out/self.$large" sum >"$out/self"
 total=$(awk -F '\t' '$2 == "PROGRAM TOTALS" { print $1 }' "$out/incl")
 pool=$(awk -F '\t' '$2 == "sharding::pool::worker" { print $1 }' "$out/incl")
-echo "instructions per task ($small and $large tasks, submit_many_and_wait, one node in process):"
+echo "instructions per task ($small and $large tasks from each of $nodes node(s) in one process, submit_many_and_wait):"
 echo "  all threads $total, hashing pool $pool, the rest (runtime: region and clients) $((total - pool))"
 echo "largest own counts per task outside SHA-256 (the pool's hash loop and the input digest):"
 awk -F '\t' '$2 !~ /^(sha2::|taskqueue::work::|PROGRAM TOTALS)/' "$out/self" | sort -rn | head -"$top" \

@@ -222,52 +222,87 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Starts a one-node `TaskQueue` (its own transport on a free loopback
-/// port, `threads` hashing workers) on the current runtime, and the sender
-/// of its membership view (the queue stops seeing members once it is
-/// dropped).
-async fn start_queue(
+/// Starts `nodes` nodes in this process (`solo` alone, else `node-<k>`),
+/// each a `TaskQueue` with its own transport on a free loopback port and
+/// `threads` hashing workers, all with a hand-set view of all of them (no
+/// membership), and waits until every one routes by it. Returns the queues
+/// and the senders of their views (a queue stops seeing members once its
+/// sender is dropped).
+async fn start_cluster(
+    nodes: usize,
     threads: usize,
     stop: &CancellationToken,
-) -> (TaskQueue, watch::Sender<MemberMap>) {
-    let transport = Transport::bind(
-        LocalNode {
-            cluster: "queue-bench".into(),
-            name: "solo".into(),
-            generation: 1,
-            listen: "127.0.0.1:0".into(),
-            advertise_host: "127.0.0.1".into(),
-        },
-        TransportConfig::default(),
-        stop.clone(),
-    )
-    .await
-    .expect("bind");
-    let me = transport.identity().clone();
-    let (tx, view) = watch::channel(MemberMap::from([(me.name.clone(), me)]));
-    let mut region = RegionConfig::default();
-    region.mailbox.capacity = 100_000;
-    let config = TasksConfig {
-        workers: threads as u32,
-        ..TasksConfig::default()
-    };
-    let queue = TaskQueue::start(&transport, region, config, view, stop.clone()).expect("queue");
-    (queue, tx)
+) -> (Vec<TaskQueue>, Vec<watch::Sender<MemberMap>>) {
+    let mut transports = Vec::new();
+    for k in 0..nodes {
+        let name = if nodes == 1 {
+            "solo".to_owned()
+        } else {
+            format!("node-{k}")
+        };
+        let transport = Transport::bind(
+            LocalNode {
+                cluster: "queue-bench".into(),
+                name,
+                generation: 1,
+                listen: "127.0.0.1:0".into(),
+                advertise_host: "127.0.0.1".into(),
+            },
+            TransportConfig::default(),
+            stop.clone(),
+        )
+        .await
+        .expect("bind");
+        transports.push(transport);
+    }
+    let members: MemberMap = transports
+        .iter()
+        .map(|t| (t.identity().name.clone(), t.identity().clone()))
+        .collect();
+    let (mut queues, mut views) = (Vec::new(), Vec::new());
+    for transport in &transports {
+        let (tx, view) = watch::channel(members.clone());
+        let mut region = RegionConfig::default();
+        region.mailbox.capacity = 100_000;
+        let config = TasksConfig {
+            workers: threads as u32,
+            ..TasksConfig::default()
+        };
+        let queue = TaskQueue::start(transport, region, config, view, stop.clone()).expect("queue");
+        queues.push(queue);
+        views.push(tx);
+    }
+    for queue in &queues {
+        while queue.task_region().routing().members.len() != nodes {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    if nodes > 1 {
+        // The shards' first fetches between the nodes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (queues, views)
 }
 
-/// The value of `--instructions N`, if given: run only
-/// `submit_many_and_wait` over N tasks, print its rate and stop, reading no
-/// CPU clock (for `scripts/instructions.sh`, which runs this under
-/// callgrind, where rustix's vDSO lookup does not work).
-fn instructions_arg() -> Option<usize> {
+/// The number after `flag` on the command line, if `flag` is there.
+///
+/// # Panics
+/// When no number follows it.
+fn number_arg(flag: &str) -> Option<usize> {
     let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == "--instructions")?;
+    let i = args.iter().position(|a| a == flag)?;
     let n = args.get(i + 1).and_then(|n| n.parse().ok());
-    Some(n.expect("--instructions takes a task count"))
+    Some(n.unwrap_or_else(|| panic!("{flag} takes a number")))
 }
 
 fn main() {
-    let only = instructions_arg();
+    // `--instructions N [--nodes K]`: run only `submit_many_and_wait`,
+    // N tasks from each of K nodes in this process (1 by default; more
+    // replicate with the default replication factor), print the rate and
+    // stop, reading no CPU clock (for `scripts/instructions.sh`, which runs
+    // this under callgrind, where rustix's vDSO lookup does not work).
+    let only = number_arg("--instructions");
+    let nodes = number_arg("--nodes").unwrap_or(1);
     let quick = std::env::args().any(|a| a == "--test");
     let (tasks, rounds) = if quick { (500, 1) } else { (20_000, 5) };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -280,13 +315,21 @@ fn main() {
         .expect("tokio runtime");
     runtime.block_on(async {
         let stop = CancellationToken::new();
-        let (queue, _view) = start_queue(threads, &stop).await;
         if let Some(tasks) = only {
-            let rate = on_runtime(combined_rate(queue, tasks, 0)).await;
-            println!("submit_many_and_wait: {tasks} tasks, {rate:.0} tasks/s");
+            let (queues, _views) = start_cluster(nodes, threads, &stop).await;
+            let t0 = Instant::now();
+            let clients = queues
+                .iter()
+                .enumerate()
+                .map(|(k, queue)| on_runtime(combined_rate(queue.clone(), tasks, k)));
+            futures::future::join_all(clients).await;
+            let rate = (tasks * nodes) as f64 / t0.elapsed().as_secs_f64();
+            println!("submit_many_and_wait: {tasks} tasks from each of {nodes} nodes, {rate:.0} tasks/s");
             stop.cancel();
             return;
         }
+        let (mut queues, _views) = start_cluster(1, threads, &stop).await;
+        let queue = queues.pop().expect("one queue");
         let (mut raw, mut raw_compute, mut raw_cpu) = (Vec::new(), Vec::new(), Vec::new());
         let mut paths: [Vec<Phase>; 3] = Default::default();
         for round in 0..rounds {
