@@ -29,7 +29,8 @@
 //! - stdout `EVENT <unix_ms> <name> <up|suspect|alive|down|left|..> <member>`
 //!   for each membership event;
 //! - stderr `error: ..` and exit status 1 when the flags are wrong or the
-//!   join fails (no seed answered within `join_deadline_ms`, or refused).
+//!   join fails (no seed answered within `join_deadline_ms`, every seed is
+//!   of another cluster, or a seed refused the join).
 //!
 //! `RUST_LOG` (default `warn`) sets the log filter; logs go to stderr.
 //!

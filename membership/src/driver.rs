@@ -33,15 +33,22 @@ pub enum DriverError {
     /// The membership channel is already registered on this transport.
     #[error("cannot register the membership channel: {0}")]
     Channel(#[from] transport::RegisterError),
-    /// No seed answered before `join_deadline_ms`.
+    /// No seed answered before `join_deadline_ms`, or every seed refused
+    /// our handshake for good (another cluster name) and the join was
+    /// given up at once.
     #[error(
-        "could not join through seeds {seeds:?}: no answer within the join deadline{}{}",
+        "could not join through seeds {seeds:?}: {}{}{}",
+        if *for_good { "every seed refused this node's cluster name" } else { "no answer within the join deadline" },
         refused_suffix(refused),
         unreachable_suffix(unreachable)
     )]
     JoinFailed {
         /// The seeds tried.
         seeds: Vec<String>,
+        /// Whether every seed refused for good
+        /// ([`transport::Transport::refused_for_good`]), so the join was
+        /// given up before its deadline.
+        for_good: bool,
         /// The seeds whose transport refused our handshake, each with the
         /// reason it gave (`host:port: reason`), e.g. another cluster
         /// name: they answered, but not to membership.
@@ -199,8 +206,9 @@ impl MembershipHandle {
     ///
     /// # Errors
     /// [`DriverError::JoinFailed`] (no seed answered within
-    /// `join_deadline_ms`), [`DriverError::JoinRefused`] (e.g. duplicate
-    /// name), [`DriverError::Timeout`], [`DriverError::Stopped`].
+    /// `join_deadline_ms`, or every seed is of another cluster),
+    /// [`DriverError::JoinRefused`] (e.g. duplicate name),
+    /// [`DriverError::Timeout`], [`DriverError::Stopped`].
     pub async fn wait_joined(&self, timeout: Duration) -> Result<(), DriverError> {
         let mut status = self.status.clone();
         let wait = async {
@@ -234,8 +242,11 @@ impl MembershipHandle {
                         Some(format!("{seed}: {}", self.transport.dial_error(seed)?))
                     })
                     .collect();
+                let for_good =
+                    !seeds.is_empty() && seeds.iter().all(|s| self.transport.refused_for_good(s));
                 DriverError::JoinFailed {
                     seeds,
+                    for_good,
                     refused,
                     unreachable,
                 }
@@ -369,6 +380,10 @@ impl Driver {
         let mut commands_open = true;
         loop {
             self.drain();
+            if self.no_seed_can_let_us_in() {
+                self.swim.give_up_join();
+                continue;
+            }
             let deadline = self.swim.poll_timeout().map(tokio::time::Instant::from_std);
             let timer = async {
                 match deadline {
@@ -459,6 +474,17 @@ impl Driver {
 }
 
 impl Driver {
+    /// Whether this node is joining and every seed it still tries refused
+    /// our handshake for good (its cluster name is not ours): waiting for
+    /// the join deadline would only delay the same failure.
+    fn no_seed_can_let_us_in(&self) -> bool {
+        let seeds = self.swim.join_seeds();
+        let transport = self.chan.transport();
+        matches!(self.swim.status(), Status::Joining)
+            && !seeds.is_empty()
+            && seeds.iter().all(|s| transport.refused_for_good(s))
+    }
+
     /// Drops the transport's links to the addresses of members declared
     /// dead (unless an active member, e.g. a newer life, uses the address).
     ///
@@ -490,7 +516,9 @@ impl Driver {
 fn log_event(ev: &Event) {
     match ev {
         Event::Joined => tracing::debug!("joined the cluster"),
-        Event::JoinFailed { seeds } => tracing::error!(?seeds, "join failed: no seed answered"),
+        Event::JoinFailed { seeds } => {
+            tracing::error!(?seeds, "join failed: no seed let this node in")
+        }
         Event::JoinRefused { by, reason } => {
             tracing::error!(by = %by.name, %reason, "join refused")
         }

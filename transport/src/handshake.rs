@@ -94,6 +94,17 @@ pub enum HelloReply {
         /// Human-readable reason.
         reason: String,
     },
+    /// The connection will be closed because the dialer's cluster name is
+    /// not the acceptor's: dialing again cannot succeed until one of the
+    /// two is reconfigured, so a joining node may give up at once
+    /// (`Transport::refused_for_good`). Appended in session 11; a dialer
+    /// from before it cannot decode it and retries as after any
+    /// malformed reply. A refusal for another protocol version stays a
+    /// [`HelloReply::Refused`], which every version decodes.
+    Mismatch {
+        /// Human-readable reason.
+        reason: String,
+    },
 }
 
 impl HelloReply {

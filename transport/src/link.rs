@@ -397,15 +397,20 @@ async fn dial(
             reader.set_max_frame_bytes(inner.config.max_frame_bytes);
             Ok((rd, wr, node, reader))
         }
-        HelloReply::Refused { reason } => {
-            // Warned once per reason; the dialer's retries against the
-            // same refusal are logged at debug level.
-            if inner.note_refusal(peer, &reason) {
-                tracing::warn!(peer = %peer, reason = %reason, "handshake refused by peer (repeats of this refusal are logged at debug level)");
-            } else {
-                tracing::debug!(peer = %peer, reason = %reason, "handshake refused by peer again");
-            }
-            Err(HandshakeError::Refused(reason))
-        }
+        HelloReply::Refused { reason } => Err(refused(inner, peer, reason, false)),
+        HelloReply::Mismatch { reason } => Err(refused(inner, peer, reason, true)),
     }
+}
+
+/// Records and logs `peer`'s refusal of our handshake (`for_good`: for a
+/// setting dialing again cannot change); the error to return.
+fn refused(inner: &Inner, peer: &str, reason: String, for_good: bool) -> HandshakeError {
+    // Warned once per reason; the dialer's retries against the same
+    // refusal are logged at debug level.
+    if inner.note_refusal(peer, &reason, for_good) {
+        tracing::warn!(peer = %peer, reason = %reason, "handshake refused by peer (repeats of this refusal are logged at debug level)");
+    } else {
+        tracing::debug!(peer = %peer, reason = %reason, "handshake refused by peer again");
+    }
+    HandshakeError::Refused(reason)
 }

@@ -102,7 +102,13 @@ async fn serve(
                 tracing::warn!(%addr, error = %e, "handshake refused");
             }
             if !matches!(e, HandshakeError::Closed | HandshakeError::Timeout(_)) {
-                refuse(&mut stream, &e.to_string()).await;
+                let reason = e.to_string();
+                let reply = if matches!(e, HandshakeError::WrongCluster { .. }) {
+                    HelloReply::Mismatch { reason }
+                } else {
+                    HelloReply::Refused { reason }
+                };
+                refuse(&mut stream, reply).await;
             }
             return;
         }
@@ -114,7 +120,7 @@ async fn serve(
             inner.config.max_inbound_connections
         );
         tracing::warn!(%addr, peer = %hello.from, "refusing connection: {reason}");
-        refuse(&mut stream, &reason).await;
+        refuse(&mut stream, HelloReply::Refused { reason }).await;
         return;
     };
     drop(handshake_permit);
@@ -472,11 +478,9 @@ pub(crate) async fn send_handshake_frame<T: serde::Serialize>(
     Ok(())
 }
 
-/// Tells a refused dialer why, best effort (at most 500 ms), then closes.
-async fn refuse(stream: &mut TcpStream, reason: &str) {
-    let reply = HelloReply::Refused {
-        reason: reason.to_owned(),
-    };
+/// Tells a refused dialer why (`reply`, a refusal), best effort (at most
+/// 500 ms), then closes.
+async fn refuse(stream: &mut TcpStream, reply: HelloReply) {
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         send_handshake_frame(stream, &reply).await?;
         stream.shutdown().await.map_err(FrameError::Io)?;

@@ -83,12 +83,14 @@ impl Inner {
     /// Records that `peer` refused our handshake for `reason`; true when
     /// that is news (the first refusal, or another reason than the last),
     /// so a dialer retrying against a steady refusal warns once.
-    pub(crate) fn note_refusal(&self, peer: &str, reason: &str) -> bool {
+    /// `for_good`: the refusal is for a setting that dialing again cannot
+    /// change (another cluster name, [`HelloReply::Mismatch`](crate::handshake::HelloReply::Mismatch)).
+    pub(crate) fn note_refusal(&self, peer: &str, reason: &str, for_good: bool) -> bool {
         let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
         match refusals.get(peer) {
-            Some(last) if last == reason => false,
+            Some((last, _)) if last == reason => false,
             _ => {
-                refusals.insert(peer.to_owned(), reason.to_owned());
+                refusals.insert(peer.to_owned(), (reason.to_owned(), for_good));
                 true
             }
         }
@@ -192,9 +194,10 @@ pub(crate) struct Inner {
     pub channels: [OnceLock<Slot>; MAX_CHANNELS],
     pending: Mutex<FastMap<u64, PendingAsk>>,
     /// Peers whose last answer to our handshake was a refusal, by
-    /// address: the reason they gave. Cleared by an accepted handshake
+    /// address: the reason they gave, and whether it was for good (see
+    /// [`Transport::refused_for_good`]). Cleared by an accepted handshake
     /// and by [`Transport::forget`].
-    refusals: Mutex<FastMap<String, String>>,
+    refusals: Mutex<FastMap<String, (String, bool)>>,
     /// Peers whose last dial failed before any handshake, by address: the
     /// error. Cleared as `refusals` are.
     dial_errors: Mutex<FastMap<String, String>>,
@@ -408,7 +411,20 @@ impl Transport {
             .refusals
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        refusals.get(peer).cloned()
+        refusals.get(peer).map(|(reason, _)| reason.clone())
+    }
+
+    /// Whether `peer` (`host:port`, as dialled) refused our last handshake
+    /// with it for a setting that dialing again cannot change: its cluster
+    /// name is not ours. A node joining through seeds that all answer so
+    /// can give up at once instead of waiting for its join deadline.
+    pub fn refused_for_good(&self, peer: &str) -> bool {
+        let refusals = self
+            .inner
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        refusals.get(peer).is_some_and(|(_, for_good)| *for_good)
     }
 
     /// Why the last dial to `peer` (`host:port`, as dialled) failed before

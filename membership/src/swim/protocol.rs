@@ -420,6 +420,28 @@ impl Swim {
     // Commands
     // ----------------------------------------------------------------
 
+    /// The seeds a join in progress still tries (our own address and
+    /// seeds that turned out to be ourselves left out); empty when not
+    /// joining.
+    pub fn join_seeds(&self) -> &[String] {
+        self.join.as_ref().map_or(&[], |j| j.seeds.as_slice())
+    }
+
+    /// Gives up a join in progress before its deadline, as if the deadline
+    /// had passed (`Event::JoinFailed`, status `Failed`): for a driver
+    /// that learnt no seed can let this node in, e.g. every seed's
+    /// transport refused our handshake for another cluster name. Does
+    /// nothing unless joining.
+    pub fn give_up_join(&mut self) {
+        let Some(j) = &self.join else {
+            return;
+        };
+        let seeds = j.seeds.clone();
+        warn!(member = %self.local.id, seeds = ?seeds, "join given up: no seed can let this node in");
+        self.stop(Status::Failed);
+        self.events.push_back(Event::JoinFailed { seeds });
+    }
+
     /// Starts joining through `seeds` (advertised `host:port` addresses,
     /// resolved by the driver). Seeds equal to our own address are
     /// skipped; if none remain we form a new cluster at once

@@ -127,6 +127,41 @@ fn join_retries_with_backoff_and_fails_at_the_deadline() {
     assert_eq!(attempts[0], Duration::from_millis(200));
 }
 
+/// A driver that learnt no seed can let this node in (each refused our
+/// handshake for another cluster name) gives the join up at once: the
+/// same failure as at the deadline, without waiting for it.
+#[test]
+fn a_join_given_up_fails_at_once_and_keeps_no_timers() {
+    let start = Instant::now();
+    let mut c = core("n2", "127.0.0.1:2", 1);
+    c.join(start, vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()]);
+    assert_eq!(
+        c.join_seeds(),
+        ["127.0.0.1:1".to_owned()],
+        "our own address is not a seed to try"
+    );
+    transmits(&mut c);
+    c.give_up_join();
+    assert_eq!(c.status(), Status::Failed);
+    assert!(c.join_seeds().is_empty());
+    assert_eq!(
+        events(&mut c),
+        vec![Event::JoinFailed {
+            seeds: vec!["127.0.0.1:1".into()]
+        }]
+    );
+    assert_eq!(c.poll_timeout(), None, "a failed core has no timers");
+    // Not joining: nothing to give up.
+    c.give_up_join();
+    assert!(events(&mut c).is_empty());
+    let mut alone = core("n3", "127.0.0.1:3", 1);
+    alone.join(start, Vec::new());
+    events(&mut alone);
+    alone.give_up_join();
+    assert_eq!(alone.status(), Status::Joined);
+    assert!(events(&mut alone).is_empty());
+}
+
 #[test]
 fn a_second_process_with_a_taken_name_is_refused() {
     let guard = seed("a_second_process_with_a_taken_name_is_refused", 11);

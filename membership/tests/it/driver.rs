@@ -146,3 +146,52 @@ async fn unreachable_seed_fails_the_join_with_a_clear_error() {
     );
     stop.cancel();
 }
+
+/// A seed of another cluster refuses our handshake for good: the join is
+/// given up at its first refusal, long before the default 30 s deadline,
+/// and the error says why.
+#[tokio::test]
+async fn a_seed_of_another_cluster_fails_the_join_at_once() {
+    let stop = CancellationToken::new();
+    let bind = |cluster: &str, name: &str| {
+        Transport::bind(
+            LocalNode {
+                cluster: cluster.into(),
+                name: name.into(),
+                generation: 1,
+                listen: "127.0.0.1:0".into(),
+                advertise_host: "127.0.0.1".into(),
+            },
+            TransportConfig::default(),
+            stop.clone(),
+        )
+    };
+    let seed = bind("other-cluster", "seed").await.unwrap();
+    let joiner = bind("driver-test", "stranger").await.unwrap();
+    let seed_addr = seed.identity().addr.clone();
+    let config = MembershipConfig::default();
+    assert!(config.join_deadline() >= Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let handle = membership::start(&joiner, config, vec![seed_addr.clone()], stop.clone()).unwrap();
+    let err = handle.wait_joined(T).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "gave up at once, not at the deadline: {:?}",
+        started.elapsed()
+    );
+    match &err {
+        membership::DriverError::JoinFailed {
+            seeds, for_good, ..
+        } => {
+            assert_eq!(seeds, &vec![seed_addr]);
+            assert!(for_good);
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("every seed refused") && text.contains("other-cluster"),
+        "{text}"
+    );
+    stop.cancel();
+}

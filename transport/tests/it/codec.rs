@@ -193,7 +193,11 @@ proptest! {
         let other = Hello { magic, ..hello };
         let body = postcard::to_allocvec(&other).unwrap();
         prop_assert_eq!(Hello::decode(&body).is_ok(), magic == *b"CSTY");
-        for reply in [HelloReply::Accepted { node }, HelloReply::Refused { reason }] {
+        for reply in [
+            HelloReply::Accepted { node },
+            HelloReply::Refused { reason: reason.clone() },
+            HelloReply::Mismatch { reason },
+        ] {
             let body = postcard::to_allocvec(&reply).unwrap();
             prop_assert_eq!(HelloReply::decode(&body).unwrap(), reply);
         }

@@ -91,6 +91,13 @@ fn hello_replies_are_pinned() {
         handshake_frame(&refused),
         "00000021011f636c7573746572206e616d652022782220646f6573206e6f74206d61746368"
     );
+    let mismatch = HelloReply::Mismatch {
+        reason: r#"cluster name "x" does not match"#.into(),
+    };
+    assert_eq!(
+        handshake_frame(&mismatch),
+        "00000021021f636c7573746572206e616d652022782220646f6573206e6f74206d61746368"
+    );
 }
 
 #[test]

@@ -83,6 +83,15 @@ fn refused_reason(reply: Option<HelloReply>) -> String {
     }
 }
 
+/// The reason of a refusal for another cluster name, which dialing again
+/// cannot change ([`HelloReply::Mismatch`]).
+fn mismatch_reason(reply: Option<HelloReply>) -> String {
+    match reply {
+        Some(HelloReply::Mismatch { reason }) => reason,
+        other => panic!("expected a refusal for good, got {other:?}"),
+    }
+}
+
 /// Log lines written while a test runs on the current thread.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
@@ -147,6 +156,8 @@ async fn wrong_cluster_is_refused_with_the_reason_on_both_sides() {
     let b_addr = b.identity().addr.clone();
     let reason = a.refusal(&b_addr).expect("the refusal is kept");
     assert!(reason.contains(r#"cluster name "one""#), "{reason}");
+    // Another cluster name is a refusal dialing again cannot change.
+    assert!(a.refused_for_good(&b_addr));
     // A second refusal for the same reason is not warned again.
     let _ = ping(&ca, &b_addr, 2).await.unwrap_err();
     let warned = logs.text().matches("handshake refused by peer").count();
@@ -168,6 +179,7 @@ async fn wrong_cluster_is_refused_with_the_reason_on_both_sides() {
     // Forgetting the peer forgets its refusal.
     a.forget(&b_addr);
     assert_eq!(a.refusal(&b_addr), None);
+    assert!(!a.refused_for_good(&b_addr));
 }
 
 #[tokio::test]
@@ -176,7 +188,7 @@ async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
     // Wrong cluster.
     let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
     s.write_all(&hello_frame("other")).await.unwrap();
-    let reason = refused_reason(reply_until_eof(&mut s).await);
+    let reason = mismatch_reason(reply_until_eof(&mut s).await);
     assert!(reason.contains("cluster name"), "{reason}");
     // Wrong version.
     let mut hello = Hello {
