@@ -28,7 +28,8 @@ pub enum RegionError {
         reason: String,
     },
     /// The owner's mailbox is full (`[defaults.mailbox] capacity`, strategy
-    /// `backpressure`). Nothing was applied; retry later.
+    /// `backpressure`), or the link's queue to it is. Nothing was applied.
+    /// Retriable (since session 11): the handle backs off and sends again.
     #[error("mailbox of node {node} is full ({capacity} messages)")]
     Overloaded {
         /// The node whose mailbox is full.
@@ -37,7 +38,10 @@ pub enum RegionError {
         capacity: usize,
     },
     /// The message was dropped by a full mailbox with strategy `drop_new`
-    /// (counted and logged on the node that dropped it).
+    /// (counted and logged on the node that dropped it). Nothing was
+    /// applied. Retriable (since session 11): the handle backs off (10-250
+    /// ms, doubling) and sends again until the ask's deadline, so a burst
+    /// that overflows the mailbox is shed and then served, not lost.
     #[error("dropped by a full mailbox on node {node} (strategy drop_new)")]
     Dropped {
         /// The node that dropped it.
@@ -101,7 +105,7 @@ pub enum RegionError {
 
 impl RegionError {
     /// True when the same message may succeed if sent again shortly
-    /// (ownership or links were changing).
+    /// (ownership or links were changing, or the owner shed load).
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
@@ -110,6 +114,8 @@ impl RegionError {
                 | RegionError::Moved { .. }
                 | RegionError::NoOwner { .. }
                 | RegionError::TooManyWaiting { .. }
+                | RegionError::Overloaded { .. }
+                | RegionError::Dropped { .. }
         )
     }
 }

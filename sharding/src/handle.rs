@@ -2,6 +2,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -59,6 +60,9 @@ struct Shared<E: Entity> {
     routing: watch::Receiver<Arc<Routing>>,
     stats: watch::Receiver<RegionStats>,
     config: RegionConfig,
+    /// Messages a full `drop_new` mailbox dropped, here and in the
+    /// intake (published in [`RegionStats::dropped`] by the actor).
+    dropped: Arc<AtomicU64>,
 }
 
 /// A cloneable handle to this node's region of entity type `E`.
@@ -162,6 +166,7 @@ impl<E: Entity> RegionHandle<E> {
         routing: watch::Receiver<Arc<Routing>>,
         stats: watch::Receiver<RegionStats>,
         config: RegionConfig,
+        dropped: Arc<AtomicU64>,
     ) -> Self {
         RegionHandle {
             shared: Arc::new(Shared {
@@ -171,6 +176,7 @@ impl<E: Entity> RegionHandle<E> {
                 routing,
                 stats,
                 config,
+                dropped,
             }),
         }
     }
@@ -187,16 +193,18 @@ impl<E: Entity> RegionHandle<E> {
 
     /// Sends `msg` to entity `entity_id` and waits for its answer, at most
     /// `timeout`. Retriable failures (ownership moving, a link down, views
-    /// disagreeing) are retried with backoff (10–250 ms) until the deadline.
+    /// disagreeing, a full mailbox or link queue) are retried with backoff
+    /// (10–250 ms) until the deadline.
     ///
     /// The answer comes only after the entity's state change (if any) is
     /// held by the shard's replicas.
     ///
     /// # Errors
     /// [`RegionError::Timeout`] at the deadline (the message may have been
-    /// applied: make messages idempotent), [`RegionError::Overloaded`] or
-    /// [`RegionError::Dropped`] when the owner's mailbox is full, or the last
-    /// retriable error if the deadline passes while retrying.
+    /// applied: make messages idempotent), or the last retriable error
+    /// (e.g. [`RegionError::Overloaded`] or [`RegionError::Dropped`] while
+    /// the owner's mailbox stays full) if the deadline passes while
+    /// retrying.
     pub async fn ask(&self, entity_id: &str, msg: E::Msg, timeout: Duration) -> Result<E::Reply> {
         let deadline = Instant::now() + timeout;
         let mut backoff = RETRY_MIN;
@@ -605,11 +613,24 @@ impl<E: Entity> RegionHandle<E> {
                         capacity,
                     }),
                     MailboxStrategy::DropNew => {
-                        tracing::warn!(
-                            capacity,
-                            entity = E::TYPE_NAME,
-                            "mailbox full: message dropped (drop_new)"
-                        );
+                        // Counted with the intake's drops; a full mailbox
+                        // drops in bursts: warned at the 1st, 2nd, 4th, ...
+                        let dropped = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        if dropped.is_power_of_two() {
+                            tracing::warn!(
+                                capacity,
+                                entity = E::TYPE_NAME,
+                                dropped,
+                                "mailbox full: message dropped (drop_new; the asker retries; warned at the 1st, 2nd, 4th, ... drop)"
+                            );
+                        } else {
+                            tracing::debug!(
+                                capacity,
+                                entity = E::TYPE_NAME,
+                                dropped,
+                                "mailbox full: message dropped (drop_new)"
+                            );
+                        }
                         Err(RegionError::Dropped {
                             node: self.shared.me.name.clone(),
                         })

@@ -755,6 +755,7 @@ impl Region {
             num_shards,
         )));
         let (stats_tx, stats_rx) = watch::channel(RegionStats::default());
+        let intake_dropped = Arc::new(AtomicU64::new(0));
         let handle = RegionHandle::new(
             me.clone(),
             chan.clone(),
@@ -762,8 +763,8 @@ impl Region {
             routing_rx,
             stats_rx,
             config.clone(),
+            Arc::clone(&intake_dropped),
         );
-        let intake_dropped = Arc::new(AtomicU64::new(0));
         tokio::spawn(intake(
             inbox,
             mbox_tx,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sharding::wire::{Record, Wire, WireReply};
 use sharding::{
-    Allocation, Context, Entity, Handled, MemberMap, Region, RegionConfig, RegionError,
-    RegionHandle, ShardId, WorkerPool,
+    Allocation, Context, Entity, Handled, MailboxStrategy, MemberMap, Region, RegionConfig,
+    RegionError, RegionHandle, ShardId, WorkerPool,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -789,6 +789,44 @@ async fn asks_kept_waiting_are_bounded() {
     assert_eq!(w3.await.unwrap(), Ok(1));
     assert_eq!(a.region.ask("y", CounterMsg::Add(1), T).await, Ok(1));
     assert_eq!(w2.await.unwrap(), Ok(1));
+}
+
+/// A burst of asks that overflows a small `drop_new` mailbox: the mailbox
+/// drops what does not fit (counted in the stats), and each asker backs
+/// off and sends again, so every ask is answered within its timeout and
+/// applied once. Before session 11 the overflow answered `Dropped` to the
+/// asker, which gave up.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_over_a_full_drop_new_mailbox_is_shed_then_served() {
+    let mut config = RegionConfig::default();
+    config.mailbox.capacity = 4;
+    config.mailbox.strategy = MailboxStrategy::DropNew;
+    let a = start_with("a", config).await;
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    // Spawned on this one thread, the asks all try the mailbox before
+    // the actor takes anything from it: all but the first four are dropped.
+    let asks: Vec<_> = (0..40)
+        .map(|i| {
+            let r = a.region.clone();
+            tokio::spawn(async move { r.ask(&format!("c{i}"), CounterMsg::Add(1), T).await })
+        })
+        .collect();
+    for (i, ask) in asks.into_iter().enumerate() {
+        assert_eq!(ask.await.unwrap(), Ok(1), "ask {i}");
+    }
+    // Counters are published after the actor's turn: poll briefly.
+    for _ in 0..100 {
+        if a.region.stats().dropped > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        a.region.stats().dropped >= 36,
+        "the burst overflowed the mailbox: {:?}",
+        a.region.stats()
+    );
 }
 
 /// A reset restores the confirmed state under a new, higher version: a
