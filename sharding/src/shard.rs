@@ -42,10 +42,11 @@ pub(crate) type ShardMap<V> = HashMap<ShardId, V, BuildHasherDefault<ShardHasher
 /// constant (2^64 / golden ratio, Knuth's multiplicative hashing, TAOCP
 /// vol. 3, 6.4): the low bits of the product, hashbrown's bucket index,
 /// are a permutation of the id's low bits (the constant is odd), and its
-/// top seven bits, hashbrown's tag byte, are well mixed. A region's maps by shard
-/// hold at most `num_shards` keys, so there is nothing for chosen keys to
-/// collide into at scale, and SipHash's keyed rounds cost a region about a
-/// dozen hashes per task on the hot path (`scripts/instructions.sh`).
+/// top seven bits, hashbrown's tag byte, are well mixed. A region's maps
+/// by shard hold at most `num_shards` keys, so there is nothing for chosen
+/// keys to collide into at scale, and they are looked up several times per
+/// message (with SipHash, about 100 instructions each:
+/// `scripts/instructions.sh`).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ShardHasher(u64);
 
