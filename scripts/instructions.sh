@@ -32,6 +32,11 @@ small=${SMALL:-2000}
 large=${LARGE:-8000}
 top=${TOP:-25}
 nodes=${NODES:-1}
+for v in small large top nodes; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "${v^^} must be a whole number, not '${!v}'" >&2; exit 2; }
+done
+((small >= 1 && large > small)) || { echo "need 1 <= SMALL < LARGE (SMALL=$small LARGE=$large)" >&2; exit 2; }
+((nodes >= 1)) || { echo "NODES must be at least 1" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 bin=$(cargo bench -p taskqueue --bench queue --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep '/queue-' | tail -1)
@@ -69,8 +74,11 @@ per_task "$out/incl.$small" "$out/incl.$large" max >"$out/incl"
 per_task "$out/self.$small" "$out/self.$large" sum >"$out/self"
 total=$(awk -F '\t' '$2 == "PROGRAM TOTALS" { print $1 }' "$out/incl")
 pool=$(awk -F '\t' '$2 == "sharding::pool::worker" { print $1 }' "$out/incl")
+[[ -n "$total" && -n "$pool" ]] || { echo "no program total or pool figure in callgrind's listing ($out kept)" >&2; trap - EXIT; exit 1; }
 echo "instructions per task ($small and $large tasks from each of $nodes node(s) in one process, submit_many_and_wait):"
 echo "  all threads $total, hashing pool $pool, the rest (runtime: region and clients) $((total - pool))"
 echo "largest own counts per task outside SHA-256 (the pool's hash loop and the input digest):"
-awk -F '\t' '$2 !~ /^(sha2::|taskqueue::work::|PROGRAM TOTALS)/' "$out/self" | sort -rn | head -"$top" \
-  | awk -F '\t' '{ printf "%8s  %s\n", $1, substr($2, 1, 140) }'
+# awk, not head, takes the first lines: head would stop reading early and
+# fail the pipeline (pipefail) with sort's SIGPIPE.
+awk -F '\t' '$2 !~ /^(sha2::|taskqueue::work::|PROGRAM TOTALS)/' "$out/self" | sort -rn \
+  | awk -F '\t' -v top="$top" 'NR <= top { printf "%8s  %s\n", $1, substr($2, 1, 140) }'

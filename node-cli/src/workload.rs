@@ -104,7 +104,10 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
             loop {
                 tokio::select! {
                     r = &mut wait => {
-                        r.with_context(|| format!("fewer than {n} members joined"))?;
+                        r.with_context(|| {
+                            let have = node.members.view().active_count();
+                            format!("only {have} of the {n} members (--nodes) joined")
+                        })?;
                         break;
                     }
                     _ = progress.tick() => tracing::info!(

@@ -802,6 +802,8 @@ impl Region {
             encoded_before: Vec::new(),
             parked_asks: Arc::default(),
             replication_failures: FailuresInARow::default(),
+            fetch_failures: FailuresInARow::default(),
+            held_refused: 0,
             encoded_after: Vec::new(),
             view_now: view.clone(),
             sync_failures: Arc::default(),
@@ -821,7 +823,6 @@ async fn intake<E: Entity>(
     dropped_total: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
-    let mut dropped: u64 = 0;
     loop {
         let received = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -838,10 +839,11 @@ async fn intake<E: Entity>(
             MailboxStrategy::DropNew => match mbox.try_send(Cmd::Wire(received)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(Cmd::Wire(r))) => {
-                    dropped += 1;
-                    dropped_total.fetch_add(1, Ordering::Relaxed);
-                    // A full mailbox drops in bursts: warned at the 1st,
-                    // 2nd, 4th, ... drop, the rest at debug level.
+                    // Counted with the local handle's drops, so the two
+                    // warn on one sequence. A full mailbox drops in
+                    // bursts: warned at the 1st, 2nd, 4th, ... drop, the
+                    // rest at debug level.
+                    let dropped = dropped_total.fetch_add(1, Ordering::Relaxed) + 1;
                     if dropped.is_power_of_two() {
                         tracing::warn!(entity = E::TYPE_NAME, from = %r.from, dropped, capacity = config.capacity, "mailbox full: message dropped (drop_new; warned at the 1st, 2nd, 4th, ... drop)");
                     } else {
@@ -907,6 +909,12 @@ struct Actor<E: Entity> {
     /// Replication batches failed in a row, by replica (for the
     /// warning's rate).
     replication_failures: FailuresInARow,
+    /// Handoff fetches failed in a row, by holder (for the warning's
+    /// rate: one failing holder fails the fetches of many shards).
+    fetch_failures: FailuresInARow,
+    /// Messages refused because a recovering shard held as many as the
+    /// mailbox capacity (for the warning's rate).
+    held_refused: u64,
     /// Shard syncs failed in a row, by target (for the warning's rate;
     /// shared with the sync tasks, which outlive a message).
     sync_failures: Arc<std::sync::Mutex<FailuresInARow>>,
@@ -1041,6 +1049,7 @@ impl<E: Entity> Actor<E> {
         let old_members = std::mem::replace(&mut self.members, members);
         // Failure counts of replicas that are gone go with them.
         self.replication_failures.keep_only(&self.members);
+        self.fetch_failures.keep_only(&self.members);
         self.sync_failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1717,7 +1726,22 @@ impl<E: Entity> Actor<E> {
             Some(Status::Recovering { held, .. }) => {
                 if held.len() >= self.config.mailbox.capacity {
                     self.stats.dropped += 1;
-                    tracing::warn!(shard = shard.0, "held messages full during handoff");
+                    self.held_refused += 1;
+                    let refused = self.held_refused;
+                    if refused.is_power_of_two() {
+                        tracing::warn!(
+                            shard = shard.0,
+                            refused,
+                            capacity = self.config.mailbox.capacity,
+                            "held messages full during handoff: refused (the asker retries; warned at the 1st, 2nd, 4th, ... refusal)"
+                        );
+                    } else {
+                        tracing::debug!(
+                            shard = shard.0,
+                            refused,
+                            "held messages full during handoff: refused"
+                        );
+                    }
                     reply.send(Err(RegionError::Overloaded {
                         node: self.me.name.clone(),
                         capacity: self.config.mailbox.capacity,
@@ -2325,6 +2349,7 @@ impl<E: Entity> Actor<E> {
                 if *current != epoch {
                     return;
                 }
+                let failures = self.fetch_failures.record(&from.name, result.is_err());
                 match result {
                     Ok(records) => {
                         waiting.remove(&from);
@@ -2338,7 +2363,11 @@ impl<E: Entity> Actor<E> {
                     // it answers or leaves the view (`on_view` then stops
                     // waiting for it).
                     Err(e) if self.members.get(&from.name) == Some(&from) => {
-                        tracing::warn!(shard = shard.0, from = %from, error = %e, "handoff fetch failed; asking again (the shard waits for every holder in the view)");
+                        if failures.is_power_of_two() {
+                            tracing::warn!(shard = shard.0, from = %from, error = %e, failures, "handoff fetch failed; asking again (the shard waits for every holder in the view; warned at the 1st, 2nd, 4th, ... failure in a row from this holder)");
+                        } else {
+                            tracing::debug!(shard = shard.0, from = %from, error = %e, failures, "handoff fetch failed; asking again");
+                        }
                         self.spawn_fetch_after(shard, epoch, from, FETCH_AGAIN_AFTER);
                         return;
                     }

@@ -212,6 +212,22 @@ fn a_node_of_another_cluster_names_the_seeds_refusal() {
     assert_eq!(warned, 1, "one warning for a steady refusal: {lines:?}");
 }
 
+/// `--nodes 3` on a node left alone: at the barrier timeout (1 s here) it
+/// exits 1 saying how many of the members it waited for joined.
+#[test]
+fn too_few_members_for_nodes_says_how_many_joined() {
+    let mut cmd = node_cmd("alone", &["--port", "0", "--nodes", "3"]);
+    cmd.env("CASTY_TASKS__BARRIER_TIMEOUT_MS", "1000");
+    let (status, lines) = run("alone", cmd);
+    assert_eq!(status.code(), Some(1), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("ERROR") && l.contains("only 1 of the 3 members (--nodes) joined")),
+        "{lines:?}"
+    );
+}
+
 /// No process listens on the seed's port: after the join deadline (1.5 s
 /// here, through `CASTY_`) the node gives up with a clear error.
 #[test]
