@@ -12,11 +12,18 @@ struct Node {
     stop: CancellationToken,
 }
 
-async fn node(name: &str, port: u16, seeds: Vec<String>, generation: u64) -> Node {
-    let stop = CancellationToken::new();
-    let transport = Transport::bind(
+/// A transport of cluster `cluster` listening on `127.0.0.1:port` (0: a
+/// free port).
+async fn bind(
+    cluster: &str,
+    name: &str,
+    port: u16,
+    generation: u64,
+    stop: &CancellationToken,
+) -> Transport {
+    Transport::bind(
         LocalNode {
-            cluster: "driver-test".into(),
+            cluster: cluster.into(),
             name: name.into(),
             generation,
             listen: format!("127.0.0.1:{port}"),
@@ -26,7 +33,12 @@ async fn node(name: &str, port: u16, seeds: Vec<String>, generation: u64) -> Nod
         stop.clone(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+async fn node(name: &str, port: u16, seeds: Vec<String>, generation: u64) -> Node {
+    let stop = CancellationToken::new();
+    let transport = bind("driver-test", name, port, generation, &stop).await;
     let seeds = if seeds.is_empty() {
         vec![transport.identity().addr.clone()]
     } else {
@@ -117,19 +129,7 @@ async fn three_nodes_join_detect_a_crash_and_see_a_restart() {
 #[tokio::test]
 async fn unreachable_seed_fails_the_join_with_a_clear_error() {
     let stop = CancellationToken::new();
-    let transport = Transport::bind(
-        LocalNode {
-            cluster: "driver-test".into(),
-            name: "lonely".into(),
-            generation: 1,
-            listen: "127.0.0.1:0".into(),
-            advertise_host: "127.0.0.1".into(),
-        },
-        TransportConfig::default(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let transport = bind("driver-test", "lonely", 0, 1, &stop).await;
     // A port nobody listens on: bind one, note it, drop it.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap().to_string();
@@ -153,21 +153,8 @@ async fn unreachable_seed_fails_the_join_with_a_clear_error() {
 #[tokio::test]
 async fn a_seed_of_another_cluster_fails_the_join_at_once() {
     let stop = CancellationToken::new();
-    let bind = |cluster: &str, name: &str| {
-        Transport::bind(
-            LocalNode {
-                cluster: cluster.into(),
-                name: name.into(),
-                generation: 1,
-                listen: "127.0.0.1:0".into(),
-                advertise_host: "127.0.0.1".into(),
-            },
-            TransportConfig::default(),
-            stop.clone(),
-        )
-    };
-    let seed = bind("other-cluster", "seed").await.unwrap();
-    let joiner = bind("driver-test", "stranger").await.unwrap();
+    let seed = bind("other-cluster", "seed", 0, 1, &stop).await;
+    let joiner = bind("driver-test", "stranger", 0, 1, &stop).await;
     let seed_addr = seed.identity().addr.clone();
     let config = MembershipConfig::default();
     assert!(config.join_deadline() >= Duration::from_secs(30));

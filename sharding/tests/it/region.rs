@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sharding::wire::{Record, Wire, WireReply};
 use sharding::{
     Allocation, Context, Entity, Handled, MailboxStrategy, MemberMap, Region, RegionConfig,
-    RegionError, RegionHandle, ShardId, WorkerPool,
+    RegionError, RegionHandle, RegionStats, ShardId, WorkerPool,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -494,6 +494,23 @@ async fn asks_in_flight_to_a_stalled_owner_declared_dead_are_retried_at_the_new_
 }
 
 /// Waits until `n`'s region routes by a view of `count` members.
+/// `region`'s counters once `done` holds of them, or as they are after
+/// about a second: they are published after the actor's turn, so a test
+/// polls them briefly.
+async fn stats_when(
+    region: &RegionHandle<Counter>,
+    done: impl Fn(&RegionStats) -> bool,
+) -> RegionStats {
+    for _ in 0..100 {
+        let stats = region.stats();
+        if done(&stats) {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    region.stats()
+}
+
 async fn wait_routing(n: &TestNode, count: usize) {
     while n.region.routing().members.len() != count {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -767,18 +784,8 @@ async fn asks_kept_waiting_are_bounded() {
         "{third:?}"
     );
     let w3 = wait("z");
-    // Counters are published after the actor's turn: poll briefly.
-    for _ in 0..100 {
-        if a.region.stats().refused_waits >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        a.region.stats().refused_waits >= 2,
-        "{:?}",
-        a.region.stats()
-    );
+    let stats = stats_when(&a.region, |s| s.refused_waits >= 2).await;
+    assert!(stats.refused_waits >= 2, "{stats:?}");
 
     assert_eq!(a.region.ask("x", CounterMsg::Add(1), T).await, Ok(1));
     assert_eq!(w1.await.unwrap(), Ok(1));
@@ -815,17 +822,10 @@ async fn a_burst_over_a_full_drop_new_mailbox_is_shed_then_served() {
     for (i, ask) in asks.into_iter().enumerate() {
         assert_eq!(ask.await.unwrap(), Ok(1), "ask {i}");
     }
-    // Counters are published after the actor's turn: poll briefly.
-    for _ in 0..100 {
-        if a.region.stats().dropped > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let stats = stats_when(&a.region, |s| s.dropped >= 36).await;
     assert!(
-        a.region.stats().dropped >= 36,
-        "the burst overflowed the mailbox: {:?}",
-        a.region.stats()
+        stats.dropped >= 36,
+        "the burst overflowed the mailbox: {stats:?}"
     );
 }
 
