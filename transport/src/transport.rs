@@ -406,12 +406,7 @@ impl Transport {
     /// answered. For a caller whose sends are one-way (tells) and would
     /// otherwise only see silence.
     pub fn refusal(&self, peer: &str) -> Option<String> {
-        let refusals = self
-            .inner
-            .refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        refusals.get(peer).map(|(reason, _)| reason.clone())
+        self.last_refusal(peer).map(|(reason, _)| reason)
     }
 
     /// Whether `peer` (`host:port`, as dialled) refused our last handshake
@@ -419,12 +414,19 @@ impl Transport {
     /// name is not ours. A node joining through seeds that all answer so
     /// can give up at once instead of waiting for its join deadline.
     pub fn refused_for_good(&self, peer: &str) -> bool {
+        self.last_refusal(peer)
+            .is_some_and(|(_, for_good)| for_good)
+    }
+
+    /// `peer`'s standing refusal of our handshake: its reason and whether
+    /// it is for good.
+    fn last_refusal(&self, peer: &str) -> Option<(String, bool)> {
         let refusals = self
             .inner
             .refusals
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        refusals.get(peer).is_some_and(|(_, for_good)| *for_good)
+        refusals.get(peer).cloned()
     }
 
     /// Why the last dial to `peer` (`host:port`, as dialled) failed before
