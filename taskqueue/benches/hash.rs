@@ -19,6 +19,9 @@
 //!    alike; the medians and the ratio `raw time / entity time` (the
 //!    entity's throughput as a fraction of the raw loop's) are printed.
 //!
+//! The bench runs with node-cli's global allocator (mimalloc, built
+//! without transparent huge pages), so the memory figure is a node's.
+//!
 //! `cargo bench -p taskqueue --bench hash` for the figures;
 //! `-- --test` runs a small, quick version (CI keeps it running).
 
@@ -32,6 +35,11 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use sharding::{Context, Entity, EntityMap};
 use taskqueue::{TaskEntity, TaskMsg, work};
+
+/// The allocator node-cli runs with (see `node-cli/src/main.rs`), so the
+/// figures stand for a node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ITERATIONS: u32 = 500;
 

@@ -9,6 +9,9 @@
 //! ratios and the process CPU per task (its excess over the raw
 //! `work::compute` loop is what the queue adds) are printed.
 //!
+//! The bench runs with node-cli's global allocator (mimalloc), so its
+//! runtime figures are a node's.
+//!
 //! `cargo bench -p taskqueue --bench queue`; `-- --test` runs a quick
 //! version (CI); `-- --instructions N` runs only `submit_many_and_wait`
 //! over N tasks, for `scripts/instructions.sh` (instructions per task
@@ -23,6 +26,11 @@ use taskqueue::{NewTask, TaskQueue, TasksConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use transport::{LocalNode, Transport, TransportConfig};
+
+/// The allocator node-cli runs with (see `node-cli/src/main.rs`), so the
+/// figures stand for a node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ITERATIONS: u32 = 500;
 
