@@ -26,7 +26,7 @@ pub use config::{
     MAX_REPLICATION, MAX_SHARDS, MailboxConfig, MailboxStrategy, RegionConfig, ShardingConfig,
     ShardingDefaults,
 };
-pub use entities::EntityMap;
+pub use entities::{EntityMap, IdHash, IdHasher, IdKey};
 pub use entity::{Context, Entity, Handled, Job};
 pub use error::RegionError;
 pub use handle::{RegionHandle, Routing};

@@ -115,9 +115,12 @@ mod tests {
         })
         .map_err(|_| ())
         .unwrap();
-        // Wait until the worker took the first job, so the queue is empty.
+        // Wait until the worker took the first job, so the queue is empty
+        // (by a deadline, not a count of tries: a loaded machine may not
+        // run the worker for a while).
         let mut queued = false;
-        for _ in 0..1000 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             let d = done_tx.clone();
             if pool.try_spawn(move || d.send(2).unwrap()).is_ok() {
                 queued = true;

@@ -35,7 +35,7 @@ use transport::{Channel, Inbox, Lane, NodeId, Received, Responder, Transport};
 
 use crate::alloc::{Allocation, allocate};
 use crate::config::{MailboxStrategy, RegionConfig};
-use crate::entities::EntityMap;
+use crate::entities::{EntityMap, IdHasher, IdKey};
 use crate::entity::{Context, Entity, Handled};
 use crate::error::{RegionError, Result};
 use crate::handle::{RegionHandle, Routing};
@@ -456,16 +456,16 @@ type HeldReply<E> = (u64, ReplyTo<E>, Result<<E as Entity>::Reply>, bool);
 struct ShardData<E: Entity> {
     entities: EntityMap<Entry<E>>,
     /// Replies waiting until their entity's `acked` reaches a version.
-    waiting_acks: HashMap<String, Vec<HeldReply<E>>>,
-    parked: HashMap<String, Vec<Parked<E>>>,
+    waiting_acks: EntityMap<Vec<HeldReply<E>>>,
+    parked: EntityMap<Vec<Parked<E>>>,
     /// Of each entity with changes its replicas have not all confirmed:
     /// its states from the last confirmed one on (see [`Unconfirmed`]).
-    unconfirmed: HashMap<String, Unconfirmed>,
+    unconfirmed: EntityMap<Unconfirmed>,
     /// The ids whose entry in `entities` is a tombstone (removed, `state`
     /// `None`), with when this node made or learned it. A tombstone is
     /// dropped once every replica confirmed it (on the owner) and it is
     /// older than `[sharding] retire_after_ms` ([`ShardData::expire_tombstones`]).
-    removed: HashMap<String, Instant>,
+    removed: EntityMap<Instant>,
     /// The highest version of an entry this node dropped while a copy of
     /// it may live elsewhere: an unconfirmed creation a reset removed, an
     /// expired tombstone. An id created here without an entry starts
@@ -502,16 +502,13 @@ type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
 /// it was absent: a tombstone) to `version`, and its replicas have not
 /// confirmed it yet (see [`Unconfirmed`]).
 fn unconfirmed_change(
-    unconfirmed: &mut HashMap<String, Unconfirmed>,
-    id: &str,
+    unconfirmed: &mut EntityMap<Unconfirmed>,
+    id: &IdKey<'_>,
     from: u64,
     before: Option<&[u8]>,
     version: u64,
 ) {
-    let states = match unconfirmed.get_mut(id) {
-        Some(states) => states,
-        None => unconfirmed.entry(id.to_owned()).or_default(),
-    };
+    let states = unconfirmed.get_or_insert_with(id, Unconfirmed::new);
     let before = before.map(<[u8]>::to_vec);
     match states.back_mut() {
         // The state the previous change made is needed now.
@@ -532,13 +529,16 @@ fn unconfirmed_change(
 /// keeping `from`'s bytes. False (nothing done) when the history does not
 /// end at `from`.
 fn supersede_unsent(
-    unconfirmed: &mut HashMap<String, Unconfirmed>,
-    id: &str,
+    unconfirmed: &mut EntityMap<Unconfirmed>,
+    id: &IdKey<'_>,
     from: u64,
     version: u64,
 ) -> bool {
     // The first entry is the confirmed state: only a later one is replaced.
-    let Some(states) = unconfirmed.get_mut(id).filter(|states| states.len() >= 2) else {
+    let Some(states) = unconfirmed
+        .get_mut_key(id)
+        .filter(|states| states.len() >= 2)
+    else {
         return false;
     };
     match states.back_mut() {
@@ -551,8 +551,8 @@ fn supersede_unsent(
 }
 
 /// Entity `id` was created at `version`, not confirmed yet.
-fn unconfirmed_creation(unconfirmed: &mut HashMap<String, Unconfirmed>, id: &str, version: u64) {
-    let states = unconfirmed.entry(id.to_owned()).or_default();
+fn unconfirmed_creation(unconfirmed: &mut EntityMap<Unconfirmed>, id: &IdKey<'_>, version: u64) {
+    let states = unconfirmed.get_or_insert_with(id, Unconfirmed::new);
     // Versions restart with a new entity: so does its list.
     states.clear();
     states.push_back((0, None));
@@ -564,25 +564,32 @@ fn unconfirmed_creation(unconfirmed: &mut HashMap<String, Unconfirmed>, id: &str
 /// failing while it keeps changing.
 const MAX_UNCONFIRMED: usize = 16;
 
+#[cfg(test)]
 impl<E: Entity> Default for ShardData<E> {
     fn default() -> Self {
-        ShardData {
-            entities: EntityMap::new(),
-            waiting_acks: HashMap::new(),
-            parked: HashMap::new(),
-            unconfirmed: HashMap::new(),
-            removed: HashMap::new(),
-            version_floor: 0,
-            retired_at: None,
-        }
+        ShardData::new(&IdHasher::new())
     }
 }
 
 impl<E: Entity> ShardData<E> {
+    /// Empty data whose maps hash ids with `ids` (the region's: one
+    /// [`IdKey`] serves every map of every shard).
+    fn new(ids: &IdHasher) -> Self {
+        ShardData {
+            entities: EntityMap::with_hasher(ids),
+            waiting_acks: EntityMap::with_hasher(ids),
+            parked: EntityMap::with_hasher(ids),
+            unconfirmed: EntityMap::with_hasher(ids),
+            removed: EntityMap::with_hasher(ids),
+            version_floor: 0,
+            retired_at: None,
+        }
+    }
+
     /// Every replica confirmed `version` of entity `id`: forgets its states
     /// older than that, and all of them once its current one is confirmed.
-    fn confirmed(&mut self, id: &str, version: u64) {
-        let Some(states) = self.unconfirmed.get_mut(id) else {
+    fn confirmed(&mut self, id: &IdKey<'_>, version: u64) {
+        let Some(states) = self.unconfirmed.get_mut_key(id) else {
             return;
         };
         while states.get(1).is_some_and(|(v, _)| *v <= version) {
@@ -592,7 +599,7 @@ impl<E: Entity> ShardData<E> {
         // nothing is left to restore.
         let done = states.len() <= 1;
         if done {
-            self.unconfirmed.remove(id);
+            self.unconfirmed.remove_key(id);
         }
     }
 
@@ -607,7 +614,8 @@ impl<E: Entity> ShardData<E> {
     /// tombstone, which would win over the creation its retried ask makes
     /// at the new owner and lose an acknowledged write.
     fn restore_confirmed(&mut self, stamp: u64) {
-        for (id, states) in std::mem::take(&mut self.unconfirmed) {
+        let unconfirmed: Vec<(String, Unconfirmed)> = self.unconfirmed.drain().collect();
+        for (id, states) in unconfirmed {
             let issued = states
                 .iter()
                 .map(|(v, _)| *v)
@@ -744,6 +752,7 @@ impl Region {
         let capacity = config.mailbox.capacity;
         let (mbox_tx, mbox_rx) = mpsc::channel(capacity);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let ids = IdHasher::new();
         let me = transport.identity().clone();
         let me_name = me.name.clone();
         let stamp = life_stamp(&me.name, me.generation);
@@ -794,7 +803,8 @@ impl Region {
             stats_tx,
             retry_replicate: Vec::new(),
             outbox: BTreeMap::new(),
-            held: HashMap::new(),
+            held: EntityMap::with_hasher(&ids),
+            ids,
             held_oldest: None,
             node_name: Arc::from(me_name.as_str()),
             replica_sets: vec![Arc::from(Vec::new())],
@@ -891,7 +901,10 @@ struct Actor<E: Entity> {
     /// Changes nobody waits for, held back by entity id
     /// (`[sharding] replicate_delay_ms`): moved to `outbox` when an answer
     /// comes to wait for them, when they are due, or on a view change.
-    held: HashMap<String, Held<E>>,
+    held: EntityMap<Held<E>>,
+    /// The hash of entity ids for every map by id of this region (`held`
+    /// and each shard's data): a message's id is hashed once.
+    ids: IdHasher,
     /// When the oldest change in `held` was held (or earlier, once that
     /// one was sent): a flush past its delay sends the due ones.
     held_oldest: Option<Instant>,
@@ -1180,10 +1193,11 @@ impl<E: Entity> Actor<E> {
     fn adopt(&mut self, shard: ShardId, ids: Vec<String>) {
         let no_replicas = self.replicas_of(shard).1.is_empty();
         for id in ids {
+            let key = self.ids.key(&id);
             let Some(entry) = self
                 .data
                 .get_mut(&shard)
-                .and_then(|d| d.entities.get_mut(&id))
+                .and_then(|d| d.entities.get_mut_key(&key))
             else {
                 continue;
             };
@@ -1199,9 +1213,9 @@ impl<E: Entity> Actor<E> {
                 self.queue_job(shard, id.clone(), job);
             }
             if !no_replicas {
-                self.replicate(shard, &id, version, stamp, state);
+                self.replicate(shard, &key, version, stamp, state);
             }
-            self.redeliver_parked(shard, &id);
+            self.redeliver_parked(shard, key);
         }
     }
 
@@ -1434,7 +1448,10 @@ impl<E: Entity> Actor<E> {
             return;
         };
         self.stats.shards_recovered += 1;
-        let data = self.data.entry(shard).or_default();
+        let data = self
+            .data
+            .entry(shard)
+            .or_insert_with(|| ShardData::new(&self.ids));
         data.retired_at = None;
         data.unconfirmed.clear();
         let mut jobs = Vec::new();
@@ -1626,14 +1643,16 @@ impl<E: Entity> Actor<E> {
         }
         for (shard, d) in self.data.iter_mut() {
             let moved = || Err(RegionError::Moved { shard: shard.0 });
-            for p in std::mem::take(&mut d.parked).into_values().flatten() {
-                p.reply.send(moved());
+            for (_, parked) in d.parked.drain() {
+                for p in parked {
+                    p.reply.send(moved());
+                }
             }
             // An ask waiting for its replicas is retried by its sender: the
             // unconfirmed state it produced here must go, or the retry would
             // apply it twice; the confirmed state before it must stay (its
             // replicas may be gone too, as on a partition's minority side).
-            for (_, waiting) in std::mem::take(&mut d.waiting_acks) {
+            for (_, waiting) in d.waiting_acks.drain() {
                 for (_, reply, ..) in waiting {
                     reply.send(moved());
                 }
@@ -1852,6 +1871,21 @@ impl<E: Entity> Actor<E> {
         reply: ReplyTo<E>,
         deadline: Option<Instant>,
     ) {
+        let key = self.ids.key(id);
+        self.deliver_key(shard, key, msg, reply, deadline);
+    }
+
+    /// [`Actor::deliver`] with the id hashed already: every map by id
+    /// takes the one [`IdKey`].
+    fn deliver_key(
+        &mut self,
+        shard: ShardId,
+        key: IdKey<'_>,
+        msg: E::Msg,
+        reply: ReplyTo<E>,
+        deadline: Option<Instant>,
+    ) {
+        let id = key.id();
         self.stats.delivered += 1;
         let keep = match reply {
             ReplyTo::Nobody => None,
@@ -1862,10 +1896,13 @@ impl<E: Entity> Actor<E> {
         let idempotent = E::idempotent(&msg);
         let has_replicas = !self.replicas_of(shard).1.is_empty();
         let mut ctx = Context::shared(Arc::clone(&self.node_name));
-        let data = self.data.entry(shard).or_default();
+        let data = self
+            .data
+            .entry(shard)
+            .or_insert_with(|| ShardData::new(&self.ids));
         // An existing entity is handled in place (one map lookup); a change
         // is detected by comparing its encodings before and after.
-        let (handled, changed, version, acked, snapshot) = match data.entities.get_mut(id) {
+        let (handled, changed, version, acked, snapshot) = match data.entities.get_mut_key(&key) {
             // A read: no change to detect (checked in debug builds).
             Some(entry) if reads_only => {
                 let existed = entry.state.is_some();
@@ -1895,7 +1932,7 @@ impl<E: Entity> Actor<E> {
                     // the replicas hold alive. Removed here, not
                     // replicated.
                     tracing::error!(entity = E::TYPE_NAME, id = %id, "a message reads_only calls a read removed the entity; removed here, not replicated");
-                    data.entities.remove(id);
+                    data.entities.remove_key(&key);
                 }
                 (handled, false, version, acked, None)
             }
@@ -1923,14 +1960,14 @@ impl<E: Entity> Actor<E> {
                     // history need not keep it (see `supersede_unsent`).
                     let unsent = self
                         .held
-                        .get(id)
+                        .get_key(&key)
                         .is_some_and(|h| h.version == entry.version);
                     if !(unsent
-                        && supersede_unsent(&mut data.unconfirmed, id, entry.version, version))
+                        && supersede_unsent(&mut data.unconfirmed, &key, entry.version, version))
                     {
                         unconfirmed_change(
                             &mut data.unconfirmed,
-                            id,
+                            &key,
                             entry.version,
                             existed.then_some(self.encoded_before.as_slice()),
                             version,
@@ -1945,9 +1982,9 @@ impl<E: Entity> Actor<E> {
                     // This life numbered the new version.
                     entry.stamp = self.stamp;
                     if !exists {
-                        data.removed.insert(id.to_owned(), Instant::now());
+                        data.removed.insert_key(&key, Instant::now());
                     } else if !existed {
-                        data.removed.remove(id);
+                        data.removed.remove_key(&key);
                     }
                 }
                 entry.version = version;
@@ -1961,14 +1998,14 @@ impl<E: Entity> Actor<E> {
                 let version = if changed { data.version_floor + 1 } else { 0 };
                 let acked = if has_replicas { 0 } else { version };
                 let snapshot = if changed && has_replicas {
-                    unconfirmed_creation(&mut data.unconfirmed, id, version);
+                    unconfirmed_creation(&mut data.unconfirmed, &key, version);
                     Some(state.clone())
                 } else {
                     None
                 };
                 if state.is_some() {
-                    data.entities.insert(
-                        id.to_owned(),
+                    data.entities.insert_key(
+                        &key,
                         Entry {
                             state,
                             version,
@@ -1994,7 +2031,7 @@ impl<E: Entity> Actor<E> {
                     // A tell: nobody to answer once the replicas confirm,
                     // and nothing to hurry its replication for.
                 } else {
-                    data.waiting_acks.entry(id.to_owned()).or_default().push((
+                    data.waiting_acks.get_or_insert_with(&key, Vec::new).push((
                         version,
                         reply,
                         Ok(r),
@@ -2007,7 +2044,7 @@ impl<E: Entity> Actor<E> {
                 Some(msg) => {
                     let limit = self.config.sharding.max_parked_asks;
                     match ParkedSlot::take(&self.parked_asks, limit) {
-                        Some(slot) => data.parked.entry(id.to_owned()).or_default().push(Parked {
+                        Some(slot) => data.parked.get_or_insert_with(&key, Vec::new).push(Parked {
                             msg,
                             reply,
                             deadline,
@@ -2047,25 +2084,30 @@ impl<E: Entity> Actor<E> {
         }
         if changed && !has_replicas && !data.unconfirmed.is_empty() {
             // Confirmed as applied (no replicas now): nothing to restore.
-            data.unconfirmed.remove(id);
+            data.unconfirmed.remove_key(&key);
         }
         if release {
-            self.release_held(id);
+            self.release_held(&key);
         }
         for job in ctx.take_jobs() {
             self.queue_job(shard, id.to_owned(), job);
         }
         if let Some(s) = snapshot {
             // A snapshot is taken of a change applied here.
-            self.replicate(shard, id, version, self.stamp, s);
+            self.replicate(shard, &key, version, self.stamp, s);
         }
         if parked {
-            self.redeliver_parked(shard, id);
+            self.redeliver_parked(shard, key);
         }
     }
 
-    fn redeliver_parked(&mut self, shard: ShardId, id: &str) {
-        let Some(parked) = self.data.get_mut(&shard).and_then(|d| d.parked.remove(id)) else {
+    fn redeliver_parked(&mut self, shard: ShardId, key: IdKey<'_>) {
+        let id = key.id();
+        let Some(parked) = self
+            .data
+            .get_mut(&shard)
+            .and_then(|d| d.parked.remove_key(&key))
+        else {
             return;
         };
         let now = Instant::now();
@@ -2085,7 +2127,7 @@ impl<E: Entity> Actor<E> {
                 }));
                 continue;
             }
-            self.deliver(shard, id, msg, reply, deadline);
+            self.deliver_key(shard, key, msg, reply, deadline);
         }
     }
 
@@ -2095,15 +2137,22 @@ impl<E: Entity> Actor<E> {
     /// (`[sharding] replicate_delay_ms`). A change still queued or held is
     /// replaced by this one: the replicas need the latest state only, and
     /// its confirmation confirms the earlier versions.
-    fn replicate(&mut self, shard: ShardId, id: &str, version: u64, stamp: u64, state: Option<E>) {
+    fn replicate(
+        &mut self,
+        shard: ShardId,
+        key: &IdKey<'_>,
+        version: u64,
+        stamp: u64,
+        state: Option<E>,
+    ) {
         let delay = self.config.sharding.replicate_delay_ms;
         let waited_for = || {
             self.data
                 .get(&shard)
-                .is_some_and(|d| d.waiting_acks.contains_key(id))
+                .is_some_and(|d| d.waiting_acks.contains(key))
         };
         if delay > 0 && !waited_for() {
-            if let Some(held) = self.held.get_mut(id) {
+            if let Some(held) = self.held.get_mut_key(key) {
                 held.version = version;
                 held.stamp = stamp;
                 held.state = state;
@@ -2112,8 +2161,8 @@ impl<E: Entity> Actor<E> {
             if self.held.len() < MAX_HELD_REPLICATIONS {
                 let since = Instant::now();
                 self.held_oldest.get_or_insert(since);
-                self.held.insert(
-                    id.to_owned(),
+                self.held.insert_key(
+                    key,
                     Held {
                         shard,
                         version,
@@ -2126,9 +2175,9 @@ impl<E: Entity> Actor<E> {
             }
         }
         if !self.held.is_empty() {
-            self.held.remove(id);
+            self.held.remove_key(key);
         }
-        self.queue_replication(shard, id.to_owned(), version, stamp, state);
+        self.queue_replication(shard, key.id().to_owned(), version, stamp, state);
     }
 
     fn queue_replication(
@@ -2150,8 +2199,8 @@ impl<E: Entity> Actor<E> {
 
     /// An answer now waits for entity `id`'s replicas: send its held
     /// change with this burst's.
-    fn release_held(&mut self, id: &str) {
-        if let Some((id, held)) = self.held.remove_entry(id) {
+    fn release_held(&mut self, key: &IdKey<'_>) {
+        if let Some((id, held)) = self.held.remove_entry_key(key) {
             self.queue_replication(held.shard, id, held.version, held.stamp, held.state);
         }
     }
@@ -2170,16 +2219,16 @@ impl<E: Entity> Actor<E> {
             // goes now, so a steady stream of held changes costs one pass
             // over them per quarter of the delay, not one per flush.
             let early = delay / 4;
-            let mut oldest: Option<Instant> = None;
-            for (id, held) in std::mem::take(&mut self.held) {
-                if all || now.duration_since(held.since) + early >= delay {
-                    self.queue_replication(held.shard, id, held.version, held.stamp, held.state);
-                } else {
-                    oldest = Some(oldest.map_or(held.since, |o| o.min(held.since)));
-                    self.held.insert(id, held);
-                }
+            // Taken out of the map in place: the map keeps its hasher
+            // (the region's, whose keys every lookup brings).
+            let going: Vec<(String, Held<E>)> = self
+                .held
+                .extract_if(|_, held| all || now.duration_since(held.since) + early >= delay)
+                .collect();
+            self.held_oldest = self.held.iter().map(|(_, held)| held.since).min();
+            for (id, held) in going {
+                self.queue_replication(held.shard, id, held.version, held.stamp, held.state);
             }
-            self.held_oldest = oldest;
         }
         if self.outbox.is_empty() {
             return;
@@ -2353,7 +2402,10 @@ impl<E: Entity> Actor<E> {
                 match result {
                     Ok(records) => {
                         waiting.remove(&from);
-                        let d = self.data.entry(shard).or_default();
+                        let d = self
+                            .data
+                            .entry(shard)
+                            .or_insert_with(|| ShardData::new(&self.ids));
                         let _ = merge(d, records, Instant::now());
                     }
                     // A member of the view may hold writes nobody else has
@@ -2397,8 +2449,9 @@ impl<E: Entity> Actor<E> {
         let Some(d) = self.data.get_mut(&shard) else {
             return;
         };
-        // One lookup by id (string compares down the shard's tree).
-        let acked = match d.entities.get_mut(&id) {
+        // The id hashed once for the maps below.
+        let key = self.ids.key(&id);
+        let acked = match d.entities.get_mut_key(&key) {
             Some(e) => {
                 if ok {
                     e.acked = e.acked.max(version);
@@ -2408,12 +2461,12 @@ impl<E: Entity> Actor<E> {
             None => u64::MAX,
         };
         if ok && !d.unconfirmed.is_empty() {
-            d.confirmed(&id, version);
+            d.confirmed(&key, version);
         }
         let waiting = if d.waiting_acks.is_empty() {
             None
         } else {
-            d.waiting_acks.remove(&id)
+            d.waiting_acks.remove_key(&key)
         };
         if let Some(list) = waiting {
             let mut keep = Vec::new();
@@ -2425,7 +2478,7 @@ impl<E: Entity> Actor<E> {
                 }
             }
             if !keep.is_empty() {
-                d.waiting_acks.insert(id.clone(), keep);
+                d.waiting_acks.insert_key(&key, keep);
             }
         }
         if !ok {
@@ -2492,10 +2545,11 @@ impl<E: Entity> Actor<E> {
                 }
             }
             let no_replicas = self.replicas_of(shard).1.is_empty();
+            let key = self.ids.key(&id);
             let Some(entry) = self
                 .data
                 .get_mut(&shard)
-                .and_then(|d| d.entities.get_mut(&id))
+                .and_then(|d| d.entities.get_mut_key(&key))
             else {
                 continue;
             };
@@ -2506,7 +2560,7 @@ impl<E: Entity> Actor<E> {
                 continue;
             }
             let (version, stamp, state) = (entry.version, entry.stamp, entry.state.clone());
-            self.replicate(shard, &id, version, stamp, state);
+            self.replicate(shard, &key, version, stamp, state);
         }
     }
 
@@ -2587,7 +2641,10 @@ impl<E: Entity> Actor<E> {
             }
             Wire::Sync { shard, records } => {
                 let shard = ShardId(shard);
-                let d = self.data.entry(shard).or_default();
+                let d = self
+                    .data
+                    .entry(shard)
+                    .or_insert_with(|| ShardData::new(&self.ids));
                 let changed = merge(d, records, Instant::now());
                 self.take_foreign_copy(shard, changed, &from);
                 ack::<E>(responder);
@@ -2598,7 +2655,10 @@ impl<E: Entity> Actor<E> {
                     .iter()
                     .map(|r| (r.id.clone(), r.version, r.stamp, encode_state(&r.state)))
                     .collect();
-                let d = self.data.entry(shard).or_default();
+                let d = self
+                    .data
+                    .entry(shard)
+                    .or_insert_with(|| ShardData::new(&self.ids));
                 let changed = merge(d, records, Instant::now());
                 let holding: Vec<Holding> = sent
                     .iter()
@@ -2678,7 +2738,10 @@ impl<E: Entity> Actor<E> {
                     .members
                     .get(&from.name)
                     .is_some_and(|n| n.generation == from.generation);
-            let d = self.data.entry(shard).or_default();
+            let d = self
+                .data
+                .entry(shard)
+                .or_insert_with(|| ShardData::new(&self.ids));
             if from_owner {
                 merge_record(d, record, None, now);
                 continue;
@@ -2813,13 +2876,16 @@ fn merge_record<E: Entity>(
     now: Instant,
 ) {
     let needed = changed.is_some() || !d.unconfirmed.is_empty();
-    let taken = match d.entities.get_mut(&r.id) {
+    // The id hashed once for the maps below.
+    let key = d.entities.hasher().key(&r.id);
+    let hash = key.hash();
+    let taken = match d.entities.get_mut_key(&key) {
         Some(e) if e.version >= r.version => return,
         Some(e) => {
             if r.state.is_none() {
-                d.removed.insert(r.id.clone(), now);
+                d.removed.insert_key(&key, now);
             } else if e.state.is_none() {
-                d.removed.remove(&r.id);
+                d.removed.remove_key(&key);
             }
             e.state = r.state;
             e.version = r.version;
@@ -2828,10 +2894,11 @@ fn merge_record<E: Entity>(
         }
         None => {
             if r.state.is_none() {
-                d.removed.insert(r.id.clone(), now);
+                d.removed.insert_key(&key, now);
             }
             let id = needed.then(|| r.id.clone());
-            d.entities.insert(
+            d.entities.insert_hashed(
+                hash,
                 r.id,
                 Entry {
                     state: r.state,
@@ -3144,14 +3211,16 @@ mod tests {
                 let mut before = Vec::new();
                 encode_into(e.state.as_ref(), &mut before);
                 let before = e.state.is_some().then_some(before.as_slice());
-                unconfirmed_change(&mut d.unconfirmed, id, e.version, before, version);
+                let key = d.unconfirmed.hasher().key(id);
+                unconfirmed_change(&mut d.unconfirmed, &key, e.version, before, version);
                 e.state = Some(Value(value));
                 e.version = version;
                 e.stamp = HERE;
                 d.removed.remove(id);
             }
             None => {
-                unconfirmed_creation(&mut d.unconfirmed, id, version);
+                let key = d.unconfirmed.hasher().key(id);
+                unconfirmed_creation(&mut d.unconfirmed, &key, version);
                 d.entities.insert(
                     id.to_owned(),
                     Entry {
@@ -3170,7 +3239,8 @@ mod tests {
         let e = d.entities.get_mut(id).expect("a live entity");
         let mut before = Vec::new();
         encode_into(e.state.as_ref(), &mut before);
-        unconfirmed_change(&mut d.unconfirmed, id, e.version, Some(&before), version);
+        let key = d.unconfirmed.hasher().key(id);
+        unconfirmed_change(&mut d.unconfirmed, &key, e.version, Some(&before), version);
         e.state = None;
         e.version = version;
         e.stamp = HERE;
@@ -3183,13 +3253,13 @@ mod tests {
     fn reset_after(confirm: &[u64]) -> (Option<(u32, u64, u64)>, bool) {
         let mut d = ShardData::<Value>::default();
         change(&mut d, "x", 10, 1);
-        d.confirmed("x", 1);
+        d.confirmed(&d.unconfirmed.hasher().key("x"), 1);
         assert!(d.unconfirmed.is_empty(), "confirmed: nothing to keep");
         for (value, version) in [(20, 2), (30, 3), (40, 4)] {
             change(&mut d, "x", value, version);
         }
         for v in confirm {
-            d.confirmed("x", *v);
+            d.confirmed(&d.unconfirmed.hasher().key("x"), *v);
         }
         let kept = !d.unconfirmed.is_empty();
         d.restore_confirmed(RESTORED);
@@ -3224,7 +3294,7 @@ mod tests {
         let mut d = ShardData::<Value>::default();
         change(&mut d, "y", 1, 1);
         change(&mut d, "y", 2, 2);
-        d.confirmed("y", 1);
+        d.confirmed(&d.unconfirmed.hasher().key("y"), 1);
         change(&mut d, "z", 5, 1);
         d.restore_confirmed(HERE);
         assert_eq!(held(&d, "y"), Some((Some(1), 3)));
@@ -3239,7 +3309,7 @@ mod tests {
     fn a_reset_undoes_an_unconfirmed_removal_and_keeps_a_confirmed_one() {
         let mut d = ShardData::<Value>::default();
         change(&mut d, "x", 10, 1);
-        d.confirmed("x", 1);
+        d.confirmed(&d.unconfirmed.hasher().key("x"), 1);
         remove(&mut d, "x", 2);
         d.restore_confirmed(RESTORED);
         assert_eq!(held(&d, "x"), Some((Some(10), 3)), "removal undone");
@@ -3248,7 +3318,7 @@ mod tests {
         let mut d = ShardData::<Value>::default();
         change(&mut d, "x", 10, 1);
         remove(&mut d, "x", 2);
-        d.confirmed("x", 2);
+        d.confirmed(&d.unconfirmed.hasher().key("x"), 2);
         assert!(d.unconfirmed.is_empty(), "confirmed: nothing to keep");
         change(&mut d, "x", 7, 3);
         d.restore_confirmed(RESTORED);
@@ -3364,21 +3434,45 @@ mod tests {
     fn a_change_over_an_unsent_one_keeps_no_bytes_and_resets_alike() {
         let mut d = ShardData::<Value>::default();
         change(&mut d, "x", 10, 1);
-        d.confirmed("x", 1);
+        d.confirmed(&d.unconfirmed.hasher().key("x"), 1);
         change(&mut d, "x", 20, 2);
         // Version 3 replaces version 2, which never left the node.
-        assert!(supersede_unsent(&mut d.unconfirmed, "x", 2, 3));
+        assert!(supersede_unsent(
+            &mut d.unconfirmed,
+            &IdHasher::new().key("x"),
+            2,
+            3
+        ));
         if let Some(e) = d.entities.get_mut("x") {
             e.state = Some(Value(30));
             e.version = 3;
         }
-        assert_eq!(d.unconfirmed["x"].len(), 2, "confirmed and current only");
+        assert_eq!(
+            d.unconfirmed.get("x").map_or(0, |states| states.len()),
+            2,
+            "confirmed and current only"
+        );
         // Not the history's last version, or no history: nothing done.
-        assert!(!supersede_unsent(&mut d.unconfirmed, "x", 2, 4));
-        assert!(!supersede_unsent(&mut d.unconfirmed, "w", 1, 2));
+        assert!(!supersede_unsent(
+            &mut d.unconfirmed,
+            &IdHasher::new().key("x"),
+            2,
+            4
+        ));
+        assert!(!supersede_unsent(
+            &mut d.unconfirmed,
+            &IdHasher::new().key("w"),
+            1,
+            2
+        ));
         // An entity created unconfirmed, changed over its unsent creation.
         change(&mut d, "y", 1, 1);
-        assert!(supersede_unsent(&mut d.unconfirmed, "y", 1, 2));
+        assert!(supersede_unsent(
+            &mut d.unconfirmed,
+            &IdHasher::new().key("y"),
+            1,
+            2
+        ));
         if let Some(e) = d.entities.get_mut("y") {
             e.state = Some(Value(2));
             e.version = 2;
