@@ -96,7 +96,9 @@ impl ShortDigest {
 
     /// The 16 lowercase hex characters, as a `String`.
     pub fn to_hex(&self) -> String {
-        self.hex_bytes().iter().map(|&b| char::from(b)).collect()
+        let hex = self.hex_bytes();
+        // ASCII digits: one allocation of 16 bytes, not 16 pushes of a char.
+        std::str::from_utf8(&hex).map_or_else(|_| String::new(), str::to_owned)
     }
 
     /// Parses exactly 16 hex characters (lower or upper case).
