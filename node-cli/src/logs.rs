@@ -1,16 +1,17 @@
 //! Log lines: `time level node target: message`, one per event, to stderr;
 //! colours on a terminal; `RUST_LOG` respected (default `info`).
 
-use std::cell::Cell;
-use std::fmt;
+use std::cell::{Cell, RefCell};
+use std::fmt::{self, Write as _};
 use std::io::{IsTerminal, Write};
 use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
 
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -29,7 +30,10 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        SystemTime.format_time(&mut w)?;
+        write_time(
+            &mut w,
+            std::time::SystemTime::now().duration_since(UNIX_EPOCH).ok(),
+        )?;
         let level = *event.metadata().level();
         if w.has_ansi_escapes() {
             let colour = match level {
@@ -48,9 +52,139 @@ where
             write!(w, " {level:>5} {} ", self.node)?;
         }
         write!(w, "{}: ", event.metadata().target())?;
-        ctx.field_format().format_fields(w.by_ref(), event)?;
+        if !write_message_only(&mut w, event)? {
+            ctx.field_format().format_fields(w.by_ref(), event)?;
+        }
         writeln!(w)
     }
+}
+
+thread_local! {
+    /// The time stamp's text up to its minute (`2026-12-06T12:07:`) and
+    /// the minute it is for (seconds since the Unix epoch / 60).
+    static MINUTE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    /// An event's message as formatted, before it is escaped.
+    static MESSAGE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Writes `since_epoch` (UTC) as tracing-subscriber's `SystemTime` does
+/// (RFC 3339, microseconds: `2026-12-06T12:07:37.123456Z`), the date part
+/// formatted once per minute (per thread): the full formatting was about
+/// 2,400 instructions per line, a tenth of a node's work per task beside
+/// the hash (`BENCHMARKS.md`, session 12). A clock before 1970 writes
+/// `1970-01-01T00:00:00.000000Z`.
+fn write_time(w: &mut impl fmt::Write, since_epoch: Option<Duration>) -> fmt::Result {
+    let since_epoch = since_epoch.unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let minute = secs / 60;
+    let micros = since_epoch.subsec_micros();
+    let second = secs % 60;
+    MINUTE.with(|cached| {
+        let Ok(mut cached) = cached.try_borrow_mut() else {
+            // Formatting a time while formatting one: no cache.
+            return write!(w, "{}{second:02}.{micros:06}Z", minute_prefix(minute));
+        };
+        if cached.0 != minute {
+            cached.1 = minute_prefix(minute);
+            cached.0 = minute;
+        }
+        write!(w, "{}{second:02}.{micros:06}Z", cached.1)
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:` of the minute `minute` (minutes since the Unix
+/// epoch, UTC).
+fn minute_prefix(minute: u64) -> String {
+    let days = minute / (24 * 60);
+    let (hour, min) = ((minute / 60) % 24, minute % 60);
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{min:02}:")
+}
+
+/// The proleptic Gregorian date `(year, month 1-12, day 1-31)` of `days`
+/// days after 1970-01-01: Howard Hinnant's `civil_from_days`, "chrono-
+/// Compatible Low-Level Date Algorithms" (2013), in unsigned arithmetic
+/// (dates from 1970 on).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Days since 0000-03-01, the start of a 400-year era.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months from March: 0 = March, ..., 11 = February.
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Writes the event's fields if its only field is its message (the
+/// workload's per-task lines), as tracing-subscriber's default field
+/// format would, with the same escaping of terminal control characters,
+/// in one pass over the formatted text instead of a write per character;
+/// false (nothing written) for any other event.
+fn write_message_only(w: &mut Writer<'_>, event: &Event<'_>) -> Result<bool, fmt::Error> {
+    let fields = event.metadata().fields();
+    if fields.len() != 1 || fields.field("message").is_none() {
+        return Ok(false);
+    }
+    MESSAGE.with(|buf| {
+        let Ok(mut buf) = buf.try_borrow_mut() else {
+            return Ok(false);
+        };
+        buf.clear();
+        let mut visitor = MessageVisitor {
+            buf: &mut buf,
+            result: Ok(()),
+        };
+        event.record(&mut visitor);
+        visitor.result?;
+        if w.sanitizes_ansi_escapes() {
+            write_escaped(w, &buf)?;
+        } else {
+            w.write_str(&buf)?;
+        }
+        Ok(true)
+    })
+}
+
+/// Collects an event's message as text.
+struct MessageVisitor<'a> {
+    buf: &'a mut String,
+    result: fmt::Result,
+}
+
+impl Visit for MessageVisitor<'_> {
+    fn record_debug(&mut self, _field: &Field, value: &dyn fmt::Debug) {
+        self.result = write!(self.buf, "{value:?}");
+    }
+}
+
+/// Writes `text` with the terminal control characters tracing-subscriber
+/// escapes in messages (ESC, BEL, BS, FF, DEL as `\x..`; C1 controls
+/// U+0080-U+009F as `\u{..}`) escaped the same way, and the rest as it
+/// is.
+fn write_escaped(w: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    let bytes = text.as_bytes();
+    // C1 controls are 0xC2 0x80-0x9F in UTF-8.
+    let clean = !bytes.iter().enumerate().any(|(i, &b)| {
+        matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f)
+            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    });
+    if clean {
+        return w.write_str(text);
+    }
+    for ch in text.chars() {
+        match ch {
+            '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' => write!(w, "\\x{:02x}", u32::from(ch))?,
+            '\u{80}'..='\u{9f}' => write!(w, "\\u{{{:x}}}", u32::from(ch))?,
+            _ => w.write_char(ch)?,
+        }
+    }
+    Ok(())
 }
 
 /// Standard error that never fails: when the reader of our stderr went
@@ -153,6 +287,118 @@ pub fn init(node: &str) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn dates_match_the_calendar() {
+        // Checked with `date -u -d @$((days * 86400)) +%F`.
+        for (days, want) in [
+            (0, (1970, 1, 1)),
+            (10_956, (1999, 12, 31)),
+            (11_016, (2000, 2, 29)),
+            (11_017, (2000, 3, 1)),
+            (20_428, (2025, 12, 6)),
+            (47_540, (2100, 2, 28)),
+            (47_541, (2100, 3, 1)),
+            (157_113, (2400, 2, 29)),
+        ] {
+            assert_eq!(civil_from_days(days), want, "day {days}");
+        }
+    }
+
+    #[test]
+    fn a_time_stamp_is_written_as_tracing_writes_it() {
+        let mut out = String::new();
+        // `date -u -d @1796558857 +%FT%T`: 2026-12-06T12:07:37.
+        write_time(&mut out, Some(Duration::new(1_796_558_857, 123_456_789))).unwrap();
+        assert_eq!(out, "2026-12-06T12:07:37.123456Z");
+        // The same minute again (from the cache), then the next.
+        out.clear();
+        write_time(&mut out, Some(Duration::new(1_796_558_819, 5_000))).unwrap();
+        assert_eq!(out, "2026-12-06T12:06:59.000005Z");
+        out.clear();
+        write_time(&mut out, Some(Duration::new(1_796_558_820, 0))).unwrap();
+        assert_eq!(out, "2026-12-06T12:07:00.000000Z");
+        out.clear();
+        write_time(&mut out, None).unwrap();
+        assert_eq!(out, "1970-01-01T00:00:00.000000Z");
+        // Against tracing-subscriber's own clock format, by shape and date.
+        let mut lib = String::new();
+        tracing_subscriber::fmt::time::FormatTime::format_time(
+            &tracing_subscriber::fmt::time::SystemTime,
+            &mut Writer::new(&mut lib),
+        )
+        .unwrap();
+        let mut ours = String::new();
+        write_time(
+            &mut ours,
+            std::time::SystemTime::now().duration_since(UNIX_EPOCH).ok(),
+        )
+        .unwrap();
+        assert_eq!(lib.len(), ours.len(), "{lib} / {ours}");
+        assert_eq!(
+            lib[..10],
+            ours[..10],
+            "the same date (unless run at midnight)"
+        );
+    }
+
+    /// Formats each event's fields both ways: tracing-subscriber's default
+    /// field format, and [`write_message_only`].
+    struct Both(std::sync::Arc<Mutex<Vec<(String, String, bool)>>>);
+
+    impl<S, N> FormatEvent<S, N> for Both
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            _w: Writer<'_>,
+            event: &Event<'_>,
+        ) -> fmt::Result {
+            let mut lib = String::new();
+            ctx.field_format()
+                .format_fields(Writer::new(&mut lib), event)?;
+            let mut ours = String::new();
+            let wrote = write_message_only(&mut Writer::new(&mut ours), event)?;
+            self.0.lock().unwrap().push((lib, ours, wrote));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_message_is_written_and_escaped_as_tracing_subscriber_does() {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .event_format(Both(std::sync::Arc::clone(&seen)))
+            .finish();
+        let texts = [
+            "job-node-1-7: 0123456789abcdef (on node-2)",
+            "",
+            "an escape \x1b[31mred\x1b[0m, a bell \x07, a backspace \x08, a form feed \x0c, a delete \x7f",
+            "C1 controls \u{80} \u{85} \u{9b}x \u{9f}, and their neighbours \u{7e} \u{a0} \u{c2}",
+            "tab\tnewline\nreturn\r, quotes \" and backslash \\ and non-ASCII: é, 日本, 🦀",
+        ];
+        tracing::subscriber::with_default(subscriber, || {
+            for text in texts {
+                tracing::info!("{text}");
+            }
+            tracing::info!(count = 3, "with another field");
+        });
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), texts.len() + 1);
+        for (lib, ours, wrote) in &seen[..texts.len()] {
+            assert!(wrote);
+            assert_eq!(ours, lib);
+        }
+        assert!(seen[1].1.is_empty());
+        assert!(seen[2].1.contains("\\x1b[31m"), "{}", seen[2].1);
+        // An event with other fields is left to tracing-subscriber.
+        let (_, ours, wrote) = &seen[texts.len()];
+        assert!(!wrote && ours.is_empty());
+    }
 
     #[test]
     fn a_bulk_keeps_its_lines_until_another_line_or_its_end() {
