@@ -168,12 +168,11 @@ impl Visit for MessageVisitor<'_> {
 /// U+0080-U+009F as `\u{..}`) escaped the same way, and the rest as it
 /// is.
 fn write_escaped(w: &mut impl fmt::Write, text: &str) -> fmt::Result {
-    let bytes = text.as_bytes();
-    // C1 controls are 0xC2 0x80-0x9F in UTF-8.
-    let clean = !bytes.iter().enumerate().any(|(i, &b)| {
-        matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f)
-            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
-    });
+    // C1 controls are 0xC2 0x80-0x9F in UTF-8: a text with any 0xC2 byte
+    // (U+0080-U+00BF) takes the careful path.
+    let clean = !text
+        .bytes()
+        .any(|b| matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f | 0xc2));
     if clean {
         return w.write_str(text);
     }
