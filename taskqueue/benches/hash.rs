@@ -161,8 +161,15 @@ fn memory(layout: &str, tasks: u64) {
     } else {
         "50 EntityMap<{TaskEntity, version, stamp, acked}> (the region's map)"
     };
+    // The goal is for 1,000,000 tasks held; a quick run's figure carries
+    // the allocator's fixed costs over fewer tasks.
+    let goal = if tasks >= 1_000_000 {
+        "goal <= 200"
+    } else {
+        "quick run: the goal of <= 200 is for 1,000,000 tasks"
+    };
     println!(
-        "memory: {tasks} completed tasks in {what}: RSS +{:.1} MiB = {:.0} bytes/task (goal <= 200)",
+        "memory: {tasks} completed tasks in {what}: RSS +{:.1} MiB = {:.0} bytes/task ({goal})",
         grown as f64 / (1024.0 * 1024.0),
         grown as f64 / tasks as f64,
     );

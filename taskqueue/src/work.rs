@@ -96,9 +96,9 @@ impl ShortDigest {
 
     /// The 16 lowercase hex characters, as a `String`.
     pub fn to_hex(&self) -> String {
-        let hex = self.hex_bytes();
-        // ASCII digits: one allocation of 16 bytes, not 16 pushes of a char.
-        std::str::from_utf8(&hex).map_or_else(|_| String::new(), str::to_owned)
+        // ASCII digits: one allocation of 16 bytes, not 16 pushes of a
+        // char (and never a lossy replacement: every byte is a hex digit).
+        String::from_utf8_lossy(&self.hex_bytes()).into_owned()
     }
 
     /// Parses exactly 16 hex characters (lower or upper case).
