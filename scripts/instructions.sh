@@ -9,6 +9,9 @@
 #   TOP=40 scripts/instructions.sh       # longer list of functions
 #   NODES=3 scripts/instructions.sh      # three nodes in one process, each
 #                                        # submitting the counts, replicated (R = 2)
+#   TARGET=node-cli SMALL=1000 LARGE=3000 scripts/instructions.sh
+#                                        # the node-cli binary alone (`--tasks N`,
+#                                        # one node): its workload and log lines too
 #
 # Runs the queue bench's `--instructions N` mode (submit_many_and_wait
 # only, batches of 256, 4 in flight) under valgrind's callgrind at two task
@@ -32,21 +35,39 @@ small=${SMALL:-2000}
 large=${LARGE:-8000}
 top=${TOP:-25}
 nodes=${NODES:-1}
+target=${TARGET:-queue}
+[[ "$target" == queue || "$target" == node-cli ]] || { echo "TARGET must be queue or node-cli, not '$target'" >&2; exit 2; }
 for v in small large top nodes; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "${v^^} must be a whole number, not '${!v}'" >&2; exit 2; }
 done
 ((small >= 1 && large > small)) || { echo "need 1 <= SMALL < LARGE (SMALL=$small LARGE=$large)" >&2; exit 2; }
 ((nodes >= 1)) || { echo "NODES must be at least 1" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
-bin=$(cargo bench -p taskqueue --bench queue --no-run --message-format=json 2>/dev/null \
-  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep '/queue-' | tail -1)
-[[ -x "$bin" ]] || { echo "could not build the queue bench" >&2; exit 1; }
+if [[ "$target" == node-cli ]]; then
+  ((nodes == 1)) || { echo "TARGET=node-cli runs one node (NODES=1)" >&2; exit 2; }
+  cargo build --release -p node-cli --bin node-cli >&2
+  bin=${CARGO_TARGET_DIR:-$PWD/target}/release/node-cli
+  [[ -x "$bin" ]] || { echo "could not build node-cli" >&2; exit 1; }
+else
+  bin=$(cargo bench -p taskqueue --bench queue --no-run --message-format=json 2>/dev/null \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep '/queue-' | tail -1)
+  [[ -x "$bin" ]] || { echo "could not build the queue bench" >&2; exit 1; }
+fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 for n in "$small" "$large"; do
-  ${PRELOAD:+env LD_PRELOAD=$PRELOAD} valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" "$bin" --instructions "$n" --nodes "$nodes" \
-    >"$out/run.$n" 2>"$out/valgrind.$n" || { cat "$out/valgrind.$n" >&2; exit 1; }
+  if [[ "$target" == node-cli ]]; then
+    # In an empty directory (built-in defaults, no casty.toml); its log
+    # lines go to a file, as a terminal would slow it.
+    args=(--port 0 --tasks "$n" --settle-ms 200 --name solo)
+    run_dir=$out
+  else
+    args=(--instructions "$n" --nodes "$nodes")
+    run_dir=$PWD
+  fi
+  (cd "$run_dir" && ${PRELOAD:+env LD_PRELOAD=$PRELOAD} valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" "$bin" "${args[@]}" \
+    >"$out/run.$n" 2>"$out/valgrind.$n") || { cat "$out/valgrind.$n" >&2; exit 1; }
   # callgrind_annotate's Perl warns about its own uninitialised values.
   callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$out/cg.$n" 2>/dev/null >"$out/incl.$n"
   callgrind_annotate --auto=no --threshold=100 "$out/cg.$n" 2>/dev/null >"$out/self.$n"
@@ -75,8 +96,13 @@ per_task "$out/self.$small" "$out/self.$large" sum >"$out/self"
 total=$(awk -F '\t' '$2 == "PROGRAM TOTALS" { print $1 }' "$out/incl")
 pool=$(awk -F '\t' '$2 == "sharding::pool::worker" { print $1 }' "$out/incl")
 [[ -n "$total" && -n "$pool" ]] || { echo "no program total or pool figure in callgrind's listing ($out kept)" >&2; trap - EXIT; exit 1; }
-echo "instructions per task ($small and $large tasks from each of $nodes node(s) in one process, submit_many_and_wait):"
-echo "  all threads $total, hashing pool $pool, the rest (runtime: region and clients) $((total - pool))"
+if [[ "$target" == node-cli ]]; then
+  echo "instructions per task ($small and $large tasks, node-cli alone: its workload, region and log lines):"
+  echo "  all threads $total, hashing pool $pool, the rest (runtime: region, workload, logs) $((total - pool))"
+else
+  echo "instructions per task ($small and $large tasks from each of $nodes node(s) in one process, submit_many_and_wait):"
+  echo "  all threads $total, hashing pool $pool, the rest (runtime: region and clients) $((total - pool))"
+fi
 echo "largest own counts per task outside SHA-256 (the pool's hash loop and the input digest):"
 # awk, not head, takes the first lines: head would stop reading early and
 # fail the pipeline (pipefail) with sort's SIGPIPE.
