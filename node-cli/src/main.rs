@@ -24,7 +24,7 @@ use crate::config::Config;
 
 /// mimalloc instead of glibc's malloc: the nodes allocate on one thread
 /// and free on another (the runtime and the hashing pool), where glibc
-/// spent about 350 instructions per allocation and free, a quarter of the
+/// spent about 350 instructions per allocation and free, a third of the
 /// runtime's instructions per task (`BENCHMARKS.md`, session 12).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
