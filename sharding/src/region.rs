@@ -360,6 +360,9 @@ enum Internal<E: Entity> {
         /// Each replica's outcome: its name, and why it failed (`None`:
         /// it confirmed).
         replicas: Vec<(String, Option<String>)>,
+        /// The replica set the batch went to (its key in
+        /// [`Actor::replicating`]).
+        set: Arc<[NodeId]>,
     },
     Fetched {
         shard: ShardId,
@@ -442,6 +445,10 @@ struct Held<E: Entity> {
     state: Option<E>,
     since: Instant,
 }
+
+/// Changes queued for one replica set beyond which they go out although a
+/// batch to that set is still in flight (see [`Actor::flush_replication`]).
+const REPLICATION_QUEUE_MAX: usize = 256;
 
 /// Changes held back at most (see `[sharding] replicate_delay_ms`): beyond
 /// it a change is sent at once, so a burst of changes nobody waits for does
@@ -803,6 +810,7 @@ impl Region {
             stats_tx,
             retry_replicate: Vec::new(),
             outbox: BTreeMap::new(),
+            replicating: HashMap::new(),
             held: EntityMap::with_hasher(&ids),
             ids,
             held_oldest: None,
@@ -898,6 +906,11 @@ struct Actor<E: Entity> {
     /// Replications queued by this burst of input, by replica set (an
     /// index into `replica_sets`, with the set itself).
     outbox: BTreeMap<usize, (Arc<[NodeId]>, Outgoing<E>)>,
+    /// `ReplicateBatch` asks in flight by replica set (the set itself,
+    /// so a view change's renumbering does not mix counts up): while one
+    /// is, the set's next changes wait in `outbox` (see
+    /// [`Actor::flush_replication`]).
+    replicating: HashMap<Arc<[NodeId]>, usize>,
     /// Changes nobody waits for, held back by entity id
     /// (`[sharding] replicate_delay_ms`): moved to `outbox` when an answer
     /// comes to wait for them, when they are due, or on a view change.
@@ -2208,6 +2221,12 @@ impl<E: Entity> Actor<E> {
     /// Sends the queued replications, with the held ones that are due
     /// (every held one when `all`): one `ReplicateBatch` ask per replica
     /// set and page, each batch's outcome reported back to the actor.
+    ///
+    /// A set with a batch in flight keeps its queue until that batch's
+    /// outcome is back, unless the queue holds [`REPLICATION_QUEUE_MAX`]
+    /// changes or more, or `all`: as in Nagle's algorithm (RFC 896), an
+    /// idle set gets each change at once, a busy one a batch per round
+    /// trip, so the batches grow with the load instead of their number.
     fn flush_replication(&mut self, all: bool) {
         let delay = Duration::from_millis(self.config.sharding.replicate_delay_ms);
         let now = Instant::now();
@@ -2235,7 +2254,12 @@ impl<E: Entity> Actor<E> {
         }
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
         let budget = frame_budget(&self.config, &self.channel);
-        for (_, (replicas, batch)) in std::mem::take(&mut self.outbox) {
+        for (set, (replicas, batch)) in std::mem::take(&mut self.outbox) {
+            let busy = self.replicating.get(&replicas).is_some_and(|&n| n > 0);
+            if busy && !all && batch.len() < REPLICATION_QUEUE_MAX {
+                self.outbox.insert(set, (replicas, batch));
+                continue;
+            }
             let mut pages: Vec<Vec<(u32, Record<E>)>> = vec![Vec::new()];
             let mut used = 0usize;
             for ((shard, id), (version, stamp, state)) in batch {
@@ -2273,6 +2297,7 @@ impl<E: Entity> Actor<E> {
                 let tx = self.internal_tx.clone();
                 let replicas = Arc::clone(&replicas);
                 let wire = Wire::ReplicateBatch { records };
+                *self.replicating.entry(Arc::clone(&replicas)).or_insert(0) += 1;
                 tokio::spawn(async move {
                     let asks = replicas
                         .iter()
@@ -2299,6 +2324,7 @@ impl<E: Entity> Actor<E> {
                         entries,
                         result,
                         replicas: outcomes,
+                        set: replicas,
                     });
                 });
             }
@@ -2353,7 +2379,14 @@ impl<E: Entity> Actor<E> {
                 entries,
                 result,
                 replicas,
+                set,
             } => {
+                if let Some(n) = self.replicating.get_mut(&set) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.replicating.remove(&set);
+                    }
+                }
                 // While a dead replica is not yet declared dead, every
                 // batch to it fails: warn at its 1st, 2nd, 4th, ... failure
                 // in a row, the rest at debug level. Counted by replica, so

@@ -2308,3 +2308,99 @@ async fn a_recreated_entity_numbers_above_its_tombstone_and_replicates() {
     assert_eq!(crash_owner_and_read(a, &b, &id).await, 6);
     x.stop.cancel();
 }
+
+/// A replica on the counter's channel that hands each `ReplicateBatch`
+/// (its records' ids, and the responder to confirm it with) to the test,
+/// so the test decides when a batch is confirmed. Other messages are
+/// answered as `start_recording_replica` does.
+async fn start_gated_replica(
+    name: &str,
+) -> (
+    BareNode,
+    tokio::sync::mpsc::UnboundedReceiver<(Vec<String>, transport::Responder)>,
+) {
+    let node = start_bare(name).await;
+    let (chan, mut inbox) =
+        Channel::<Wire<Counter>>::register(&node.transport, 20, Lane::Bulk).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _chan = chan;
+        while let Some(Received { msg, responder, .. }) = inbox.recv().await {
+            let answer = match msg {
+                Wire::ReplicateBatch { records } => {
+                    let ids = records.into_iter().map(|(_, r)| r.id).collect();
+                    if let Some(resp) = responder {
+                        let _ = tx.send((ids, resp));
+                    }
+                    continue;
+                }
+                Wire::Replicate { .. } | Wire::Sync { .. } => WireReply::<Counter>::Ack,
+                Wire::Fetch { .. } => WireReply::Page {
+                    records: Vec::new(),
+                    more: false,
+                },
+                Wire::HandOver { shard, .. } => WireReply::Error(RegionError::Moved { shard }),
+                Wire::Deliver { .. } | Wire::DeliverBatch { .. } => {
+                    WireReply::Error(RegionError::Moved { shard: 0 })
+                }
+            };
+            if let Some(resp) = responder {
+                let _ = resp.reply_msg(&answer);
+            }
+        }
+    });
+    (node, rx)
+}
+
+/// While a replication batch to a replica set is unconfirmed, the owner's
+/// next changes for that set wait, and go out together once it is
+/// confirmed (one batch per round trip under load, Nagle's rule), and
+/// every ask is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_wait_for_the_batch_in_flight_then_go_in_one() {
+    let a = start_with("a", with_delay_ms(0)).await;
+    let (x, mut batches) = start_gated_replica("x").await;
+    let mut ax = members(&[&a]);
+    ax.insert("x".into(), x.transport.identity().clone());
+    let alloc = alloc_of(&ax);
+    let ids = ids_where(5, |s| alloc.owner(s) == Some("a"));
+    a.view.send_replace(ax);
+    wait_routing(&a, 2).await;
+    let ask = |id: &String| {
+        let region = a.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move { region.ask(&id, CounterMsg::Add(1), T).await })
+    };
+    let first = ask(&ids[0]);
+    let (sent, confirm_first) = tokio::time::timeout(T, batches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent, [ids[0].clone()]);
+    let before = a.region.stats().delivered;
+    let rest: Vec<_> = ids[1..].iter().map(ask).collect();
+    while a.region.stats().delivered < before + 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Applied on a, not sent: the first batch is unconfirmed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        batches.try_recv().is_err(),
+        "a second batch went out while the first was in flight"
+    );
+    confirm_first.reply_msg(&WireReply::<Counter>::Ack).unwrap();
+    assert_eq!(first.await.unwrap(), Ok(1));
+    let (mut sent, confirm) = tokio::time::timeout(T, batches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    sent.sort();
+    let mut expected = ids[1..].to_vec();
+    expected.sort();
+    assert_eq!(sent, expected);
+    confirm.reply_msg(&WireReply::<Counter>::Ack).unwrap();
+    for r in rest {
+        assert_eq!(r.await.unwrap(), Ok(1));
+    }
+    x.stop.cancel();
+}
