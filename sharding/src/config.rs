@@ -93,6 +93,15 @@ pub struct ShardingConfig {
     /// the replicated input. A view change or a leave sends every held
     /// change at once.
     pub replicate_delay_ms: u64,
+    /// Under load, the shortest time in ms between two replication batches
+    /// from this owner to one replica set (default 1; 0 sends after every
+    /// burst of input). It applies only after a batch of at least 8
+    /// changes: a set that gets a change now and then, or one client's
+    /// asks one after another, gets each at once; a busy set gets its
+    /// changes in fewer, larger batches, each answer waiting at most this
+    /// long (plus the timer's 1 ms tick) more. See `PROTOCOL.md`,
+    /// Replication before acknowledgement. At most `replicate_timeout_ms`.
+    pub replicate_linger_ms: u64,
 }
 
 impl Default for ShardingConfig {
@@ -105,6 +114,7 @@ impl Default for ShardingConfig {
             snapshot_page_bytes: 1 << 20,
             max_parked_asks: 100_000,
             replicate_delay_ms: 500,
+            replicate_linger_ms: 1,
         }
     }
 }
@@ -133,7 +143,8 @@ impl RegionConfig {
     ///
     /// # Errors
     /// A message naming the key: mailbox capacity ≥ 1, timeouts ≥ 1 ms,
-    /// snapshot pages ≥ 1 KiB, parked asks ≥ 1, forward hops ≤ 16, `num_shards` ≤
+    /// replication linger ≤ replication timeout, snapshot pages ≥ 1 KiB,
+    /// parked asks ≥ 1, forward hops ≤ 16, `num_shards` ≤
     /// [`MAX_SHARDS`], `replication_factor` ≤ [`MAX_REPLICATION`].
     pub fn validate(&self) -> Result<(), String> {
         if self.mailbox.capacity == 0 {
@@ -141,6 +152,12 @@ impl RegionConfig {
         }
         if self.sharding.replicate_timeout_ms == 0 {
             return Err("sharding.replicate_timeout_ms must be at least 1".into());
+        }
+        if self.sharding.replicate_linger_ms > self.sharding.replicate_timeout_ms {
+            return Err(format!(
+                "sharding.replicate_linger_ms = {} is above sharding.replicate_timeout_ms = {}",
+                self.sharding.replicate_linger_ms, self.sharding.replicate_timeout_ms
+            ));
         }
         if self.sharding.snapshot_page_bytes < 1024 {
             return Err("sharding.snapshot_page_bytes must be at least 1024".into());

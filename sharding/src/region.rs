@@ -360,9 +360,6 @@ enum Internal<E: Entity> {
         /// Each replica's outcome: its name, and why it failed (`None`:
         /// it confirmed).
         replicas: Vec<(String, Option<String>)>,
-        /// The replica set the batch went to (its key in
-        /// [`Actor::replicating`]).
-        set: Arc<[NodeId]>,
     },
     Fetched {
         shard: ShardId,
@@ -446,9 +443,15 @@ struct Held<E: Entity> {
     since: Instant,
 }
 
-/// Changes queued for one replica set beyond which they go out although a
-/// batch to that set is still in flight (see [`Actor::flush_replication`]).
+/// Changes queued for one replica set beyond which they go out although
+/// its linger has not passed (see [`Actor::flush_replication`]).
 const REPLICATION_QUEUE_MAX: usize = 256;
+
+/// Changes in a replica set's last batch from which its next one lingers
+/// (`[sharding] replicate_linger_ms`, see [`Actor::flush_replication`]):
+/// fewer come from a client asking one thing at a time, which a linger
+/// would only slow down.
+const LINGER_MIN_BATCH: usize = 8;
 
 /// Changes held back at most (see `[sharding] replicate_delay_ms`): beyond
 /// it a change is sent at once, so a burst of changes nobody waits for does
@@ -810,7 +813,8 @@ impl Region {
             stats_tx,
             retry_replicate: Vec::new(),
             outbox: BTreeMap::new(),
-            replicating: HashMap::new(),
+            last_batch: HashMap::new(),
+            linger_due: None,
             held: EntityMap::with_hasher(&ids),
             ids,
             held_oldest: None,
@@ -906,11 +910,13 @@ struct Actor<E: Entity> {
     /// Replications queued by this burst of input, by replica set (an
     /// index into `replica_sets`, with the set itself).
     outbox: BTreeMap<usize, (Arc<[NodeId]>, Outgoing<E>)>,
-    /// `ReplicateBatch` asks in flight by replica set (the set itself,
-    /// so a view change's renumbering does not mix counts up): while one
-    /// is, the set's next changes wait in `outbox` (see
-    /// [`Actor::flush_replication`]).
-    replicating: HashMap<Arc<[NodeId]>, usize>,
+    /// When the last batch to each replica set (the set itself, so a view
+    /// change's renumbering does not mix them up) went out, and how many
+    /// changes it carried (`[sharding] replicate_linger_ms`; cleared on a
+    /// view change).
+    last_batch: HashMap<Arc<[NodeId]>, (Instant, usize)>,
+    /// When the earliest lingering queue in `outbox` is due.
+    linger_due: Option<Instant>,
     /// Changes nobody waits for, held back by entity id
     /// (`[sharding] replicate_delay_ms`): moved to `outbox` when an answer
     /// comes to wait for them, when they are due, or on a view change.
@@ -1002,6 +1008,7 @@ impl<E: Entity> Actor<E> {
                 () = self.outputs.wake.notified() => {}
                 _ = tick.tick() => self.on_tick(),
                 () = tokio::time::sleep_until(held_due.map_or_else(far, Into::into)), if held_due.is_some() => {}
+                () = tokio::time::sleep_until(self.linger_due.map_or_else(far, Into::into)), if self.linger_due.is_some() => {}
             }
             self.take_job_outputs();
             self.flush_replication(false);
@@ -1069,6 +1076,8 @@ impl<E: Entity> Actor<E> {
         // change renumbers: send them (held ones too) to the sets they were
         // queued for.
         self.flush_replication(true);
+        // The sets are about to change: the lingering ones went out above.
+        self.last_batch.clear();
         let names: BTreeSet<String> = members.keys().cloned().collect();
         let alloc = allocate(&names, self.num_shards, self.replication);
         let old_alloc = std::mem::replace(&mut self.alloc, alloc);
@@ -2222,11 +2231,14 @@ impl<E: Entity> Actor<E> {
     /// (every held one when `all`): one `ReplicateBatch` ask per replica
     /// set and page, each batch's outcome reported back to the actor.
     ///
-    /// A set with a batch in flight keeps its queue until that batch's
-    /// outcome is back, unless the queue holds [`REPLICATION_QUEUE_MAX`]
-    /// changes or more, or `all`: as in Nagle's algorithm (RFC 896), an
-    /// idle set gets each change at once, a busy one a batch per round
-    /// trip, so the batches grow with the load instead of their number.
+    /// Under load a set's queue lingers: a set whose last batch carried
+    /// [`LINGER_MIN_BATCH`] changes or more gets its next one no sooner
+    /// than `[sharding] replicate_linger_ms` after it (a timer wakes the
+    /// actor when it is due), as Kafka's producer does with `linger.ms`,
+    /// unless the queue holds [`REPLICATION_QUEUE_MAX`] changes or more,
+    /// or `all`. A batch never waits for another's answer: at most one
+    /// replication page per set in flight ("group commit") was tried and
+    /// kept out (`RELIABILITY.md`, the partition finding of 2026-12-05).
     fn flush_replication(&mut self, all: bool) {
         let delay = Duration::from_millis(self.config.sharding.replicate_delay_ms);
         let now = Instant::now();
@@ -2249,17 +2261,29 @@ impl<E: Entity> Actor<E> {
                 self.queue_replication(held.shard, id, held.version, held.stamp, held.state);
             }
         }
+        // Set again below for the queues that still linger.
+        self.linger_due = None;
         if self.outbox.is_empty() {
             return;
         }
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
         let budget = frame_budget(&self.config, &self.channel);
+        let linger = Duration::from_millis(self.config.sharding.replicate_linger_ms);
         for (set, (replicas, batch)) in std::mem::take(&mut self.outbox) {
-            let busy = self.replicating.get(&replicas).is_some_and(|&n| n > 0);
-            if busy && !all && batch.len() < REPLICATION_QUEUE_MAX {
-                self.outbox.insert(set, (replicas, batch));
-                continue;
+            if !all && batch.len() < REPLICATION_QUEUE_MAX {
+                let lingering = self
+                    .last_batch
+                    .get(&replicas)
+                    .map(|&(at, len)| (at + linger, len))
+                    .filter(|&(due, len)| len >= LINGER_MIN_BATCH && due > now);
+                if let Some((due, _)) = lingering {
+                    self.linger_due = Some(self.linger_due.map_or(due, |d| d.min(due)));
+                    self.outbox.insert(set, (replicas, batch));
+                    continue;
+                }
             }
+            self.last_batch
+                .insert(Arc::clone(&replicas), (now, batch.len()));
             let mut pages: Vec<Vec<(u32, Record<E>)>> = vec![Vec::new()];
             let mut used = 0usize;
             for ((shard, id), (version, stamp, state)) in batch {
@@ -2297,7 +2321,6 @@ impl<E: Entity> Actor<E> {
                 let tx = self.internal_tx.clone();
                 let replicas = Arc::clone(&replicas);
                 let wire = Wire::ReplicateBatch { records };
-                *self.replicating.entry(Arc::clone(&replicas)).or_insert(0) += 1;
                 tokio::spawn(async move {
                     let asks = replicas
                         .iter()
@@ -2324,7 +2347,6 @@ impl<E: Entity> Actor<E> {
                         entries,
                         result,
                         replicas: outcomes,
-                        set: replicas,
                     });
                 });
             }
@@ -2379,14 +2401,7 @@ impl<E: Entity> Actor<E> {
                 entries,
                 result,
                 replicas,
-                set,
             } => {
-                if let Some(n) = self.replicating.get_mut(&set) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.replicating.remove(&set);
-                    }
-                }
                 // While a dead replica is not yet declared dead, every
                 // batch to it fails: warn at its 1st, 2nd, 4th, ... failure
                 // in a row, the rest at debug level. Counted by replica, so

@@ -2352,55 +2352,77 @@ async fn start_gated_replica(
     (node, rx)
 }
 
-/// While a replication batch to a replica set is unconfirmed, the owner's
-/// next changes for that set wait, and go out together once it is
-/// confirmed (one batch per round trip under load, Nagle's rule), and
-/// every ask is answered.
+/// `[sharding] replicate_linger_ms`: after a batch of 8 changes or more to
+/// a replica set, the set's next batch waits until the linger has passed
+/// since it; after a smaller one (one client asking one thing at a time)
+/// the next goes at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_wait_for_the_batch_in_flight_then_go_in_one() {
-    let a = start_with("a", with_delay_ms(0)).await;
+async fn a_busy_replica_set_gets_its_next_batch_after_the_linger() {
+    const LINGER: Duration = Duration::from_millis(1_000);
+    let mut config = with_delay_ms(0);
+    config.sharding.replicate_linger_ms = LINGER.as_millis() as u64;
+    let a = start_with("a", config).await;
     let (x, mut batches) = start_gated_replica("x").await;
     let mut ax = members(&[&a]);
     ax.insert("x".into(), x.transport.identity().clone());
     let alloc = alloc_of(&ax);
-    let ids = ids_where(5, |s| alloc.owner(s) == Some("a"));
+    let ids = ids_where(11, |s| alloc.owner(s) == Some("a"));
     a.view.send_replace(ax);
     wait_routing(&a, 2).await;
-    let ask = |id: &String| {
+    // Eight changes in one delivery: one batch of eight, sent at once.
+    let eight: Vec<(String, CounterMsg)> = ids[..8]
+        .iter()
+        .map(|id| (id.clone(), CounterMsg::Add(1)))
+        .collect();
+    let first = {
         let region = a.region.clone();
-        let id = id.clone();
+        tokio::spawn(async move { region.ask_batch(eight, T).await })
+    };
+    let (sent, confirm) = tokio::time::timeout(T, batches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.len(), 8);
+    let sent_at = std::time::Instant::now();
+    confirm.reply_msg(&WireReply::<Counter>::Ack).unwrap();
+    assert!(first.await.unwrap().iter().all(|r| r == &Ok(1)));
+    // The ninth change lingers: not sent until the linger has passed.
+    let ninth = {
+        let region = a.region.clone();
+        let id = ids[8].clone();
         tokio::spawn(async move { region.ask(&id, CounterMsg::Add(1), T).await })
     };
-    let first = ask(&ids[0]);
-    let (sent, confirm_first) = tokio::time::timeout(T, batches.recv())
+    let (sent, confirm) = tokio::time::timeout(T, batches.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(sent, [ids[0].clone()]);
-    let before = a.region.stats().delivered;
-    let rest: Vec<_> = ids[1..].iter().map(ask).collect();
-    while a.region.stats().delivered < before + 4 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Applied on a, not sent: the first batch is unconfirmed.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sent, [ids[8].clone()]);
     assert!(
-        batches.try_recv().is_err(),
-        "a second batch went out while the first was in flight"
+        sent_at.elapsed() >= LINGER,
+        "sent {:?} after the batch of eight",
+        sent_at.elapsed()
     );
-    confirm_first.reply_msg(&WireReply::<Counter>::Ack).unwrap();
-    assert_eq!(first.await.unwrap(), Ok(1));
-    let (mut sent, confirm) = tokio::time::timeout(T, batches.recv())
+    confirm.reply_msg(&WireReply::<Counter>::Ack).unwrap();
+    assert_eq!(ninth.await.unwrap(), Ok(1));
+    // After a batch of one, the next change goes at once.
+    let tenth = {
+        let region = a.region.clone();
+        let id = ids[9].clone();
+        tokio::spawn(async move { region.ask(&id, CounterMsg::Add(1), T).await })
+    };
+    let asked_at = std::time::Instant::now();
+    let (sent, confirm) = tokio::time::timeout(T, batches.recv())
         .await
         .unwrap()
         .unwrap();
-    sent.sort();
-    let mut expected = ids[1..].to_vec();
-    expected.sort();
-    assert_eq!(sent, expected);
+    assert_eq!(sent, [ids[9].clone()]);
+    assert!(
+        asked_at.elapsed() < LINGER,
+        "a change after a batch of one lingered {:?}",
+        asked_at.elapsed()
+    );
     confirm.reply_msg(&WireReply::<Counter>::Ack).unwrap();
-    for r in rest {
-        assert_eq!(r.await.unwrap(), Ok(1));
-    }
+    assert_eq!(tenth.await.unwrap(), Ok(1));
+    assert!(batches.try_recv().is_err());
     x.stop.cancel();
 }
