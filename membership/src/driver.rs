@@ -431,7 +431,10 @@ impl Driver {
             changed = true;
             log_event(&ev);
             match &ev {
-                Event::MemberDown(m) => down.push(m.id.addr.clone()),
+                // A member that left gracefully is gone as well: frames
+                // still queued for it (a peer's hand-off while the whole
+                // cluster stops) fail at once instead of redialling.
+                Event::MemberDown(m) | Event::MemberLeft(m) => down.push(m.id.addr.clone()),
                 Event::JoinFailed { .. } | Event::JoinRefused { .. } | Event::Superseded { .. } => {
                     self.failure_tx.send_replace(Some(ev.clone()));
                 }
@@ -486,7 +489,8 @@ impl Driver {
     }
 
     /// Drops the transport's links to the addresses of members declared
-    /// dead (unless an active member, e.g. a newer life, uses the address).
+    /// dead or that left (unless an active member, e.g. a newer life, uses
+    /// the address).
     ///
     /// A peer cut off by a firewall that drops packets silently keeps its
     /// established connections "up": writes land in the kernel's send
@@ -505,7 +509,7 @@ impl Driver {
             if addr == self.swim.local().id.addr || view.active().any(|m| m.id.addr == addr) {
                 continue;
             }
-            tracing::debug!(peer = %addr, "member declared dead: dropping its links");
+            tracing::debug!(peer = %addr, "member down or left: dropping its links");
             self.chan.transport().forget(&addr);
         }
     }

@@ -1565,6 +1565,13 @@ impl<E: Entity> Actor<E> {
         };
         async move {
             for records in pages {
+                // A target that left before this page went (a whole cluster
+                // stopping: each node hands off to peers leaving too) is
+                // not dialled again.
+                if !still_member_after(view.clone(), &to, Duration::ZERO).await {
+                    tracing::debug!(to = %to, shard = shard.0, "shard sync not sent: the target is no longer a member");
+                    return;
+                }
                 let wire = Wire::Sync {
                     shard: shard.0,
                     records,
@@ -1578,10 +1585,7 @@ impl<E: Entity> Actor<E> {
                     // A target that left (or whose life ended) meanwhile
                     // needs nothing from us: its shards have other owners
                     // now, which this node's own view change serves.
-                    let still_member = view
-                        .borrow()
-                        .get(&to.name)
-                        .is_some_and(|n| n.generation == to.generation);
+                    let still_member = still_member_after(view.clone(), &to, LEFT_GRACE).await;
                     let failures = record_outcome(true);
                     if still_member && failures.is_power_of_two() {
                         tracing::warn!(to = %to, shard = shard.0, attempts, failures, reason = %reason, "shard sync failed (warned at the 1st, 2nd, 4th, ... failure in a row to this node)");
@@ -2882,6 +2886,38 @@ fn fill_page<E: Entity>(
             _ => return (records, false),
         }
     }
+}
+
+/// How long a failed push waits for this node's view to learn that its
+/// target left before it counts as a failure to a member: when a whole
+/// cluster stops, each node's hand-off reaches peers that are leaving too,
+/// and a push can fail a moment before the target's leave arrives.
+const LEFT_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether `to` (that very life) is still a member of `view`, waiting up
+/// to `grace` for a view that drops it. False once the view's sender is
+/// gone (the region stopped).
+async fn still_member_after(
+    mut view: watch::Receiver<MemberMap>,
+    to: &NodeId,
+    grace: Duration,
+) -> bool {
+    let member = |v: &MemberMap| {
+        v.get(&to.name)
+            .is_some_and(|n| n.generation == to.generation)
+    };
+    if !member(&view.borrow_and_update()) {
+        return false;
+    }
+    let left = tokio::time::timeout(grace, async {
+        loop {
+            if view.changed().await.is_err() || !member(&view.borrow_and_update()) {
+                return;
+            }
+        }
+    })
+    .await;
+    left.is_err()
 }
 
 fn ack<E: Entity>(responder: Option<Responder>) {

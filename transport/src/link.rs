@@ -140,15 +140,20 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                 if !matches!(e, HandshakeError::Refused(_)) {
                     inner.note_dial_error(&link.peer, &e.to_string());
                 }
-                let loudness = if matches!(e, HandshakeError::Refused(_)) {
-                    Loudness::Debug
-                } else if in_a_row == 1 {
-                    Loudness::Info
-                } else if in_a_row.is_power_of_two() {
-                    Loudness::Warn
-                } else {
-                    Loudness::Debug
-                };
+                // A retired link (its peer forgotten: a member that left
+                // or died; or this node stopping) dials once more for what
+                // is queued; that failing is expected, and the frames it
+                // loses are counted and logged as dropped.
+                let loudness =
+                    if matches!(e, HandshakeError::Refused(_)) || link.retire.is_cancelled() {
+                        Loudness::Debug
+                    } else if in_a_row == 1 {
+                        Loudness::Info
+                    } else if in_a_row.is_power_of_two() {
+                        Loudness::Warn
+                    } else {
+                        Loudness::Debug
+                    };
                 match loudness {
                     Loudness::Debug => {
                         tracing::debug!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer")
