@@ -2213,53 +2213,67 @@ async fn a_removed_entity_is_not_served_again_after_the_owners_crash() {
     assert_eq!(crash_owner_and_read(a, &b, &id).await, 0);
 }
 
+/// A stand-in for a region on the counter's channel: `on` gets each
+/// message and its responder (answer it with [`stand_in_answer`], later,
+/// or not at all).
+async fn start_stand_in(
+    name: &str,
+    mut on: impl FnMut(Wire<Counter>, Option<transport::Responder>) + Send + 'static,
+) -> BareNode {
+    let node = start_bare(name).await;
+    let (chan, mut inbox) =
+        Channel::<Wire<Counter>>::register(&node.transport, 20, Lane::Bulk).unwrap();
+    tokio::spawn(async move {
+        let _chan = chan;
+        while let Some(Received { msg, responder, .. }) = inbox.recv().await {
+            on(msg, responder);
+        }
+    });
+    node
+}
+
+/// A stand-in replica's answer: it confirms every copy, has nothing to
+/// fetch, and owns nothing (deliveries and hand-overs are `Moved`).
+fn stand_in_answer(msg: &Wire<Counter>) -> WireReply<Counter> {
+    match msg {
+        Wire::Replicate { .. } | Wire::ReplicateBatch { .. } | Wire::Sync { .. } => WireReply::Ack,
+        Wire::Fetch { .. } => WireReply::Page {
+            records: Vec::new(),
+            more: false,
+        },
+        Wire::HandOver { shard, .. } => WireReply::Error(RegionError::Moved { shard: *shard }),
+        Wire::Deliver { .. } | Wire::DeliverBatch { .. } => {
+            WireReply::Error(RegionError::Moved { shard: 0 })
+        }
+    }
+}
+
 /// A replica on the counter's channel that confirms everything at once and
-/// sends each record it is given to the test (a fetch gets an empty page;
-/// deliveries and hand-overs `Moved`).
+/// sends each record it is given to the test (otherwise as
+/// [`stand_in_answer`]).
 async fn start_recording_replica(
     name: &str,
 ) -> (
     BareNode,
     tokio::sync::mpsc::UnboundedReceiver<Record<Counter>>,
 ) {
-    let node = start_bare(name).await;
-    let (chan, mut inbox) =
-        Channel::<Wire<Counter>>::register(&node.transport, 20, Lane::Bulk).unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let _chan = chan;
-        while let Some(Received { msg, responder, .. }) = inbox.recv().await {
-            let answer = match msg {
-                Wire::Replicate { record, .. } => {
-                    let _ = tx.send(record);
-                    WireReply::<Counter>::Ack
-                }
-                Wire::ReplicateBatch { records } => {
-                    for (_, record) in records {
-                        let _ = tx.send(record);
-                    }
-                    WireReply::Ack
-                }
-                Wire::Sync { records, .. } => {
-                    for record in records {
-                        let _ = tx.send(record);
-                    }
-                    WireReply::Ack
-                }
-                Wire::Fetch { .. } => WireReply::Page {
-                    records: Vec::new(),
-                    more: false,
-                },
-                Wire::HandOver { shard, .. } => WireReply::Error(RegionError::Moved { shard }),
-                Wire::Deliver { .. } | Wire::DeliverBatch { .. } => {
-                    WireReply::Error(RegionError::Moved { shard: 0 })
-                }
-            };
-            if let Some(resp) = responder {
-                let _ = resp.reply_msg(&answer);
-            }
+    let node = start_stand_in(name, move |msg, responder| {
+        let answer = stand_in_answer(&msg);
+        let records: Vec<Record<Counter>> = match msg {
+            Wire::Replicate { record, .. } => vec![record],
+            Wire::ReplicateBatch { records } => records.into_iter().map(|(_, r)| r).collect(),
+            Wire::Sync { records, .. } => records,
+            _ => Vec::new(),
+        };
+        for record in records {
+            let _ = tx.send(record);
         }
-    });
+        if let Some(resp) = responder {
+            let _ = resp.reply_msg(&answer);
+        }
+    })
+    .await;
     (node, rx)
 }
 
@@ -2311,45 +2325,39 @@ async fn a_recreated_entity_numbers_above_its_tombstone_and_replicates() {
 
 /// A replica on the counter's channel that hands each `ReplicateBatch`
 /// (its records' ids, and the responder to confirm it with) to the test,
-/// so the test decides when a batch is confirmed. Other messages are
-/// answered as `start_recording_replica` does.
+/// so the test decides when a batch is confirmed; otherwise as
+/// [`stand_in_answer`].
 async fn start_gated_replica(
     name: &str,
 ) -> (
     BareNode,
     tokio::sync::mpsc::UnboundedReceiver<(Vec<String>, transport::Responder)>,
 ) {
-    let node = start_bare(name).await;
-    let (chan, mut inbox) =
-        Channel::<Wire<Counter>>::register(&node.transport, 20, Lane::Bulk).unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let _chan = chan;
-        while let Some(Received { msg, responder, .. }) = inbox.recv().await {
-            let answer = match msg {
-                Wire::ReplicateBatch { records } => {
-                    let ids = records.into_iter().map(|(_, r)| r.id).collect();
-                    if let Some(resp) = responder {
-                        let _ = tx.send((ids, resp));
-                    }
-                    continue;
-                }
-                Wire::Replicate { .. } | Wire::Sync { .. } => WireReply::<Counter>::Ack,
-                Wire::Fetch { .. } => WireReply::Page {
-                    records: Vec::new(),
-                    more: false,
-                },
-                Wire::HandOver { shard, .. } => WireReply::Error(RegionError::Moved { shard }),
-                Wire::Deliver { .. } | Wire::DeliverBatch { .. } => {
-                    WireReply::Error(RegionError::Moved { shard: 0 })
-                }
-            };
-            if let Some(resp) = responder {
-                let _ = resp.reply_msg(&answer);
+    let node = start_stand_in(name, move |msg, responder| {
+        let Some(resp) = responder else { return };
+        match msg {
+            Wire::ReplicateBatch { records } => {
+                let ids = records.into_iter().map(|(_, r)| r.id).collect();
+                let _ = tx.send((ids, resp));
+            }
+            other => {
+                let _ = resp.reply_msg(&stand_in_answer(&other));
             }
         }
-    });
+    })
+    .await;
     (node, rx)
+}
+
+/// The next batch a gated replica was sent, within [`T`].
+async fn next_gated(
+    batches: &mut tokio::sync::mpsc::UnboundedReceiver<(Vec<String>, transport::Responder)>,
+) -> (Vec<String>, transport::Responder) {
+    tokio::time::timeout(T, batches.recv())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// `[sharding] replicate_linger_ms`: after a batch of 8 changes or more to
@@ -2369,6 +2377,11 @@ async fn a_busy_replica_set_gets_its_next_batch_after_the_linger() {
     let ids = ids_where(11, |s| alloc.owner(s) == Some("a"));
     a.view.send_replace(ax);
     wait_routing(&a, 2).await;
+    let add = |id: &String| {
+        let region = a.region.clone();
+        let id = id.clone();
+        tokio::spawn(async move { region.ask(&id, CounterMsg::Add(1), T).await })
+    };
     // Eight changes in one delivery: one batch of eight, sent at once.
     let eight: Vec<(String, CounterMsg)> = ids[..8]
         .iter()
@@ -2378,24 +2391,14 @@ async fn a_busy_replica_set_gets_its_next_batch_after_the_linger() {
         let region = a.region.clone();
         tokio::spawn(async move { region.ask_batch(eight, T).await })
     };
-    let (sent, confirm) = tokio::time::timeout(T, batches.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (sent, confirm) = next_gated(&mut batches).await;
     assert_eq!(sent.len(), 8);
     let sent_at = std::time::Instant::now();
     confirm.reply_msg(&WireReply::<Counter>::Ack).unwrap();
     assert!(first.await.unwrap().iter().all(|r| r == &Ok(1)));
     // The ninth change lingers: not sent until the linger has passed.
-    let ninth = {
-        let region = a.region.clone();
-        let id = ids[8].clone();
-        tokio::spawn(async move { region.ask(&id, CounterMsg::Add(1), T).await })
-    };
-    let (sent, confirm) = tokio::time::timeout(T, batches.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let ninth = add(&ids[8]);
+    let (sent, confirm) = next_gated(&mut batches).await;
     assert_eq!(sent, [ids[8].clone()]);
     assert!(
         sent_at.elapsed() >= LINGER,
@@ -2405,16 +2408,9 @@ async fn a_busy_replica_set_gets_its_next_batch_after_the_linger() {
     confirm.reply_msg(&WireReply::<Counter>::Ack).unwrap();
     assert_eq!(ninth.await.unwrap(), Ok(1));
     // After a batch of one, the next change goes at once.
-    let tenth = {
-        let region = a.region.clone();
-        let id = ids[9].clone();
-        tokio::spawn(async move { region.ask(&id, CounterMsg::Add(1), T).await })
-    };
+    let tenth = add(&ids[9]);
     let asked_at = std::time::Instant::now();
-    let (sent, confirm) = tokio::time::timeout(T, batches.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (sent, confirm) = next_gated(&mut batches).await;
     assert_eq!(sent, [ids[9].clone()]);
     assert!(
         asked_at.elapsed() < LINGER,
