@@ -1568,7 +1568,7 @@ impl<E: Entity> Actor<E> {
                 // A target that left before this page went (a whole cluster
                 // stopping: each node hands off to peers leaving too) is
                 // not dialled again.
-                if !still_member_after(view.clone(), &to, Duration::ZERO).await {
+                if !names_life(&view.borrow(), &to) {
                     tracing::debug!(to = %to, shard = shard.0, "shard sync not sent: the target is no longer a member");
                     return;
                 }
@@ -2902,22 +2902,24 @@ async fn still_member_after(
     to: &NodeId,
     grace: Duration,
 ) -> bool {
-    let member = |v: &MemberMap| {
-        v.get(&to.name)
-            .is_some_and(|n| n.generation == to.generation)
-    };
-    if !member(&view.borrow_and_update()) {
+    if !names_life(&view.borrow_and_update(), to) {
         return false;
     }
     let left = tokio::time::timeout(grace, async {
         loop {
-            if view.changed().await.is_err() || !member(&view.borrow_and_update()) {
+            if view.changed().await.is_err() || !names_life(&view.borrow_and_update(), to) {
                 return;
             }
         }
     })
     .await;
     left.is_err()
+}
+
+/// Whether `view` has `to` as a member, that very life.
+fn names_life(view: &MemberMap, to: &NodeId) -> bool {
+    view.get(&to.name)
+        .is_some_and(|n| n.generation == to.generation)
 }
 
 fn ack<E: Entity>(responder: Option<Responder>) {

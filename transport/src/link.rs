@@ -142,8 +142,9 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                 }
                 // A retired link (its peer forgotten: a member that left
                 // or died; or this node stopping) dials once more for what
-                // is queued; that failing is expected, and the frames it
-                // loses are counted and logged as dropped.
+                // is queued; that failing is expected. When it closes, its
+                // one-way frames are counted (and warned) as dropped and
+                // its asks fail to their callers.
                 let loudness =
                     if matches!(e, HandshakeError::Refused(_)) || link.retire.is_cancelled() {
                         Loudness::Debug
