@@ -435,6 +435,9 @@ impl Driver {
                 // still queued for it (a peer's hand-off while the whole
                 // cluster stops) fail at once instead of redialling.
                 Event::MemberDown(m) | Event::MemberLeft(m) => down.push(m.id.addr.clone()),
+                Event::MemberUp(m) | Event::MemberAlive(m) => {
+                    self.chan.transport().remember(&m.id.addr);
+                }
                 Event::JoinFailed { .. } | Event::JoinRefused { .. } | Event::Superseded { .. } => {
                     self.failure_tx.send_replace(Some(ev.clone()));
                 }

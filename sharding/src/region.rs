@@ -2768,8 +2768,17 @@ impl<E: Entity> Actor<E> {
                 }
                 let page = self.page(shard, after.as_deref());
                 if let Some(resp) = responder {
-                    if let Err(e) = resp.reply_msg(&page) {
-                        tracing::warn!(shard = shard.0, error = %e, "cannot send handoff page");
+                    match resp.reply_msg(&page) {
+                        Ok(()) => {}
+                        // The asker's connection closed: it left or
+                        // failed, and asks the shard's holders again if
+                        // it still needs the page.
+                        Err(e @ transport::SendError::Shutdown) => {
+                            tracing::debug!(shard = shard.0, error = %e, "handoff page not sent: the asker's connection is closed");
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard = shard.0, error = %e, "cannot send handoff page")
+                        }
                     }
                 }
             }

@@ -142,19 +142,23 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                 }
                 // A retired link (its peer forgotten: a member that left
                 // or died; or this node stopping) dials once more for what
-                // is queued; that failing is expected. When it closes, its
-                // one-way frames are counted (and warned) as dropped and
-                // its asks fail to their callers.
-                let loudness =
-                    if matches!(e, HandshakeError::Refused(_)) || link.retire.is_cancelled() {
-                        Loudness::Debug
-                    } else if in_a_row == 1 {
-                        Loudness::Info
-                    } else if in_a_row.is_power_of_two() {
-                        Loudness::Warn
-                    } else {
-                        Loudness::Debug
-                    };
+                // is queued, and a peer forgotten may still be sent to
+                // (a hand-off while the whole cluster stops): failing then
+                // is expected. When a link closes, its one-way frames are
+                // counted (and warned) as dropped and its asks fail to
+                // their callers.
+                let loudness = if matches!(e, HandshakeError::Refused(_))
+                    || link.retire.is_cancelled()
+                    || inner.is_forgotten(&link.peer)
+                {
+                    Loudness::Debug
+                } else if in_a_row == 1 {
+                    Loudness::Info
+                } else if in_a_row.is_power_of_two() {
+                    Loudness::Warn
+                } else {
+                    Loudness::Debug
+                };
                 match loudness {
                     Loudness::Debug => {
                         tracing::debug!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer")

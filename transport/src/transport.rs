@@ -110,6 +110,23 @@ impl Inner {
         }
     }
 
+    /// Marks `peer` forgotten (see `forgotten`) or, with `false`, reached
+    /// again.
+    pub(crate) fn set_forgotten(&self, peer: &str, forgotten: bool) {
+        let mut set = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
+        if forgotten {
+            set.insert(peer.to_owned(), ());
+        } else if !set.is_empty() {
+            set.remove(peer);
+        }
+    }
+
+    /// Whether `peer` was forgotten and not reached since.
+    pub(crate) fn is_forgotten(&self, peer: &str) -> bool {
+        let set = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
+        !set.is_empty() && set.contains_key(peer)
+    }
+
     /// Records why the last dial to `peer` failed (its address did not
     /// resolve, nothing listened, ...).
     pub(crate) fn note_dial_error(&self, peer: &str, error: &str) {
@@ -201,6 +218,10 @@ pub(crate) struct Inner {
     /// Peers whose last dial failed before any handshake, by address: the
     /// error. Cleared as `refusals` are.
     dial_errors: Mutex<FastMap<String, String>>,
+    /// Peers dropped by [`Transport::forget`] (a member that left or
+    /// died) and not [`Transport::remember`]ed since: failing to reach one
+    /// is expected, so it is logged as detail, not warned.
+    forgotten: Mutex<FastMap<String, ()>>,
     /// Handshakes this node refused, counted by reason (for the warning's
     /// rate: a peer of another cluster retries every second or so).
     refused_here: Mutex<FastMap<String, u64>>,
@@ -271,6 +292,7 @@ impl Transport {
             channels: std::array::from_fn(|_| OnceLock::new()),
             pending: Mutex::new(FastMap::default()),
             refusals: Mutex::new(FastMap::default()),
+            forgotten: Mutex::new(FastMap::default()),
             refused_here: Mutex::new(FastMap::default()),
             dial_errors: Mutex::new(FastMap::default()),
             next_corr: AtomicU64::new(1),
@@ -448,15 +470,25 @@ impl Transport {
     /// read until the peer closes or the flush deadline passes; asks
     /// still unanswered then fail with [`AskError::Unreachable`] (a peer
     /// that stalled answers nothing, and its late answers go to a closed
-    /// connection). A later send dials again.
+    /// connection). A later send dials again; until [`Transport::remember`],
+    /// failing to reach `peer` is logged at debug level, not warned (it is
+    /// known to be gone).
     pub fn forget(&self, peer: &str) {
         self.inner.clear_refusal(peer);
+        self.inner.set_forgotten(peer, true);
         let removed = self.inner.links_lock().remove(peer);
         if let Some(links) = removed {
             for link in &links.lanes {
                 link.retire();
             }
         }
+    }
+
+    /// Undoes [`Transport::forget`]'s quiet failures: `peer` (e.g. a new
+    /// life of a member at that address) is expected to answer again, so
+    /// failing to reach it is warned as for any peer.
+    pub fn remember(&self, peer: &str) {
+        self.inner.set_forgotten(peer, false);
     }
 
     /// Stops the listener and the links: queued frames get up to
