@@ -79,6 +79,10 @@ impl PeerCache {
     }
 }
 
+/// Most addresses [`Transport::forget`] keeps quiet at once (see
+/// `Inner::set_forgotten`).
+const MAX_FORGOTTEN: usize = 1024;
+
 impl Inner {
     /// Records that `peer` refused our handshake for `reason`; true when
     /// that is news (the first refusal, or another reason than the last),
@@ -110,18 +114,24 @@ impl Inner {
         }
     }
 
-    /// Marks `peer` forgotten (see `forgotten`) or, with `false`, reached
-    /// again.
+    /// Marks `peer` forgotten (see `forgotten`) or, with `false`,
+    /// remembered again. At most [`MAX_FORGOTTEN`] addresses are kept (a
+    /// cluster whose members come and go on new ports would grow the set
+    /// without end): past it the set starts over, and failing to reach an
+    /// address dropped that way is warned again.
     pub(crate) fn set_forgotten(&self, peer: &str, forgotten: bool) {
         let mut set = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
         if forgotten {
+            if set.len() >= MAX_FORGOTTEN {
+                set.clear();
+            }
             set.insert(peer.to_owned(), ());
         } else if !set.is_empty() {
             set.remove(peer);
         }
     }
 
-    /// Whether `peer` was forgotten and not reached since.
+    /// Whether `peer` was forgotten and not remembered since.
     pub(crate) fn is_forgotten(&self, peer: &str) -> bool {
         let set = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
         !set.is_empty() && set.contains_key(peer)
