@@ -200,7 +200,7 @@ impl Config {
                 )));
             }
         }
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let mut fig = Figment::from(defaults());
         if let Some(p) = &path {
             fig = fig.merge(Toml::file_exact(p));
         }
@@ -302,43 +302,51 @@ pub fn check_host_port(addr: &str) -> Result<(), String> {
 
 fn merge_flags(mut fig: Figment, cli: &Cli) -> Figment {
     if let Some(port) = cli.port {
-        fig = fig.merge(Flag::new("--port", "cluster.port", port));
+        fig = fig.merge(flag("--port", "cluster.port", port));
     }
     if let Some(host) = &cli.host {
-        fig = fig.merge(Flag::new("--host", "cluster.host", host));
+        fig = fig.merge(flag("--host", "cluster.host", host));
     }
     if let Some(bind) = &cli.bind_host {
-        fig = fig.merge(Flag::new("--bind-host", "node.bind_host", bind));
+        fig = fig.merge(flag("--bind-host", "node.bind_host", bind));
     }
     if let Some(name) = &cli.name {
-        fig = fig.merge(Flag::new("--name", "node.name", name));
+        fig = fig.merge(flag("--name", "node.name", name));
     }
     if !cli.seeds.is_empty() {
-        fig = fig.merge(Flag::new("--seed", "cluster.seed_nodes", &cli.seeds));
+        fig = fig.merge(flag("--seed", "cluster.seed_nodes", &cli.seeds));
     }
     fig
 }
 
-/// A value set by a command-line flag: figment's `Serialized` provider,
-/// named after the flag, so an error about the value says
-/// `(from command-line flag --seed)` rather than the value's Rust type.
-struct Flag<T> {
-    flag: &'static str,
+/// Values from one named source: figment's `Serialized` provider under a
+/// name of ours, so an error about a value says `(from command-line flag
+/// --seed)` or `(from the built-in default)` rather than the value's Rust
+/// type and a line of this file.
+struct Named<T> {
+    name: String,
     value: Serialized<T>,
 }
 
-impl<T: Serialize> Flag<T> {
-    fn new(flag: &'static str, key: &str, value: T) -> Self {
-        Flag {
-            flag,
-            value: Serialized::default(key, value),
-        }
+/// A value set by a command-line flag (`--port`) for `key`.
+fn flag<T: Serialize>(flag: &str, key: &str, value: T) -> Named<T> {
+    Named {
+        name: format!("command-line flag {flag}"),
+        value: Serialized::default(key, value),
     }
 }
 
-impl<T: Serialize> figment::Provider for Flag<T> {
+/// The built-in defaults (every key).
+fn defaults() -> Named<Config> {
+    Named {
+        name: "the built-in default".to_owned(),
+        value: Serialized::defaults(Config::default()),
+    }
+}
+
+impl<T: Serialize> figment::Provider for Named<T> {
     fn metadata(&self) -> figment::Metadata {
-        figment::Metadata::named(format!("command-line flag {}", self.flag))
+        figment::Metadata::named(self.name.clone())
     }
 
     fn data(
@@ -365,9 +373,34 @@ fn describe(e: &figment::Error) -> String {
             (Some(m), None) => source_name(&m.name, &key),
             (None, _) => "unknown source".into(),
         };
-        out.push(format!("{key}: {} (from {source})", err.kind));
+        out.push(format!("{key}: {} (from {source})", kind_text(&err.kind)));
     }
     out.join("; ")
+}
+
+/// An error's kind in words that read on one line: figment's own, except
+/// an unknown key (figment nests its list of keys in a second pair of
+/// backticks) and an integer too large for its key's type, which the
+/// environment passes on as text ("found string \"99999999999999999999\"").
+fn kind_text(kind: &figment::error::Kind) -> String {
+    use figment::error::{Actual, Kind};
+    match kind {
+        Kind::UnknownField(field, []) => format!("unknown key `{field}`: this section has no keys"),
+        Kind::UnknownField(field, expected) => format!(
+            "unknown key `{field}`; the keys here are {}",
+            expected.join(", ")
+        ),
+        Kind::InvalidType(Actual::Str(text), expected) if is_integer(text) => {
+            format!("{} is out of range: expected {expected}", text.trim())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether `text` is a whole number in decimal digits (a sign allowed).
+fn is_integer(text: &str) -> bool {
+    let digits = text.trim().trim_start_matches(['-', '+']);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A membership error with its key as `casty.toml` spells it: the seed
@@ -399,16 +432,38 @@ fn with_source(fig: &Figment, msg: String) -> String {
         .split([' ', ':', '=', '`', ',', ';'])
         .filter(|w| !w.is_empty())
         .collect();
-    let key = match words.iter().find(|w| w.contains('.')) {
-        Some(dotted) => (*dotted).to_owned(),
-        None => words.get(..2).map(|w| w.join(".")).unwrap_or_default(),
+    let mut keys: Vec<String> = Vec::new();
+    for dotted in words.iter().filter(|w| w.contains('.')) {
+        if !keys.iter().any(|k| k == dotted) {
+            keys.push((*dotted).to_owned());
+        }
+    }
+    if keys.is_empty() {
+        keys.extend(words.get(..2).map(|w| w.join(".")));
+    }
+    let source_of = |key: &str| {
+        fig.find_metadata(key).map(|m| match &m.source {
+            Some(src) => format!("{} {src}", m.name),
+            None => source_name(&m.name, key),
+        })
     };
-    match fig.find_metadata(&key) {
-        Some(m) => match &m.source {
-            Some(src) => format!("{msg} (from {} {src})", m.name),
-            None => format!("{msg} (from {})", source_name(&m.name, &key)),
-        },
-        None => msg,
+    let Some(first) = keys.first().and_then(|k| source_of(k)) else {
+        return msg;
+    };
+    // A message about two keys (one above the other) names each one's
+    // source when they differ: the value to change may be either.
+    let sources: Vec<(&String, String)> = keys
+        .iter()
+        .filter_map(|k| source_of(k).map(|s| (k, s)))
+        .collect();
+    if sources.iter().all(|(_, s)| *s == first) {
+        format!("{msg} (from {first})")
+    } else {
+        let each: Vec<String> = sources
+            .iter()
+            .map(|(k, s)| format!("{k} from {s}"))
+            .collect();
+        format!("{msg} ({})", each.join("; "))
     }
 }
 
@@ -450,4 +505,68 @@ pub fn config_path(cli: &Cli) -> Option<PathBuf> {
     cli.config
         .clone()
         .or_else(|| Some(PathBuf::from("casty.toml")).filter(|p| Path::new(p).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use figment::providers::Format;
+
+    /// The one-line error for `toml` over the defaults, as `load` gives it.
+    fn error_for(toml: &str) -> String {
+        let fig = Figment::from(defaults()).merge(Toml::string(toml));
+        match fig.extract::<Config>() {
+            Err(e) => describe(&e),
+            Ok(config) => match config.validate() {
+                Err(ConfigError(msg)) => with_source(&fig, msg),
+                Ok(()) => panic!("{toml:?} was accepted"),
+            },
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_lists_the_keys_of_its_section_once_quoted() {
+        let line = error_for("[cluster]\nbogus = 1\n");
+        assert!(
+            line.starts_with("cluster.bogus: unknown key `bogus`; the keys here are host, port,"),
+            "{line}"
+        );
+        assert_eq!(line.matches('`').count(), 2, "{line}");
+    }
+
+    #[test]
+    fn a_number_given_as_text_too_large_for_its_key_says_so() {
+        use figment::error::{Actual, Kind};
+        let kind = Kind::InvalidType(
+            Actual::Str("99999999999999999999999".into()),
+            "a nonzero u32".into(),
+        );
+        assert_eq!(
+            kind_text(&kind),
+            "99999999999999999999999 is out of range: expected a nonzero u32"
+        );
+        // Text that is no number keeps figment's words.
+        let kind = Kind::InvalidType(Actual::Str("abc".into()), "a nonzero u32".into());
+        assert_eq!(
+            kind_text(&kind),
+            "invalid type: found string \"abc\", expected a nonzero u32"
+        );
+        assert!(is_integer("-12") && is_integer(" 7 ") && !is_integer("-") && !is_integer("1e3"));
+    }
+
+    #[test]
+    fn a_limit_set_against_another_key_names_both_sources() {
+        let line = error_for("[sharding]\nreplicate_linger_ms = 5000\n");
+        assert!(
+            line.ends_with(
+                "(sharding.replicate_linger_ms from TOML source string; \
+                 sharding.replicate_timeout_ms from the built-in default)"
+            ),
+            "{line}"
+        );
+        // Both from one source: named once.
+        let line = error_for("[sharding]\nreplicate_linger_ms = 50\nreplicate_timeout_ms = 10\n");
+        assert!(line.ends_with("= 10 (from TOML source string)"), "{line}");
+    }
 }

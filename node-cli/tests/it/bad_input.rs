@@ -110,7 +110,10 @@ fn membership_keys_are_named_by_full_path_with_their_source() {
     let cases = [
         (
             "[cluster.membership]\nprobe_timeout_ms = 5000\n",
-            "`cluster.membership.probe_timeout_ms` must be smaller than `cluster.heartbeat.interval`",
+            // Each key with its own source: the value to change may be either.
+            "`cluster.membership.probe_timeout_ms` must be smaller than `cluster.heartbeat.interval` \
+             (cluster.membership.probe_timeout_ms from TOML file casty.toml; \
+             cluster.heartbeat.interval from the built-in default)",
         ),
         (
             "[cluster.gossip]\ninterval = 0.0000001\n",
@@ -132,7 +135,7 @@ fn membership_keys_are_named_by_full_path_with_their_source() {
         assert_eq!(lines.len(), 1, "one line: {lines:?}");
         assert!(lines[0].contains(expected), "{expected:?} in {lines:?}");
         assert!(
-            lines[0].contains("(from TOML file"),
+            lines[0].contains("from TOML file"),
             "names the source: {lines:?}"
         );
     }
