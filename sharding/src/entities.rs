@@ -162,6 +162,11 @@ impl<V> EntityMap<V> {
         self.table.len()
     }
 
+    /// Entities the map holds room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
     /// True when the map holds no entity.
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()

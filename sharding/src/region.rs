@@ -35,7 +35,7 @@ use transport::{Channel, Inbox, Lane, NodeId, Received, Responder, Transport};
 
 use crate::alloc::{Allocation, allocate};
 use crate::config::{MailboxStrategy, RegionConfig};
-use crate::entities::{EntityMap, IdHasher, IdKey};
+use crate::entities::{EntityMap, IdHash, IdHasher, IdKey};
 use crate::entity::{Context, Entity, Handled};
 use crate::error::{RegionError, Result};
 use crate::handle::{RegionHandle, Routing};
@@ -428,9 +428,13 @@ impl Drop for ParkedSlot {
     }
 }
 
-/// Replications of this burst, by (shard, entity id): the entity's latest
-/// version, its stamp and its state (`None`: removed).
-type Outgoing<E> = BTreeMap<(ShardId, String), (u64, u64, Option<E>)>;
+/// Replications of this burst, by entity id (an id names its shard): the
+/// shard, the entity's latest version, its stamp and its state (`None`:
+/// removed). A table by the region's id hash, not a tree by `(shard, id)`:
+/// a tree's insert compared ids at every level (about 2 % of the
+/// cluster's instructions per task beside the hash, session 14); a batch
+/// is put in shard order when it is sent.
+type Outgoing<E> = EntityMap<(ShardId, u64, u64, Option<E>)>;
 
 /// A change held back (`[sharding] replicate_delay_ms`): the shard, the
 /// entity's latest state (with its version and stamp) and when its
@@ -446,6 +450,10 @@ struct Held<E: Entity> {
 /// Changes queued for one replica set beyond which they go out although
 /// its linger has not passed (see [`Actor::flush_replication`]).
 const REPLICATION_QUEUE_MAX: usize = 256;
+
+/// Emptied replication queues kept for reuse (`Actor::spare_queues`), each
+/// with room for at most `2 * REPLICATION_QUEUE_MAX` changes.
+const SPARE_QUEUES: usize = 8;
 
 /// Changes in a replica set's last batch from which its next one lingers
 /// (`[sharding] replicate_linger_ms`, see [`Actor::flush_replication`]):
@@ -813,6 +821,7 @@ impl Region {
             stats_tx,
             retry_replicate: Vec::new(),
             outbox: BTreeMap::new(),
+            spare_queues: Vec::new(),
             last_batch: HashMap::new(),
             linger_due: None,
             held: EntityMap::with_hasher(&ids),
@@ -910,6 +919,9 @@ struct Actor<E: Entity> {
     /// Replications queued by this burst of input, by replica set (an
     /// index into `replica_sets`, with the set itself).
     outbox: BTreeMap<usize, (Arc<[NodeId]>, Outgoing<E>)>,
+    /// Emptied queues of `outbox`, kept for the next bursts: a new table
+    /// for every batch grew (and hashed every id again) at each doubling.
+    spare_queues: Vec<Outgoing<E>>,
     /// When the last batch to each replica set (the set itself, so a view
     /// change's renumbering does not mix them up) went out, and how many
     /// changes it carried (`[sharding] replicate_linger_ms`; cleared on a
@@ -2203,12 +2215,23 @@ impl<E: Entity> Actor<E> {
         if !self.held.is_empty() {
             self.held.remove_key(key);
         }
-        self.queue_replication(shard, key.id().to_owned(), version, stamp, state);
+        let hash = key.hash();
+        self.queue_replication(
+            shard,
+            Some(hash),
+            key.id().to_owned(),
+            version,
+            stamp,
+            state,
+        );
     }
 
+    /// Queues entity `id`'s change for the shard's replica set (`hash`: the
+    /// id's [`IdKey::hash`] when the caller has it, else it is hashed here).
     fn queue_replication(
         &mut self,
         shard: ShardId,
+        hash: Option<IdHash>,
         id: String,
         version: u64,
         stamp: u64,
@@ -2216,18 +2239,36 @@ impl<E: Entity> Actor<E> {
     ) {
         let (set, replicas) = self.replicas_of(shard);
         let replicas = Arc::clone(replicas);
-        self.outbox
+        let ids = &self.ids;
+        let spare = &mut self.spare_queues;
+        let queue = &mut self
+            .outbox
             .entry(set)
-            .or_insert_with(|| (replicas, Outgoing::new()))
-            .1
-            .insert((shard, id), (version, stamp, state));
+            .or_insert_with(|| {
+                let queue = spare.pop().unwrap_or_else(|| Outgoing::with_hasher(ids));
+                (replicas, queue)
+            })
+            .1;
+        let value = (shard, version, stamp, state);
+        match hash {
+            Some(hash) => queue.insert_hashed(hash, id, value),
+            None => queue.insert(id, value),
+        };
     }
 
     /// An answer now waits for entity `id`'s replicas: send its held
     /// change with this burst's.
     fn release_held(&mut self, key: &IdKey<'_>) {
         if let Some((id, held)) = self.held.remove_entry_key(key) {
-            self.queue_replication(held.shard, id, held.version, held.stamp, held.state);
+            let hash = key.hash();
+            self.queue_replication(
+                held.shard,
+                Some(hash),
+                id,
+                held.version,
+                held.stamp,
+                held.state,
+            );
         }
     }
 
@@ -2262,7 +2303,7 @@ impl<E: Entity> Actor<E> {
                 .collect();
             self.held_oldest = self.held.iter().map(|(_, held)| held.since).min();
             for (id, held) in going {
-                self.queue_replication(held.shard, id, held.version, held.stamp, held.state);
+                self.queue_replication(held.shard, None, id, held.version, held.stamp, held.state);
             }
         }
         // Set again below for the queues that still linger.
@@ -2273,8 +2314,8 @@ impl<E: Entity> Actor<E> {
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
         let budget = frame_budget(&self.config, &self.channel);
         let linger = Duration::from_millis(self.config.sharding.replicate_linger_ms);
-        for (set, (replicas, batch)) in std::mem::take(&mut self.outbox) {
-            if !all && batch.len() < REPLICATION_QUEUE_MAX {
+        for (set, (replicas, mut queue)) in std::mem::take(&mut self.outbox) {
+            if !all && queue.len() < REPLICATION_QUEUE_MAX {
                 let lingering = self
                     .last_batch
                     .get(&replicas)
@@ -2282,15 +2323,25 @@ impl<E: Entity> Actor<E> {
                     .filter(|&(due, len)| len >= LINGER_MIN_BATCH && due > now);
                 if let Some((due, _)) = lingering {
                     self.linger_due = Some(self.linger_due.map_or(due, |d| d.min(due)));
-                    self.outbox.insert(set, (replicas, batch));
+                    self.outbox.insert(set, (replicas, queue));
                     continue;
                 }
             }
             self.last_batch
-                .insert(Arc::clone(&replicas), (now, batch.len()));
+                .insert(Arc::clone(&replicas), (now, queue.len()));
             let mut pages: Vec<Vec<(u32, Record<E>)>> = vec![Vec::new()];
             let mut used = 0usize;
-            for ((shard, id), (version, stamp, state)) in batch {
+            // In shard order: a replica then looks each shard up once per
+            // run of its records (`merge_replicated`).
+            let mut batch: Vec<(String, (ShardId, u64, u64, Option<E>))> = queue.drain().collect();
+            batch.sort_unstable_by_key(|(_, (shard, ..))| *shard);
+            // Not one a burst of held changes made large.
+            if self.spare_queues.len() < SPARE_QUEUES
+                && queue.capacity() <= 2 * REPLICATION_QUEUE_MAX
+            {
+                self.spare_queues.push(queue);
+            }
+            for (id, (shard, version, stamp, state)) in batch {
                 let record = Record {
                     id,
                     version,
@@ -2792,13 +2843,24 @@ impl<E: Entity> Actor<E> {
     fn merge_replicated(&mut self, records: Vec<(u32, Record<E>)>, from: &NodeId) {
         let mut foreign: Vec<(ShardId, Vec<String>)> = Vec::new();
         let now = Instant::now();
+        // Whether `from` is this life of a member (one lookup by name for
+        // the batch) and, per shard, whether our view makes it the owner
+        // (records come grouped by shard: asked once per run of a shard).
+        let from_member = self
+            .members
+            .get(&from.name)
+            .is_some_and(|n| n.generation == from.generation);
+        let mut last: Option<(ShardId, bool)> = None;
         for (shard, record) in records {
             let shard = ShardId(shard);
-            let from_owner = self.alloc.owner(shard) == Some(from.name.as_str())
-                && self
-                    .members
-                    .get(&from.name)
-                    .is_some_and(|n| n.generation == from.generation);
+            let from_owner = match last {
+                Some((s, owner)) if s == shard => owner,
+                _ => {
+                    let owner = from_member && self.alloc.owner(shard) == Some(from.name.as_str());
+                    last = Some((shard, owner));
+                    owner
+                }
+            };
             let d = self
                 .data
                 .entry(shard)
