@@ -434,7 +434,10 @@ impl Drop for ParkedSlot {
 /// a tree's insert compared ids at every level (about 2 % of the
 /// cluster's instructions per task beside the hash, session 14); a batch
 /// is put in shard order when it is sent.
-type Outgoing<E> = EntityMap<(ShardId, u64, u64, Option<E>)>;
+type Outgoing<E> = EntityMap<Queued<E>>;
+
+/// One queued change (see [`Outgoing`]): shard, version, stamp, state.
+type Queued<E> = (ShardId, u64, u64, Option<E>);
 
 /// A change held back (`[sharding] replicate_delay_ms`): the shard, the
 /// entity's latest state (with its version and stamp) and when its
@@ -2333,7 +2336,7 @@ impl<E: Entity> Actor<E> {
             let mut used = 0usize;
             // In shard order: a replica then looks each shard up once per
             // run of its records (`merge_replicated`).
-            let mut batch: Vec<(String, (ShardId, u64, u64, Option<E>))> = queue.drain().collect();
+            let mut batch: Vec<(String, Queued<E>)> = queue.drain().collect();
             batch.sort_unstable_by_key(|(_, (shard, ..))| *shard);
             // Not one a burst of held changes made large.
             if self.spare_queues.len() < SPARE_QUEUES
