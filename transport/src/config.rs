@@ -133,7 +133,7 @@ impl TransportConfig {
         }
         if self.reconnect_backoff_min_ms > self.reconnect_backoff_max_ms {
             return Err(format!(
-                "transport.reconnect_backoff_min_ms ({}) exceeds reconnect_backoff_max_ms ({})",
+                "transport.reconnect_backoff_min_ms ({}) exceeds transport.reconnect_backoff_max_ms ({})",
                 self.reconnect_backoff_min_ms, self.reconnect_backoff_max_ms
             ));
         }

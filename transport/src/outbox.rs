@@ -297,9 +297,14 @@ impl Outbox {
     }
 }
 
-/// Completes `[transport] flush_deadline_ms` after `retire` is cancelled.
-pub(crate) async fn flush_deadline(inner: &Inner, retire: &CancellationToken) {
+/// Completes `[transport] flush_deadline_ms` after `retire` is cancelled,
+/// or at once when `peer` is forgotten (it left or died: nothing more is
+/// written to it or read from it).
+pub(crate) async fn flush_deadline(inner: &Inner, peer: &str, retire: &CancellationToken) {
     retire.cancelled().await;
+    if inner.is_forgotten(peer) {
+        return;
+    }
     tokio::time::sleep(Duration::from_millis(inner.config.flush_deadline_ms)).await;
 }
 
@@ -338,9 +343,13 @@ pub(crate) async fn write_loop(
         // Once retired, the write in progress gets the flush deadline.
         let written = tokio::select! {
             r = write_all(&sock, &batch.buf, inner.config.max_batch_bytes) => r,
-            _ = flush_deadline(inner, retire) => Err(std::io::Error::new(
+            _ = flush_deadline(inner, peer, retire) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "not flushed before the shutdown deadline",
+                if inner.is_forgotten(peer) {
+                    "peer forgotten (left or dead)"
+                } else {
+                    "not flushed before the shutdown deadline"
+                },
             )),
         };
         if let Err(e) = written {
@@ -362,6 +371,20 @@ pub(crate) async fn write_loop(
 /// deadline; counts what could not be written.
 async fn flush_last(inner: &Inner, peer: &str, outbox: &Outbox, sock: Arc<OwnedWriteHalf>) {
     let batch = outbox.take_last();
+    if inner.is_forgotten(peer) {
+        // The membership forgot this peer (it left or is dead): its last
+        // frames have nobody to read them, and a peer that stopped reading
+        // would hold this close for the whole flush deadline.
+        count_dropped_at(
+            inner,
+            peer,
+            batch.one_way,
+            "peer forgotten (left or dead)",
+            Loudness::Debug,
+        );
+        drop(sock);
+        return;
+    }
     let deadline = Duration::from_millis(inner.config.flush_deadline_ms);
     let written = tokio::time::timeout(
         deadline,
