@@ -152,7 +152,7 @@ async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -
             let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
             let failed = progress.failed.load(std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
-                "signal received: leaving the cluster; {done}/{} results received ({failed} tasks without one), the rest not waited for",
+                "signal received: leaving the cluster; {done}/{} results received, {failed} failed (no result within its timeout), the rest not waited for",
                 work.tasks
             );
             ExitCode::SUCCESS
