@@ -244,10 +244,19 @@ impl MembershipConfig {
     pub fn with_seed(mut self, seed: &SeedTimings) -> Result<Self, ConfigError> {
         self.probe_interval = seconds("cluster.heartbeat.interval", seed.heartbeat_interval_s)?;
         self.push_pull_interval = seconds("cluster.gossip.interval", seed.gossip_interval_s)?;
-        self.suspicion_min = seconds(
-            "cluster.heartbeat.availability_check_interval",
-            seed.availability_check_interval_s / 4.0,
-        )?;
+        // Checked as the user wrote it: a quarter of it must be a valid
+        // duration too, so the value itself from 4 ms.
+        let key = "cluster.heartbeat.availability_check_interval";
+        let check = seconds(key, seed.availability_check_interval_s)?;
+        if check < MIN_DURATION * 4 {
+            return Err(ConfigError::DurationOutOfRange {
+                key,
+                value: check,
+                min: MIN_DURATION * 4,
+                max: MAX_DURATION,
+            });
+        }
+        self.suspicion_min = check / 4;
         if !(1.0..=MAX_THRESHOLD).contains(&seed.failure_detector_threshold) {
             return Err(ConfigError::NumberOutOfRange {
                 key: "cluster.failure_detector.threshold",
@@ -348,18 +357,24 @@ impl MembershipConfig {
             return Err(ConfigError::MustBeSmaller {
                 key: "probe_timeout_ms",
                 other: "cluster.heartbeat.interval",
+                value: self.probe_timeout(),
+                limit: self.probe_interval,
             });
         }
         if self.probe_interval >= self.reap_after() {
             return Err(ConfigError::MustBeSmaller {
                 key: "cluster.heartbeat.interval",
                 other: "reap_after_ms",
+                value: self.probe_interval,
+                limit: self.reap_after(),
             });
         }
         if self.join_retry() > self.join_retry_max() {
-            return Err(ConfigError::MustBeSmaller {
+            return Err(ConfigError::MustNotExceed {
                 key: "join_retry_ms",
                 other: "join_retry_max_ms",
+                value: self.join_retry(),
+                limit: self.join_retry_max(),
             });
         }
         if !(1.0..=MAX_THRESHOLD).contains(&self.suspicion_max_multiplier) {

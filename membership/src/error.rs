@@ -57,13 +57,37 @@ pub enum ConfigError {
         /// Largest allowed value.
         max: u64,
     },
-    /// Two keys contradict each other.
-    #[error("`{key}` must be smaller than `{other}`")]
+    /// Two keys contradict each other: `key` must stay below `other`.
+    #[error(
+        "`{key}` ({}) must be smaller than `{other}` ({})",
+        shown(value),
+        shown(limit)
+    )]
     MustBeSmaller {
         /// The key that is too large.
         key: &'static str,
         /// The key it must stay below.
         other: &'static str,
+        /// `key`'s value.
+        value: std::time::Duration,
+        /// `other`'s value.
+        limit: std::time::Duration,
+    },
+    /// Two keys contradict each other: `key` must not exceed `other`.
+    #[error(
+        "`{key}` ({}) must be at most `{other}` ({})",
+        shown(value),
+        shown(limit)
+    )]
+    MustNotExceed {
+        /// The key that is too large.
+        key: &'static str,
+        /// The key it must not exceed.
+        other: &'static str,
+        /// `key`'s value.
+        value: std::time::Duration,
+        /// `other`'s value.
+        limit: std::time::Duration,
     },
     /// The local member's initial metadata exceeds `max_metadata_bytes`.
     #[error("metadata is {len} bytes, the limit is {max} bytes (max_metadata_bytes)")]
@@ -99,7 +123,8 @@ impl ConfigError {
             | ConfigError::DurationOutOfRange { key, .. }
             | ConfigError::NumberOutOfRange { key, .. }
             | ConfigError::OutOfRange { key, .. }
-            | ConfigError::MustBeSmaller { key, .. } => Some(key),
+            | ConfigError::MustBeSmaller { key, .. }
+            | ConfigError::MustNotExceed { key, .. } => Some(key),
             ConfigError::MetadataTooLarge { .. } => Some("max_metadata_bytes"),
             ConfigError::InvalidIdentity(_) => None,
         }

@@ -175,7 +175,8 @@ impl Config {
                 }
                 Some(p.clone())
             }
-            None => Some(PathBuf::from("casty.toml")).filter(|p| p.is_file()),
+            // Anything there (a directory too) is read, and fails clearly.
+            None => Some(PathBuf::from("casty.toml")).filter(|p| p.exists()),
         };
         if let Some(p) = &path {
             // figment reports a TOML syntax error without the file name.
@@ -183,7 +184,14 @@ impl Config {
                 .map_err(|e| ConfigError(format!("config file {}: {e}", p.display())))?;
             if let Err(e) = text.parse::<toml::Table>() {
                 // toml's message: a location line, the source excerpt, then
-                // the reason; keep the location and the reason, on one line.
+                // the reason; keep the location and the reason, on one line,
+                // with the key of that line when it has one (a number too
+                // large for TOML is refused here, before any key is known).
+                let key = e
+                    .span()
+                    .and_then(|span| key_at(&text, span.start))
+                    .map(|k| format!(" ({k})"))
+                    .unwrap_or_default();
                 let text = e.to_string();
                 let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
                 let location = lines.next().unwrap_or("invalid TOML");
@@ -194,7 +202,7 @@ impl Config {
                     .filter(|r| *r != location)
                     .unwrap_or("");
                 return Err(ConfigError(format!(
-                    "config file {}: {location}{}{reason}",
+                    "config file {}: {location}{key}{}{reason}",
                     p.display(),
                     if reason.is_empty() { "" } else { ": " },
                 )));
@@ -203,6 +211,11 @@ impl Config {
         let mut fig = Figment::from(defaults());
         if let Some(p) = &path {
             fig = fig.merge(Toml::file_exact(p));
+            // The file's own values are checked before the layers above
+            // it: a flag for `cluster.port` replaces a `cluster = 5` that
+            // would otherwise go unnoticed.
+            fig.extract::<Config>()
+                .map_err(|e| ConfigError(describe(&e)))?;
         }
         fig = fig.merge(Env::prefixed("CASTY_").split("__"));
         fig = merge_flags(fig, cli);
@@ -243,9 +256,10 @@ impl Config {
         self.membership().map_err(membership_error)?;
         self.transport.validate().map_err(ConfigError)?;
         self.region().validate().map_err(ConfigError)?;
+        // Its message names the key (`tasks.result_timeout_ms: ...`).
         self.tasks
             .validate()
-            .map_err(|e| ConfigError(format!("tasks: {e}")))?;
+            .map_err(|e| ConfigError(e.to_string()))?;
         Ok(())
     }
 
@@ -285,6 +299,15 @@ impl Config {
 /// A message when the port is missing, not a number, or 0.
 pub fn check_host_port(addr: &str) -> Result<(), String> {
     match addr.rsplit_once(':') {
+        // An IPv6 address takes brackets: `::1` alone would read as host
+        // `:` and port 1.
+        Some((host, _))
+            if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) =>
+        {
+            Err(format!(
+                "{addr:?} is not host:port (an IPv6 address goes in brackets, for example [::1]:25520)"
+            ))
+        }
         Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
             Ok(0) => Err(format!(
                 "{addr:?}: port 0 is not a port anyone listens on (a seed is host:port, for example 127.0.0.1:25520)"
@@ -390,10 +413,67 @@ fn kind_text(kind: &figment::error::Kind) -> String {
             "unknown key `{field}`; the keys here are {}",
             expected.join(", ")
         ),
-        Kind::InvalidType(Actual::Str(text), expected) if is_integer(text) => {
-            format!("{} is out of range: expected {expected}", text.trim())
+        // The environment passes a number beyond 64 bits on as text.
+        Kind::InvalidType(Actual::Str(text), expected) if is_integer(text) && !fits_64(text) => {
+            format!(
+                "{} is out of range: expected {}",
+                text.trim(),
+                plain_expected(expected)
+            )
         }
+        // A number written in quotes (`port = "25520"`).
+        Kind::InvalidType(Actual::Str(text), expected) if is_integer(text) => format!(
+            "found the text \"{text}\", expected {} (write the number without quotes)",
+            plain_expected(expected)
+        ),
+        Kind::InvalidType(found, expected) => format!(
+            "found {}, expected {}",
+            plain_actual(found),
+            plain_expected(expected)
+        ),
+        Kind::InvalidValue(found, expected) => format!(
+            "{} is out of range: expected {}",
+            plain_actual(found),
+            plain_expected(expected)
+        ),
+        // figment quotes each variant and the list again.
+        Kind::UnknownVariant(found, expected) => format!(
+            "unknown value `{found}`; the values here are {}",
+            expected.join(", ")
+        ),
         other => other.to_string(),
+    }
+}
+
+/// A value as the user wrote it: `70000`, `the text "x"`, rather than
+/// serde's `signed int \`70000\``.
+fn plain_actual(found: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+    match found {
+        Actual::Signed(n) => n.to_string(),
+        Actual::Unsigned(n) => n.to_string(),
+        Actual::Float(n) => n.to_string(),
+        Actual::Bool(b) => b.to_string(),
+        Actual::Str(text) => format!("the text {text:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// What a key takes, in words rather than serde's Rust type names
+/// (`u16`, `struct ClusterSection`); anything else as serde wrote it.
+fn plain_expected(expected: &str) -> String {
+    let whole = |min: u64, max: u64| format!("a whole number from {min} to {max}");
+    match expected {
+        "u8" => whole(0, u8::MAX.into()),
+        "u16" => whole(0, u16::MAX.into()),
+        "u32" => whole(0, u32::MAX.into()),
+        "u64" | "usize" => whole(0, u64::MAX),
+        "a nonzero u32" => whole(1, u32::MAX.into()),
+        "a nonzero u64" | "a nonzero usize" => whole(1, u64::MAX),
+        "f32" | "f64" => "a number".to_owned(),
+        e if e.starts_with("struct ") => "a table of keys".to_owned(),
+        "a sequence" => "a list".to_owned(),
+        e => e.to_owned(),
     }
 }
 
@@ -403,60 +483,70 @@ fn is_integer(text: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A membership error with its key as `casty.toml` spells it: the seed
+/// Whether the whole number `text` fits an `i64` or a `u64`.
+fn fits_64(text: &str) -> bool {
+    let text = text.trim().trim_start_matches('+');
+    text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()
+}
+
+/// A membership error with its keys as `casty.toml` spells them: the seed
 /// keys are dotted already (`cluster.gossip.interval`), the others live in
 /// `[cluster.membership]` (`probe_timeout_ms` becomes
 /// `cluster.membership.probe_timeout_ms`), so [`with_source`] finds where
-/// the value came from.
+/// each value came from. Membership's messages quote every key they name
+/// in backticks; a message without one is about the section.
 fn membership_error(e: membership::ConfigError) -> ConfigError {
     let msg = e.to_string();
-    match e.key() {
-        Some(key) if !key.contains('.') => {
-            let full = format!("cluster.membership.{key}");
-            ConfigError(
-                msg.replacen(&format!("`{key}`"), &format!("`{full}`"), 1)
-                    .replacen(&format!("({key})"), &format!("({full})"), 1),
-            )
-        }
-        Some(_) => ConfigError(msg),
-        None => ConfigError(format!("cluster: {msg}")),
+    if e.key().is_none() {
+        return ConfigError(format!("cluster: {msg}"));
     }
+    let mut out = String::with_capacity(msg.len() + 40);
+    let mut quoted = false;
+    for (i, part) in msg.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if quoted && !part.contains('.') && !part.is_empty() {
+            out.push_str("cluster.membership.");
+        }
+        out.push_str(part);
+        quoted = !quoted;
+    }
+    // A bare key outside backticks (`MetadataTooLarge` names its key in
+    // parentheses).
+    if let Some(key) = e.key().filter(|k| !k.contains('.')) {
+        let full = format!("cluster.membership.{key}");
+        out = out.replacen(&format!("({key})"), &format!("({full})"), 1);
+    }
+    ConfigError(out)
 }
 
-/// Appends where the value came from to a [`Config::validate`] message,
-/// which names the key as a dotted path (`sharding.max_parked_asks must be
-/// ...`) or as a section then the key (`tasks: max_iterations ...`);
-/// the message is kept as is when no key is found.
+/// Appends where each value came from to a [`Config::validate`] message,
+/// which names its keys as dotted paths (`sharding.max_parked_asks must be
+/// ...`); the message is kept as is when it names no key.
 fn with_source(fig: &Figment, msg: String) -> String {
-    let words: Vec<&str> = msg
-        .split([' ', ':', '=', '`', ',', ';'])
-        .filter(|w| !w.is_empty())
-        .collect();
-    let mut keys: Vec<String> = Vec::new();
-    for dotted in words.iter().filter(|w| w.contains('.')) {
-        if !keys.iter().any(|k| k == dotted) {
-            keys.push((*dotted).to_owned());
-        }
-    }
-    if keys.is_empty() {
-        keys.extend(words.get(..2).map(|w| w.join(".")));
-    }
     let source_of = |key: &str| {
         fig.find_metadata(key).map(|m| match &m.source {
             Some(src) => format!("{} {src}", m.name),
             None => source_name(&m.name, key),
         })
     };
-    let Some(first) = keys.first().and_then(|k| source_of(k)) else {
+    // Every dotted word that is a key (a bound such as `1ms..=86400s` is
+    // not), once, in the message's order.
+    let mut sources: Vec<(&str, String)> = Vec::new();
+    for word in msg.split([' ', ':', '=', '`', ',', ';', '(', ')']) {
+        if word.contains('.') && !sources.iter().any(|(k, _)| *k == word) {
+            if let Some(source) = source_of(word) {
+                sources.push((word, source));
+            }
+        }
+    }
+    let Some((_, first)) = sources.first() else {
         return msg;
     };
     // A message about two keys (one above the other) names each one's
     // source when they differ: the value to change may be either.
-    let sources: Vec<(&String, String)> = keys
-        .iter()
-        .filter_map(|k| source_of(k).map(|s| (k, s)))
-        .collect();
-    if sources.iter().all(|(_, s)| *s == first) {
+    if sources.iter().all(|(_, s)| s == first) {
         format!("{msg} (from {first})")
     } else {
         let each: Vec<String> = sources
@@ -468,17 +558,50 @@ fn with_source(fig: &Figment, msg: String) -> String {
 }
 
 /// A source without a file, as an error names it: the environment's with
-/// the variable that holds `key` (`cluster.port` is `CASTY_CLUSTER__PORT`);
-/// any other (a flag) by its own name.
+/// the variable that holds `key` (`cluster.port` is `CASTY_CLUSTER__PORT`,
+/// spelled as it is in the environment; for a key the configuration does
+/// not have, the variable under it: `CASTY_FOO__BAR` for `foo`); any
+/// other (a flag, the defaults) by its own name.
 fn source_name(name: &str, key: &str) -> String {
-    if name.contains("environment") {
-        format!(
-            "environment variable CASTY_{}",
-            key.to_uppercase().replace('.', "__")
-        )
-    } else {
-        name.to_owned()
+    if !name.contains("environment") {
+        return name.to_owned();
     }
+    let want = format!("CASTY_{}", key.to_uppercase().replace('.', "__"));
+    let below = format!("{want}__");
+    let set: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    let var = set
+        .iter()
+        .find(|k| k.to_uppercase() == want)
+        .or_else(|| set.iter().find(|k| k.to_uppercase().starts_with(&below)))
+        .cloned()
+        .unwrap_or(want);
+    format!("environment variable {var}")
+}
+
+/// The dotted key set on the line of TOML `text` holding byte `offset`
+/// (`key = value` under the last `[table]` header above it), when that
+/// line sets one.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = before[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(['[', ']']).trim().to_owned());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    })
 }
 
 /// The dotted path of the first integer above `i64::MAX` in `value`.
@@ -504,7 +627,8 @@ fn key_above_toml(value: &figment::value::Value, path: String) -> Option<String>
 pub fn config_path(cli: &Cli) -> Option<PathBuf> {
     cli.config
         .clone()
-        .or_else(|| Some(PathBuf::from("casty.toml")).filter(|p| Path::new(p).is_file()))
+        // Anything there (a directory too): reading it then says what is wrong.
+        .or_else(|| Some(PathBuf::from("casty.toml")).filter(|p| Path::new(p).exists()))
 }
 
 #[cfg(test)]
@@ -536,23 +660,59 @@ mod tests {
     }
 
     #[test]
-    fn a_number_given_as_text_too_large_for_its_key_says_so() {
+    fn values_and_types_read_in_words() {
         use figment::error::{Actual, Kind};
-        let kind = Kind::InvalidType(
-            Actual::Str("99999999999999999999999".into()),
-            "a nonzero u32".into(),
-        );
-        assert_eq!(
-            kind_text(&kind),
-            "99999999999999999999999 is out of range: expected a nonzero u32"
-        );
-        // Text that is no number keeps figment's words.
-        let kind = Kind::InvalidType(Actual::Str("abc".into()), "a nonzero u32".into());
-        assert_eq!(
-            kind_text(&kind),
-            "invalid type: found string \"abc\", expected a nonzero u32"
-        );
+        let cases = [
+            // A number too large for 64 bits comes from the environment as text.
+            (
+                Kind::InvalidType(
+                    Actual::Str("99999999999999999999999".into()),
+                    "a nonzero u32".into(),
+                ),
+                "99999999999999999999999 is out of range: expected a whole number from 1 to 4294967295",
+            ),
+            // In range but quoted: not "out of range".
+            (
+                Kind::InvalidType(Actual::Str("25520".into()), "u16".into()),
+                "found the text \"25520\", expected a whole number from 0 to 65535 (write the number without quotes)",
+            ),
+            (
+                Kind::InvalidType(Actual::Str("abc".into()), "a nonzero u32".into()),
+                "found the text \"abc\", expected a whole number from 1 to 4294967295",
+            ),
+            (
+                Kind::InvalidValue(Actual::Signed(70000), "u16".into()),
+                "70000 is out of range: expected a whole number from 0 to 65535",
+            ),
+            (
+                Kind::InvalidType(Actual::Signed(5), "struct ClusterSection".into()),
+                "found 5, expected a table of keys",
+            ),
+            (
+                Kind::UnknownVariant("dropnew".into(), &["backpressure", "drop_new"]),
+                "unknown value `dropnew`; the values here are backpressure, drop_new",
+            ),
+        ];
+        for (kind, want) in cases {
+            assert_eq!(kind_text(&kind), want);
+        }
         assert!(is_integer("-12") && is_integer(" 7 ") && !is_integer("-") && !is_integer("1e3"));
+        assert!(fits_64("-9223372036854775808") && fits_64("18446744073709551615"));
+        assert!(!fits_64("18446744073709551616"));
+    }
+
+    #[test]
+    fn a_toml_error_names_the_key_of_its_line() {
+        let text =
+            "[system]\nname = \"q\"\n\n[defaults.sharding]\nnum_shards = 99999999999999999999\n";
+        let at = text.find("999").unwrap();
+        assert_eq!(
+            key_at(text, at).as_deref(),
+            Some("defaults.sharding.num_shards")
+        );
+        assert_eq!(key_at("port = 1e999\n", 7).as_deref(), Some("port"));
+        // A header line sets no key.
+        assert_eq!(key_at("[cluster\n", 3), None);
     }
 
     #[test]

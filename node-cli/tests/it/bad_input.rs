@@ -111,7 +111,8 @@ fn membership_keys_are_named_by_full_path_with_their_source() {
         (
             "[cluster.membership]\nprobe_timeout_ms = 5000\n",
             // Each key with its own source: the value to change may be either.
-            "`cluster.membership.probe_timeout_ms` must be smaller than `cluster.heartbeat.interval` \
+            "`cluster.membership.probe_timeout_ms` (5s) must be smaller than \
+             `cluster.heartbeat.interval` (500ms) \
              (cluster.membership.probe_timeout_ms from TOML file casty.toml; \
              cluster.heartbeat.interval from the built-in default)",
         ),
@@ -176,6 +177,35 @@ fn a_seed_without_a_port_is_refused() {
     );
     assert_eq!(status.code(), Some(2), "{lines:?}");
     assert!(lines[0].contains("port 0"), "{lines:?}");
+    // An IPv6 address without brackets: `::1` is no host `:` with port 1.
+    let (status, lines) = run("v6", node_cmd("v6", &["--port", "0", "--seed", "::1"]));
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert!(lines[0].contains("[::1]:25520"), "{lines:?}");
+}
+
+/// The file's own values are checked whatever overrides them, and a
+/// `casty.toml` that cannot be read (a directory) is an error, not
+/// silently skipped.
+#[test]
+fn a_bad_file_is_refused_even_where_a_flag_overrides_it() {
+    let dir = scratch();
+    std::fs::write(dir.join("casty.toml"), "cluster = 5\n").unwrap();
+    let mut cmd = node_cmd("typed", &["--port", "0"]);
+    cmd.current_dir(&dir);
+    let (status, lines) = run("typed", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert!(
+        lines[0].contains("cluster: found 5, expected a table of keys (from TOML file"),
+        "{lines:?}"
+    );
+
+    let dir = scratch();
+    std::fs::create_dir(dir.join("casty.toml")).unwrap();
+    let mut cmd = node_cmd("dir", &["--port", "0"]);
+    cmd.current_dir(&dir);
+    let (status, lines) = run("dir", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert!(lines[0].contains("config file casty.toml"), "{lines:?}");
 }
 
 /// A node whose cluster name differs from its seed's is refused at the
