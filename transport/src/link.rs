@@ -122,7 +122,7 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
         }
         let dialed = tokio::select! {
             biased;
-            _ = flush_deadline(&inner, &link.peer, &link.retire) => {
+            _ = flush_deadline(&inner, &link.retire) => {
                 link.close(&inner, "not flushed before the shutdown deadline");
                 return;
             }
@@ -271,7 +271,7 @@ async fn read_replies(
         let read = tokio::select! {
             biased;
             // Retired: replies to what was flushed get the flush deadline.
-            _ = flush_deadline(&inner, &link.peer, &link.retire) => break retire_reason(&inner).to_owned(),
+            _ = flush_deadline(&inner, &link.retire) => break retire_reason(&inner).to_owned(),
             r = reader.read_from(&mut rd) => r,
         };
         match read {

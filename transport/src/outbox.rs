@@ -297,14 +297,9 @@ impl Outbox {
     }
 }
 
-/// Completes `[transport] flush_deadline_ms` after `retire` is cancelled,
-/// or at once when `peer` is forgotten (it left or died: nothing more is
-/// written to it or read from it).
-pub(crate) async fn flush_deadline(inner: &Inner, peer: &str, retire: &CancellationToken) {
+/// Completes `[transport] flush_deadline_ms` after `retire` is cancelled.
+pub(crate) async fn flush_deadline(inner: &Inner, retire: &CancellationToken) {
     retire.cancelled().await;
-    if inner.is_forgotten(peer) {
-        return;
-    }
     tokio::time::sleep(Duration::from_millis(inner.config.flush_deadline_ms)).await;
 }
 
@@ -343,13 +338,9 @@ pub(crate) async fn write_loop(
         // Once retired, the write in progress gets the flush deadline.
         let written = tokio::select! {
             r = write_all(&sock, &batch.buf, inner.config.max_batch_bytes) => r,
-            _ = flush_deadline(inner, peer, retire) => Err(std::io::Error::new(
+            _ = flush_deadline(inner, retire) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                if inner.is_forgotten(peer) {
-                    "peer forgotten (left or dead)"
-                } else {
-                    "not flushed before the shutdown deadline"
-                },
+                "not flushed before the shutdown deadline",
             )),
         };
         if let Err(e) = written {
@@ -424,7 +415,9 @@ pub(crate) fn count_dropped(inner: &Inner, peer: &str, one_way: usize, reason: &
 }
 
 /// [`count_dropped`], logged at `loudness` (the count in the stats is kept
-/// whatever the level).
+/// whatever the level), or at debug level when `peer` is forgotten: the
+/// membership knows it left or died, and what was on its way to it has
+/// nobody to read it.
 pub(crate) fn count_dropped_at(
     inner: &Inner,
     peer: &str,
@@ -433,6 +426,11 @@ pub(crate) fn count_dropped_at(
     loudness: Loudness,
 ) {
     if one_way > 0 {
+        let loudness = if inner.is_forgotten(peer) {
+            Loudness::Debug
+        } else {
+            loudness
+        };
         inner
             .stats
             .dropped_on_link_failure

@@ -474,9 +474,10 @@ impl Transport {
         failures.get(peer).cloned()
     }
 
-    /// Drops the links to `peer` (e.g. a member that was removed); frames
-    /// still queued on them are written (within `[transport]
-    /// flush_deadline_ms`) or failed. Replies to asks sent on them are
+    /// Drops the links to `peer` (e.g. a member that was removed): a write
+    /// in progress gets `[transport] flush_deadline_ms`, frames still
+    /// queued are dropped and counted, not written, and frames lost on the
+    /// way to `peer` are logged at debug level until [`Transport::remember`]. Replies to asks sent on them are
     /// read until the peer closes or the flush deadline passes; asks
     /// still unanswered then fail with [`AskError::Unreachable`] (a peer
     /// that stalled answers nothing, and its late answers go to a closed

@@ -416,37 +416,6 @@ async fn an_ask_in_flight_to_a_stalled_peer_fails_once_the_peer_is_forgotten() {
     stalled.abort();
 }
 
-/// Frames still queued to a peer the membership forgot (it left or died)
-/// are dropped at once, not written for the flush deadline: a peer that
-/// stopped reading held the close (and a node's own leave) for the whole
-/// deadline, and warned.
-#[tokio::test]
-async fn frames_queued_to_a_forgotten_peer_are_dropped_without_waiting() {
-    let a = node("a", "c").await;
-    let (ca, _ia) = Channel::<Vec<u8>>::register(&a, 1, Lane::Bulk).unwrap();
-    let (peer, stalled) = stalled_peer().await;
-    // More than the sockets' buffers hold: the rest stays queued.
-    let blob = vec![7u8; 256 * 1024];
-    for _ in 0..64 {
-        ca.tell(&peer, &blob).unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(a.stats().dropped_on_link_failure, 0);
-    let forgotten_at = tokio::time::Instant::now();
-    a.forget(&peer);
-    wait_until("the queued frames dropped", Duration::from_secs(10), || {
-        a.stats().dropped_on_link_failure > 0
-    })
-    .await;
-    let waited = forgotten_at.elapsed();
-    let flush = Duration::from_millis(TransportConfig::default().flush_deadline_ms);
-    assert!(
-        waited < flush / 2,
-        "dropped {waited:?} after the forget (flush deadline {flush:?})"
-    );
-    stalled.abort();
-}
-
 #[tokio::test]
 async fn untyped_register_tell_and_ask() {
     use bytes::Bytes;
