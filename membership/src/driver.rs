@@ -404,6 +404,10 @@ impl Driver {
                             let _ = tx.send(());
                         } else {
                             self.leaving.push(tx);
+                            // Members leaving at the same moment (a whole
+                            // cluster stopping) may be gone before they
+                            // hear of this leave: not a failure to warn of.
+                            self.chan.transport().leaving();
                             self.swim.leave(now());
                         }
                     }

@@ -149,7 +149,7 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                 // their callers.
                 let loudness = if matches!(e, HandshakeError::Refused(_))
                     || link.retire.is_cancelled()
-                    || inner.is_forgotten(&link.peer)
+                    || inner.failure_expected(&link.peer)
                 {
                     Loudness::Debug
                 } else if in_a_row == 1 {

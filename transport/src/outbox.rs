@@ -415,9 +415,9 @@ pub(crate) fn count_dropped(inner: &Inner, peer: &str, one_way: usize, reason: &
 }
 
 /// [`count_dropped`], logged at `loudness` (the count in the stats is kept
-/// whatever the level), or at debug level when `peer` is forgotten: the
-/// membership knows it left or died, and what was on its way to it has
-/// nobody to read it.
+/// whatever the level), or at debug level when the failure is expected
+/// (`peer` is forgotten: the membership knows it left or died, and what
+/// was on its way to it has nobody to read it; or this node is leaving).
 pub(crate) fn count_dropped_at(
     inner: &Inner,
     peer: &str,
@@ -426,7 +426,7 @@ pub(crate) fn count_dropped_at(
     loudness: Loudness,
 ) {
     if one_way > 0 {
-        let loudness = if inner.is_forgotten(peer) {
+        let loudness = if inner.failure_expected(peer) {
             Loudness::Debug
         } else {
             loudness

@@ -131,6 +131,13 @@ impl Inner {
         }
     }
 
+    /// Whether failing to reach `peer` is expected: this node is leaving
+    /// ([`Transport::leaving`]), or `peer` was forgotten and not remembered
+    /// since. Such failures are logged at debug level.
+    pub(crate) fn failure_expected(&self, peer: &str) -> bool {
+        self.leaving.load(Ordering::Relaxed) || self.is_forgotten(peer)
+    }
+
     /// Whether `peer` was forgotten and not remembered since.
     pub(crate) fn is_forgotten(&self, peer: &str) -> bool {
         let set = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
@@ -232,6 +239,9 @@ pub(crate) struct Inner {
     /// died) and not [`Transport::remember`]ed since: failing to reach one
     /// is expected, so it is logged as detail, not warned.
     forgotten: Mutex<FastMap<String, ()>>,
+    /// This node is leaving ([`Transport::leaving`]): failing to reach any
+    /// peer is expected from then on.
+    leaving: AtomicBool,
     /// Handshakes this node refused, counted by reason (for the warning's
     /// rate: a peer of another cluster retries every second or so).
     refused_here: Mutex<FastMap<String, u64>>,
@@ -303,6 +313,7 @@ impl Transport {
             pending: Mutex::new(FastMap::default()),
             refusals: Mutex::new(FastMap::default()),
             forgotten: Mutex::new(FastMap::default()),
+            leaving: AtomicBool::new(false),
             refused_here: Mutex::new(FastMap::default()),
             dial_errors: Mutex::new(FastMap::default()),
             next_corr: AtomicU64::new(1),
@@ -493,6 +504,15 @@ impl Transport {
                 link.retire();
             }
         }
+    }
+
+    /// This node is leaving its cluster: from now on, failing to reach a
+    /// peer is expected (the others may be leaving at the same moment, as
+    /// when a whole cluster stops) and is logged at debug level instead of
+    /// warned; frames and dials go on as before. The membership calls it
+    /// when a graceful leave starts; there is no way back.
+    pub fn leaving(&self) {
+        self.inner.leaving.store(true, Ordering::Relaxed);
     }
 
     /// Undoes [`Transport::forget`]'s quiet failures: `peer` (e.g. a new

@@ -483,3 +483,56 @@ async fn a_peer_cannot_answer_asks_sent_to_another() {
     assert!(matches!(err, AskError::Timeout { .. }), "{err:?}");
     assert!(a.stats().late_replies >= 100, "{:?}", a.stats());
 }
+
+/// A node that is leaving expects its peers to vanish (a whole cluster
+/// stopping): failing to reach one is logged at debug level, where the
+/// same failures are warned from the 2nd in a row otherwise.
+#[tokio::test(flavor = "current_thread")]
+async fn a_leaving_node_does_not_warn_of_peers_it_cannot_reach() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Nothing listens on a port bound and closed just now.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let fails_four_times = |t: Transport| {
+        let gone = gone.clone();
+        async move {
+            let ch = echo(&t);
+            for i in 0..4 {
+                let _ = ch
+                    .ask::<Msg>(&gone, &Msg::Ping(i), Duration::from_millis(500))
+                    .await;
+            }
+            wait_until("four failed dials", Duration::from_secs(10), || {
+                t.stats().dial_failures >= 4
+            })
+            .await;
+        }
+    };
+    let staying = node("staying", "c").await;
+    fails_four_times(staying).await;
+    let warned = logs.text().matches("cannot reach peer").count();
+    assert!(warned >= 1, "a node that stays warns:\n{}", logs.text());
+
+    let leaving = node("leaving", "c").await;
+    leaving.leaving();
+    fails_four_times(leaving).await;
+    let now = logs.text().matches("cannot reach peer").count();
+    assert_eq!(
+        now,
+        warned,
+        "a leaving node does not warn:\n{}",
+        logs.text()
+    );
+}
