@@ -376,6 +376,10 @@ impl Driver {
         seeds: Vec<String>,
         shutdown: CancellationToken,
     ) {
+        // A seed may not be up yet (nodes started in any order): the
+        // transport reports failing to reach one as information until the
+        // join ends; a join that fails names each seed's last dial error.
+        self.chan.transport().joining_through(&seeds);
         self.swim.join(now(), seeds);
         let mut commands_open = true;
         loop {
@@ -442,7 +446,9 @@ impl Driver {
                 Event::MemberUp(m) | Event::MemberAlive(m) => {
                     self.chan.transport().remember(&m.id.addr);
                 }
+                Event::Joined => self.chan.transport().joined(),
                 Event::JoinFailed { .. } | Event::JoinRefused { .. } | Event::Superseded { .. } => {
+                    self.chan.transport().joined();
                     self.failure_tx.send_replace(Some(ev.clone()));
                 }
                 Event::Left => {

@@ -152,7 +152,10 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                     || inner.failure_expected(&link.peer)
                 {
                     Loudness::Debug
-                } else if in_a_row == 1 {
+                } else if in_a_row == 1
+                    || (inner.is_joining_through(&link.peer) && in_a_row.is_power_of_two())
+                {
+                    // A seed while this node joins: not up yet, perhaps.
                     Loudness::Info
                 } else if in_a_row.is_power_of_two() {
                     Loudness::Warn
@@ -162,6 +165,9 @@ pub(crate) async fn run(inner: Arc<Inner>, link: Arc<Link>) {
                 match loudness {
                     Loudness::Debug => {
                         tracing::debug!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer")
+                    }
+                    Loudness::Info if inner.is_joining_through(&link.peer) => {
+                        tracing::info!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach a seed yet; still joining (logged at the 1st, 2nd, 4th, ... failed dial in a row)")
                     }
                     Loudness::Info => {
                         tracing::info!(peer = %link.peer, lane = ?link.lane, error = %e, failures = in_a_row, "cannot reach peer; the next frame dials again (warned from the 2nd failed dial in a row, then at the 4th, 8th, ...)")

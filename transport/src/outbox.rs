@@ -428,6 +428,8 @@ pub(crate) fn count_dropped_at(
     if one_way > 0 {
         let loudness = if inner.failure_expected(peer) {
             Loudness::Debug
+        } else if loudness == Loudness::Warn && inner.is_joining_through(peer) {
+            Loudness::Info
         } else {
             loudness
         };

@@ -138,6 +138,16 @@ impl Inner {
         self.leaving.load(Ordering::Relaxed) || self.is_forgotten(peer)
     }
 
+    /// Whether `peer` is a seed this node is still joining through
+    /// ([`Transport::joining_through`]).
+    pub(crate) fn is_joining_through(&self, peer: &str) -> bool {
+        let set = self
+            .joining_through
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        !set.is_empty() && set.contains_key(peer)
+    }
+
     /// Whether `peer` was forgotten and not remembered since.
     pub(crate) fn is_forgotten(&self, peer: &str) -> bool {
         let set = self.forgotten.lock().unwrap_or_else(|p| p.into_inner());
@@ -242,6 +252,10 @@ pub(crate) struct Inner {
     /// This node is leaving ([`Transport::leaving`]): failing to reach any
     /// peer is expected from then on.
     leaving: AtomicBool,
+    /// Seeds this node is joining through ([`Transport::joining_through`]):
+    /// one may not be listening yet, so failing to reach it is information
+    /// until the join ends ([`Transport::joined`]).
+    joining_through: Mutex<FastMap<String, ()>>,
     /// Handshakes this node refused, counted by reason (for the warning's
     /// rate: a peer of another cluster retries every second or so).
     refused_here: Mutex<FastMap<String, u64>>,
@@ -314,6 +328,7 @@ impl Transport {
             refusals: Mutex::new(FastMap::default()),
             forgotten: Mutex::new(FastMap::default()),
             leaving: AtomicBool::new(false),
+            joining_through: Mutex::new(FastMap::default()),
             refused_here: Mutex::new(FastMap::default()),
             dial_errors: Mutex::new(FastMap::default()),
             next_corr: AtomicU64::new(1),
@@ -513,6 +528,32 @@ impl Transport {
     /// when a graceful leave starts; there is no way back.
     pub fn leaving(&self) {
         self.inner.leaving.store(true, Ordering::Relaxed);
+    }
+
+    /// This node is joining its cluster through `seeds` (`host:port` as
+    /// dialled): a seed may not be listening yet (nodes started in any
+    /// order), so failing to reach one is logged as information, not
+    /// warned, until [`Transport::joined`]. A join that never succeeds is
+    /// reported by the membership at its deadline, with each seed's last
+    /// dial error ([`Transport::dial_error`]).
+    pub fn joining_through(&self, seeds: &[String]) {
+        let mut set = self
+            .inner
+            .joining_through
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        set.clear();
+        set.extend(seeds.iter().map(|s| (s.clone(), ())));
+    }
+
+    /// The join ended (joined, or given up): failing to reach a seed is
+    /// warned as for any peer again.
+    pub fn joined(&self) {
+        self.inner
+            .joining_through
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Undoes [`Transport::forget`]'s quiet failures: `peer` (e.g. a new

@@ -536,3 +536,64 @@ async fn a_leaving_node_does_not_warn_of_peers_it_cannot_reach() {
         logs.text()
     );
 }
+
+/// A seed this node joins through may not be listening yet: failing to
+/// reach it is information until the join ends, then warned as for any
+/// peer.
+#[tokio::test(flavor = "current_thread")]
+async fn a_seed_not_up_yet_is_information_until_the_join_ends() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let seed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let t = node("joiner", "c").await;
+    let ch = echo(&t);
+    // Asks to the seed until `upto` dials in all failed (the link backs
+    // off between dials, up to 2 s).
+    let fail = |upto: u64| {
+        let (ch, t, seed) = (ch.clone(), t.clone(), seed.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let mut i = 0;
+            while t.stats().dial_failures < upto {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{upto} failed dials"
+                );
+                let _ = ch
+                    .ask::<Msg>(&seed, &Msg::Ping(i), Duration::from_millis(300))
+                    .await;
+                i += 1;
+            }
+        }
+    };
+    let warnings = || {
+        logs.text()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("cannot reach peer"))
+            .count()
+    };
+    t.joining_through(std::slice::from_ref(&seed));
+    fail(4).await;
+    assert_eq!(warnings(), 0, "joining: information only\n{}", logs.text());
+    assert!(
+        logs.text().contains("cannot reach a seed yet"),
+        "still logged at info:\n{}",
+        logs.text()
+    );
+    t.joined();
+    // The 8th failure in a row is one a peer is warned at.
+    fail(8).await;
+    assert!(warnings() >= 1, "after the join: warned\n{}", logs.text());
+}
