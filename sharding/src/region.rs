@@ -430,10 +430,11 @@ impl Drop for ParkedSlot {
 
 /// Replications of this burst, by entity id (an id names its shard): the
 /// shard, the entity's latest version, its stamp and its state (`None`:
-/// removed). A table by the region's id hash, not a tree by `(shard, id)`:
-/// a tree's insert compared ids at every level (about 2 % of the
-/// cluster's instructions per task beside the hash, session 14); a batch
-/// is put in shard order when it is sent.
+/// removed). A table by the region's id hash, not a tree by `(shard, id)`
+/// whose insert compared ids at every level: 8 % fewer instructions per
+/// task beside the hash in the in-process cluster, 13 % with the queues
+/// kept across bursts (`Actor::spare_queues`; `BENCHMARKS.md`, session
+/// 14). A batch is put in shard order when it is sent.
 type Outgoing<E> = EntityMap<Queued<E>>;
 
 /// One queued change (see [`Outgoing`]): shard, version, stamp, state.

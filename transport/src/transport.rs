@@ -502,14 +502,14 @@ impl Transport {
 
     /// Drops the links to `peer` (e.g. a member that was removed): a write
     /// in progress gets `[transport] flush_deadline_ms`, frames still
-    /// queued are dropped and counted, not written, and frames lost on the
-    /// way to `peer` are logged at debug level until [`Transport::remember`]. Replies to asks sent on them are
-    /// read until the peer closes or the flush deadline passes; asks
-    /// still unanswered then fail with [`AskError::Unreachable`] (a peer
-    /// that stalled answers nothing, and its late answers go to a closed
-    /// connection). A later send dials again; until [`Transport::remember`],
-    /// failing to reach `peer` is logged at debug level, not warned (it is
-    /// known to be gone).
+    /// queued are dropped and counted, not written. Replies to asks sent
+    /// on them are read until the peer closes or the flush deadline
+    /// passes; asks still unanswered then fail with
+    /// [`AskError::Unreachable`] (a peer that stalled answers nothing, and
+    /// its late answers go to a closed connection). A later send dials
+    /// again; until [`Transport::remember`], failing to reach `peer` and
+    /// frames lost on the way to it are logged at debug level, not warned
+    /// (it is known to be gone).
     pub fn forget(&self, peer: &str) {
         self.inner.clear_refusal(peer);
         self.inner.set_forgotten(peer, true);
