@@ -401,10 +401,12 @@ fn describe(e: &figment::Error) -> String {
     out.join("; ")
 }
 
-/// An error's kind in words that read on one line: figment's own, except
-/// an unknown key (figment nests its list of keys in a second pair of
-/// backticks) and an integer too large for its key's type, which the
-/// environment passes on as text ("found string \"99999999999999999999\"").
+/// An error's kind in words that read on one line: an unknown key or
+/// value lists the others once quoted (figment nests its list in a second
+/// pair of backticks), values and types read as the user wrote them
+/// ([`plain_actual`], [`plain_expected`]), an integer too large for 64 bits
+/// (the environment passes it on as text) is out of range, and a number
+/// in quotes is told to lose them; anything else in figment's words.
 fn kind_text(kind: &figment::error::Kind) -> String {
     use figment::error::{Actual, Kind};
     match kind {
@@ -431,8 +433,16 @@ fn kind_text(kind: &figment::error::Kind) -> String {
             plain_actual(found),
             plain_expected(expected)
         ),
-        Kind::InvalidValue(found, expected) => format!(
+        Kind::InvalidValue(
+            found @ (Actual::Signed(_) | Actual::Unsigned(_) | Actual::Float(_)),
+            expected,
+        ) => format!(
             "{} is out of range: expected {}",
+            plain_actual(found),
+            plain_expected(expected)
+        ),
+        Kind::InvalidValue(found, expected) => format!(
+            "invalid value {}, expected {}",
             plain_actual(found),
             plain_expected(expected)
         ),
