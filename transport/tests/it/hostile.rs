@@ -107,6 +107,22 @@ impl std::io::Write for Logs {
 }
 
 impl Logs {
+    /// Captures what this thread logs at `level` and above until the guard
+    /// is dropped (tasks of a current-thread runtime log on this thread).
+    fn capture(level: tracing::Level) -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let logs = logs.clone();
+                move || logs.clone()
+            })
+            .with_ansi(false)
+            .with_max_level(level)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (logs, guard)
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -115,16 +131,7 @@ impl Logs {
 // Current-thread runtime: every task logs through this thread's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn wrong_cluster_is_refused_with_the_reason_on_both_sides() {
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Logs::capture(tracing::Level::WARN);
 
     let a = node("a", "one").await;
     let b = node("b", "two").await;
@@ -484,50 +491,44 @@ async fn a_peer_cannot_answer_asks_sent_to_another() {
     assert!(a.stats().late_replies >= 100, "{:?}", a.stats());
 }
 
+/// An address nothing listens on: a port bound and closed just now.
+fn unused_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Asks `peer` through `ch` until `t` counts `upto` failed dials in all
+/// (the link backs off between dials, up to 2 s).
+async fn fail_dials(t: &Transport, ch: &Channel<Msg>, peer: &str, upto: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while t.stats().dial_failures < upto {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{upto} failed dials"
+        );
+        let _ = ch
+            .ask::<Msg>(peer, &Msg::Ping(i), Duration::from_millis(300))
+            .await;
+        i += 1;
+    }
+}
+
 /// A node that is leaving expects its peers to vanish (a whole cluster
 /// stopping): failing to reach one is logged at debug level, where the
 /// same failures are warned from the 2nd in a row otherwise.
 #[tokio::test(flavor = "current_thread")]
 async fn a_leaving_node_does_not_warn_of_peers_it_cannot_reach() {
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    // Nothing listens on a port bound and closed just now.
-    let gone = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
-    let fails_four_times = |t: Transport| {
-        let gone = gone.clone();
-        async move {
-            let ch = echo(&t);
-            for i in 0..4 {
-                let _ = ch
-                    .ask::<Msg>(&gone, &Msg::Ping(i), Duration::from_millis(500))
-                    .await;
-            }
-            wait_until("four failed dials", Duration::from_secs(10), || {
-                t.stats().dial_failures >= 4
-            })
-            .await;
-        }
-    };
+    let (logs, _guard) = Logs::capture(tracing::Level::WARN);
+    let gone = unused_addr();
     let staying = node("staying", "c").await;
-    fails_four_times(staying).await;
+    fail_dials(&staying, &echo(&staying), &gone, 4).await;
     let warned = logs.text().matches("cannot reach peer").count();
     assert!(warned >= 1, "a node that stays warns:\n{}", logs.text());
 
     let leaving = node("leaving", "c").await;
     leaving.leaving();
-    fails_four_times(leaving).await;
+    fail_dials(&leaving, &echo(&leaving), &gone, 4).await;
     let now = logs.text().matches("cannot reach peer").count();
     assert_eq!(
         now,
@@ -542,42 +543,10 @@ async fn a_leaving_node_does_not_warn_of_peers_it_cannot_reach() {
 /// peer.
 #[tokio::test(flavor = "current_thread")]
 async fn a_seed_not_up_yet_is_information_until_the_join_ends() {
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let seed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let (logs, _guard) = Logs::capture(tracing::Level::INFO);
+    let seed = unused_addr();
     let t = node("joiner", "c").await;
     let ch = echo(&t);
-    // Asks to the seed until `upto` dials in all failed (the link backs
-    // off between dials, up to 2 s).
-    let fail = |upto: u64| {
-        let (ch, t, seed) = (ch.clone(), t.clone(), seed.clone());
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            let mut i = 0;
-            while t.stats().dial_failures < upto {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{upto} failed dials"
-                );
-                let _ = ch
-                    .ask::<Msg>(&seed, &Msg::Ping(i), Duration::from_millis(300))
-                    .await;
-                i += 1;
-            }
-        }
-    };
     let warnings = || {
         logs.text()
             .lines()
@@ -585,7 +554,7 @@ async fn a_seed_not_up_yet_is_information_until_the_join_ends() {
             .count()
     };
     t.joining_through(std::slice::from_ref(&seed));
-    fail(4).await;
+    fail_dials(&t, &ch, &seed, 4).await;
     assert_eq!(warnings(), 0, "joining: information only\n{}", logs.text());
     assert!(
         logs.text().contains("cannot reach a seed yet"),
@@ -594,6 +563,6 @@ async fn a_seed_not_up_yet_is_information_until_the_join_ends() {
     );
     t.joined();
     // The 8th failure in a row is one a peer is warned at.
-    fail(8).await;
+    fail_dials(&t, &ch, &seed, 8).await;
     assert!(warnings() >= 1, "after the join: warned\n{}", logs.text());
 }
