@@ -66,6 +66,9 @@ const REPORT: &str = "final-report";
 const SHUTDOWN_BARRIER: &str = "shutdown";
 /// Barrier every node meets before submitting.
 const START_BARRIER: &str = "start";
+/// What the Final Report line lists when no node processed a task.
+const NO_TASKS: &str = "none";
+
 /// Tasks per batch: submitted and awaited in one `submit_many_and_wait`.
 const BATCH: usize = 256;
 /// Batches in flight at once.
@@ -221,11 +224,14 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
         .iter()
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
-    tracing::info!(
-        "Final Report ({} tasks): {}",
-        report.total,
+    // No node processed a task (every one ran `--tasks 0`): say so rather
+    // than end the line at its colon.
+    let parts = if parts.is_empty() {
+        NO_TASKS.to_owned()
+    } else {
         parts.join(", ")
-    );
+    };
+    tracing::info!("Final Report ({} tasks): {parts}", report.total);
     let missing: Vec<&String> = started_with
         .iter()
         .filter(|n| !report.reporters.contains(n))

@@ -78,6 +78,8 @@ pub fn final_report(line: &str) -> Option<FinalReport> {
     let (_, rest) = line.split_once("Final Report (")?;
     let (total, rest) = rest.split_once(" tasks):")?;
     let mut counts = BTreeMap::new();
+    // "none": no node processed a task.
+    let rest = if rest.trim() == "none" { "" } else { rest };
     for part in rest.split(", ").map(str::trim).filter(|p| !p.is_empty()) {
         let (node, count) = part.rsplit_once(": ")?;
         counts.insert(node.to_owned(), count.parse().ok()?);
@@ -148,6 +150,8 @@ mod tests {
                 .len(),
             0
         );
+        let none = final_report(&format!("{PREFIX}Final Report (0 tasks): none")).unwrap();
+        assert_eq!((none.total, none.counts.len()), (0, 0));
         assert_eq!(final_report("Final Report (x tasks): a: 1"), None);
     }
 }

@@ -56,6 +56,29 @@ fn one_node_alone() {
     assert_eq!(busy(&report).into_iter().collect::<Vec<_>>(), [("solo", 5)]);
 }
 
+/// One node alone with `--tasks 0`: its Final Report says no node processed
+/// a task (`none`) instead of ending at its colon, and it exits 0.
+#[test]
+fn one_node_with_no_tasks() {
+    let _heavy = serial();
+    let deadline = Instant::now() + RUN;
+    let (idle, _) = spawn_seed("idle", &["--settle-ms", "300", "--tasks", "0"]);
+    let mut nodes = [idle];
+    assert_all_succeeded(&mut nodes, deadline);
+    let lines = nodes[0].stderr().snapshot();
+    let reports: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("Final Report ("))
+        .collect();
+    assert_eq!(reports.len(), 1, "one Final Report line: {lines:#?}");
+    assert!(
+        reports[0].ends_with("Final Report (0 tasks): none"),
+        "{}",
+        reports[0]
+    );
+    assert_eq!(check_run(&[(&nodes[0], 0)], 500).total, 0);
+}
+
 /// Five nodes with 200 tasks each: every node's Final Report counts 1,000.
 #[test]
 fn five_nodes_two_hundred_tasks_each() {
