@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         iterations: cli.iterations,
         nodes: cli.nodes,
         settle: Duration::from_millis(cli.settle_ms),
+        join_deadline: config.cluster.membership.join_deadline(),
     };
     if let Err(e) = work.check(config.tasks.max_iterations) {
         eprintln!("error: configuration: {e}");

@@ -22,7 +22,16 @@ pub struct Workload {
     pub nodes: Option<u32>,
     /// Settle period.
     pub settle: Duration,
+    /// `[cluster.membership] join_deadline_ms`: membership gives up joining
+    /// after it (`JoinFailed`); the workload waits that long and
+    /// [`JOIN_GRACE`] more.
+    pub join_deadline: Duration,
 }
+
+/// Beyond `join_deadline_ms`, how long the workload waits for membership to
+/// report its join's outcome before it gives up itself (a guard against a
+/// driver that never answers, not a second deadline).
+const JOIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Most tasks one node submits in a run (`--tasks`). Ids are built a batch
 /// at a time, but each task costs about 180 bytes on its owner and replica
@@ -91,9 +100,8 @@ pub struct Progress {
 /// Joining, reporting or the barrier failing.
 pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool> {
     let cfg = node.queue.config().clone();
-    let join_deadline = Duration::from_secs(120);
     node.members
-        .wait_joined(join_deadline)
+        .wait_joined(w.join_deadline.saturating_add(JOIN_GRACE))
         .await
         .context("could not join the cluster")?;
     let members = match w.nodes {
