@@ -115,7 +115,8 @@ pub struct MembershipConfig {
     /// Dead and left members are forgotten this long after they entered
     /// that state (default 60 s; must exceed `probe_interval`).
     pub reap_after_ms: u64,
-    /// First join retry delay; doubles per attempt (default 200 ms).
+    /// First join retry delay; doubles per attempt (default 200 ms; at
+    /// most `join_retry_max_ms`).
     pub join_retry_ms: u64,
     /// Largest join retry delay (default 1 s: below node-cli's 1.5 s settle
     /// period, so a node started before its seed joins before the seed,
@@ -128,7 +129,7 @@ pub struct MembershipConfig {
     /// this long (default 1 s).
     pub leave_timeout_ms: u64,
     /// Most updates waiting to be piggybacked; past it the most sent one is
-    /// dropped (push-pull still carries it; default 128; at least 16).
+    /// dropped (push-pull still carries it; default 128; 16..=1,048,576).
     pub max_queued_updates: usize,
     /// Largest member metadata, in bytes (default 512; at most 65,536).
     pub max_metadata_bytes: usize,
@@ -136,13 +137,14 @@ pub struct MembershipConfig {
     /// `MAX_UPDATES_PER_MESSAGE` = 64).
     pub max_piggyback_updates: usize,
     /// Byte budget of the piggybacked updates of one message (default
-    /// 2,048; at least 512).
+    /// 2,048; 512..=1 MiB).
     pub max_piggyback_bytes: usize,
-    /// Byte budget of one `Sync`/`JoinAck` state (default 1 MiB; keep it
-    /// below the transport's frame limit; at least 4,096).
+    /// Byte budget of one `Sync`/`JoinAck` state (default 1 MiB;
+    /// 4,096..=1 GiB). It must fit the transport's frame limit (`[transport]
+    /// max_frame_bytes`, which node-cli checks it against).
     pub max_sync_bytes: usize,
     /// Most members held (alive, suspect, dead and left); new names past
-    /// it are dropped and counted (default 16,384).
+    /// it are dropped and counted (default 16,384; 2..=16,777,216).
     pub max_members: usize,
     /// Lifeguard's S: the largest local health score; probe interval and
     /// timeout are multiplied by score + 1 (default 8; 0..=16).

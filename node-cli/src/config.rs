@@ -255,6 +255,16 @@ impl Config {
         }
         self.membership().map_err(membership_error)?;
         self.transport.validate().map_err(ConfigError)?;
+        // Across layers: a push-pull sync travels in one frame.
+        let (sync, frame) = (
+            self.cluster.membership.max_sync_bytes,
+            self.transport.max_frame_bytes,
+        );
+        if sync > frame {
+            return Err(ConfigError(format!(
+                "cluster.membership.max_sync_bytes ({sync} bytes) must be at most transport.max_frame_bytes ({frame} bytes): a push-pull sync is sent in one frame"
+            )));
+        }
         self.region().validate().map_err(ConfigError)?;
         // Its message names the key (`tasks.result_timeout_ms: ...`).
         self.tasks
@@ -738,5 +748,25 @@ mod tests {
         // Both from one source: named once.
         let line = error_for("[sharding]\nreplicate_linger_ms = 50\nreplicate_timeout_ms = 10\n");
         assert!(line.ends_with("= 10 (from TOML source string)"), "{line}");
+    }
+
+    #[test]
+    fn a_sync_larger_than_a_frame_is_refused_across_layers() {
+        let line = error_for("[cluster.membership]\nmax_sync_bytes = 16777216\n");
+        assert!(
+            line.starts_with(
+                "cluster.membership.max_sync_bytes (16777216 bytes) must be at most \
+                 transport.max_frame_bytes (8388608 bytes)"
+            ) && line.ends_with(
+                "(cluster.membership.max_sync_bytes from TOML source string; \
+                 transport.max_frame_bytes from the built-in default)"
+            ),
+            "{line}"
+        );
+        // Equal is enough.
+        let fig = Figment::from(defaults()).merge(Toml::string(
+            "[cluster.membership]\nmax_sync_bytes = 8388608\n",
+        ));
+        fig.extract::<Config>().unwrap().validate().unwrap();
     }
 }

@@ -65,14 +65,17 @@ pub struct ShardingConfig {
     /// Timeout of one replication or handoff request, in ms (default 2,000).
     pub replicate_timeout_ms: u64,
     /// How long a node keeps the data of a shard it no longer holds, so a
-    /// late handoff request can still be served, in ms (default 30,000).
+    /// late handoff request can still be served, in ms (default 30,000;
+    /// at least 1).
     /// Also how long a removed entity's tombstone is kept: from its
     /// removal (or from when this node learned of it) and, on the owner,
     /// at least until every replica confirmed it. A copy of the entity
     /// older than that, met later, can bring it back.
     pub retire_after_ms: u64,
-    /// Largest handoff or sync page, in bytes (default 1 MiB; must stay
-    /// below `[transport] max_frame_bytes`).
+    /// Largest handoff or sync page, in bytes (default 1 MiB; at least
+    /// 1,024). Pages use at most three quarters of `[transport]
+    /// max_frame_bytes` whatever this says, so a smaller frame limit never
+    /// makes a page too large to send.
     pub snapshot_page_bytes: usize,
     /// Most asks one region keeps waiting for a change of their entity
     /// ([`crate::Handled::Wait`], e.g. a task's `wait_result`), over all
@@ -142,7 +145,8 @@ impl RegionConfig {
     /// Checks the invariants.
     ///
     /// # Errors
-    /// A message naming the key: mailbox capacity ≥ 1, timeouts ≥ 1 ms,
+    /// A message naming the key: mailbox capacity ≥ 1,
+    /// `replicate_timeout_ms` and `retire_after_ms` ≥ 1 ms,
     /// replication linger ≤ replication timeout, snapshot pages ≥ 1 KiB,
     /// parked asks ≥ 1, forward hops ≤ 16, `num_shards` ≤
     /// [`MAX_SHARDS`], `replication_factor` ≤ [`MAX_REPLICATION`].
@@ -152,6 +156,9 @@ impl RegionConfig {
         }
         if self.sharding.replicate_timeout_ms == 0 {
             return Err("sharding.replicate_timeout_ms must be at least 1".into());
+        }
+        if self.sharding.retire_after_ms == 0 {
+            return Err("sharding.retire_after_ms must be at least 1".into());
         }
         if self.sharding.replicate_linger_ms > self.sharding.replicate_timeout_ms {
             return Err(format!(

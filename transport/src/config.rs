@@ -12,12 +12,13 @@ pub struct TransportConfig {
     /// (default 8 MiB). A longer length prefix closes the connection before
     /// anything is allocated. Range 1 KiB ..= 1 GiB.
     pub max_frame_bytes: usize,
-    /// Frames queued per peer and lane before sends are refused with
-    /// [`crate::SendError::QueueFull`] (default 65,536).
+    /// Frames queued per peer and lane (default 65,536; at least 1). Past
+    /// it a `tell` is refused with [`crate::SendError::QueueFull`]; a
+    /// `send` or an `ask` waits for room.
     pub outbound_queue_frames: usize,
-    /// Bytes queued per peer and lane before sends are refused like a full
-    /// queue (default 64 MiB). A frame is always accepted into an empty
-    /// queue, so one frame of up to `max_frame_bytes` always fits.
+    /// Bytes queued per peer and lane, bounded as `outbound_queue_frames`
+    /// is (default 64 MiB; at least 1). A frame is always accepted into an
+    /// empty queue, so one frame of up to `max_frame_bytes` always fits.
     pub outbound_queue_bytes: usize,
     /// Frames queued per channel on the receiving side before the connection
     /// stops reading (TCP back-pressure; default 8,192).
@@ -96,8 +97,8 @@ impl TransportConfig {
     /// # Errors
     /// A message naming the offending key when a value is out of range:
     /// `max_frame_bytes` in 1 KiB ..= 1 GiB, queues and batch size non-zero,
-    /// timeouts non-zero (`idle_timeout_ms` may be 0: disabled), backoff
-    /// min ≤ max.
+    /// timeouts non-zero (`idle_timeout_ms` and `tcp_user_timeout_ms` may
+    /// be 0: disabled, the system's), backoff min ≤ max.
     pub fn validate(&self) -> Result<(), String> {
         if !(1024..=(1 << 30)).contains(&self.max_frame_bytes) {
             return Err(format!(

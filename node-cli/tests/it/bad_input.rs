@@ -303,7 +303,7 @@ fn a_seed_that_never_answers_fails_after_the_join_deadline() {
 #[test]
 fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 6] = [
+    let cases: [Case; 8] = [
         (&["--iterations", "0"], &[], "--iterations"),
         (
             &[],
@@ -321,6 +321,16 @@ fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
             &[],
             &[("CASTY_DEFAULTS__SHARDING__NUM_SHARDS", "100000000")],
             "num_shards",
+        ),
+        (
+            &[],
+            &[("CASTY_SHARDING__RETIRE_AFTER_MS", "0")],
+            "sharding.retire_after_ms",
+        ),
+        (
+            &[],
+            &[("CASTY_CLUSTER__MEMBERSHIP__MAX_SYNC_BYTES", "16777216")],
+            "transport.max_frame_bytes",
         ),
     ];
     for (args, env, key) in cases {
