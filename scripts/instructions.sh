@@ -12,6 +12,9 @@
 #   TARGET=node-cli SMALL=1000 LARGE=3000 scripts/instructions.sh
 #                                        # the node-cli binary alone (`--tasks N`,
 #                                        # one node): its workload and log lines too
+#   PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 scripts/instructions.sh
+#                                        # the measured binary under LD_PRELOAD
+#                                        # (e.g. another allocator)
 #
 # Runs the queue bench's `--instructions N` mode (submit_many_and_wait
 # only, batches of 256, 4 in flight) under valgrind's callgrind at two task

@@ -8,7 +8,7 @@ use clap::Parser;
 /// its tasks, processes the shards it owns, prints each result and the
 /// cluster's final report, then leaves.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "node-cli", version, about, long_about = None)]
+#[command(name = "node-cli", version, long_about = None)]
 pub struct Cli {
     /// TCP port to listen on (0 picks a free one; the node logs `listening on <addr>`).
     /// Default: `[cluster] port` (25520).
@@ -38,7 +38,7 @@ pub struct Cli {
     pub iterations: u32,
 
     /// Node name, unique in the cluster. Default: the hostname with
-    /// `--host auto`, else `node-<port>`.
+    /// `--host auto`, else `node-<port>` (`node-<pid>` with `--port 0`).
     #[arg(long)]
     pub name: Option<String>,
 
