@@ -119,6 +119,7 @@ async fn start(
     let transport = Transport::bind(
         LocalNode {
             cluster: "membership-example".into(),
+            settings: String::new(),
             name: name.into(),
             generation: generation.unwrap_or_else(unix_ms),
             listen: listen.into(),

@@ -34,11 +34,11 @@ pub enum DriverError {
     #[error("cannot register the membership channel: {0}")]
     Channel(#[from] transport::RegisterError),
     /// No seed answered before `join_deadline_ms`, or every seed refused
-    /// our handshake for good (another cluster name) and the join was
-    /// given up at once.
+    /// our handshake for good (another cluster name, or other cluster
+    /// settings) and the join was given up at once.
     #[error(
         "could not join through seeds {seeds:?}: {}{}{}",
-        if *for_good { "every seed refused this node's cluster name" } else { "no answer within the join deadline" },
+        if *for_good { "every seed refused this node's cluster name or settings" } else { "no answer within the join deadline" },
         refused_suffix(refused),
         unreachable_suffix(unreachable)
     )]
@@ -491,7 +491,8 @@ impl Driver {
 
 impl Driver {
     /// Whether this node is joining and every seed it still tries refused
-    /// our handshake for good (its cluster name is not ours): waiting for
+    /// our handshake for good (its cluster name or settings are not ours):
+    /// waiting for
     /// the join deadline would only delay the same failure.
     fn no_seed_can_let_us_in(&self) -> bool {
         let seeds = self.swim.join_seeds();

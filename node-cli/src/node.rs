@@ -90,6 +90,7 @@ pub async fn start(config: &Config, name: &str) -> Result<Node> {
     let transport = Transport::bind(
         LocalNode {
             cluster: config.system.name.clone(),
+            settings: config.region().cluster_settings(),
             name: name.to_owned(),
             generation,
             listen: format!("{bind_host}:{}", config.cluster.port),

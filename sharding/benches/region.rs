@@ -62,6 +62,7 @@ async fn transport(name: &str, stop: &CancellationToken) -> Transport {
     Transport::bind(
         LocalNode {
             cluster: "region-bench".into(),
+            settings: String::new(),
             name: name.into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),

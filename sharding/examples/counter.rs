@@ -55,6 +55,7 @@ async fn node(
     let transport = Transport::bind(
         LocalNode {
             cluster: "counter-example".into(),
+            settings: String::new(),
             name: name.into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),

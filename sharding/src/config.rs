@@ -142,6 +142,21 @@ pub const MAX_SHARDS: u32 = 65_536;
 pub const MAX_REPLICATION: u32 = 16;
 
 impl RegionConfig {
+    /// The settings every node of a cluster must share for its regions to
+    /// agree, as one text for the transport's handshake
+    /// ([`transport::LocalNode::settings`]): `num_shards=<S>
+    /// replication_factor=<R>`. Nodes that count shards differently map ids
+    /// to different shards and route every message to owners that do not
+    /// agree (forwarded until `TooManyHops`); a node with another
+    /// replication factor copies its shards to fewer or more replicas than
+    /// the others fetch from when it fails.
+    pub fn cluster_settings(&self) -> String {
+        format!(
+            "num_shards={} replication_factor={}",
+            self.defaults.num_shards, self.sharding.replication_factor
+        )
+    }
+
     /// Checks the invariants.
     ///
     /// # Errors

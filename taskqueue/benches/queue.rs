@@ -255,6 +255,7 @@ async fn start_cluster(
         let transport = Transport::bind(
             LocalNode {
                 cluster: "queue-bench".into(),
+                settings: String::new(),
                 name,
                 generation: 1,
                 listen: "127.0.0.1:0".into(),

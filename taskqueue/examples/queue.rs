@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let transport = Transport::bind(
         LocalNode {
             cluster: "queue-example".into(),
+            settings: String::new(),
             name: "solo".into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),

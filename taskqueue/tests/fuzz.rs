@@ -589,13 +589,15 @@ fn hello() -> impl Strategy<Value = Hello> {
         prop_oneof![Just("casty".to_owned()), ".{0,24}"],
         node_id(),
         prop_oneof![Just(Lane::Control), Just(Lane::Bulk)],
+        prop_oneof![Just(String::new()), ".{0,24}"],
     )
-        .prop_map(|(magic, version, cluster, from, lane)| Hello {
+        .prop_map(|(magic, version, cluster, from, lane, settings)| Hello {
             magic,
             version,
             cluster,
             from,
             lane,
+            settings,
         })
 }
 
@@ -688,7 +690,7 @@ fn fuzz_handshake() {
             let (_, usage) = meter::measure(|| {
                 if let Ok(hello) = Hello::decode(&body) {
                     count_decoded();
-                    let _ = hello.check("casty");
+                    let _ = hello.check("casty", "");
                 }
                 if HelloReply::decode(&body).is_ok() {
                     count_decoded();

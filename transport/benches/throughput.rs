@@ -99,6 +99,7 @@ async fn node(name: &str) -> Transport {
     Transport::bind(
         LocalNode {
             cluster: "bench".into(),
+            settings: String::new(),
             name: name.into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),

@@ -27,6 +27,7 @@ async fn start(name: &str) -> Result<(Transport, Channel<Probe>), Box<dyn Error>
     let transport = Transport::bind(
         LocalNode {
             cluster: "example".into(),
+            settings: String::new(),
             name: name.into(),
             generation,
             listen: "127.0.0.1:0".into(),

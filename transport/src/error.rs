@@ -161,6 +161,20 @@ pub enum HandshakeError {
         /// Ours.
         ours: String,
     },
+    /// The peer names our cluster but runs it with other settings that
+    /// every node must share ([`crate::LocalNode::settings`], e.g. the
+    /// shard count): let in, it would route to owners that do not agree.
+    #[error(
+        "the dialing node runs cluster {cluster:?} with settings {theirs:?}, the listening node with {ours:?}: every node of a cluster must share them"
+    )]
+    WrongSettings {
+        /// The cluster name both present.
+        cluster: String,
+        /// The peer's settings.
+        theirs: String,
+        /// Ours.
+        ours: String,
+    },
     /// The peer refused our handshake; its reason.
     #[error("refused by peer: {0}")]
     Refused(String),

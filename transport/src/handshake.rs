@@ -1,7 +1,7 @@
 //! The handshake: the first frame on every connection.
 //!
-//! The dialer sends [`Hello`]; the acceptor checks magic, version and cluster
-//! name and answers [`HelloReply`]. Only after `Accepted` do other frames
+//! The dialer sends [`Hello`]; the acceptor checks magic, version, cluster
+//! name and cluster settings and answers [`HelloReply`]. Only after `Accepted` do other frames
 //! flow: tells and asks from dialer to acceptor, replies and rejections back.
 //! See `PROTOCOL.md` for the bytes.
 
@@ -16,8 +16,10 @@ pub const MAGIC: [u8; 4] = *b"CSTY";
 /// has presented a valid [`Hello`] it may make this node buffer no more.
 pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 16 * 1024;
 
-/// The wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The wire protocol version this build speaks. 2 since session 15:
+/// [`Hello`] carries the cluster's settings (`settings`), which version 1
+/// did not; the two refuse each other at the handshake (`Version`).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A node's identity as peers see it.
 ///
@@ -79,6 +81,9 @@ pub struct Hello {
     pub from: NodeId,
     /// Which lane this connection serves.
     pub lane: Lane,
+    /// The settings every node of the dialer's cluster must share
+    /// ([`crate::LocalNode::settings`]); compared byte for byte.
+    pub settings: String,
 }
 
 /// The acceptor's answer to [`Hello`].
@@ -94,8 +99,9 @@ pub enum HelloReply {
         /// Human-readable reason.
         reason: String,
     },
-    /// The connection will be closed because the dialer's cluster name is
-    /// not the acceptor's: dialing again cannot succeed until one of the
+    /// The connection will be closed because the dialer's cluster name or
+    /// cluster settings are not the acceptor's: dialing again cannot
+    /// succeed until one of the
     /// two is reconfigured, so a joining node may give up at once
     /// (`Transport::refused_for_good`). Appended in session 11; a dialer
     /// from before it cannot decode it and retries as after any
@@ -118,12 +124,13 @@ impl HelloReply {
 }
 
 impl Hello {
-    /// Checks magic, version and cluster name against ours.
+    /// Checks magic, version, cluster name and cluster settings against
+    /// ours.
     ///
     /// # Errors
-    /// [`HandshakeError::BadMagic`], [`HandshakeError::Version`] or
-    /// [`HandshakeError::WrongCluster`].
-    pub fn check(&self, cluster: &str) -> Result<(), HandshakeError> {
+    /// [`HandshakeError::BadMagic`], [`HandshakeError::Version`],
+    /// [`HandshakeError::WrongCluster`] or [`HandshakeError::WrongSettings`].
+    pub fn check(&self, cluster: &str, settings: &str) -> Result<(), HandshakeError> {
         if self.magic != MAGIC {
             return Err(HandshakeError::BadMagic(self.magic));
         }
@@ -137,6 +144,13 @@ impl Hello {
             return Err(HandshakeError::WrongCluster {
                 theirs: self.cluster.clone(),
                 ours: cluster.to_owned(),
+            });
+        }
+        if self.settings != settings {
+            return Err(HandshakeError::WrongSettings {
+                cluster: cluster.to_owned(),
+                theirs: self.settings.clone(),
+                ours: settings.to_owned(),
             });
         }
         Ok(())

@@ -29,6 +29,7 @@
 //!
 //! let node = LocalNode {
 //!     cluster: "demo".into(),
+//!     settings: String::new(),
 //!     name: "a".into(),
 //!     generation: 1,
 //!     listen: "127.0.0.1:0".into(),

@@ -389,6 +389,7 @@ async fn dial(
         cluster: inner.cluster.clone(),
         from: inner.local.clone(),
         lane,
+        settings: inner.settings.clone(),
     };
     let timeout_ms = inner.config.handshake_timeout_ms;
     let mut reader = FrameReader::new(HANDSHAKE_MAX_FRAME_BYTES);

@@ -83,14 +83,17 @@ async fn serve(
         Err(e) => {
             bump(&inner.stats.handshakes_refused);
             // A well-formed hello refused for its settings (another
-            // cluster, another protocol version) comes from a node that
+            // cluster, other cluster settings, another protocol version)
+            // comes from a node that
             // retries its join every second or so: each such reason is
             // warned at its 1st, 2nd, 4th, ... refusal. Anything else
             // (garbage, a stalled or closed connection) is warned each
             // time: each is a separate event worth seeing.
             if matches!(
                 e,
-                HandshakeError::WrongCluster { .. } | HandshakeError::Version { .. }
+                HandshakeError::WrongCluster { .. }
+                    | HandshakeError::WrongSettings { .. }
+                    | HandshakeError::Version { .. }
             ) {
                 let refused = inner.count_refusal(&e.to_string());
                 if refused.is_power_of_two() {
@@ -103,7 +106,10 @@ async fn serve(
             }
             if !matches!(e, HandshakeError::Closed | HandshakeError::Timeout(_)) {
                 let reason = e.to_string();
-                let reply = if matches!(e, HandshakeError::WrongCluster { .. }) {
+                let reply = if matches!(
+                    e,
+                    HandshakeError::WrongCluster { .. } | HandshakeError::WrongSettings { .. }
+                ) {
                     HelloReply::Mismatch { reason }
                 } else {
                     HelloReply::Refused { reason }
@@ -445,7 +451,7 @@ async fn read_hello(
         match reader.next_frame() {
             Ok(Some(body)) => {
                 let hello = Hello::decode(&body)?;
-                hello.check(&inner.cluster)?;
+                hello.check(&inner.cluster, &inner.settings)?;
                 return Ok(hello);
             }
             Ok(None) => {}

@@ -31,6 +31,12 @@ pub const MAX_CHANNELS: usize = 64;
 pub struct LocalNode {
     /// The cluster's name (`[system] name`); peers with another name are refused.
     pub cluster: String,
+    /// Settings every node of the cluster must share, as one text the
+    /// application builds (node-cli: `num_shards=50`); a peer presenting
+    /// other settings is refused at the handshake as one of another
+    /// cluster is ([`crate::HandshakeError::WrongSettings`]). Empty when
+    /// the application has none.
+    pub settings: String,
     /// This node's name, unique in the cluster.
     pub name: String,
     /// This life's generation (larger on each restart; e.g. start time in ms).
@@ -232,6 +238,7 @@ struct PendingAsk {
 pub(crate) struct Inner {
     pub config: TransportConfig,
     pub cluster: String,
+    pub settings: String,
     pub local: NodeId,
     pub local_addr: SocketAddr,
     links: Mutex<FastMap<String, Arc<PeerLinks>>>,
@@ -320,6 +327,7 @@ impl Transport {
         let inner = Arc::new(Inner {
             config,
             cluster: local.cluster,
+            settings: local.settings,
             local: id,
             local_addr,
             links: Mutex::new(FastMap::default()),
@@ -356,6 +364,11 @@ impl Transport {
     /// The cluster name peers must present.
     pub fn cluster(&self) -> &str {
         &self.inner.cluster
+    }
+
+    /// The cluster settings peers must present ([`LocalNode::settings`]).
+    pub fn settings(&self) -> &str {
+        &self.inner.settings
     }
 
     /// The configuration in force.

@@ -430,7 +430,8 @@ impl Swim {
     /// Gives up a join in progress before its deadline, as if the deadline
     /// had passed (`Event::JoinFailed`, status `Failed`): for a driver
     /// that learnt no seed can let this node in, e.g. every seed's
-    /// transport refused our handshake for another cluster name. Does
+    /// transport refused our handshake for another cluster name or other
+    /// cluster settings. Does
     /// nothing unless joining.
     pub fn give_up_join(&mut self) {
         let Some(j) = &self.join else {

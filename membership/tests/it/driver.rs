@@ -24,6 +24,7 @@ async fn bind(
     Transport::bind(
         LocalNode {
             cluster: cluster.into(),
+            settings: String::new(),
             name: name.into(),
             generation,
             listen: format!("127.0.0.1:{port}"),

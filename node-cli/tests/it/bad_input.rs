@@ -233,7 +233,7 @@ fn a_node_of_another_cluster_names_the_seeds_refusal() {
         .find(|l| l.contains("ERROR") && l.contains("could not join the cluster"))
         .unwrap_or_else(|| panic!("no join error: {lines:?}"));
     assert!(
-        error.contains("every seed refused this node's cluster name")
+        error.contains("every seed refused this node's cluster name or settings")
             && error.contains("handshake was refused")
             && error.contains("another-cluster"),
         "the error gives the seed's refusal: {error}"
@@ -243,6 +243,33 @@ fn a_node_of_another_cluster_names_the_seeds_refusal() {
         .filter(|l| l.contains("WARN") && l.contains("handshake refused by peer"))
         .count();
     assert_eq!(warned, 1, "one warning for a steady refusal: {lines:?}");
+}
+
+/// A node of the cluster with another shard count would map ids to other
+/// shards than its peers and route every message in circles: its seed
+/// refuses it at the handshake, it gives up at once (exit 1) and the error
+/// gives both settings.
+#[test]
+fn a_node_with_another_shard_count_is_refused_at_once() {
+    let _heavy = casty_tests::serial();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seed = spawn("seed-s", &["--port", "0", "--tasks", "0", "--nodes", "2"]);
+    let addr = casty_tests::listen_addr(&seed, deadline).unwrap();
+    let mut cmd = node_cmd("shards", &["--port", "0", "--seed", &addr.to_string()]);
+    cmd.env("CASTY_DEFAULTS__SHARDING__NUM_SHARDS", "10");
+    let start = Instant::now();
+    let (status, lines) = run("shards", cmd);
+    assert_eq!(status.code(), Some(1), "{lines:?}");
+    assert!(start.elapsed() < Duration::from_secs(15), "{lines:?}");
+    let error = lines
+        .iter()
+        .find(|l| l.contains("ERROR") && l.contains("could not join the cluster"))
+        .unwrap_or_else(|| panic!("no join error: {lines:?}"));
+    assert!(
+        error.contains(r#"settings "num_shards=10 replication_factor=2""#)
+            && error.contains(r#"with "num_shards=50 replication_factor=2""#),
+        "the error gives both settings: {error}"
+    );
 }
 
 /// `--nodes 3` on a node left alone: at the barrier timeout (1 s here) it

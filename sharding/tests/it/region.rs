@@ -90,6 +90,7 @@ async fn start_bare(name: &str) -> BareNode {
     let transport = Transport::bind(
         LocalNode {
             cluster: "test".into(),
+            settings: String::new(),
             name: name.into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),
@@ -116,6 +117,7 @@ async fn start_full(
     let transport = Transport::bind(
         LocalNode {
             cluster: "test".into(),
+            settings: String::new(),
             name: name.into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),

@@ -21,6 +21,7 @@ async fn node(name: &str) -> Node {
     let transport = Transport::bind(
         LocalNode {
             cluster: "handoff-test".into(),
+            settings: String::new(),
             name: name.into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),

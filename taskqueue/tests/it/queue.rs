@@ -46,6 +46,7 @@ async fn node(name: &str, seed: Option<String>, workers: u32) -> Node {
     let transport = Transport::bind(
         LocalNode {
             cluster: "queue-test".into(),
+            settings: String::new(),
             name: name.into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),

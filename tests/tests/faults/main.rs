@@ -189,6 +189,8 @@ impl Probe {
             let transport = Transport::bind(
                 LocalNode {
                     cluster: "task-queue".into(),
+                    // As node-cli's with its defaults.
+                    settings: RegionConfig::default().cluster_settings(),
                     name: name.into(),
                     generation: SystemTime::now()
                         .duration_since(UNIX_EPOCH)

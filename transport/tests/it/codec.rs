@@ -182,12 +182,13 @@ proptest! {
         magic in any::<[u8; 4]>(),
         version in any::<u16>(),
         cluster in ".{0,20}",
+        settings in ".{0,20}",
         from in node_id(),
         lane in lane(),
         node in node_id(),
         reason in ".{0,40}",
     ) {
-        let hello = Hello { magic: *b"CSTY", version, cluster, from, lane };
+        let hello = Hello { magic: *b"CSTY", version, cluster, from, lane, settings };
         let body = postcard::to_allocvec(&hello).unwrap();
         prop_assert_eq!(Hello::decode(&body).unwrap(), hello.clone());
         let other = Hello { magic, ..hello };

@@ -32,7 +32,7 @@ fn data_frame(channel: u8, kind: Kind, body: &[u8]) -> String {
 #[test]
 fn protocol_constants() {
     assert_eq!(&MAGIC, b"CSTY");
-    assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!(PROTOCOL_VERSION, 2);
 }
 
 #[test]
@@ -47,13 +47,14 @@ fn hello_frame_is_pinned() {
             generation: 1_700_000_000_000,
         },
         lane: Lane::Control,
+        settings: "num_shards=50".into(),
     };
     assert_eq!(
         handshake_frame(&hello),
         concat!(
-            "00000026", // length 38
+            "00000034", // length 52
             "43535459", // magic "CSTY"
-            "01",       // version 1
+            "02",       // version 2
             "05",
             "6361737479", // cluster "casty"
             "06",
@@ -62,13 +63,15 @@ fn hello_frame_is_pinned() {
             "6e6f64652d313a3235353230", // addr "node-1:25520"
             "80d095ffbc31",             // generation 1_700_000_000_000 (varint)
             "00",                       // lane Control
+            "0d",
+            "6e756d5f7368617264733d3530", // settings "num_shards=50"
         )
     );
     let bulk = Hello {
         lane: Lane::Bulk,
         ..hello
     };
-    assert!(handshake_frame(&bulk).ends_with("80d095ffbc3101"));
+    assert!(handshake_frame(&bulk).ends_with("80d095ffbc31010d6e756d5f7368617264733d3530"));
 }
 
 #[test]

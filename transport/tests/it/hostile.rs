@@ -11,9 +11,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
 use transport::frame::{FrameCodec, Header, Kind};
 use transport::handshake::{Hello, HelloReply, MAGIC};
-use transport::{AskError, Channel, Lane, NodeId, PROTOCOL_VERSION, Transport, TransportConfig};
+use transport::{
+    AskError, Channel, Lane, LocalNode, NodeId, PROTOCOL_VERSION, Transport, TransportConfig,
+};
 
 use crate::support::{node, node_with, wait_until};
 
@@ -52,6 +55,7 @@ fn hello_frame(cluster: &str) -> BytesMut {
             generation: 1,
         },
         lane: Lane::Bulk,
+        settings: String::new(),
     };
     let mut buf = BytesMut::new();
     FrameCodec::new(1 << 20)
@@ -189,6 +193,44 @@ async fn wrong_cluster_is_refused_with_the_reason_on_both_sides() {
     assert!(!a.refused_for_good(&b_addr));
 }
 
+/// A node of the same cluster name with other cluster settings (e.g.
+/// another shard count) is refused as one of another cluster is: for good,
+/// with both settings in the reason.
+#[tokio::test]
+async fn other_cluster_settings_are_refused_for_good_with_both_values() {
+    let with = |settings: &str| LocalNode {
+        cluster: "one".into(),
+        settings: settings.into(),
+        name: format!("n-{settings}"),
+        generation: 1,
+        listen: "127.0.0.1:0".into(),
+        advertise_host: "127.0.0.1".into(),
+    };
+    let stop = CancellationToken::new();
+    let bind =
+        |settings: &str| Transport::bind(with(settings), TransportConfig::default(), stop.clone());
+    let a = bind("num_shards=10").await.unwrap();
+    let b = bind("num_shards=50").await.unwrap();
+    let same = bind("num_shards=50").await.unwrap();
+    let ca = echo(&a);
+    echo(&b);
+    let cs = echo(&same);
+    let b_addr = b.identity().addr.clone();
+    match ping(&ca, &b_addr, 1).await.unwrap_err() {
+        AskError::Unreachable { reason, .. } => assert!(
+            reason.contains(r#"settings "num_shards=10""#)
+                && reason.contains(r#"with "num_shards=50""#),
+            "{reason}"
+        ),
+        e => panic!("unexpected {e:?}"),
+    }
+    assert_eq!(b.stats().handshakes_refused, 1);
+    assert!(a.refused_for_good(&b_addr));
+    // The same settings pass.
+    assert!(matches!(ping(&cs, &b_addr, 2).await, Ok(Msg::Pong(2))));
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
     let b = node("b", "c").await;
@@ -208,6 +250,7 @@ async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
             generation: 1,
         },
         lane: Lane::Control,
+        settings: String::new(),
     };
     let mut frame = BytesMut::new();
     FrameCodec::new(1 << 20)

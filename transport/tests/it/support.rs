@@ -26,6 +26,7 @@ pub async fn node_at(
     Transport::bind(
         LocalNode {
             cluster: cluster.into(),
+            settings: String::new(),
             name: name.into(),
             generation,
             listen: listen.into(),
