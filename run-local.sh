@@ -18,8 +18,11 @@ trap cleanup INT TERM
 start() {
   local label=$1; shift
   # The labeller ignores Ctrl-C, so the nodes' graceful leave is still
-  # shown (it ends when its node closes the pipe).
-  "$bin" "$@" > >(trap '' INT; exec sed -u "s/^/[$label] /") 2>&1 &
+  # shown (it ends when its node closes the pipe). It reads in blocks and
+  # writes each line as it comes: `sed -u` read its input a byte at a time
+  # and held a node of 300,000 tasks 15 times longer than writing to a
+  # file (8.7 s against 0.57 s).
+  "$bin" "$@" > >(trap '' INT; exec awk -v p="[$label] " '{ print p $0; fflush() }') 2>&1 &
   pids+=($!)
 }
 # Node 1's only seed is itself: it starts the cluster (and never joins
