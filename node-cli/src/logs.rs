@@ -3,9 +3,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::marker::PhantomData;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
@@ -186,25 +186,35 @@ fn write_escaped(w: &mut impl fmt::Write, text: &str) -> fmt::Result {
     Ok(())
 }
 
-/// Standard error that never fails: when the reader of our stderr went
-/// away (a closed pipe: `node-cli | head`, or `run-local.sh`'s labellers
-/// killed by Ctrl-C), a log line is lost instead of the node. tracing's
-/// fmt layer reports a failed write with `eprintln!`, which panics on a
-/// closed pipe, so the node would die before its graceful leave.
+/// Standard error that never fails and never holds the node: when the
+/// reader of our stderr went away (a closed pipe: `node-cli | head`, or
+/// `run-local.sh`'s labellers killed by Ctrl-C), a log line is lost
+/// instead of the node (tracing's fmt layer reports a failed write with
+/// `eprintln!`, which panics on a closed pipe, so the node would die
+/// before its graceful leave); when the reader stops reading (a paused
+/// pager, Ctrl-S on a terminal, a stalled pipe), only the log's own
+/// thread waits.
 ///
-/// Each line is written at once (one `write` per line), except on a
-/// thread inside [`bulk`]: its lines are kept in memory and written
-/// together, in order, when the guard drops, when they pass
-/// [`BULK_BYTES`], or when any thread logs outside a bulk (its line goes
-/// out after them, so the order of lines stays the order of events).
+/// A line goes to [`SINK`], a buffer of at most [`QUEUE_BYTES`], which
+/// the `casty-log` thread writes out, in order, as fast as standard error
+/// takes it. A line that finds the buffer full is dropped and counted;
+/// the count is logged (`log lines dropped`) once writing resumes. Before
+/// session 15 each line was written by the thread that logged it: a
+/// tester who paused the reader of one node's stderr for 15 s froze that
+/// node's runtime (its membership probes unanswered), and the others
+/// declared it dead 3 s into the pause.
+///
+/// On a thread inside [`bulk`] lines are added without waking the writer
+/// until they pass [`BULK_BYTES`] or the guard drops, so a batch of result
+/// lines goes out in few writes.
 struct Stderr;
 
-/// Lines kept by [`bulk`] guards, not yet written. Empty while no guard
-/// lives.
-static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Bytes of log lines waiting for the writer at most (4 MiB: about 50,000
+/// lines); past it lines are dropped and counted.
+const QUEUE_BYTES: usize = 4 << 20;
 
-/// Bytes of log lines a bulk keeps before it writes them (64 KiB: about
-/// 800 result lines).
+/// Bytes of log lines a bulk adds before it wakes the writer (64 KiB:
+/// about 800 result lines).
 const BULK_BYTES: usize = 64 * 1024;
 
 thread_local! {
@@ -212,47 +222,151 @@ thread_local! {
     static IN_BULK: Cell<bool> = const { Cell::new(false) };
 }
 
-fn pending() -> MutexGuard<'static, Vec<u8>> {
-    PENDING.lock().unwrap_or_else(PoisonError::into_inner)
+/// Lines on their way out: appended by any thread, written by one.
+struct Sink {
+    state: Mutex<SinkState>,
+    /// The writer waits here for lines.
+    ready: Condvar,
+    /// [`Sink::drain`] waits here for the writer to finish.
+    idle: Condvar,
 }
 
-/// Whether `kept` bytes of lines are written now.
-fn must_write(kept: usize, in_bulk: bool) -> bool {
-    !in_bulk || kept >= BULK_BYTES
+#[derive(Default)]
+struct SinkState {
+    bytes: Vec<u8>,
+    /// Lines dropped since the writer last took the count.
+    dropped: u64,
+    /// Lines dropped in all (for tests and the final count).
+    dropped_total: u64,
+    /// The writer holds a batch it has not finished writing.
+    writing: bool,
 }
 
-fn write_out(lines: &mut Vec<u8>) {
-    let _ = std::io::stderr().write_all(lines);
-    lines.clear();
+/// The node's log lines; see [`Stderr`].
+static SINK: Sink = Sink::new();
+
+/// Whether the `casty-log` thread runs; until it does (or if it could not
+/// start) lines are written by the thread that logs them.
+static WRITER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Sink {
+    const fn new() -> Sink {
+        Sink {
+            state: Mutex::new(SinkState {
+                bytes: Vec::new(),
+                dropped: 0,
+                dropped_total: 0,
+                writing: false,
+            }),
+            ready: Condvar::new(),
+            idle: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds one line (or a part of one) unless the buffer is full; wakes
+    /// the writer unless `in_bulk` and the bulk is still small. Whether it
+    /// woke the writer.
+    fn push(&self, line: &[u8], in_bulk: bool) -> bool {
+        let wake = {
+            let mut s = self.lock();
+            if s.bytes.len() + line.len() > QUEUE_BYTES {
+                s.dropped += 1;
+                s.dropped_total += 1;
+                return false;
+            }
+            s.bytes.extend_from_slice(line);
+            !in_bulk || s.bytes.len() >= BULK_BYTES
+        };
+        if wake {
+            self.ready.notify_one();
+        }
+        wake
+    }
+
+    /// The writer's loop: writes every batch to `out` in order; after a
+    /// batch that followed drops, calls `dropped(count)`. Returns never.
+    fn run(&self, out: &mut dyn std::io::Write, dropped: &dyn Fn(u64)) {
+        let mut batch = Vec::new();
+        loop {
+            let lost = {
+                let mut s = self.lock();
+                s.writing = false;
+                if s.bytes.is_empty() {
+                    self.idle.notify_all();
+                }
+                while s.bytes.is_empty() && s.dropped == 0 {
+                    s = self.ready.wait(s).unwrap_or_else(PoisonError::into_inner);
+                }
+                std::mem::swap(&mut s.bytes, &mut batch);
+                s.writing = true;
+                std::mem::take(&mut s.dropped)
+            };
+            let _ = out.write_all(&batch);
+            let _ = out.flush();
+            batch.clear();
+            // A burst past the bulk size is not kept allocated.
+            if batch.capacity() > 4 * BULK_BYTES {
+                batch = Vec::new();
+            }
+            if lost > 0 {
+                dropped(lost);
+            }
+        }
+    }
+
+    /// Wakes the writer and waits until it wrote everything added so far,
+    /// at most `timeout`. Whether it did.
+    fn drain(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut s = self.lock();
+        self.ready.notify_one();
+        while !s.bytes.is_empty() || s.writing {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .idle
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
 }
 
 impl std::io::Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut lines = pending();
-        if lines.is_empty() && !IN_BULK.get() {
+        if WRITER.load(std::sync::atomic::Ordering::Acquire) {
+            let _ = SINK.push(buf, IN_BULK.get());
+        } else {
             let _ = std::io::stderr().write_all(buf);
-            return Ok(buf.len());
-        }
-        lines.extend_from_slice(buf);
-        if must_write(lines.len(), IN_BULK.get()) {
-            write_out(&mut lines);
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        write_out(&mut pending());
-        let _ = std::io::stderr().flush();
         Ok(())
     }
 }
 
-/// While the returned guard lives, this thread's log lines are written
-/// in groups (one `write` call per 64 KiB instead of one per line: the
-/// workload logs one line per task). Dropping the guard writes what is
-/// left, also when a panic unwinds through it. Not for code that awaits:
-/// the guard cannot be sent to another thread, and lines kept across an
-/// await would reach the log late.
+/// Writes out every line logged so far, waiting at most `timeout` (a
+/// reader that stopped reading must not hold the exit for good); call
+/// before the process exits. Whether everything was written.
+pub fn drain(timeout: Duration) -> bool {
+    !WRITER.load(std::sync::atomic::Ordering::Acquire) || SINK.drain(timeout)
+}
+
+/// While the returned guard lives, this thread's log lines wake the
+/// writer only every 64 KiB (the workload logs one line per task), so
+/// they go out in few `write` calls. Dropping the guard wakes it, also
+/// when a panic unwinds through it. Not for code that awaits: the guard
+/// cannot be sent to another thread, and lines kept across an await
+/// would reach the log late.
 #[must_use = "lines are grouped only while the guard lives"]
 pub fn bulk() -> Bulk {
     IN_BULK.set(true);
@@ -265,7 +379,7 @@ pub struct Bulk(PhantomData<*const ()>);
 impl Drop for Bulk {
     fn drop(&mut self) {
         IN_BULK.set(false);
-        write_out(&mut pending());
+        SINK.ready.notify_one();
     }
 }
 
@@ -280,6 +394,22 @@ pub fn init(node: &str) {
             node: node.to_owned(),
         })
         .try_init();
+    let started = std::thread::Builder::new()
+        .name("casty-log".into())
+        .spawn(|| {
+            SINK.run(&mut std::io::stderr(), &|dropped| {
+                tracing::warn!(
+                    dropped,
+                    "log lines dropped: standard error was not read fast enough (the node kept running)"
+                );
+            });
+        });
+    match started {
+        Ok(_) => WRITER.store(true, std::sync::atomic::Ordering::Release),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the log writer thread; logging from each thread")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -397,25 +527,91 @@ mod tests {
         assert!(!wrote && ours.is_empty());
     }
 
+    /// Output shared with the test; writes block while `gate` is held.
+    #[derive(Clone, Default)]
+    struct Out {
+        bytes: std::sync::Arc<Mutex<Vec<u8>>>,
+        gate: std::sync::Arc<Mutex<()>>,
+    }
+
+    impl std::io::Write for Out {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _open = self.gate.lock().unwrap();
+            self.bytes.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A sink with its writer thread on `out`; the counts it reported
+    /// dropped go to the returned list.
+    fn writer(out: &Out) -> (&'static Sink, std::sync::Arc<Mutex<Vec<u64>>>) {
+        let sink: &'static Sink = Box::leak(Box::new(Sink::new()));
+        let reported = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (mut out, r) = (out.clone(), reported.clone());
+        std::thread::spawn(move || sink.run(&mut out, &|n| r.lock().unwrap().push(n)));
+        (sink, reported)
+    }
+
     #[test]
-    fn a_bulk_keeps_its_lines_until_another_line_or_its_end() {
-        let guard = bulk();
-        Stderr.write_all(b"bulk line 1 (test output)\n").unwrap();
-        Stderr.write_all(b"bulk line 2 (test output)\n").unwrap();
-        assert_eq!(pending().len(), 52, "both lines kept, in order");
-        // A line from a thread outside any bulk writes the kept ones first.
-        std::thread::spawn(|| Stderr.write_all(b"plain line (test output)\n").unwrap())
-            .join()
-            .unwrap();
-        assert!(pending().is_empty());
-        Stderr.write_all(b"bulk line 3 (test output)\n").unwrap();
-        assert!(!pending().is_empty());
-        drop(guard);
-        assert!(pending().is_empty(), "the end of the bulk writes the rest");
-        assert!(!IN_BULK.get());
-        // Past the size limit, a bulk writes what it kept.
-        assert!(!must_write(BULK_BYTES - 1, true));
-        assert!(must_write(BULK_BYTES, true));
-        assert!(must_write(1, false));
+    fn lines_go_out_in_order_and_a_bulk_wakes_the_writer_rarely() {
+        let out = Out::default();
+        let (sink, _) = writer(&out);
+        assert!(sink.push(b"one\n", false));
+        assert!(!sink.push(b"two\n", true), "a bulk's line waits");
+        assert!(sink.push(b"three\n", false));
+        assert!(sink.drain(Duration::from_secs(10)));
+        assert_eq!(&*out.bytes.lock().unwrap(), b"one\ntwo\nthree\n");
+        // Inside a bulk a line wakes the writer only once the lines
+        // waiting reach BULK_BYTES (with the writer held, nothing leaves).
+        let gate = out.gate.lock().unwrap();
+        assert!(sink.push(b"held\n", false));
+        while !sink.lock().writing {
+            std::thread::yield_now();
+        }
+        let line = [b'x'; 1024];
+        let woke: Vec<bool> = (0..BULK_BYTES / 1024)
+            .map(|_| sink.push(&line, true))
+            .collect();
+        assert_eq!(woke.iter().filter(|w| **w).count(), 1);
+        assert!(
+            woke[BULK_BYTES / 1024 - 1],
+            "the line reaching 64 KiB wakes it"
+        );
+        drop(gate);
+        assert!(sink.drain(Duration::from_secs(10)));
+        assert_eq!(out.bytes.lock().unwrap().len(), 14 + 5 + BULK_BYTES);
+    }
+
+    #[test]
+    fn a_reader_that_stops_reading_costs_lines_not_the_logging_thread() {
+        let out = Out::default();
+        let gate = out.gate.lock().unwrap();
+        let (sink, reported) = writer(&out);
+        // The writer takes the first line and blocks writing it; the
+        // buffer then fills and every line past it is dropped, at once.
+        assert!(sink.push(b"first\n", false));
+        while !sink.lock().writing {
+            std::thread::yield_now();
+        }
+        let line = vec![b'y'; 1024];
+        for _ in 0..QUEUE_BYTES / 1024 + 10 {
+            let _ = sink.push(&line, false);
+        }
+        assert_eq!(sink.lock().dropped_total, 10);
+        assert!(!sink.drain(Duration::from_millis(50)), "still blocked");
+        drop(gate);
+        assert!(sink.drain(Duration::from_secs(10)));
+        let written = out.bytes.lock().unwrap().len();
+        assert_eq!(written, 6 + (QUEUE_BYTES / 1024) * 1024);
+        // The count is reported once the writer got past the stall.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while reported.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(*reported.lock().unwrap(), [10]);
     }
 }

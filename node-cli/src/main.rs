@@ -80,6 +80,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
+            logs::drain(LOG_DRAIN);
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
@@ -90,15 +91,26 @@ fn main() -> ExitCode {
     // each is a futex call (a quarter of the runtime's CPU per task in
     // `cargo bench -p taskqueue --bench queue` before the bench's clients
     // moved onto the runtime too).
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         tokio::spawn(run(cli, config, name, work))
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "the node's task ended abnormally");
                 ExitCode::FAILURE
             })
-    })
+    });
+    drop(runtime);
+    // The log's own thread writes the last lines (`logs`): exiting before
+    // it did would cut the log short.
+    logs::drain(LOG_DRAIN);
+    code
 }
+
+/// How long the exit waits for the last log lines to be written (the
+/// node has left the cluster by then, so waiting harms no one): long
+/// enough for a paused pager or terminal to resume, bounded so that a
+/// reader gone for good does not hold the process forever.
+const LOG_DRAIN: Duration = Duration::from_secs(60);
 
 /// Threads of the async runtime (messaging, membership, the regions'
 /// actors): half the cores, at least one. The hashing has its own pool
