@@ -250,6 +250,21 @@ impl Config {
         if self.cluster.host.is_empty() {
             return Err(ConfigError("cluster.host must not be empty".into()));
         }
+        // The address peers dial: "any address" would make each dial itself.
+        let host = self
+            .cluster
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+        {
+            return Err(ConfigError(format!(
+                "cluster.host = {} is not an address peers can dial (it means any address): listen on every interface with --bind-host {} and give --host this machine's reachable address (or auto)",
+                self.cluster.host, self.cluster.host
+            )));
+        }
         for seed in &self.cluster.seed_nodes {
             check_host_port(seed).map_err(|e| ConfigError(format!("cluster.seed_nodes: {e}")))?;
         }
@@ -748,6 +763,19 @@ mod tests {
         // Both from one source: named once.
         let line = error_for("[sharding]\nreplicate_linger_ms = 50\nreplicate_timeout_ms = 10\n");
         assert!(line.ends_with("= 10 (from TOML source string)"), "{line}");
+    }
+
+    #[test]
+    fn an_unspecified_host_is_refused_as_the_address_to_dial() {
+        for host in ["0.0.0.0", "::", "[::]"] {
+            let line = error_for(&format!("[cluster]\nhost = \"{host}\"\n"));
+            assert!(
+                line.starts_with(&format!(
+                    "cluster.host = {host} is not an address peers can dial"
+                )) && line.contains("--bind-host"),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         settle: Duration::from_millis(cli.settle_ms),
         join_deadline: config.cluster.membership.join_deadline(),
     };
-    if let Err(e) = work.check(config.tasks.max_iterations) {
+    if let Err(e) = work.check(&name, &config.tasks) {
         eprintln!("error: configuration: {e}");
         return ExitCode::from(2);
     }
@@ -176,6 +176,17 @@ async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -
     code
 }
 
+/// Characters that show as nothing or reorder the text around them (soft
+/// hyphen, zero-width and direction marks, the byte-order mark): two names
+/// that differ by one would look the same in every log line.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}')
+}
+
 /// Checks a node name: at most `MAX_NAME_BYTES` bytes (membership's
 /// limit), and no whitespace or control characters, which would split or
 /// shift the fields of every log line (`time level node target: message`).
@@ -190,9 +201,12 @@ fn check_name(name: &str) -> Result<(), String> {
             membership::swim::MAX_NAME_BYTES
         ));
     }
-    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || invisible(*c))
+    {
         return Err(format!(
-            "node name {name:?} holds {c:?}: whitespace and control characters are not allowed"
+            "node name {name:?} holds {c:?}: whitespace, control and invisible characters are not allowed"
         ));
     }
     // A member shows as `name@address#generation` in every log line.

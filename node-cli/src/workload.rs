@@ -44,9 +44,14 @@ impl Workload {
     /// so a bad value is a configuration error (exit 2) before joining.
     ///
     /// # Errors
-    /// A message naming the flag: `--tasks` above [`MAX_TASKS`],
-    /// `--iterations` outside `1..=max_iterations` (`[tasks]`), `--nodes 0`.
-    pub fn check(&self, max_iterations: u32) -> Result<(), String> {
+    /// A message naming the flag or key: `--tasks` above [`MAX_TASKS`],
+    /// `--iterations` outside `1..=max_iterations`, `--nodes 0`,
+    /// `--settle-ms` not below `barrier_timeout_ms` (the settle wait would
+    /// always time out), task ids (`job-<name>-<i>`) or payloads
+    /// (`doc-<id>`) longer than `max_task_id_bytes` or `max_payload_bytes`
+    /// allow (every submit would be refused).
+    pub fn check(&self, name: &str, tasks: &taskqueue::TasksConfig) -> Result<(), String> {
+        let max_iterations = tasks.max_iterations;
         if self.tasks > MAX_TASKS {
             return Err(format!(
                 "--tasks {} is above the limit of {MAX_TASKS} per node",
@@ -62,8 +67,43 @@ impl Workload {
         if self.nodes == Some(0) {
             return Err("--nodes must be at least 1".into());
         }
+        let barrier = tasks.barrier_timeout_ms;
+        if self.nodes.is_none() && self.settle.as_millis() >= u128::from(barrier) {
+            return Err(format!(
+                "--settle-ms {} is not below tasks.barrier_timeout_ms = {barrier}: the wait for a settled membership would always time out",
+                self.settle.as_millis()
+            ));
+        }
+        if let Some(last) = self.tasks.checked_sub(1) {
+            let id = task_id(name, last);
+            let payload = payload_of(&id);
+            if id.len() as u64 > tasks.max_task_id_bytes {
+                return Err(format!(
+                    "tasks.max_task_id_bytes = {} is below this node's longest task id ({id:?}, {} bytes): every submit would be refused",
+                    tasks.max_task_id_bytes,
+                    id.len()
+                ));
+            }
+            if payload.len() as u64 > tasks.max_payload_bytes {
+                return Err(format!(
+                    "tasks.max_payload_bytes = {} is below this node's longest payload ({payload:?}, {} bytes): every submit would be refused",
+                    tasks.max_payload_bytes,
+                    payload.len()
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// The id of this node's task `i`: `job-<name>-<i>`.
+fn task_id(name: &str, i: u32) -> String {
+    format!("job-{name}-{i}")
+}
+
+/// The payload of task `id`: `doc-<id>`.
+fn payload_of(id: &str) -> String {
+    format!("doc-{id}")
 }
 
 /// How often a node waiting for `--nodes` members says how many it has.
@@ -167,14 +207,12 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
     let batches = futures::stream::iter((0..total).step_by(BATCH))
         .map(|first| async move {
             let last = first.saturating_add(BATCH as u32).min(total);
-            let chunk: Vec<String> = (first..last)
-                .map(|i| format!("job-{}-{i}", node.name))
-                .collect();
+            let chunk: Vec<String> = (first..last).map(|i| task_id(&node.name, i)).collect();
             let tasks = chunk
                 .iter()
                 .map(|id| taskqueue::NewTask {
                     id: id.clone(),
-                    payload: format!("doc-{id}"),
+                    payload: payload_of(id),
                     iterations: w.iterations,
                 })
                 .collect();

@@ -330,7 +330,7 @@ fn a_seed_that_never_answers_fails_after_the_join_deadline() {
 #[test]
 fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 8] = [
+    let cases: [Case; 12] = [
         (&["--iterations", "0"], &[], "--iterations"),
         (
             &[],
@@ -359,6 +359,26 @@ fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
             &[("CASTY_CLUSTER__MEMBERSHIP__MAX_SYNC_BYTES", "16777216")],
             "transport.max_frame_bytes",
         ),
+        // Limits the node's own task ids and payloads do not fit: every
+        // submit would be refused.
+        (
+            &["--tasks", "2000"],
+            &[("CASTY_TASKS__MAX_TASK_ID_BYTES", "3")],
+            "tasks.max_task_id_bytes",
+        ),
+        (
+            &["--tasks", "2000"],
+            &[("CASTY_TASKS__MAX_PAYLOAD_BYTES", "5")],
+            "tasks.max_payload_bytes",
+        ),
+        // A settle period the settle wait can never see through.
+        (
+            &["--settle-ms", "99999999999"],
+            &[],
+            "tasks.barrier_timeout_ms",
+        ),
+        // "Any address" is not one peers can dial.
+        (&["--host", "0.0.0.0"], &[], "--bind-host 0.0.0.0"),
     ];
     for (args, env, key) in cases {
         let mut all = vec!["--port", "0"];
@@ -405,6 +425,9 @@ fn a_name_with_whitespace_or_control_characters_is_refused() {
         "bell\u{7}",
         "x@127.0.0.1:1#5",
         "a#b",
+        // Invisible: a zero-width space, a right-to-left override.
+        "node\u{200b}1",
+        "node\u{202e}1",
     ] {
         let (status, lines) = run("badname", node_cmd(bad, &["--port", "0"]));
         assert_eq!(status.code(), Some(2), "{bad:?}: {lines:?}");
