@@ -314,11 +314,26 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
     .await
     .context("shutdown barrier")?;
     if !failed.is_empty() {
-        tracing::error!(count = failed.len(), tasks = ?failed, "tasks without a result");
+        // Each one was logged by id as it failed; the summary names the
+        // first few, not thousands of ids on one line.
+        let shown = &failed[..failed.len().min(FAILED_LISTED)];
+        if failed.len() > shown.len() {
+            tracing::error!(
+                count = failed.len(),
+                first = ?shown,
+                "tasks without a result ({} more not listed here; each is logged above)",
+                failed.len() - shown.len()
+            );
+        } else {
+            tracing::error!(count = failed.len(), tasks = ?shown, "tasks without a result");
+        }
         bail!("{} tasks without a result", failed.len());
     }
     Ok(true)
 }
+
+/// Failed tasks the closing summary names by id at most.
+const FAILED_LISTED: usize = 20;
 
 /// Runs `ask(members, time_left)` with `members` = the names of the
 /// members active in the view now (this node included), until it answers
