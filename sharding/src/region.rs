@@ -842,6 +842,7 @@ impl Region {
             encoded_after: Vec::new(),
             view_now: view.clone(),
             sync_failures: Arc::default(),
+            hand_over_failures: Arc::default(),
             intake_dropped,
         };
         tokio::spawn(actor.run(mbox_rx, internal_rx, view, shutdown));
@@ -966,6 +967,9 @@ struct Actor<E: Entity> {
     /// Shard syncs failed in a row, by target (for the warning's rate;
     /// shared with the sync tasks, which outlive a message).
     sync_failures: Arc<std::sync::Mutex<FailuresInARow>>,
+    /// Hand-overs of waiting asks failed in a row, by target, as
+    /// `sync_failures`.
+    hand_over_failures: Arc<std::sync::Mutex<FailuresInARow>>,
     /// Messages from other nodes the intake dropped for a full mailbox
     /// (`drop_new`); published in [`RegionStats::dropped`] with the
     /// actor's own drops.
@@ -1101,10 +1105,12 @@ impl<E: Entity> Actor<E> {
         // Failure counts of replicas that are gone go with them.
         self.replication_failures.keep_only(&self.members);
         self.fetch_failures.keep_only(&self.members);
-        self.sync_failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .keep_only(&self.members);
+        for failures in [&self.sync_failures, &self.hand_over_failures] {
+            failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .keep_only(&self.members);
+        }
         // Before anything below delivers (activation, held messages).
         self.refresh_replicas();
         let now = Instant::now();
@@ -1336,6 +1342,7 @@ impl<E: Entity> Actor<E> {
         tracing::debug!(shard = shard.0, to = %to, records = records.len(), entity = E::TYPE_NAME, "handing waiting asks over to the new owner");
         let chan = self.channel.clone();
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
+        let failures = Arc::clone(&self.hand_over_failures);
         tokio::spawn(async move {
             let count = records.len();
             let wire = Wire::HandOver {
@@ -1359,6 +1366,10 @@ impl<E: Entity> Actor<E> {
                 )
                 .await
                 .map_err(|reason| format!("{}: {reason}", to.name));
+            let in_a_row = failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(&to.name, outcome.is_err());
             match outcome {
                 Ok(holding) => {
                     for (list, h) in asks.into_iter().zip(holding) {
@@ -1385,7 +1396,13 @@ impl<E: Entity> Actor<E> {
                     }
                 }
                 Err(reason) => {
-                    tracing::warn!(shard = shard.0, to = %to, reason = %reason, "hand-over of waiting asks failed");
+                    // A node leaving (its transport shut down, or peers
+                    // leaving with it) expects these: one per shard.
+                    if !chan.transport().is_leaving() && in_a_row.is_power_of_two() {
+                        tracing::warn!(shard = shard.0, to = %to, reason = %reason, failures = in_a_row, "hand-over of waiting asks failed (warned at the 1st, 2nd, 4th, ... failure in a row to this node)");
+                    } else {
+                        tracing::debug!(shard = shard.0, to = %to, reason = %reason, failures = in_a_row, "hand-over of waiting asks failed");
+                    }
                     for list in asks {
                         answer_failed(shard, list, &reason);
                     }

@@ -543,6 +543,12 @@ impl Transport {
         self.inner.leaving.store(true, Ordering::Relaxed);
     }
 
+    /// Whether [`Transport::leaving`] was called: failures to reach peers
+    /// are expected from then on, so callers log theirs at debug level too.
+    pub fn is_leaving(&self) -> bool {
+        self.inner.leaving.load(Ordering::Relaxed)
+    }
+
     /// This node is joining its cluster through `seeds` (`host:port` as
     /// dialled): a seed may not be listening yet (nodes started in any
     /// order), so failing to reach one is logged as information, not
