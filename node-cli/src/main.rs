@@ -60,9 +60,18 @@ fn main() -> ExitCode {
     // After every check a run makes before it starts: what is printed is
     // what a run would accept.
     if cli.print_config {
-        // A closed stdout (`--print-config | head`) is not an error here.
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), config.to_toml().as_bytes());
-        return ExitCode::SUCCESS;
+        // A closed stdout (`--print-config | head`) is not an error here;
+        // any other failure to write (a full disk) is.
+        let mut out = std::io::stdout();
+        let written = std::io::Write::write_all(&mut out, config.to_toml().as_bytes())
+            .and_then(|()| std::io::Write::flush(&mut out));
+        return match written {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("error: cannot print the configuration: {e}");
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        };
     }
     let threads = match runtime_threads() {
         Ok(n) => n,
