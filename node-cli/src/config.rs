@@ -338,6 +338,10 @@ pub fn check_host_port(addr: &str) -> Result<(), String> {
                 "{addr:?}: port 0 is not a port anyone listens on (a seed is host:port, for example 127.0.0.1:25520)"
             )),
             Ok(_) => Ok(()),
+            // Digits, but too many for a port.
+            Err(_) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+                "{addr:?}: port {port} is out of range (a port is 1 to 65535)"
+            )),
             Err(_) => Err(format!(
                 "{addr:?} is not host:port (for example 127.0.0.1:25520)"
             )),
@@ -763,6 +767,19 @@ mod tests {
         // Both from one source: named once.
         let line = error_for("[sharding]\nreplicate_linger_ms = 50\nreplicate_timeout_ms = 10\n");
         assert!(line.ends_with("= 10 (from TOML source string)"), "{line}");
+    }
+
+    #[test]
+    fn a_seed_is_host_and_port_in_range() {
+        assert!(check_host_port("127.0.0.1:25520").is_ok());
+        assert!(check_host_port("[::1]:25520").is_ok());
+        let e = check_host_port("127.0.0.1:99999").unwrap_err();
+        assert!(e.contains("port 99999 is out of range"), "{e}");
+        for bad in ["127.0.0.1", "127.0.0.1:x", "::1", ":25520"] {
+            let e = check_host_port(bad).unwrap_err();
+            assert!(e.contains("is not host:port"), "{bad}: {e}");
+        }
+        assert!(check_host_port("h:0").unwrap_err().contains("port 0"));
     }
 
     #[test]
