@@ -250,6 +250,9 @@ impl Config {
         if self.cluster.host.is_empty() {
             return Err(ConfigError("cluster.host must not be empty".into()));
         }
+        if !self.node.name.is_empty() {
+            check_name(&self.node.name).map_err(|e| ConfigError(format!("node.name: {e}")))?;
+        }
         // The address peers dial: "any address" would make each dial itself.
         let host = self
             .cluster
@@ -316,6 +319,48 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
+}
+
+/// Characters that show as nothing or reorder the text around them (soft
+/// hyphen, zero-width and direction marks, the byte-order mark): two names
+/// that differ by one would look the same in every log line.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}')
+}
+
+/// Checks a node name: at most `MAX_NAME_BYTES` bytes (membership's
+/// limit), and no whitespace or control characters, which would split or
+/// shift the fields of every log line (`time level node target: message`).
+///
+/// # Errors
+/// One line saying what is wrong with the name.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > membership::swim::MAX_NAME_BYTES {
+        return Err(format!(
+            "node name of {} bytes exceeds {}",
+            name.len(),
+            membership::swim::MAX_NAME_BYTES
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || invisible(*c))
+    {
+        return Err(format!(
+            "node name {name:?} holds {c:?}: whitespace, control and invisible characters are not allowed"
+        ));
+    }
+    // A member shows as `name@address#generation` in every log line.
+    if let Some(c) = name.chars().find(|c| matches!(c, '@' | '#')) {
+        return Err(format!(
+            "node name {name:?} holds {c:?}: '@' and '#' are not allowed (members show as name@address#generation)"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a `host:port` seed address.

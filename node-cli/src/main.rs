@@ -42,8 +42,10 @@ fn main() -> ExitCode {
         }
     };
     let name = node::default_name(&config);
-    if let Err(e) = check_name(&name) {
-        eprintln!("error: configuration: {e} (--name, node.name)");
+    // A name set by a flag, the file or the environment was checked with
+    // its source; this checks a default one (a hostname).
+    if let Err(e) = config::check_name(&name) {
+        eprintln!("error: configuration: {e} (the default name: set --name)");
         return ExitCode::from(2);
     }
     let work = workload::Workload {
@@ -183,48 +185,6 @@ async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -
     node.leave(LEAVE_TIMEOUT).await;
     tracing::info!("stopped");
     code
-}
-
-/// Characters that show as nothing or reorder the text around them (soft
-/// hyphen, zero-width and direction marks, the byte-order mark): two names
-/// that differ by one would look the same in every log line.
-fn invisible(c: char) -> bool {
-    matches!(c,
-        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
-        | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
-        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
-        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}')
-}
-
-/// Checks a node name: at most `MAX_NAME_BYTES` bytes (membership's
-/// limit), and no whitespace or control characters, which would split or
-/// shift the fields of every log line (`time level node target: message`).
-///
-/// # Errors
-/// One line saying what is wrong with the name.
-fn check_name(name: &str) -> Result<(), String> {
-    if name.len() > membership::swim::MAX_NAME_BYTES {
-        return Err(format!(
-            "node name of {} bytes exceeds {}",
-            name.len(),
-            membership::swim::MAX_NAME_BYTES
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || invisible(*c))
-    {
-        return Err(format!(
-            "node name {name:?} holds {c:?}: whitespace, control and invisible characters are not allowed"
-        ));
-    }
-    // A member shows as `name@address#generation` in every log line.
-    if let Some(c) = name.chars().find(|c| matches!(c, '@' | '#')) {
-        return Err(format!(
-            "node name {name:?} holds {c:?}: '@' and '#' are not allowed (members show as name@address#generation)"
-        ));
-    }
-    Ok(())
 }
 
 /// The open-files limits (`RLIMIT_NOFILE`) before and after
