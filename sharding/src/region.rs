@@ -1567,24 +1567,46 @@ impl<E: Entity> Actor<E> {
         attempts: u32,
         only: Option<&[String]>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        // Tombstones too: the receiver learns of the removals.
+        self.sync_records(shard, to, attempts, self.shard_records(shard, only))
+    }
+
+    /// A copy of this node's records of `shard` (the entities `only`, or
+    /// all of them), tombstones too: the receiver learns of the removals.
+    /// The one part of a sync the actor does itself; shared by the syncs
+    /// of one shard to several holders.
+    fn shard_records(&self, shard: ShardId, only: Option<&[String]>) -> Arc<Vec<Record<E>>> {
         let record = |(id, e): (&String, &Entry<E>)| Record {
             id: id.clone(),
             version: e.version,
             stamp: e.stamp,
             state: e.state.clone(),
         };
-        let budget = frame_budget(&self.config, &self.channel);
-        let pages = match (self.data.get(&shard), only) {
-            (Some(d), None) => paginate(d.entities.iter().map(record), budget),
-            (Some(d), Some(ids)) => paginate(
-                ids.iter()
-                    .filter_map(|id| Some((id, d.entities.get(id)?)))
-                    .map(record),
-                budget,
-            ),
+        Arc::new(match (self.data.get(&shard), only) {
+            (Some(d), None) => d.entities.iter().map(record).collect(),
+            (Some(d), Some(ids)) => ids
+                .iter()
+                .filter_map(|id| Some((id, d.entities.get(id)?)))
+                .map(record)
+                .collect(),
             (None, _) => Vec::new(),
-        };
+        })
+    }
+
+    /// Sends `records` of `shard` to `to`, page by page, each page tried
+    /// up to `attempts` times. Each page is sized and copied when its turn
+    /// comes, between the sends: handing off a large shard does not hold
+    /// the runtime thread (and with it the membership's timers) for the
+    /// whole shard at once. (Until session 15 every page of every shard
+    /// was built before the first went out: a leave with 600,000 tasks per
+    /// node held it 0.7 s, and the membership warned of late timers.)
+    fn sync_records(
+        &self,
+        shard: ShardId,
+        to: NodeId,
+        attempts: u32,
+        records: Arc<Vec<Record<E>>>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let budget = frame_budget(&self.config, &self.channel);
         let chan = self.channel.clone();
         let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
         let view = self.view_now.clone();
@@ -1597,7 +1619,14 @@ impl<E: Entity> Actor<E> {
                 .record(&to_name, failed)
         };
         async move {
-            for records in pages {
+            let mut start = 0;
+            while start < records.len() {
+                let end = page_end(&records, start, budget);
+                let page = records[start..end].to_vec();
+                start = end;
+                // The other tasks (the membership's above all) run between
+                // two pages.
+                tokio::task::yield_now().await;
                 // A target that left before this page went (a whole cluster
                 // stopping: each node hands off to peers leaving too) is
                 // not dialled again.
@@ -1607,7 +1636,7 @@ impl<E: Entity> Actor<E> {
                 }
                 let wire = Wire::Sync {
                     shard: shard.0,
-                    records,
+                    records: page,
                 };
                 let acked = ask_with_retries(&chan, &to, &wire, timeout, attempts, |r| match r {
                     WireReply::Ack => Ok(()),
@@ -1768,10 +1797,12 @@ impl<E: Entity> Actor<E> {
                 .insert(shard, Status::HandedOff { to: to.clone() });
             self.stats.shards_handed_off += 1;
             handed += 1;
+            // One copy of the shard's records for all its new holders.
+            let records = self.shard_records(shard, None);
             for holder in self.holders_ids(&next, &others, shard) {
                 // Once: a leave does not wait for an unreachable holder
                 // (the others' replicas hold the shard too).
-                transfers.push(self.sync_task(shard, holder, 1));
+                transfers.push(self.sync_records(shard, holder, 1, Arc::clone(&records)));
             }
         }
         if handed > 0 {
@@ -2961,7 +2992,7 @@ fn fill_page<E: Entity>(
         let full = run.len() == scan;
         // Tombstones too: a new owner learns of the removals.
         for (id, e) in &run {
-            let size = encode_state(&e.state).len() + id.len() + 26;
+            let size = record_size(id, &e.state);
             if used + size > budget && !records.is_empty() {
                 return (records, true);
             }
@@ -3148,26 +3179,27 @@ fn encode_into<E: Entity>(state: Option<&E>, buf: &mut Vec<u8>) {
     }
 }
 
-fn paginate<E: Entity>(
-    records: impl Iterator<Item = Record<E>>,
-    budget: usize,
-) -> Vec<Vec<Record<E>>> {
-    let mut pages = Vec::new();
-    let mut page = Vec::new();
+/// The estimated encoded size of a record of `id` with `state`, in bytes:
+/// the state's postcard size (computed, not encoded) plus the id and room
+/// for the version, stamp and framing.
+fn record_size<E: Entity>(id: &str, state: &Option<E>) -> usize {
+    postcard::experimental::serialized_size(state).unwrap_or(0) + id.len() + 26
+}
+
+/// Where the page of `records` starting at `start` ends: as many records
+/// as fit `budget` bytes ([`record_size`]), at least one.
+fn page_end<E: Entity>(records: &[Record<E>], start: usize, budget: usize) -> usize {
     let mut used = 0usize;
-    for r in records {
-        let size = encode_state(&r.state).len() + r.id.len() + 26;
-        if used + size > budget && !page.is_empty() {
-            pages.push(std::mem::take(&mut page));
-            used = 0;
+    let mut end = start;
+    for r in &records[start..] {
+        let size = record_size(&r.id, &r.state);
+        if used + size > budget && end > start {
+            break;
         }
         used += size;
-        page.push(r);
+        end += 1;
     }
-    if !page.is_empty() {
-        pages.push(page);
-    }
-    pages
+    end
 }
 
 /// Asks `to` with `wire` up to `attempts` times (at least once), each
