@@ -417,7 +417,9 @@ pub(crate) fn count_dropped(inner: &Inner, peer: &str, one_way: usize, reason: &
 /// [`count_dropped`], logged at `loudness` (the count in the stats is kept
 /// whatever the level), or at debug level when the failure is expected
 /// (`peer` is forgotten: the membership knows it left or died, and what
-/// was on its way to it has nobody to read it; or this node is leaving).
+/// was on its way to it has nobody to read it; or this node is leaving)
+/// or already said (`peer` is a seed this node is still joining through:
+/// the dial's own line, "cannot reach a seed yet", tells the user).
 pub(crate) fn count_dropped_at(
     inner: &Inner,
     peer: &str,
@@ -426,10 +428,8 @@ pub(crate) fn count_dropped_at(
     loudness: Loudness,
 ) {
     if one_way > 0 {
-        let loudness = if inner.failure_expected(peer) {
+        let loudness = if inner.failure_expected(peer) || inner.is_joining_through(peer) {
             Loudness::Debug
-        } else if loudness == Loudness::Warn && inner.is_joining_through(peer) {
-            Loudness::Info
         } else {
             loudness
         };

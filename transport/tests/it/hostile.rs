@@ -597,11 +597,21 @@ async fn a_seed_not_up_yet_is_information_until_the_join_ends() {
             .count()
     };
     t.joining_through(std::slice::from_ref(&seed));
+    // A one-way frame too, which the failed dial takes with it.
+    ch.tell(&seed, &Msg::Ping(0)).unwrap();
     fail_dials(&t, &ch, &seed, 4).await;
+    assert!(t.stats().dropped_on_link_failure >= 1);
     assert_eq!(warnings(), 0, "joining: information only\n{}", logs.text());
     assert!(
         logs.text().contains("cannot reach a seed yet"),
         "still logged at info:\n{}",
+        logs.text()
+    );
+    // One line per failure, not two: what the dial took with it is debug
+    // detail while joining.
+    assert!(
+        !logs.text().contains("one-way frames dropped"),
+        "{}",
         logs.text()
     );
     t.joined();
