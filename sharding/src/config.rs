@@ -66,7 +66,7 @@ pub struct ShardingConfig {
     pub replicate_timeout_ms: u64,
     /// How long a node keeps the data of a shard it no longer holds, so a
     /// late handoff request can still be served, in ms (default 30,000;
-    /// at least 1).
+    /// at least [`MIN_RETIRE_AFTER_MS`]).
     /// Also how long a removed entity's tombstone is kept: from its
     /// removal (or from when this node learned of it) and, on the owner,
     /// at least until every replica confirmed it. A copy of the entity
@@ -138,6 +138,10 @@ pub struct RegionConfig {
 /// 20 members), so a bound keeps a typo from exhausting memory and time.
 pub const MAX_SHARDS: u32 = 65_536;
 
+/// Smallest `retire_after_ms` (1 s): the syncs a node starts when it gives
+/// a shard up copy its records in later actor turns, which must find them.
+pub const MIN_RETIRE_AFTER_MS: u64 = 1_000;
+
 /// Largest replication factor (copies of each shard).
 pub const MAX_REPLICATION: u32 = 16;
 
@@ -161,7 +165,8 @@ impl RegionConfig {
     ///
     /// # Errors
     /// A message naming the key: mailbox capacity ≥ 1,
-    /// `replicate_timeout_ms` and `retire_after_ms` ≥ 1 ms,
+    /// `replicate_timeout_ms` ≥ 1 ms, `retire_after_ms` ≥
+    /// [`MIN_RETIRE_AFTER_MS`],
     /// replication linger ≤ replication timeout, snapshot pages ≥ 1 KiB,
     /// parked asks ≥ 1, forward hops ≤ 16, `num_shards` ≤
     /// [`MAX_SHARDS`], `replication_factor` ≤ [`MAX_REPLICATION`].
@@ -172,8 +177,11 @@ impl RegionConfig {
         if self.sharding.replicate_timeout_ms == 0 {
             return Err("sharding.replicate_timeout_ms must be at least 1".into());
         }
-        if self.sharding.retire_after_ms == 0 {
-            return Err("sharding.retire_after_ms must be at least 1".into());
+        if self.sharding.retire_after_ms < MIN_RETIRE_AFTER_MS {
+            return Err(format!(
+                "sharding.retire_after_ms = {} is below {MIN_RETIRE_AFTER_MS}: a shard's data must outlive the syncs this node starts when it gives the shard up",
+                self.sharding.retire_after_ms
+            ));
         }
         if self.sharding.replicate_linger_ms > self.sharding.replicate_timeout_ms {
             return Err(format!(

@@ -75,6 +75,13 @@ const BURST: usize = 512;
 /// output; shorter ones may wait for the next few (see [`JobOutputs`]).
 const LONG_JOB: Duration = Duration::from_micros(200);
 
+/// An actor turn (a burst of messages and what follows it) this long or
+/// longer ends its burst early and yields to the other tasks of its
+/// thread. Merging the shard syncs of two leaving peers with a million
+/// entities each held one node's runtime 0.6 s (the membership warned of
+/// late timers) when a burst ran to its 512 messages regardless.
+const LONG_TURN: Duration = Duration::from_millis(10);
+
 /// Job outputs on their way from the worker pool to the actor.
 ///
 /// Waking the actor for every short job costs about as much CPU as the
@@ -366,6 +373,12 @@ enum Internal<E: Entity> {
         epoch: u64,
         from: NodeId,
         result: Result<Vec<Record<E>>>,
+    },
+    /// A sync task asks for a copy of this node's records of `shard`
+    /// ([`Actor::shard_records`]), made in an actor turn of its own.
+    Records {
+        shard: ShardId,
+        reply: oneshot::Sender<Arc<Vec<Record<E>>>>,
     },
 }
 
@@ -996,6 +1009,10 @@ impl<E: Entity> Actor<E> {
         loop {
             let held_due = self.held_oldest.map(|since| since + delay);
             let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+            let turn = Instant::now();
+            // A burst stops early once the turn is long (big sync pages
+            // merged one after another), checked every few messages.
+            let long = |i: usize| i % 16 == 15 && turn.elapsed() >= LONG_TURN;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -1003,7 +1020,10 @@ impl<E: Entity> Actor<E> {
                     self.on_internal(i);
                     // Job outputs and replica confirmations come in bursts
                     // too: take what is there before flushing.
-                    for _ in 0..BURST {
+                    for n in 0..BURST {
+                        if long(n) {
+                            break;
+                        }
                         match internal.try_recv() {
                             Ok(i) => self.on_internal(i),
                             Err(_) => break,
@@ -1018,7 +1038,10 @@ impl<E: Entity> Actor<E> {
                 Some(cmd) = mbox.recv() => {
                     self.on_cmd(cmd);
                     // Take the rest of the burst before flushing replication.
-                    for _ in 0..BURST {
+                    for n in 0..BURST {
+                        if long(n) {
+                            break;
+                        }
                         match mbox.try_recv() {
                             Ok(cmd) => self.on_cmd(cmd),
                             Err(_) => break,
@@ -1043,6 +1066,12 @@ impl<E: Entity> Actor<E> {
                     false
                 }
             });
+            // After a long turn the other tasks of this thread run first
+            // (the membership's timers above all): with messages always
+            // waiting, the mailboxes alone would let the actor run on.
+            if turn.elapsed() >= LONG_TURN {
+                tokio::task::yield_now().await;
+            }
         }
     }
 
@@ -1543,23 +1572,21 @@ impl<E: Entity> Actor<E> {
     /// [`SYNC_ATTEMPTS`] times: such a push may carry the only copy of
     /// writes this node acknowledged under another view (a reset, a lost
     /// shard), and links right after a partition heals fail for a while.
+    /// Sends this node's data of `shard` to `to` in a task of its own,
+    /// which first asks the actor for a copy of the records: a view change
+    /// that pushes many shards copies one per actor turn, not all in one.
     fn push_sync(&self, shard: ShardId, to: NodeId) {
-        tokio::spawn(self.sync_task(shard, to, SYNC_ATTEMPTS));
+        let sync = self.sync_context();
+        tokio::spawn(async move {
+            if let Some(records) = sync.records(shard).await {
+                sync.send(shard, to, SYNC_ATTEMPTS, records).await;
+            }
+        });
     }
 
-    /// Sends this node's data of `shard` to `to`, page by page, each page
-    /// tried up to `attempts` times.
-    fn sync_task(
-        &self,
-        shard: ShardId,
-        to: NodeId,
-        attempts: u32,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.sync_task_of(shard, to, attempts, None)
-    }
-
-    /// [`Actor::sync_task`] for the entities `only` (all of the shard's
-    /// for `None`).
+    /// Sends this node's data of `shard` (the entities `only`, or all of
+    /// them) to `to`, page by page, each page tried up to `attempts` times;
+    /// the records are copied now.
     fn sync_task_of(
         &self,
         shard: ShardId,
@@ -1593,12 +1620,7 @@ impl<E: Entity> Actor<E> {
     }
 
     /// Sends `records` of `shard` to `to`, page by page, each page tried
-    /// up to `attempts` times. Each page is sized and copied when its turn
-    /// comes, between the sends: handing off a large shard does not hold
-    /// the runtime thread (and with it the membership's timers) for the
-    /// whole shard at once. (Until session 15 every page of every shard
-    /// was built before the first went out: a leave with 600,000 tasks per
-    /// node held it 0.7 s, and the membership warned of late timers.)
+    /// up to `attempts` times ([`SyncContext::send`]).
     fn sync_records(
         &self,
         shard: ShardId,
@@ -1606,60 +1628,18 @@ impl<E: Entity> Actor<E> {
         attempts: u32,
         records: Arc<Vec<Record<E>>>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let budget = frame_budget(&self.config, &self.channel);
-        let chan = self.channel.clone();
-        let timeout = Duration::from_millis(self.config.sharding.replicate_timeout_ms);
-        let view = self.view_now.clone();
-        let failures = Arc::clone(&self.sync_failures);
-        let to_name = to.name.clone();
-        let record_outcome = move |failed: bool| {
-            failures
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .record(&to_name, failed)
-        };
-        async move {
-            let mut start = 0;
-            while start < records.len() {
-                let end = page_end(&records, start, budget);
-                let page = records[start..end].to_vec();
-                start = end;
-                // The other tasks (the membership's above all) run between
-                // two pages.
-                tokio::task::yield_now().await;
-                // A target that left before this page went (a whole cluster
-                // stopping: each node hands off to peers leaving too) is
-                // not dialled again.
-                if !names_life(&view.borrow(), &to) {
-                    tracing::debug!(to = %to, shard = shard.0, "shard sync not sent: the target is no longer a member");
-                    return;
-                }
-                let wire = Wire::Sync {
-                    shard: shard.0,
-                    records: page,
-                };
-                let acked = ask_with_retries(&chan, &to, &wire, timeout, attempts, |r| match r {
-                    WireReply::Ack => Ok(()),
-                    _ => Err("unexpected reply".to_owned()),
-                })
-                .await;
-                if let Err(reason) = acked {
-                    // A target that left (or whose life ended) meanwhile
-                    // needs nothing from us: its shards have other owners
-                    // now, which this node's own view change serves.
-                    let still_member = still_member_after(view.clone(), &to, LEFT_GRACE).await;
-                    let failures = record_outcome(true);
-                    if still_member && failures.is_power_of_two() {
-                        tracing::warn!(to = %to, shard = shard.0, attempts, failures, reason = %reason, "shard sync failed (warned at the 1st, 2nd, 4th, ... failure in a row to this node)");
-                    } else if still_member {
-                        tracing::debug!(to = %to, shard = shard.0, attempts, failures, reason = %reason, "shard sync failed");
-                    } else {
-                        tracing::debug!(to = %to, shard = shard.0, attempts, reason = %reason, "shard sync failed: the target is no longer a member");
-                    }
-                    return;
-                }
-            }
-            record_outcome(false);
+        self.sync_context().send(shard, to, attempts, records)
+    }
+
+    /// What a shard sync needs of this region, for a task of its own.
+    fn sync_context(&self) -> SyncContext<E> {
+        SyncContext {
+            budget: frame_budget(&self.config, &self.channel),
+            chan: self.channel.clone(),
+            timeout: Duration::from_millis(self.config.sharding.replicate_timeout_ms),
+            view: self.view_now.clone(),
+            failures: Arc::clone(&self.sync_failures),
+            internal: self.internal_tx.clone(),
         }
     }
 
@@ -1786,8 +1766,7 @@ impl<E: Entity> Actor<E> {
             .filter(|(_, s)| matches!(s, Status::Active))
             .map(|(k, _)| *k)
             .collect();
-        let mut transfers = Vec::new();
-        let mut handed = 0usize;
+        let mut plan = Vec::new();
         for shard in owned {
             let Some(to) = next.owner(shard).and_then(|n| others.get(n)).cloned() else {
                 continue;
@@ -1796,26 +1775,40 @@ impl<E: Entity> Actor<E> {
             self.status
                 .insert(shard, Status::HandedOff { to: to.clone() });
             self.stats.shards_handed_off += 1;
-            handed += 1;
-            // One copy of the shard's records for all its new holders.
-            let records = self.shard_records(shard, None);
-            for holder in self.holders_ids(&next, &others, shard) {
-                // Once: a leave does not wait for an unreachable holder
-                // (the others' replicas hold the shard too).
-                transfers.push(self.sync_records(shard, holder, 1, Arc::clone(&records)));
-            }
+            plan.push((shard, self.holders_ids(&next, &others, shard)));
         }
+        let handed = plan.len();
         if handed > 0 {
             tracing::info!(
                 shards = handed,
-                copies = transfers.len(),
+                copies = plan.iter().map(|(_, h)| h.len()).sum::<usize>(),
                 entity = E::TYPE_NAME,
                 "handing shards off before leaving (each to its next owner and replicas)"
             );
         } else {
             tracing::debug!(entity = E::TYPE_NAME, "no shard to hand off before leaving");
         }
+        // The records of each shard are copied in an actor turn of their
+        // own (one copy for all its holders), so a leave with millions of
+        // entities does not hold the runtime thread for all of them at once.
+        let sync = self.sync_context();
         tokio::spawn(async move {
+            let mut transfers = Vec::new();
+            for (shard, holders) in plan {
+                let Some(records) = sync.records(shard).await else {
+                    break;
+                };
+                for holder in holders {
+                    // Once: a leave does not wait for an unreachable holder
+                    // (the others' replicas hold the shard too).
+                    transfers.push(tokio::spawn(sync.send(
+                        shard,
+                        holder,
+                        1,
+                        Arc::clone(&records),
+                    )));
+                }
+            }
             futures::future::join_all(transfers).await;
             let _ = done.send(handed);
         });
@@ -2504,6 +2497,9 @@ impl<E: Entity> Actor<E> {
 
     fn on_internal(&mut self, i: Internal<E>) {
         match i {
+            Internal::Records { shard, reply } => {
+                let _ = reply.send(self.shard_records(shard, None));
+            }
             Internal::ReplicatedBatch {
                 entries,
                 result,
@@ -2967,6 +2963,103 @@ impl<E: Entity> Actor<E> {
         let budget = frame_budget(&self.config, &self.channel);
         let (records, more) = fill_page(&d.entities, after, budget, PAGE_SCAN);
         WireReply::Page { records, more }
+    }
+}
+
+/// What a shard sync needs of its region ([`Actor::sync_context`]), so it
+/// runs as a task of its own.
+struct SyncContext<E: Entity> {
+    /// Bytes of records per page ([`frame_budget`]).
+    budget: usize,
+    chan: Channel<Wire<E>>,
+    /// Per page and attempt (`[sharding] replicate_timeout_ms`).
+    timeout: Duration,
+    view: watch::Receiver<MemberMap>,
+    failures: Arc<std::sync::Mutex<FailuresInARow>>,
+    /// To ask the actor for a shard's records ([`Internal::Records`]).
+    internal: mpsc::UnboundedSender<Internal<E>>,
+}
+
+impl<E: Entity> SyncContext<E> {
+    /// A copy of this node's records of `shard`, made by the actor in a
+    /// turn of its own; `None` when the actor stopped.
+    async fn records(&self, shard: ShardId) -> Option<Arc<Vec<Record<E>>>> {
+        let (reply, records) = oneshot::channel();
+        self.internal
+            .send(Internal::Records { shard, reply })
+            .ok()?;
+        records.await.ok()
+    }
+
+    /// Sends `records` of `shard` to `to`, page by page, each page tried
+    /// up to `attempts` times. Each page is sized and copied when its turn
+    /// comes, between the sends: handing off a large shard does not hold
+    /// the runtime thread (and with it the membership's timers) for the
+    /// whole shard at once. (Until session 15 every page of every shard
+    /// was built before the first went out: a leave with 600,000 tasks per
+    /// node held it 0.7 s, and the membership warned of late timers.)
+    fn send(
+        &self,
+        shard: ShardId,
+        to: NodeId,
+        attempts: u32,
+        records: Arc<Vec<Record<E>>>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static + use<E> {
+        let budget = self.budget;
+        let chan = self.chan.clone();
+        let timeout = self.timeout;
+        let view = self.view.clone();
+        let failures = Arc::clone(&self.failures);
+        let to_name = to.name.clone();
+        let record_outcome = move |failed: bool| {
+            failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(&to_name, failed)
+        };
+        async move {
+            let mut start = 0;
+            while start < records.len() {
+                let end = page_end(&records, start, budget);
+                let page = records[start..end].to_vec();
+                start = end;
+                // The other tasks (the membership's above all) run between
+                // two pages.
+                tokio::task::yield_now().await;
+                // A target that left before this page went (a whole cluster
+                // stopping: each node hands off to peers leaving too) is
+                // not dialled again.
+                if !names_life(&view.borrow(), &to) {
+                    tracing::debug!(to = %to, shard = shard.0, "shard sync not sent: the target is no longer a member");
+                    return;
+                }
+                let wire = Wire::Sync {
+                    shard: shard.0,
+                    records: page,
+                };
+                let acked = ask_with_retries(&chan, &to, &wire, timeout, attempts, |r| match r {
+                    WireReply::Ack => Ok(()),
+                    _ => Err("unexpected reply".to_owned()),
+                })
+                .await;
+                if let Err(reason) = acked {
+                    // A target that left (or whose life ended) meanwhile
+                    // needs nothing from us: its shards have other owners
+                    // now, which this node's own view change serves.
+                    let still_member = still_member_after(view.clone(), &to, LEFT_GRACE).await;
+                    let failures = record_outcome(true);
+                    if still_member && failures.is_power_of_two() {
+                        tracing::warn!(to = %to, shard = shard.0, attempts, failures, reason = %reason, "shard sync failed (warned at the 1st, 2nd, 4th, ... failure in a row to this node)");
+                    } else if still_member {
+                        tracing::debug!(to = %to, shard = shard.0, attempts, failures, reason = %reason, "shard sync failed");
+                    } else {
+                        tracing::debug!(to = %to, shard = shard.0, attempts, reason = %reason, "shard sync failed: the target is no longer a member");
+                    }
+                    return;
+                }
+            }
+            record_outcome(false);
+        }
     }
 }
 
