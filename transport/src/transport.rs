@@ -26,6 +26,17 @@ use crate::stats::{Stats, StatsSnapshot};
 /// Channel ids are `0..MAX_CHANNELS`.
 pub const MAX_CHANNELS: usize = 64;
 
+/// `settings` with the frame limit every node of a cluster must share
+/// appended: `num_shards=50 max_frame_bytes=8388608`.
+fn with_frame_limit(settings: &str, max_frame_bytes: usize) -> String {
+    let limit = format!("max_frame_bytes={max_frame_bytes}");
+    if settings.is_empty() {
+        limit
+    } else {
+        format!("{settings} {limit}")
+    }
+}
+
 /// Who this node is and where it listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNode {
@@ -35,7 +46,9 @@ pub struct LocalNode {
     /// application builds (node-cli: `num_shards=50`); a peer presenting
     /// other settings is refused at the handshake as one of another
     /// cluster is ([`crate::HandshakeError::WrongSettings`]). Empty when
-    /// the application has none.
+    /// the application has none. The transport adds its own
+    /// `max_frame_bytes=<n>` ([`Transport::settings`]): a peer with a
+    /// smaller frame limit would refuse the frames sized for this one.
     pub settings: String,
     /// This node's name, unique in the cluster.
     pub name: String,
@@ -324,10 +337,11 @@ impl Transport {
             addr: host_port(&local.advertise_host, local_addr.port()),
             generation: local.generation,
         };
+        let settings = with_frame_limit(&local.settings, config.max_frame_bytes);
         let inner = Arc::new(Inner {
             config,
             cluster: local.cluster,
-            settings: local.settings,
+            settings,
             local: id,
             local_addr,
             links: Mutex::new(FastMap::default()),
@@ -366,7 +380,8 @@ impl Transport {
         &self.inner.cluster
     }
 
-    /// The cluster settings peers must present ([`LocalNode::settings`]).
+    /// The cluster settings peers must present: [`LocalNode::settings`]
+    /// and this transport's `max_frame_bytes=<n>`.
     pub fn settings(&self) -> &str {
         &self.inner.settings
     }

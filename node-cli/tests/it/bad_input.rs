@@ -266,8 +266,9 @@ fn a_node_with_another_shard_count_is_refused_at_once() {
         .find(|l| l.contains("ERROR") && l.contains("could not join the cluster"))
         .unwrap_or_else(|| panic!("no join error: {lines:?}"));
     assert!(
-        error.contains(r#"settings "num_shards=10 replication_factor=2""#)
-            && error.contains(r#"with "num_shards=50 replication_factor=2""#),
+        error.contains(r#"settings "num_shards=10 replication_factor=2 max_frame_bytes=8388608""#)
+            && error
+                .contains(r#"with "num_shards=50 replication_factor=2 max_frame_bytes=8388608""#),
         "the error gives both settings: {error}"
     );
 }

@@ -218,8 +218,8 @@ async fn other_cluster_settings_are_refused_for_good_with_both_values() {
     let b_addr = b.identity().addr.clone();
     match ping(&ca, &b_addr, 1).await.unwrap_err() {
         AskError::Unreachable { reason, .. } => assert!(
-            reason.contains(r#"settings "num_shards=10""#)
-                && reason.contains(r#"with "num_shards=50""#),
+            reason.contains(r#"settings "num_shards=10 max_frame_bytes=8388608""#)
+                && reason.contains(r#"with "num_shards=50 max_frame_bytes=8388608""#),
             "{reason}"
         ),
         e => panic!("unexpected {e:?}"),
@@ -228,6 +228,24 @@ async fn other_cluster_settings_are_refused_for_good_with_both_values() {
     assert!(a.refused_for_good(&b_addr));
     // The same settings pass.
     assert!(matches!(ping(&cs, &b_addr, 2).await, Ok(Msg::Pong(2))));
+    // Another frame limit is another setting: pages sized for one would
+    // be refused by the other.
+    let small = Transport::bind(
+        with("num_shards=50"),
+        TransportConfig {
+            max_frame_bytes: 65_536,
+            ..TransportConfig::default()
+        },
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    match ping(&echo(&small), &b_addr, 3).await.unwrap_err() {
+        AskError::Unreachable { reason, .. } => {
+            assert!(reason.contains("max_frame_bytes=65536"), "{reason}")
+        }
+        e => panic!("unexpected {e:?}"),
+    }
     stop.cancel();
 }
 
