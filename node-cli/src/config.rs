@@ -254,15 +254,7 @@ impl Config {
             check_name(&self.node.name).map_err(|e| ConfigError(format!("node.name: {e}")))?;
         }
         // The address peers dial: "any address" would make each dial itself.
-        let host = self
-            .cluster
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        if host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_unspecified())
-        {
+        if is_any_address(&self.cluster.host) {
             return Err(ConfigError(format!(
                 "cluster.host = {} is not an address peers can dial (it means any address): listen on every interface with --bind-host {} and give --host this machine's reachable address (or auto)",
                 self.cluster.host, self.cluster.host
@@ -325,11 +317,14 @@ impl Config {
 /// hyphen, zero-width and direction marks, the byte-order mark): two names
 /// that differ by one would look the same in every log line.
 fn invisible(c: char) -> bool {
+    // Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt)
+    // and the interlinear annotation marks.
     matches!(c,
         '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
-        | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
         | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
-        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}')
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
 }
 
 /// Checks a node name: at most `MAX_NAME_BYTES` bytes (membership's
@@ -363,6 +358,27 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `host` names "any address": 0.0.0.0 or ::, also in the forms
+/// the system's resolver reads as them (`0`, `0.0`, `0x0`,
+/// `::ffff:0.0.0.0`, `[::]`).
+fn is_any_address(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.to_canonical().is_unspecified();
+    }
+    // inet_aton's shorter forms: one to four parts, each a zero (decimal,
+    // octal or hex).
+    let parts: Vec<&str> = host.split('.').collect();
+    parts.len() <= 4
+        && parts.iter().all(|part| {
+            let digits = part
+                .strip_prefix("0x")
+                .or_else(|| part.strip_prefix("0X"))
+                .unwrap_or(part);
+            !digits.is_empty() && digits.bytes().all(|b| b == b'0')
+        })
+}
+
 /// Checks a `host:port` seed address.
 ///
 /// # Errors
@@ -378,6 +394,10 @@ pub fn check_host_port(addr: &str) -> Result<(), String> {
                 "{addr:?} is not host:port (an IPv6 address goes in brackets, for example [::1]:25520)"
             ))
         }
+        // Digits only: `u16`'s parse would take a leading `+`.
+        Some((_, port)) if !port.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+            "{addr:?} is not host:port (for example 127.0.0.1:25520)"
+        )),
         Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
             Ok(0) => Err(format!(
                 "{addr:?}: port 0 is not a port anyone listens on (a seed is host:port, for example 127.0.0.1:25520)"
@@ -820,7 +840,14 @@ mod tests {
         assert!(check_host_port("[::1]:25520").is_ok());
         let e = check_host_port("127.0.0.1:99999").unwrap_err();
         assert!(e.contains("port 99999 is out of range"), "{e}");
-        for bad in ["127.0.0.1", "127.0.0.1:x", "::1", ":25520"] {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:x",
+            "::1",
+            ":25520",
+            "h:+25520",
+            "h:",
+        ] {
             let e = check_host_port(bad).unwrap_err();
             assert!(e.contains("is not host:port"), "{bad}: {e}");
         }
@@ -829,6 +856,20 @@ mod tests {
 
     #[test]
     fn an_unspecified_host_is_refused_as_the_address_to_dial() {
+        for host in ["0", "0.0", "0x0", "::ffff:0.0.0.0"] {
+            assert!(is_any_address(host), "{host}");
+        }
+        for host in [
+            "10.0.0.1",
+            "0.0.0.1",
+            "localhost",
+            "::1",
+            "auto",
+            "node-0",
+            "00a",
+        ] {
+            assert!(!is_any_address(host), "{host}");
+        }
         for host in ["0.0.0.0", "::", "[::]"] {
             let line = error_for(&format!("[cluster]\nhost = \"{host}\"\n"));
             assert!(

@@ -210,8 +210,13 @@ fn write_escaped(w: &mut impl fmt::Write, text: &str) -> fmt::Result {
 struct Stderr;
 
 /// Bytes of log lines waiting for the writer at most (4 MiB: about 50,000
-/// lines); past it lines are dropped and counted.
+/// lines); past it lines are dropped and counted. A line outside a
+/// [`bulk`] (lifecycle events, warnings, the Final Report) may use
+/// [`RESERVE_BYTES`] more, so a flood of result lines does not drop them.
 const QUEUE_BYTES: usize = 4 << 20;
+
+/// Room beyond [`QUEUE_BYTES`] kept for lines outside a bulk (256 KiB).
+const RESERVE_BYTES: usize = 256 * 1024;
 
 /// Bytes of log lines a bulk adds before it wakes the writer (64 KiB:
 /// about 800 result lines).
@@ -273,7 +278,12 @@ impl Sink {
     fn push(&self, line: &[u8], in_bulk: bool) -> bool {
         let wake = {
             let mut s = self.lock();
-            if s.bytes.len() + line.len() > QUEUE_BYTES {
+            let limit = if in_bulk {
+                QUEUE_BYTES
+            } else {
+                QUEUE_BYTES + RESERVE_BYTES
+            };
+            if s.bytes.len() + line.len() > limit {
                 s.dropped += 1;
                 s.dropped_total += 1;
                 return false;
@@ -305,8 +315,7 @@ impl Sink {
                 s.writing = true;
                 std::mem::take(&mut s.dropped)
             };
-            let _ = out.write_all(&batch);
-            let _ = out.flush();
+            write_patiently(out, &batch);
             batch.clear();
             // A burst past the bulk size is not kept allocated.
             if batch.capacity() > 4 * BULK_BYTES {
@@ -337,6 +346,26 @@ impl Sink {
         }
         true
     }
+}
+
+/// Writes all of `bytes` to `out`, waiting out a full non-blocking
+/// output (`EAGAIN`: a stderr inherited with `O_NONBLOCK` set) and
+/// interruptions, so no line is cut or lost there; gives up on any other
+/// error (a closed pipe: nobody reads any more).
+fn write_patiently(out: &mut dyn std::io::Write, mut bytes: &[u8]) {
+    use std::io::ErrorKind;
+    while !bytes.is_empty() {
+        match out.write(bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = out.flush();
 }
 
 impl std::io::Write for Stderr {
@@ -586,6 +615,39 @@ mod tests {
         assert_eq!(out.bytes.lock().unwrap().len(), 14 + 5 + BULK_BYTES);
     }
 
+    /// Takes at most 3 bytes a call and refuses every other call with
+    /// `WouldBlock`, as a full non-blocking pipe does.
+    struct Choppy {
+        bytes: Vec<u8>,
+        calls: usize,
+    }
+
+    impl std::io::Write for Choppy {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 1 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(3);
+            self.bytes.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_non_blocking_stderr_that_is_full_is_waited_for_not_cut() {
+        let mut out = Choppy {
+            bytes: Vec::new(),
+            calls: 0,
+        };
+        write_patiently(&mut out, b"a whole line\nand another\n");
+        assert_eq!(out.bytes, b"a whole line\nand another\n");
+    }
+
     #[test]
     fn a_reader_that_stops_reading_costs_lines_not_the_logging_thread() {
         let out = Out::default();
@@ -599,14 +661,17 @@ mod tests {
         }
         let line = vec![b'y'; 1024];
         for _ in 0..QUEUE_BYTES / 1024 + 10 {
-            let _ = sink.push(&line, false);
+            let _ = sink.push(&line, true);
         }
+        assert_eq!(sink.lock().dropped_total, 10);
+        // A line outside a bulk (a summary, a warning) still has room.
+        let _ = sink.push(b"summary\n", false);
         assert_eq!(sink.lock().dropped_total, 10);
         assert!(!sink.drain(Duration::from_millis(50)), "still blocked");
         drop(gate);
         assert!(sink.drain(Duration::from_secs(10)));
         let written = out.bytes.lock().unwrap().len();
-        assert_eq!(written, 6 + (QUEUE_BYTES / 1024) * 1024);
+        assert_eq!(written, 6 + (QUEUE_BYTES / 1024) * 1024 + 8);
         // The count is reported once the writer got past the stall.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while reported.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {

@@ -103,17 +103,24 @@ fn main() -> ExitCode {
     // `cargo bench -p taskqueue --bench queue` before the bench's clients
     // moved onto the runtime too).
     let code = runtime.block_on(async {
-        tokio::spawn(run(cli, config, name, work))
+        let code = tokio::spawn(run(cli, config, name, work))
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "the node's task ended abnormally");
                 ExitCode::FAILURE
-            })
+            });
+        // The log's own thread writes the last lines (`logs`): exiting
+        // before it did would cut the log short. Ctrl-C or SIGTERM ends
+        // the wait (a paused terminal the user gave up on).
+        let drained = tokio::task::spawn_blocking(|| logs::drain(LOG_DRAIN));
+        tokio::select! {
+            _ = drained => {}
+            () = signal() => {}
+        }
+        code
     });
-    drop(runtime);
-    // The log's own thread writes the last lines (`logs`): exiting before
-    // it did would cut the log short.
-    logs::drain(LOG_DRAIN);
+    // Not waiting for the blocking drain (a reader that never resumes).
+    runtime.shutdown_background();
     code
 }
 

@@ -429,6 +429,7 @@ fn a_name_with_whitespace_or_control_characters_is_refused() {
         // Invisible: a zero-width space, a right-to-left override.
         "node\u{200b}1",
         "node\u{202e}1",
+        "node\u{e0020}1",
     ] {
         let (status, lines) = run("badname", node_cmd(bad, &["--port", "0"]));
         assert_eq!(status.code(), Some(2), "{bad:?}: {lines:?}");
