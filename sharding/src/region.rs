@@ -464,6 +464,10 @@ struct Held<E: Entity> {
     since: Instant,
 }
 
+/// A sync task's request for a copy of a shard's records, and where the
+/// copy goes ([`Internal::Records`]).
+type RecordRequest<E> = (ShardId, oneshot::Sender<Arc<Vec<Record<E>>>>);
+
 /// Changes queued for one replica set beyond which they go out although
 /// its linger has not passed (see [`Actor::flush_replication`]).
 const REPLICATION_QUEUE_MAX: usize = 256;
@@ -852,6 +856,7 @@ impl Region {
             replication_failures: FailuresInARow::default(),
             fetch_failures: FailuresInARow::default(),
             held_refused: 0,
+            record_requests: VecDeque::new(),
             encoded_after: Vec::new(),
             view_now: view.clone(),
             sync_failures: Arc::default(),
@@ -977,6 +982,9 @@ struct Actor<E: Entity> {
     /// Messages refused because a recovering shard held as many as the
     /// mailbox capacity (for the warning's rate).
     held_refused: u64,
+    /// Copies of shards' records asked for by sync tasks
+    /// ([`Internal::Records`]), made one per actor turn.
+    record_requests: VecDeque<RecordRequest<E>>,
     /// Shard syncs failed in a row, by target (for the warning's rate;
     /// shared with the sync tasks, which outlive a message).
     sync_failures: Arc<std::sync::Mutex<FailuresInARow>>,
@@ -1052,10 +1060,14 @@ impl<E: Entity> Actor<E> {
                 _ = tick.tick() => self.on_tick(),
                 () = tokio::time::sleep_until(held_due.map_or_else(far, Into::into)), if held_due.is_some() => {}
                 () = tokio::time::sleep_until(self.linger_due.map_or_else(far, Into::into)), if self.linger_due.is_some() => {}
+                () = std::future::ready(()), if !self.record_requests.is_empty() => {}
             }
             self.take_job_outputs();
             self.flush_replication(false);
             self.pump_jobs();
+            if let Some((shard, reply)) = self.record_requests.pop_front() {
+                let _ = reply.send(self.shard_records(shard, None));
+            }
             let mut stats = self.stats.clone();
             stats.dropped += self.intake_dropped.load(Ordering::Relaxed);
             self.stats_tx.send_if_modified(|s| {
@@ -2497,9 +2509,9 @@ impl<E: Entity> Actor<E> {
 
     fn on_internal(&mut self, i: Internal<E>) {
         match i {
-            Internal::Records { shard, reply } => {
-                let _ = reply.send(self.shard_records(shard, None));
-            }
+            // Served one per turn (`serve_record_request`): a view change
+            // that pushes many shards asks for all their copies at once.
+            Internal::Records { shard, reply } => self.record_requests.push_back((shard, reply)),
             Internal::ReplicatedBatch {
                 entries,
                 result,

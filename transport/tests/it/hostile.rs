@@ -43,8 +43,9 @@ async fn ping(ch: &Channel<Msg>, peer: &str, n: u64) -> Result<Msg, AskError> {
     ch.ask(peer, &Msg::Ping(n), Duration::from_secs(5)).await
 }
 
-/// A handshake frame as a dialer would send it.
-fn hello_frame(cluster: &str) -> BytesMut {
+/// A handshake frame as a dialer would send it to `to` (its settings: the
+/// frame limit the transport adds).
+fn hello_frame(cluster: &str, to: &Transport) -> BytesMut {
     let hello = Hello {
         magic: MAGIC,
         version: PROTOCOL_VERSION,
@@ -55,7 +56,7 @@ fn hello_frame(cluster: &str) -> BytesMut {
             generation: 1,
         },
         lane: Lane::Bulk,
-        settings: String::new(),
+        settings: to.settings().to_owned(),
     };
     let mut buf = BytesMut::new();
     FrameCodec::new(1 << 20)
@@ -254,7 +255,7 @@ async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
     let b = node("b", "c").await;
     // Wrong cluster.
     let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    s.write_all(&hello_frame("other")).await.unwrap();
+    s.write_all(&hello_frame("other", &b)).await.unwrap();
     let reason = mismatch_reason(reply_until_eof(&mut s).await);
     assert!(reason.contains("cluster name"), "{reason}");
     // Wrong version.
@@ -268,7 +269,7 @@ async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
             generation: 1,
         },
         lane: Lane::Control,
-        settings: String::new(),
+        settings: b.settings().to_owned(),
     };
     let mut frame = BytesMut::new();
     FrameCodec::new(1 << 20)
@@ -309,12 +310,12 @@ async fn oversized_frame_closes_that_connection_and_the_listener_serves_the_next
         max_frame_bytes: 64 * 1024,
         ..TransportConfig::default()
     };
-    let b = node_with("b", "c", config).await;
+    let b = node_with("b", "c", config.clone()).await;
     echo(&b);
     // A peer that passes the handshake, then announces a frame above the
     // maximum.
     let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    s.write_all(&hello_frame("c")).await.unwrap();
+    s.write_all(&hello_frame("c", &b)).await.unwrap();
     let mut buf = BytesMut::new();
     loop {
         if FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_some() {
@@ -343,8 +344,9 @@ async fn oversized_frame_closes_that_connection_and_the_listener_serves_the_next
     let reason = refused_reason(reply_until_eof(&mut s).await);
     assert!(reason.contains("bad magic"), "{reason}");
 
-    // The next connection is served.
-    let a = node("a", "c").await;
+    // The next connection is served (a node with the same frame limit:
+    // it is a cluster setting).
+    let a = node_with("a", "c", config).await;
     let ca = echo(&a);
     assert_eq!(
         ping(&ca, &b.identity().addr, 7).await.unwrap(),
@@ -450,7 +452,7 @@ async fn a_dialer_sending_replies_is_cut_off() {
     let b = node("b", "c").await;
     echo(&b);
     let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
-    s.write_all(&hello_frame("c")).await.unwrap();
+    s.write_all(&hello_frame("c", &b)).await.unwrap();
     let mut buf = BytesMut::new();
     loop {
         if FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_some() {

@@ -160,7 +160,7 @@ async fn a_raw_client_silent_after_its_handshake_is_cut_off() {
             generation: 1,
         },
         lane: Lane::Bulk,
-        settings: String::new(),
+        settings: b.settings().to_owned(),
     };
     let mut frame = BytesMut::new();
     FrameCodec::new(1 << 20)
