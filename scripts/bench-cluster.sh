@@ -11,8 +11,11 @@
 #
 # Figures:
 # - baseline: tasks/s of one core running only the hash loop
-#   (`node-cli --example sha_rate`: the faster of the plain sha2 loop and
-#   the nodes' own `taskqueue::work::compute`), measured just before the run;
+#   (`node-cli --example sha_rate`: the fastest of the plain sha2 loop, the
+#   nodes' own `taskqueue::work::compute`, and `work::compute_pair`, two
+#   tasks interleaved on the core as the nodes' pool threads run them),
+#   measured just before the run; the ratios against the two one-task loops
+#   are printed too (`single-chain loops`);
 # - cluster tasks/s: NODES x TASKS over the slowest node's
 #   `<done>/<total> completed in <secs>s` (its first submit to its last result);
 # - goal: cluster >= 0.8 x cores x baseline;
@@ -84,6 +87,8 @@ trap cleanup EXIT
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 baseline_line=$("$rate_bin" --iterations "$iterations")
 baseline=$(sed -n 's/.*baseline_tasks_per_s=\([0-9.]*\).*/\1/p' <<<"$baseline_line")
+raw_rate=$(sed -n 's/.*raw_tasks_per_s=\([0-9.]*\).*/\1/p' <<<"$baseline_line")
+compute_rate=$(sed -n 's/.*compute_tasks_per_s=\([0-9.]*\).*/\1/p' <<<"$baseline_line")
 
 have_time=
 [[ -x /usr/bin/time ]] && have_time=1
@@ -175,6 +180,7 @@ done
 span=$(awk -v a="${first_start:-0}" -v b="${last_end:-0}" 'BEGIN {d = b - a; if (d < 0) d += 86400; printf "%.6f", d}')
 awk -v n="$nodes" -v t="$tasks" -v s="$slowest" -v base="$baseline" -v c="$cores" -v rss="$max_rss" \
   -v span="$span" -v cpu="$cpu_total" -v have_cpu="$have_time" \
+  -v raw="${raw_rate:-0}" -v compute="${compute_rate:-0}" \
   -v pool="$pool_ms" -v runtime="$runtime_ms" -v other="$other_ms" 'BEGIN {
   total = n * t
   rate = (s > 0) ? total / s : 0
@@ -182,6 +188,9 @@ awk -v n="$nodes" -v t="$tasks" -v s="$slowest" -v base="$baseline" -v c="$cores
   printf "cluster: %d tasks / %.3f s (slowest node) = %.0f tasks/s\n", total, s, rate
   printf "goal: >= 0.8 x %d cores x %.0f = %.0f tasks/s: %s (cluster / (cores x baseline) = %.3f)\n",
     c, base, goal, (rate >= goal) ? "met" : "MISSED", rate / (c * base)
+  if (raw > 0 && compute > 0)
+    printf "single-chain loops: cluster / (cores x plain sha2 loop) = %.3f, cluster / (cores x work::compute) = %.3f\n",
+      rate / (c * raw), rate / (c * compute)
   # The nodes do not start at the same instant: the span from the first
   # submit on any node to the last result on any node is the stricter figure.
   if (span > 0)

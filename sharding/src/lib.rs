@@ -27,7 +27,7 @@ pub use config::{
     ShardingDefaults,
 };
 pub use entities::{EntityMap, IdHash, IdHasher, IdKey};
-pub use entity::{Context, Entity, Handled, Job};
+pub use entity::{Context, Entity, Handled, Job, LaneJob, Lanes};
 pub use error::RegionError;
 pub use handle::{RegionHandle, Routing};
 pub use pool::WorkerPool;

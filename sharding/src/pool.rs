@@ -6,7 +6,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-type Work = Box<dyn FnOnce() + Send + 'static>;
+pub(crate) type Work = Box<dyn FnOnce() + Send + 'static>;
 
 /// A fixed set of worker threads fed by a bounded queue.
 ///
@@ -77,7 +77,12 @@ impl WorkerPool {
     /// # Errors
     /// The job itself, when the queue is full (or the pool stopped).
     pub fn try_spawn<F: FnOnce() + Send + 'static>(&self, job: F) -> Result<(), Work> {
-        match self.tx.try_send(Box::new(job)) {
+        self.try_spawn_boxed(Box::new(job))
+    }
+
+    /// [`WorkerPool::try_spawn`] for a job already boxed (no second box).
+    pub(crate) fn try_spawn_boxed(&self, job: Work) -> Result<(), Work> {
+        match self.tx.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(w) | TrySendError::Disconnected(w)) => Err(w),
         }

@@ -214,7 +214,7 @@ fn entity(payload: &str) -> [u8; 8] {
         },
     );
     for job in ctx.take_jobs() {
-        let msg = job();
+        let msg = job.run();
         TaskEntity::handle(&mut ctx, payload, &mut state, msg);
     }
     state.unwrap().result().unwrap().0

@@ -27,7 +27,7 @@ use std::num::NonZeroU32;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sharding::{Context, Entity, Handled};
+use sharding::{Context, Entity, Handled, Lanes};
 
 use crate::error::{Error, Result, ValidationError};
 use crate::node_name::NodeName;
@@ -388,15 +388,59 @@ impl TaskEntity {
 }
 
 /// Queues the computation of `payload` on the region's worker pool; its
-/// output comes back as [`TaskMsg::Computed`] naming this node.
+/// output comes back as [`TaskMsg::Computed`] naming this node. A pool
+/// thread may compute two tasks at once ([`HashJob`]).
 fn start_job(ctx: &mut Context<TaskMsg>, payload: String, iterations: NonZeroU32) {
     let node = NodeName::intern(ctx.node_name());
-    ctx.run_blocking(move || {
-        TaskMsg::Computed(JobOutput {
-            result: work::compute(payload.as_bytes(), iterations),
-            processed_by: node,
-        })
+    ctx.run_lanes(HashJob {
+        payload,
+        iterations,
+        node,
     });
+}
+
+/// A task's computation on the worker pool: two of them run interleaved on
+/// one thread ([`work::Chain::run_pair`]), each output given as soon as its
+/// chain is done.
+struct HashJob {
+    payload: String,
+    iterations: NonZeroU32,
+    node: NodeName,
+}
+
+impl HashJob {
+    fn output(self, result: ShortDigest) -> TaskMsg {
+        TaskMsg::Computed(JobOutput {
+            result,
+            processed_by: self.node,
+        })
+    }
+}
+
+impl Lanes for HashJob {
+    type Output = TaskMsg;
+
+    fn run_together(jobs: Vec<HashJob>, done: &mut dyn FnMut(usize, TaskMsg)) {
+        let mut jobs = jobs.into_iter().enumerate();
+        while let Some((i, a)) = jobs.next() {
+            let mut first = work::Chain::new(a.payload.as_bytes(), a.iterations);
+            let Some((k, b)) = jobs.next() else {
+                first.run();
+                done(i, a.output(first.result()));
+                return;
+            };
+            let mut second = work::Chain::new(b.payload.as_bytes(), b.iterations);
+            work::Chain::run_pair(&mut first, &mut second);
+            // One of them is done: give its output before finishing the other.
+            let (mut shorter, mut longer) = ((i, a, first), (k, b, second));
+            if shorter.2.left() > 0 {
+                std::mem::swap(&mut shorter, &mut longer);
+            }
+            done(shorter.0, shorter.1.output(shorter.2.result()));
+            longer.2.run();
+            done(longer.0, longer.1.output(longer.2.result()));
+        }
+    }
 }
 
 impl Entity for TaskEntity {
@@ -519,7 +563,7 @@ mod tests {
                 },
             );
             for job in ctx.take_jobs() {
-                TaskEntity::handle(&mut ctx, id, state, job());
+                TaskEntity::handle(&mut ctx, id, state, job.run());
             }
         }
         let copy = |t: &Option<TaskEntity>| -> TaskEntity {

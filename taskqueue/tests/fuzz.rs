@@ -1217,7 +1217,7 @@ fn handle<E: Entity>(id: &str, state: &mut Option<E>, msg: E::Msg, run_jobs: boo
         }
         let jobs = ctx.take_jobs();
         if run_jobs {
-            queue.extend(jobs.into_iter().map(|job| job()));
+            queue.extend(jobs.into_iter().map(|job| job.run()));
         }
     }
 }

@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod alloc;
+mod lanes;
 mod region;
 mod shard;

@@ -18,7 +18,7 @@ fn submit(payload: &str, iterations: u32) -> TaskMsg {
 /// Runs `jobs` and delivers their outputs to `id` on `node`.
 fn run(node: &str, id: &str, state: &mut Option<TaskEntity>, jobs: Vec<Job<TaskMsg>>) {
     for job in jobs {
-        let (_, more) = deliver(node, id, state, job());
+        let (_, more) = deliver(node, id, state, job.run());
         assert!(more.is_empty(), "a result started another job");
     }
 }

@@ -314,7 +314,7 @@ impl StateMachineTest for TaskModel {
             }
             Step::RunJob(ix) => {
                 let (id, job) = sut.jobs.remove(ix.index(sut.jobs.len()));
-                let msg = job();
+                let msg = job.run();
                 let (_, new_jobs) = sut.deliver("node-any", &id, msg);
                 assert_eq!(new_jobs, 0);
             }

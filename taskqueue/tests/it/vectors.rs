@@ -69,7 +69,7 @@ fn a_task_computes_every_vector() {
         assert_eq!(handled, Handled::Reply(TaskReply::Accepted));
         assert_eq!(jobs.len(), 1);
         for job in jobs {
-            deliver("node-v", &id, &mut state, job());
+            deliver("node-v", &id, &mut state, job.run());
         }
         let task = state.unwrap();
         assert_eq!(task.state(), TaskState::Completed);

@@ -42,7 +42,7 @@ fn completed_task() -> TaskEntity {
         },
     );
     for job in jobs {
-        deliver("n1", "t", &mut state, job());
+        deliver("n1", "t", &mut state, job.run());
     }
     state.unwrap()
 }

@@ -1,0 +1,177 @@
+//! Jobs of a `Lanes` type on a region's pool: two run together on one
+//! thread when the region has work for every thread, one at a time when
+//! it has not, and every job's output reaches its entity.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sharding::{
+    Context, Entity, Handled, Lanes, MemberMap, Region, RegionConfig, RegionHandle, WorkerPool,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use transport::{LocalNode, Transport, TransportConfig};
+
+/// The largest group a pool thread ran together, and the jobs run.
+static LARGEST_GROUP: AtomicUsize = AtomicUsize::new(0);
+static JOBS_RUN: AtomicUsize = AtomicUsize::new(0);
+
+/// A square computed on the pool: `Start(n)` queues the job, its output
+/// `Done(n * n)` is stored, `Get` waits for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Square(Option<u64>);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum SquareMsg {
+    Start(u64),
+    Done(u64),
+    Get,
+}
+
+struct SquareJob(u64);
+
+impl Lanes for SquareJob {
+    type Output = SquareMsg;
+
+    fn run_together(jobs: Vec<SquareJob>, done: &mut dyn FnMut(usize, SquareMsg)) {
+        LARGEST_GROUP.fetch_max(jobs.len(), Ordering::SeqCst);
+        // Long enough that a burst of starts queues up behind the threads.
+        std::thread::sleep(Duration::from_millis(2));
+        for (i, SquareJob(n)) in jobs.into_iter().enumerate() {
+            JOBS_RUN.fetch_add(1, Ordering::SeqCst);
+            done(i, SquareMsg::Done(n * n));
+        }
+    }
+}
+
+impl Entity for Square {
+    type Msg = SquareMsg;
+    type Reply = u64;
+    const TYPE_NAME: &'static str = "square";
+
+    fn handle(
+        ctx: &mut Context<SquareMsg>,
+        _: &str,
+        state: &mut Option<Self>,
+        msg: SquareMsg,
+    ) -> Handled<u64> {
+        match msg {
+            SquareMsg::Start(n) => {
+                if state.is_none() {
+                    *state = Some(Square(None));
+                    ctx.run_lanes(SquareJob(n));
+                }
+                Handled::Reply(0)
+            }
+            SquareMsg::Done(v) => {
+                *state = Some(Square(Some(v)));
+                Handled::Reply(v)
+            }
+            SquareMsg::Get => match state {
+                Some(Square(Some(v))) => Handled::Reply(*v),
+                _ => Handled::Wait,
+            },
+        }
+    }
+
+    fn reads_only(msg: &SquareMsg) -> bool {
+        matches!(msg, SquareMsg::Get)
+    }
+
+    fn may_wait(msg: &SquareMsg) -> bool {
+        matches!(msg, SquareMsg::Get)
+    }
+}
+
+/// One node alone (no replicas), its region's pool of `threads` threads.
+async fn alone(
+    threads: usize,
+) -> (
+    RegionHandle<Square>,
+    watch::Sender<MemberMap>,
+    CancellationToken,
+) {
+    let stop = CancellationToken::new();
+    let transport = Transport::bind(
+        LocalNode {
+            cluster: "test".into(),
+            settings: String::new(),
+            name: "lanes".into(),
+            generation: 1,
+            listen: "127.0.0.1:0".into(),
+            advertise_host: "127.0.0.1".into(),
+        },
+        TransportConfig::default(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let (view, rx) = watch::channel(MemberMap::new());
+    let region = Region::start::<Square>(
+        &transport,
+        10,
+        RegionConfig::default(),
+        rx,
+        WorkerPool::new(threads, 0),
+        stop.clone(),
+    )
+    .unwrap();
+    let identity = transport.identity().clone();
+    view.send_replace(MemberMap::from([(identity.name.clone(), identity)]));
+    (region, view, stop)
+}
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane_jobs_pair_up_only_when_every_thread_has_work() {
+    let (region, _view, stop) = alone(2).await;
+
+    // Two jobs at a time on two threads: never paired (a pair would leave
+    // a thread idle).
+    for round in 0..3u64 {
+        let ids: Vec<String> = (0..2).map(|k| format!("two-{round}-{k}")).collect();
+        let starts = ids
+            .iter()
+            .map(|id| (id.clone(), SquareMsg::Start(round)))
+            .collect();
+        for answer in region.ask_batch(starts, T).await {
+            answer.unwrap();
+        }
+        for id in &ids {
+            assert_eq!(
+                region.ask(id, SquareMsg::Get, T).await.unwrap(),
+                round * round
+            );
+        }
+    }
+    assert_eq!(
+        LARGEST_GROUP.load(Ordering::SeqCst),
+        1,
+        "jobs were paired with a thread idle"
+    );
+    assert_eq!(JOBS_RUN.load(Ordering::SeqCst), 6);
+
+    // A burst of 64: the backlog is deep, so jobs go two at a time, and
+    // every output still reaches its entity.
+    let starts: Vec<(String, SquareMsg)> = (0..64u64)
+        .map(|i| (format!("many-{i}"), SquareMsg::Start(i)))
+        .collect();
+    for answer in region.ask_batch(starts, T).await {
+        answer.unwrap();
+    }
+    let gets: Vec<(String, SquareMsg)> = (0..64u64)
+        .map(|i| (format!("many-{i}"), SquareMsg::Get))
+        .collect();
+    for (i, answer) in region.ask_batch(gets, T).await.into_iter().enumerate() {
+        assert_eq!(answer.unwrap(), (i * i) as u64, "many-{i}");
+    }
+    assert_eq!(
+        LARGEST_GROUP.load(Ordering::SeqCst),
+        2,
+        "no pair in a burst of 64"
+    );
+    assert_eq!(JOBS_RUN.load(Ordering::SeqCst), 70);
+    stop.cancel();
+}
