@@ -217,6 +217,14 @@ impl Config {
             fig.extract::<Config>()
                 .map_err(|e| ConfigError(describe(&e)))?;
         }
+        // Figment skips a variable whose name has an empty key in it
+        // (`CASTY_CLUSTER____PORT`, `CASTY_`): refused here, not ignored.
+        let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+        if let Some(var) = malformed_env_names(names).into_iter().next() {
+            return Err(ConfigError(format!(
+                "environment variable {var}: not a configuration key: after CASTY_ come the key's parts joined by `__`, none of them empty (CASTY_CLUSTER__PORT for cluster.port)"
+            )));
+        }
         fig = fig.merge(Env::prefixed("CASTY_").split("__"));
         fig = merge_flags(fig, cli);
         let config: Config = fig.extract().map_err(|e| ConfigError(describe(&e)))?;
@@ -684,6 +692,25 @@ fn source_name(name: &str, key: &str) -> String {
     format!("environment variable {var}")
 }
 
+/// The variables among `names` that start with `CASTY_` (in any case, as
+/// figment matches it) but name no key: nothing after the prefix, or an
+/// empty part between `__` separators (`CASTY___CLUSTER__PORT`,
+/// `CASTY_CLUSTER____PORT`, `CASTY_CLUSTER__`).
+fn malformed_env_names(names: impl Iterator<Item = String>) -> Vec<String> {
+    names
+        .filter(|name| {
+            let Some(prefix) = name.get(..6) else {
+                return false;
+            };
+            if !prefix.eq_ignore_ascii_case("CASTY_") {
+                return false;
+            }
+            let rest = &name[6..];
+            rest.is_empty() || rest.split("__").any(str::is_empty)
+        })
+        .collect()
+}
+
 /// The dotted key set on the line of TOML `text` holding byte `offset`
 /// (`key = value` under the last `[table]` header above it), when that
 /// line sets one.
@@ -740,6 +767,35 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use figment::providers::Format;
+
+    #[test]
+    fn environment_names_with_an_empty_key_part_are_found() {
+        let names = [
+            "CASTY_CLUSTER__PORT",
+            "casty_cluster__port",
+            "CASTY_CLUSTER_PORT",
+            "CASTY_",
+            "casty_",
+            "CASTY___CLUSTER__PORT",
+            "CASTY_CLUSTER____PORT",
+            "CASTY_CLUSTER__",
+            "CASTYCLUSTER",
+            "PATH",
+            "CAST",
+            "CASTY_Ä__X",
+        ]
+        .map(String::from);
+        assert_eq!(
+            malformed_env_names(names.into_iter()),
+            [
+                "CASTY_",
+                "casty_",
+                "CASTY___CLUSTER__PORT",
+                "CASTY_CLUSTER____PORT",
+                "CASTY_CLUSTER__"
+            ]
+        );
+    }
 
     /// The one-line error for `toml` over the defaults, as `load` gives it.
     fn error_for(toml: &str) -> String {
