@@ -226,6 +226,10 @@ impl Config {
             )));
         }
         fig = fig.merge(Env::prefixed("CASTY_").split("__"));
+        // Checked before the flags too, as the file is: a bad
+        // `CASTY_CLUSTER__PORT` under `--port` is still an error.
+        fig.extract::<Config>()
+            .map_err(|e| ConfigError(describe(&e)))?;
         fig = merge_flags(fig, cli);
         let config: Config = fig.extract().map_err(|e| ConfigError(describe(&e)))?;
         // TOML integers stop at i64::MAX: a larger value (possible from

@@ -331,8 +331,16 @@ fn a_seed_that_never_answers_fails_after_the_join_deadline() {
 #[test]
 fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 12] = [
+    let cases: [Case; 14] = [
         (&["--iterations", "0"], &[], "--iterations"),
+        // A bad value under a flag that replaces it is still an error.
+        (&[], &[("CASTY_CLUSTER__PORT", "abc")], "cluster.port"),
+        // A variable that names no key is refused, not ignored.
+        (
+            &[],
+            &[("CASTY_CLUSTER____PORT", "5")],
+            "CASTY_CLUSTER____PORT",
+        ),
         (
             &[],
             &[("TOKIO_WORKER_THREADS", "0")],
