@@ -157,14 +157,29 @@ pub struct DefaultsSection {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// Where each effective value came from (the file, a `CASTY_` variable, a
+/// flag, the defaults), for checks made after [`Config::load`].
+pub struct Sources(Figment);
+
+impl Sources {
+    /// Appends to `msg` the source of each dotted key it names, key by
+    /// key (the message may be about a flag checked against the key):
+    /// `tasks.max_task_id_bytes = 3 is ... (tasks.max_task_id_bytes from
+    /// environment variable CASTY_TASKS__MAX_TASK_ID_BYTES)`.
+    pub fn annotate(&self, msg: String) -> String {
+        with_sources(&self.0, msg, true)
+    }
+}
+
 impl Config {
-    /// Layers defaults, the config file, `CASTY_*` and the flags.
+    /// Layers defaults, the config file, `CASTY_*` and the flags; gives
+    /// the configuration and where its values came from.
     ///
     /// # Errors
     /// [`ConfigError`] naming the key and its source for an unknown key, a
     /// bad value, an unreadable or missing explicit file, or a value that
     /// breaks an invariant.
-    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    pub fn load(cli: &Cli) -> Result<(Config, Sources), ConfigError> {
         let path: Option<PathBuf> = match &cli.config {
             Some(p) => {
                 if !p.is_file() {
@@ -248,7 +263,7 @@ impl Config {
         config
             .validate()
             .map_err(|ConfigError(msg)| ConfigError(with_source(&fig, msg)))?;
-        Ok(config)
+        Ok((config, Sources(fig)))
     }
 
     /// Checks every section's invariants.
@@ -641,6 +656,12 @@ fn membership_error(e: membership::ConfigError) -> ConfigError {
 /// which names its keys as dotted paths (`sharding.max_parked_asks must be
 /// ...`); the message is kept as is when it names no key.
 fn with_source(fig: &Figment, msg: String) -> String {
+    with_sources(fig, msg, false)
+}
+
+/// [`with_source`], naming each key before its source even when there is
+/// one source (`by_key`).
+fn with_sources(fig: &Figment, msg: String, by_key: bool) -> String {
     let source_of = |key: &str| {
         fig.find_metadata(key).map(|m| match &m.source {
             Some(src) => format!("{} {src}", m.name),
@@ -662,7 +683,7 @@ fn with_source(fig: &Figment, msg: String) -> String {
     };
     // A message about two keys (one above the other) names each one's
     // source when they differ: the value to change may be either.
-    if sources.iter().all(|(_, s)| s == first) {
+    if !by_key && sources.iter().all(|(_, s)| s == first) {
         format!("{msg} (from {first})")
     } else {
         let each: Vec<String> = sources

@@ -34,7 +34,7 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli) {
+    let (config, sources) = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: configuration: {e}");
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         join_deadline: config.cluster.membership.join_deadline(),
     };
     if let Err(e) = work.check(&name, &config.tasks) {
-        eprintln!("error: configuration: {e}");
+        eprintln!("error: configuration: {}", sources.annotate(e));
         return ExitCode::from(2);
     }
     // After every check a run makes before it starts: what is printed is

@@ -373,7 +373,8 @@ fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
         (
             &["--tasks", "2000"],
             &[("CASTY_TASKS__MAX_TASK_ID_BYTES", "3")],
-            "tasks.max_task_id_bytes",
+            // The key's source too.
+            "tasks.max_task_id_bytes from environment variable CASTY_TASKS__MAX_TASK_ID_BYTES",
         ),
         (
             &["--tasks", "2000"],
