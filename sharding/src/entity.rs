@@ -157,25 +157,30 @@ impl<M> std::fmt::Debug for Job<M> {
 }
 
 /// CPU-bound work of which one thread runs two at once faster than one after
-/// the other: a loop whose every step waits for the one before (an iterated
-/// hash: each SHA-256 round needs the previous round's digest) leaves most of
-/// a core's execution units idle, and a second, independent loop
-/// interleaved with it fills them. On x86-64 with the SHA extensions two
-/// interleaved SHA-256 chains run about 1.4-1.6 times as fast as one after
-/// the other (`taskqueue`'s `work::Chain`, measured in its hash bench).
+/// the other: a loop whose every step needs the result of the step before
+/// (an iterated hash) keeps a core's execution units waiting on each step's
+/// latency, and a second, independent loop interleaved with it, step for
+/// step, fills that wait. (`taskqueue`'s task hash is one: its README gives
+/// the measured gain. In an unoptimized build the gain may be none.)
 ///
-/// A region's pool thread takes two jobs of one `Lanes` type together when
-/// its region has at least two jobs per pool thread queued or running (so
-/// pairing never leaves a thread idle that could have run one alone), else
-/// one; see [`Context::run_lanes`].
+/// A pool thread that takes a job of a `Lanes` type takes a second job of
+/// the same type with it when at least as many jobs as the pool has
+/// threads still wait behind the first, so every other thread has one to
+/// take as well; else it runs the first alone. See [`Context::run_lanes`].
 pub trait Lanes: Send + Sized + 'static {
     /// What a job gives: delivered to its entity as a message.
     type Output;
 
     /// Runs `jobs` (one or two) on the calling thread, calling `done(i,
-    /// output)` as soon as `jobs[i]` has finished, once for each job. An
-    /// output not given is lost: the region logs an error, and the entity's
-    /// work restarts only when its shard is next activated somewhere.
+    /// output)` as soon as `jobs[i]` has finished, once for each job. A
+    /// second output for the same `i`, or an `i` out of range, is ignored.
+    /// An output not given is lost: the region logs an error, and the
+    /// entity's work restarts only when its shard is next activated
+    /// somewhere.
+    ///
+    /// # Panics
+    /// Should not. A panic is caught on the pool's thread (which goes on)
+    /// and logged; the outputs not given before it are lost as above.
     fn run_together(jobs: Vec<Self>, done: &mut dyn FnMut(usize, Self::Output));
 }
 
@@ -191,7 +196,7 @@ pub struct LaneJob<M> {
 type LaneRunner<M> = fn(Vec<Box<dyn std::any::Any + Send>>, &mut dyn FnMut(usize, M));
 
 impl<M> LaneJob<M> {
-    /// Wraps `job`.
+    /// Wraps `job` (boxed: one allocation), with its type as its kind.
     pub fn new<L: Lanes<Output = M>>(job: L) -> Self {
         LaneJob {
             kind: std::any::TypeId::of::<L>(),
@@ -290,10 +295,11 @@ impl<M> Context<M> {
 
     /// Runs `job` on the region's worker pool as [`Context::run_blocking`]
     /// does, but a pool thread may run it together with another job of the
-    /// same [`Lanes`] type (when the region has at least two jobs per pool
-    /// thread queued or running), which gives more jobs per second on each
-    /// core for latency-bound work. Its output is delivered to this entity
-    /// as a message, as soon as it is done (not when its partner is).
+    /// same [`Lanes`] type (when more jobs than threads wait), which gives
+    /// more jobs per second on each core for latency-bound work. Its output
+    /// is handed to the region as soon as it is done, not when its
+    /// partner is, and then delivered to this entity as a message, batched
+    /// with other outputs as [`Context::run_blocking`] says.
     pub fn run_lanes<L: Lanes<Output = M>>(&mut self, job: L) {
         self.jobs.push(Job::Lanes(LaneJob::new(job)));
     }

@@ -1,12 +1,42 @@
 //! A bounded pool of OS threads for CPU-bound entity work, so hashing never
 //! runs on the async runtime's threads and probes keep flowing while every
 //! core is busy.
+//!
+//! A thread that takes a job of a [`Lanes`](crate::Lanes) type from the
+//! queue takes a second job of the same type with it when at least as many
+//! jobs as there are threads are still waiting behind the first (so every
+//! other thread has one to take too), and runs the two interleaved; else
+//! it runs the first alone. The decision is made when the job is taken,
+//! from what is waiting then, not when it is queued: a pair is never made
+//! while a thread would idle for want of a job.
 
+use std::any::{Any, TypeId};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub(crate) type Work = Box<dyn FnOnce() + Send + 'static>;
+
+/// A job in the pool's queue.
+pub(crate) enum Item {
+    /// Runs alone.
+    Once(Work),
+    /// May run together with another lane job of the same kind.
+    Lane(Box<dyn PoolLane>),
+}
+
+/// A lane job as the pool sees it: its kind, and how to run it with an
+/// optional partner of the same kind.
+pub(crate) trait PoolLane: Send + 'static {
+    /// Jobs of equal kinds may run together.
+    fn kind(&self) -> TypeId;
+    /// Runs this job, and `partner` (of the same kind) with it.
+    fn run(self: Box<Self>, partner: Option<Box<dyn PoolLane>>);
+    /// This job as `Any`, so a partner can take it back as its own type.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
 
 /// A fixed set of worker threads fed by a bounded queue.
 ///
@@ -14,7 +44,9 @@ pub(crate) type Work = Box<dyn FnOnce() + Send + 'static>;
 /// dropped and the queue is empty.
 #[derive(Clone)]
 pub struct WorkerPool {
-    tx: SyncSender<Work>,
+    tx: SyncSender<Item>,
+    /// Jobs in the queue, not yet taken by a thread.
+    waiting: Arc<AtomicUsize>,
     threads: usize,
     queue: usize,
     _workers: Arc<Vec<JoinHandle<()>>>,
@@ -43,19 +75,22 @@ impl WorkerPool {
             threads
         };
         let queue = if queue == 0 { threads * 64 } else { queue };
-        let (tx, rx) = sync_channel::<Work>(queue);
+        let (tx, rx) = sync_channel::<Item>(queue);
         let rx = Arc::new(Mutex::new(rx));
+        let waiting = Arc::new(AtomicUsize::new(0));
         let workers = (0..threads)
             .map(|i| {
                 let rx = Arc::clone(&rx);
+                let waiting = Arc::clone(&waiting);
                 std::thread::Builder::new()
                     .name(format!("casty-worker-{i}"))
-                    .spawn(move || worker(&rx))
+                    .spawn(move || worker(&rx, &waiting, threads))
                     .expect("the OS starts a worker thread")
             })
             .collect();
         WorkerPool {
             tx,
+            waiting,
             threads,
             queue,
             _workers: Arc::new(workers),
@@ -73,39 +108,120 @@ impl WorkerPool {
     }
 
     /// Queues `job` if there is room; gives it back when the queue is full.
+    /// A job that panics is logged (error) and the thread goes on.
     ///
     /// # Errors
     /// The job itself, when the queue is full (or the pool stopped).
     pub fn try_spawn<F: FnOnce() + Send + 'static>(&self, job: F) -> Result<(), Work> {
-        self.try_spawn_boxed(Box::new(job))
+        self.try_spawn_item(Item::Once(Box::new(job)))
+            .map_err(|item| match item {
+                Item::Once(job) => job,
+                Item::Lane(job) => Box::new(move || job.run(None)),
+            })
     }
 
-    /// [`WorkerPool::try_spawn`] for a job already boxed (no second box).
-    pub(crate) fn try_spawn_boxed(&self, job: Work) -> Result<(), Work> {
-        match self.tx.try_send(job) {
+    /// Queues `item` if there is room; gives it back when the queue is full.
+    pub(crate) fn try_spawn_item(&self, item: Item) -> Result<(), Item> {
+        // Counted before it can be taken, so a taker never counts below 0.
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        match self.tx.try_send(item) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(w) | TrySendError::Disconnected(w)) => Err(w),
+            Err(TrySendError::Full(item) | TrySendError::Disconnected(item)) => {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                Err(item)
+            }
         }
     }
 }
 
-fn worker(rx: &Mutex<Receiver<Work>>) {
+fn worker(rx: &Mutex<Receiver<Item>>, waiting: &AtomicUsize, threads: usize) {
     loop {
-        let job = {
+        let item = {
             let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
             guard.recv()
         };
-        match job {
-            Ok(job) => job(),
-            Err(_) => return,
+        let Ok(item) = item else {
+            return;
+        };
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        let mut next = Some(item);
+        while let Some(item) = next.take() {
+            next = run_item(item, rx, waiting, threads);
         }
     }
+}
+
+/// Runs `item` (a lane job with a partner taken from the queue when at
+/// least `threads` jobs wait); gives back a job it took from the queue that
+/// could not be the partner, to run next.
+fn run_item(
+    item: Item,
+    rx: &Mutex<Receiver<Item>>,
+    waiting: &AtomicUsize,
+    threads: usize,
+) -> Option<Item> {
+    let lane = match item {
+        Item::Once(job) => {
+            if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                tracing::error!("a worker pool job panicked; the thread goes on");
+            }
+            return None;
+        }
+        Item::Lane(lane) => lane,
+    };
+    let mut held = None;
+    let mut partner = None;
+    if waiting.load(Ordering::Acquire) >= threads {
+        // A thread waiting for a job holds the lock in `recv`: then the
+        // queue is (about to be) empty, and this job goes alone.
+        if let Ok(guard) = rx.try_lock() {
+            if let Ok(next) = guard.try_recv() {
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                match next {
+                    Item::Lane(next) if next.kind() == lane.kind() => partner = Some(next),
+                    other => held = Some(other),
+                }
+            }
+        }
+    }
+    if catch_unwind(AssertUnwindSafe(move || lane.run(partner))).is_err() {
+        tracing::error!("a worker pool lane job panicked; the thread goes on");
+    }
+    held
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_panicking_job_leaves_every_thread_running() {
+        let pool = WorkerPool::new(2, 0);
+        for _ in 0..4 {
+            pool.try_spawn(|| panic!("a job that panics"))
+                .map_err(|_| ())
+                .unwrap();
+        }
+        // Two jobs that finish only if they run at the same time: both
+        // threads are still there.
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        for _ in 0..2 {
+            let (b, d) = (Arc::clone(&barrier), done_tx.clone());
+            pool.try_spawn(move || {
+                b.wait();
+                d.send(()).unwrap();
+            })
+            .map_err(|_| ())
+            .unwrap();
+        }
+        for _ in 0..2 {
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap();
+        }
+    }
 
     #[test]
     fn runs_jobs_and_refuses_past_the_queue() {

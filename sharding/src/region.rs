@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::num::NonZeroU32;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -39,7 +40,7 @@ use crate::entities::{EntityMap, IdHash, IdHasher, IdKey};
 use crate::entity::{Context, Entity, Handled, Job, LaneJob};
 use crate::error::{RegionError, Result};
 use crate::handle::{RegionHandle, Routing};
-use crate::pool::{Work, WorkerPool};
+use crate::pool::{Item, PoolLane, WorkerPool};
 use crate::shard::{ShardId, ShardMap, shard_id};
 use crate::wire::{Holding, MAX_BATCH_ITEMS, Record, Wire, WireReply, life_stamp};
 
@@ -155,9 +156,67 @@ enum Backlog<M> {
         id: String,
         job: Job<M>,
     },
-    /// Made into a pool job (of this many entity jobs) that the pool's full
-    /// queue refused: it goes first when there is room.
-    Work(Work, usize),
+    /// Made into the pool's job, which the pool's full queue refused: it
+    /// goes first when there is room.
+    Item(Item),
+}
+
+/// A lane job of a region on the pool: when a pool thread takes it with a
+/// partner (of the same [`Lanes`](crate::Lanes) type, from this region or
+/// another), the two run interleaved and each output goes to its own
+/// region as soon as that job is done.
+struct RegionLane<M> {
+    shard: ShardId,
+    id: String,
+    job: LaneJob<M>,
+    outputs: Arc<JobOutputs<M>>,
+}
+
+impl<M: Send + 'static> PoolLane for RegionLane<M> {
+    fn kind(&self) -> std::any::TypeId {
+        self.job.kind()
+    }
+
+    fn run(self: Box<Self>, partner: Option<Box<dyn PoolLane>>) {
+        let started = std::time::Instant::now();
+        let RegionLane {
+            shard,
+            id,
+            job,
+            outputs,
+        } = *self;
+        let mut jobs = vec![job];
+        let mut owners = vec![Some((shard, id, outputs))];
+        if let Some(partner) = partner {
+            // A kind is the job's `Lanes` type, whose `Output` is `M`: a
+            // partner of the same kind is a `RegionLane<M>`.
+            let partner = partner
+                .into_any()
+                .downcast::<RegionLane<M>>()
+                .expect("lane jobs of one kind have one output type");
+            jobs.push(partner.job);
+            owners.push(Some((partner.shard, partner.id, partner.outputs)));
+        }
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            LaneJob::run_together(jobs, &mut |i, msg| {
+                if let Some((shard, id, outputs)) = owners.get_mut(i).and_then(Option::take) {
+                    outputs.finish(shard, id, msg, started.elapsed() >= LONG_JOB);
+                }
+            });
+        }));
+        for (shard, id, outputs) in owners.into_iter().flatten() {
+            if ran.is_err() {
+                tracing::error!(shard = shard.0, id = %id, "a lane job panicked: its output is lost, and the entity's work restarts when its shard is next activated");
+            } else {
+                tracing::error!(shard = shard.0, id = %id, "a lane job gave no output (its Lanes::run_together skipped it); the entity's work restarts when its shard is next activated");
+            }
+            outputs.lost();
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
 }
 
 /// Failures in a row by peer name: how often in a row each peer failed,
@@ -2495,78 +2554,44 @@ impl<E: Entity> Actor<E> {
         self.backlog.push_back(Backlog::Job { shard, id, job });
     }
 
-    /// Moves jobs from the backlog to the pool until its queue is full. Two
-    /// [`Lanes`](crate::Lanes) jobs of one kind next to each other go as one
-    /// pool job when this region has at least two jobs per pool thread
-    /// queued or running: then every thread has a pair to run, and a pair
-    /// on one thread gives more jobs per second than two single jobs taking
-    /// turns on a core. With fewer, they go alone, so no thread idles.
+    /// Moves jobs from the backlog to the pool until its queue is full.
     fn pump_jobs(&mut self) {
         while let Some(item) = self.backlog.pop_front() {
-            let (work, jobs) = match item {
-                Backlog::Work(work, jobs) => (work, jobs),
-                Backlog::Job { shard, id, job } => self.pool_work(shard, id, job),
+            let item = match item {
+                Backlog::Item(item) => item,
+                Backlog::Job { shard, id, job } => self.pool_item(shard, id, job),
             };
-            self.outputs.in_flight.fetch_add(jobs, Ordering::AcqRel);
-            if let Err(work) = self.pool.try_spawn_boxed(work) {
-                self.outputs.in_flight.fetch_sub(jobs, Ordering::AcqRel);
-                self.backlog.push_front(Backlog::Work(work, jobs));
+            self.outputs.in_flight.fetch_add(1, Ordering::AcqRel);
+            if let Err(item) = self.pool.try_spawn_item(item) {
+                self.outputs.in_flight.fetch_sub(1, Ordering::AcqRel);
+                self.backlog.push_front(Backlog::Item(item));
                 break;
             }
         }
     }
 
-    /// The pool job that runs `job` (with the next job of the backlog when
-    /// the two may run together, see [`Actor::pump_jobs`]) and hands the
-    /// outputs to [`JobOutputs`]; and how many jobs it runs.
-    fn pool_work(&mut self, shard: ShardId, id: String, job: Job<E::Msg>) -> (Work, usize) {
+    /// The pool's job for `job`: it hands the output to [`JobOutputs`]
+    /// (a lane job's, also its partner's: see [`RegionLane`]).
+    fn pool_item(&self, shard: ShardId, id: String, job: Job<E::Msg>) -> Item {
         let outputs = Arc::clone(&self.outputs);
-        let first = match job {
-            Job::Once(job) => {
-                let work: Work = Box::new(move || {
-                    let started = std::time::Instant::now();
-                    let msg = job();
-                    let long = started.elapsed() >= LONG_JOB;
-                    outputs.finish(shard, id, msg, long);
-                });
-                return (work, 1);
-            }
-            Job::Lanes(job) => job,
-        };
-        let queued = self.outputs.in_flight.load(Ordering::Acquire) + self.backlog.len() + 1;
-        let pair = queued >= 2 * self.pool.threads()
-            && matches!(self.backlog.front(), Some(Backlog::Job { job: Job::Lanes(next), .. }) if next.kind() == first.kind());
-        let mut items = vec![(shard, id, first)];
-        if pair
-            && let Some(Backlog::Job {
+        match job {
+            Job::Once(job) => Item::Once(Box::new(move || {
+                let started = std::time::Instant::now();
+                match catch_unwind(AssertUnwindSafe(job)) {
+                    Ok(msg) => outputs.finish(shard, id, msg, started.elapsed() >= LONG_JOB),
+                    Err(_) => {
+                        tracing::error!(shard = shard.0, id = %id, "a job panicked: its output is lost, and the entity's work restarts when its shard is next activated");
+                        outputs.lost();
+                    }
+                }
+            })),
+            Job::Lanes(job) => Item::Lane(Box::new(RegionLane {
                 shard,
                 id,
-                job: Job::Lanes(next),
-            }) = self.backlog.pop_front()
-        {
-            items.push((shard, id, next));
+                job,
+                outputs,
+            })),
         }
-        let count = items.len();
-        let work: Work = Box::new(move || {
-            let started = std::time::Instant::now();
-            let mut owners = Vec::with_capacity(items.len());
-            let mut jobs = Vec::with_capacity(items.len());
-            for (shard, id, job) in items {
-                owners.push(Some((shard, id)));
-                jobs.push(job);
-            }
-            LaneJob::run_together(jobs, &mut |i, msg| {
-                if let Some((shard, id)) = owners.get_mut(i).and_then(Option::take) {
-                    let long = started.elapsed() >= LONG_JOB;
-                    outputs.finish(shard, id, msg, long);
-                }
-            });
-            for (shard, id) in owners.into_iter().flatten() {
-                tracing::error!(shard = shard.0, id = %id, "a job gave no output (its Lanes::run_together skipped it); the entity's work restarts when its shard is next activated");
-                outputs.lost();
-            }
-        });
-        (work, count)
     }
 
     /// Delivers the outputs of finished jobs to their entities, in the

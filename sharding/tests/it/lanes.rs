@@ -1,7 +1,8 @@
 //! Jobs of a `Lanes` type on a region's pool: two run together on one
-//! thread when the region has work for every thread, one at a time when
-//! it has not, and every job's output reaches its entity.
+//! thread when more jobs wait than there are threads, one at a time when
+//! fewer do, and every job's output reaches its entity.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -16,6 +17,12 @@ use transport::{LocalNode, Transport, TransportConfig};
 /// The largest group a pool thread ran together, and the jobs run.
 static LARGEST_GROUP: AtomicUsize = AtomicUsize::new(0);
 static JOBS_RUN: AtomicUsize = AtomicUsize::new(0);
+/// The inputs of each group run together.
+static GROUPS: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
+
+/// Inputs from this up take [`LONG`] to run; the others 2 ms.
+const LONG_FROM: u64 = 1_000_000;
+const LONG: Duration = Duration::from_millis(150);
 
 /// A square computed on the pool: `Start(n)` queues the job, its output
 /// `Done(n * n)` is stored, `Get` waits for it.
@@ -36,11 +43,16 @@ impl Lanes for SquareJob {
 
     fn run_together(jobs: Vec<SquareJob>, done: &mut dyn FnMut(usize, SquareMsg)) {
         LARGEST_GROUP.fetch_max(jobs.len(), Ordering::SeqCst);
+        GROUPS
+            .lock()
+            .unwrap()
+            .push(jobs.iter().map(|j| j.0).collect());
         // Long enough that a burst of starts queues up behind the threads.
-        std::thread::sleep(Duration::from_millis(2));
+        let long = jobs.iter().any(|j| j.0 >= LONG_FROM);
+        std::thread::sleep(if long { LONG } else { Duration::from_millis(2) });
         for (i, SquareJob(n)) in jobs.into_iter().enumerate() {
             JOBS_RUN.fetch_add(1, Ordering::SeqCst);
-            done(i, SquareMsg::Done(n * n));
+            done(i, SquareMsg::Done(n.wrapping_mul(n)));
         }
     }
 }
@@ -173,5 +185,34 @@ async fn lane_jobs_pair_up_only_when_every_thread_has_work() {
         "no pair in a burst of 64"
     );
     assert_eq!(JOBS_RUN.load(Ordering::SeqCst), 70);
+
+    // Two short jobs queued ahead of two long ones: the long ones never
+    // share a thread (which would leave the other idle once the short ones
+    // are done, and take about 1.4 times as long).
+    for round in 0..3u64 {
+        GROUPS.lock().unwrap().clear();
+        let inputs = [round, round + 10, LONG_FROM + round, LONG_FROM + 10 + round];
+        let starts = inputs
+            .iter()
+            .map(|&n| (format!("mixed-{n}"), SquareMsg::Start(n)))
+            .collect();
+        for answer in region.ask_batch(starts, T).await {
+            answer.unwrap();
+        }
+        let gets = inputs
+            .iter()
+            .map(|&n| (format!("mixed-{n}"), SquareMsg::Get))
+            .collect();
+        for (answer, n) in region.ask_batch(gets, T).await.into_iter().zip(inputs) {
+            assert_eq!(answer.unwrap(), n.wrapping_mul(n));
+        }
+        let groups = GROUPS.lock().unwrap().clone();
+        assert!(
+            groups
+                .iter()
+                .all(|g| g.iter().filter(|&&n| n >= LONG_FROM).count() < 2),
+            "the two long jobs ran on one thread: {groups:?}"
+        );
+    }
     stop.cancel();
 }
