@@ -12,7 +12,7 @@ use sharding::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use transport::{LocalNode, Transport, TransportConfig};
+use transport::TransportConfig;
 
 /// The largest group a pool thread ran together, and the jobs run.
 static LARGEST_GROUP: AtomicUsize = AtomicUsize::new(0);
@@ -105,20 +105,7 @@ async fn alone(
     CancellationToken,
 ) {
     let stop = CancellationToken::new();
-    let transport = Transport::bind(
-        LocalNode {
-            cluster: "test".into(),
-            settings: String::new(),
-            name: "lanes".into(),
-            generation: 1,
-            listen: "127.0.0.1:0".into(),
-            advertise_host: "127.0.0.1".into(),
-        },
-        TransportConfig::default(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let transport = crate::bind("lanes", TransportConfig::default(), &stop).await;
     let (view, rx) = watch::channel(MemberMap::new());
     let region = Region::start::<Square>(
         &transport,

@@ -12,7 +12,7 @@ use sharding::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use transport::{Channel, Lane, LocalNode, NodeId, Received, Transport, TransportConfig};
+use transport::{Channel, Lane, NodeId, Received, Transport, TransportConfig};
 
 /// A counter: `Add(n)` returns the new value, `Get` the value (absent = 0,
 /// without creating it), `Remove` removes it and returns its last value.
@@ -87,20 +87,7 @@ struct BareNode {
 /// A transport without a region.
 async fn start_bare(name: &str) -> BareNode {
     let stop = CancellationToken::new();
-    let transport = Transport::bind(
-        LocalNode {
-            cluster: "test".into(),
-            settings: String::new(),
-            name: name.into(),
-            generation: 1,
-            listen: "127.0.0.1:0".into(),
-            advertise_host: "127.0.0.1".into(),
-        },
-        TransportConfig::default(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let transport = crate::bind(name, TransportConfig::default(), &stop).await;
     BareNode { transport, stop }
 }
 
@@ -114,20 +101,7 @@ async fn start_full(
     transport_config: TransportConfig,
 ) -> TestNode {
     let stop = CancellationToken::new();
-    let transport = Transport::bind(
-        LocalNode {
-            cluster: "test".into(),
-            settings: String::new(),
-            name: name.into(),
-            generation: 1,
-            listen: "127.0.0.1:0".into(),
-            advertise_host: "127.0.0.1".into(),
-        },
-        transport_config,
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let transport = crate::bind(name, transport_config, &stop).await;
     let (view, rx) = watch::channel(MemberMap::new());
     let region = Region::start::<Counter>(
         &transport,
