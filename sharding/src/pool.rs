@@ -7,8 +7,11 @@
 //! jobs as there are threads are still waiting behind the first (so every
 //! other thread has one to take too), and runs the two interleaved; else
 //! it runs the first alone. The decision is made when the job is taken,
-//! from what is waiting then, not when it is queued: a pair is never made
-//! while a thread would idle for want of a job.
+//! from what is waiting then, not when it is queued: no pair is made
+//! while fewer jobs wait than there are threads. Jobs of unequal length
+//! can still leave a thread idle at the end while another finishes a
+//! pair, as they can leave one idle while another finishes a single long
+//! job.
 
 use std::any::{Any, TypeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
