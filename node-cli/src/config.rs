@@ -234,10 +234,10 @@ impl Config {
         }
         // Figment skips a variable whose name has an empty key in it
         // (`CASTY_CLUSTER____PORT`, `CASTY_`): refused here, not ignored.
-        let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+        let names = std::env::vars_os().map(|(k, _)| k);
         if let Some(var) = malformed_env_names(names).into_iter().next() {
             return Err(ConfigError(format!(
-                "environment variable {var}: not a configuration key: after CASTY_ come the key's parts joined by `__`, none of them empty (CASTY_CLUSTER__PORT for cluster.port)"
+                "environment variable {var:?}: not a configuration key: after CASTY_ come the key's parts joined by `__`, none of them empty, with no `.` or space (CASTY_CLUSTER__PORT for cluster.port)"
             )));
         }
         fig = fig.merge(Env::prefixed("CASTY_").split("__"));
@@ -717,21 +717,29 @@ fn source_name(name: &str, key: &str) -> String {
     format!("environment variable {var}")
 }
 
-/// The variables among `names` that start with `CASTY_` (in any case, as
-/// figment matches it) but name no key: nothing after the prefix, or an
-/// empty part between `__` separators (`CASTY___CLUSTER__PORT`,
-/// `CASTY_CLUSTER____PORT`, `CASTY_CLUSTER__`).
-fn malformed_env_names(names: impl Iterator<Item = String>) -> Vec<String> {
+/// The variables among `names` that figment would read as `CASTY_`
+/// configuration (it trims a name's spaces and matches the prefix in any
+/// case) but that name no key as this project spells keys: nothing after
+/// the prefix, an empty part between `__` separators
+/// (`CASTY_CLUSTER____PORT`), a space or a `.` anywhere in the name
+/// (figment would read `.` as a separator and drop a key with an empty
+/// part), or a name that is not UTF-8. Names are given lossily converted.
+fn malformed_env_names(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<String> {
     names
-        .filter(|name| {
-            let Some(prefix) = name.get(..6) else {
-                return false;
-            };
+        .filter_map(|raw| {
+            let lossy = raw.to_string_lossy().into_owned();
+            let trimmed = lossy.trim();
+            let prefix = trimmed.get(..6)?;
             if !prefix.eq_ignore_ascii_case("CASTY_") {
-                return false;
+                return None;
             }
-            let rest = &name[6..];
-            rest.is_empty() || rest.split("__").any(str::is_empty)
+            let rest = &trimmed[6..];
+            let bad = raw.to_str().is_none()
+                || lossy.contains(char::is_whitespace)
+                || rest.contains('.')
+                || rest.is_empty()
+                || rest.split("__").any(str::is_empty);
+            bad.then_some(lossy)
         })
         .collect()
 }
@@ -795,7 +803,8 @@ mod tests {
 
     #[test]
     fn environment_names_with_an_empty_key_part_are_found() {
-        let names = [
+        use std::os::unix::ffi::OsStringExt;
+        let mut names: Vec<std::ffi::OsString> = [
             "CASTY_CLUSTER__PORT",
             "casty_cluster__port",
             "CASTY_CLUSTER_PORT",
@@ -808,8 +817,18 @@ mod tests {
             "PATH",
             "CAST",
             "CASTY_Ä__X",
+            "CASTY_CLUSTER..PORT",
+            "CASTY_CLUSTER.PORT",
+            "CASTY_CLUSTER__ ",
+            " CASTY_CLUSTER____PORT",
+            "CASTY_ ",
         ]
-        .map(String::from);
+        .map(std::ffi::OsString::from)
+        .into();
+        names.push(std::ffi::OsString::from_vec(
+            b"CASTY_CLUSTER__\xff".to_vec(),
+        ));
+        names.push(std::ffi::OsString::from_vec(b"OTHER_\xff".to_vec()));
         assert_eq!(
             malformed_env_names(names.into_iter()),
             [
@@ -817,7 +836,13 @@ mod tests {
                 "casty_",
                 "CASTY___CLUSTER__PORT",
                 "CASTY_CLUSTER____PORT",
-                "CASTY_CLUSTER__"
+                "CASTY_CLUSTER__",
+                "CASTY_CLUSTER..PORT",
+                "CASTY_CLUSTER.PORT",
+                "CASTY_CLUSTER__ ",
+                " CASTY_CLUSTER____PORT",
+                "CASTY_ ",
+                "CASTY_CLUSTER__\u{fffd}",
             ]
         );
     }

@@ -60,7 +60,7 @@ impl Workload {
         }
         if !(1..=max_iterations).contains(&self.iterations) {
             return Err(format!(
-                "--iterations {} is outside 1..={max_iterations} (tasks.max_iterations)",
+                "--iterations {} is outside 1..=tasks.max_iterations = {max_iterations}",
                 self.iterations
             ));
         }
