@@ -141,7 +141,7 @@ pub enum FrameError {
 pub enum HandshakeError {
     /// The first frame did not start with the protocol's magic bytes (not a
     /// casty node: an HTTP client, a port scanner, random bytes).
-    #[error("bad magic bytes {0:02x?}: not a casty peer")]
+    #[error("bad magic bytes {0:02x?} ({text:?} as text): not a casty peer", text = as_text(.0))]
     BadMagic([u8; 4]),
     /// The peer speaks another protocol version.
     #[error("protocol version {theirs} not supported (this node speaks {ours})")]
@@ -190,4 +190,18 @@ pub enum HandshakeError {
     /// Framing failed during the handshake.
     #[error(transparent)]
     Frame(#[from] FrameError),
+}
+
+/// `bytes` as ASCII text, each byte that is not printable shown as `.`.
+fn as_text(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b)
+            } else {
+                '.'
+            }
+        })
+        .collect()
 }

@@ -396,8 +396,19 @@ async fn dial(
     let reply = tokio::time::timeout(inner.config.handshake_timeout(), async {
         send_handshake_frame(&mut stream, &hello).await?;
         loop {
-            if let Some(frame) = reader.next_frame()? {
-                return Ok(frame);
+            match reader.next_frame() {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                // Something that is not a node answered (an HTTP server:
+                // "HTTP" read as a length): say so, with its first bytes.
+                Err(FrameError::TooLarge { .. }) => {
+                    let mut magic = [0u8; 4];
+                    for (d, s) in magic.iter_mut().zip(reader.buffered()) {
+                        *d = *s;
+                    }
+                    return Err(HandshakeError::BadMagic(magic));
+                }
+                Err(e) => return Err(e.into()),
             }
             if reader.read_from(&mut stream).await? == 0 {
                 return Err(HandshakeError::Closed);

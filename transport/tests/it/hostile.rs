@@ -639,3 +639,27 @@ async fn a_seed_not_up_yet_is_information_until_the_join_ends() {
     fail_dials(&t, &ch, &seed, 8).await;
     assert!(warnings() >= 1, "after the join: warned\n{}", logs.text());
 }
+
+/// A dial that reaches something other than a node (an HTTP server, whose
+/// answer reads as a huge frame length) fails naming what answered, not
+/// with a frame size.
+#[tokio::test]
+async fn a_dial_answered_by_http_says_it_is_not_a_casty_peer() {
+    let a = node("a", "c").await;
+    let ca = echo(&a);
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = http.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let err = ping(&ca, &http_addr, 1).await.unwrap_err().to_string();
+    assert!(err.contains("not a casty peer"), "{err}");
+    assert!(err.contains("\"HTTP\""), "{err}");
+    assert!(!err.contains("exceeds the maximum"), "{err}");
+}
