@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::HandshakeError;
+use crate::error::{FrameError, HandshakeError};
+use crate::frame::FrameReader;
 
 /// The first four bytes of every handshake body.
 pub const MAGIC: [u8; 4] = *b"CSTY";
@@ -170,5 +171,23 @@ impl Hello {
             return Err(HandshakeError::BadMagic(got));
         }
         postcard::from_bytes(body).map_err(|e| HandshakeError::Decode(e.to_string()))
+    }
+}
+
+/// A framing error while reading a handshake frame, as a handshake
+/// error: a length prefix above the handshake's limit is most likely a
+/// stranger's first bytes (an HTTP request or answer, "HTTP" read as a
+/// length), so it is [`HandshakeError::BadMagic`] with the bytes
+/// `reader` holds.
+pub(crate) fn handshake_frame_error(e: FrameError, reader: &FrameReader) -> HandshakeError {
+    match e {
+        FrameError::TooLarge { .. } => {
+            let mut magic = [0u8; 4];
+            for (d, s) in magic.iter_mut().zip(reader.buffered()) {
+                *d = *s;
+            }
+            HandshakeError::BadMagic(magic)
+        }
+        other => other.into(),
     }
 }

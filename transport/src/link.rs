@@ -25,6 +25,7 @@ use crate::error::{AskError, FrameError, HandshakeError};
 use crate::frame::{FrameReader, Header, Kind, frames_in};
 use crate::handshake::{
     HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply, Lane, MAGIC, NodeId, PROTOCOL_VERSION,
+    handshake_frame_error,
 };
 use crate::listener::send_handshake_frame;
 use crate::outbox::{Ended, Loudness, Outbox, count_dropped_at, flush_deadline, write_loop};
@@ -399,16 +400,8 @@ async fn dial(
             match reader.next_frame() {
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
-                // Something that is not a node answered (an HTTP server:
-                // "HTTP" read as a length): say so, with its first bytes.
-                Err(FrameError::TooLarge { .. }) => {
-                    let mut magic = [0u8; 4];
-                    for (d, s) in magic.iter_mut().zip(reader.buffered()) {
-                        *d = *s;
-                    }
-                    return Err(HandshakeError::BadMagic(magic));
-                }
-                Err(e) => return Err(e.into()),
+                // Something that is not a node may answer (an HTTP server).
+                Err(e) => return Err(handshake_frame_error(e, &reader)),
             }
             if reader.read_from(&mut stream).await? == 0 {
                 return Err(HandshakeError::Closed);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{FrameError, HandshakeError};
 use crate::frame::{FrameCodec, FrameReader, Header, Kind, LENGTH_PREFIX_BYTES, frames_in};
-use crate::handshake::{HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply};
+use crate::handshake::{HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply, handshake_frame_error};
 use crate::inbound::ConnInfo;
 use crate::mailbox::{Delivery, FrameRef};
 use crate::outbox::{Ended, Outbox, count_dropped, write_loop};
@@ -455,16 +455,7 @@ async fn read_hello(
                 return Ok(hello);
             }
             Ok(None) => {}
-            Err(FrameError::TooLarge { .. }) => {
-                // A stranger's first bytes read as a huge length: report it
-                // as what it most likely is.
-                let mut magic = [0u8; 4];
-                for (d, s) in magic.iter_mut().zip(reader.buffered()) {
-                    *d = *s;
-                }
-                return Err(HandshakeError::BadMagic(magic));
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(handshake_frame_error(e, reader)),
         }
         if reader.read_from(stream).await? == 0 {
             return Err(HandshakeError::Closed);
