@@ -94,23 +94,35 @@ pub enum TaskMsg {
     Computed(JobOutput),
 }
 
-/// What a task's job computed ([`TaskMsg::Computed`]): the result and the
-/// name of the node that computed it. Built by the job; opaque elsewhere.
+/// What a task's job computed ([`TaskMsg::Computed`]): the result, the
+/// name of the node that computed it and the digest of the input it was
+/// computed from (which the completed task keeps). Built by the job;
+/// opaque elsewhere.
 ///
-/// Serialized (postcard) as the 8 result bytes and the name as a string.
+/// Serialized (postcard) as the 8 result bytes, the name as a string and
+/// the 16 bytes of the input digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOutput {
     result: ShortDigest,
     processed_by: NodeName,
+    input: InputDigest,
 }
 
 impl JobOutput {
-    /// The output `result`, computed by node `processed_by` (as a job
-    /// builds it; for tests and tools that feed a task by hand).
-    pub fn new(result: ShortDigest, processed_by: &str) -> JobOutput {
+    /// The output `result` of the task with input `payload` and
+    /// `iterations`, computed by node `processed_by` (as a job builds it;
+    /// for tests and tools that feed a task by hand). Hashes `payload`
+    /// once, on the calling thread, for the input digest.
+    pub fn new(
+        payload: &str,
+        iterations: u32,
+        result: ShortDigest,
+        processed_by: &str,
+    ) -> JobOutput {
         JobOutput {
             result,
             processed_by: NodeName::intern(processed_by),
+            input: InputDigest::of(payload, iterations),
         }
     }
 }
@@ -193,15 +205,29 @@ pub struct TaskStatus {
 /// A digest of a task's input (payload and iterations), kept instead of the
 /// payload once the task is completed so a resubmit can still be told apart
 /// from a conflict: the first 16 bytes of SHA-256 over the iteration count
-/// (4 bytes, little-endian) followed by the payload.
+/// (4 bytes, little-endian) followed by the SHA-256 of the payload.
+///
+/// Made from the payload's SHA-256, the chain's first iteration
+/// ([`work::first_digest`]), so the job that computes the task makes it on
+/// the worker pool for one more compression, however long the payload:
+/// the region never hashes a payload to complete a task. (Until protocol
+/// version 3 it hashed the payload itself, on the region's thread, at each
+/// completion.)
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct InputDigest([u8; 16]);
 
 impl InputDigest {
+    /// The digest of `payload` and `iterations` (hashes the payload: for
+    /// a resubmit, a test, or a result given as text).
     fn of(payload: &str, iterations: u32) -> InputDigest {
+        InputDigest::from_first(&work::first_digest(payload.as_bytes()), iterations)
+    }
+
+    /// The digest of a payload whose SHA-256 is `first`, and `iterations`.
+    fn from_first(first: &[u8; 32], iterations: u32) -> InputDigest {
         let mut hasher = Sha256::new();
         hasher.update(iterations.to_le_bytes());
-        hasher.update(payload.as_bytes());
+        hasher.update(first);
         let digest = hasher.finalize();
         let mut out = [0u8; 16];
         out.copy_from_slice(&digest[..16]);
@@ -337,31 +363,44 @@ impl TaskEntity {
     }
 
     /// A job's output as text ([`TaskMsg::Completed`]): complete a pending
-    /// task. Answers `Accepted`, or `NotFound` for an unknown task.
+    /// task. Answers `Accepted`, or `NotFound` for an unknown task. Unlike
+    /// [`TaskMsg::Computed`], this hashes a pending task's payload here,
+    /// for its input digest.
     fn complete(
         id: &str,
         state: &mut Option<TaskEntity>,
         result: &str,
         processed_by: &str,
     ) -> TaskReply {
-        match ShortDigest::from_hex(result) {
-            Some(result) => Self::computed(
-                id,
-                state,
-                JobOutput {
-                    result,
-                    processed_by: NodeName::intern(processed_by),
-                },
-            ),
-            None if state.is_none() => {
+        let Some(result) = ShortDigest::from_hex(result) else {
+            if state.is_none() {
                 tracing::warn!(task = %id, "result for an unknown task ignored");
-                TaskReply::NotFound
+                return TaskReply::NotFound;
             }
+            tracing::warn!(task = %id, result, "malformed result ignored");
+            return TaskReply::Accepted;
+        };
+        let input = match state {
             None => {
-                tracing::warn!(task = %id, result, "malformed result ignored");
-                TaskReply::Accepted
+                tracing::warn!(task = %id, "result for an unknown task ignored");
+                return TaskReply::NotFound;
             }
-        }
+            Some(TaskEntity {
+                phase:
+                    Phase::Pending {
+                        payload,
+                        iterations,
+                    },
+            }) => InputDigest::of(payload, iterations.get()),
+            // Completed: the first result wins.
+            Some(_) => return TaskReply::Accepted,
+        };
+        let output = JobOutput {
+            result,
+            processed_by: NodeName::intern(processed_by),
+            input,
+        };
+        Self::computed(id, state, output)
     }
 
     /// A job's output ([`TaskMsg::Computed`]): complete a pending task
@@ -372,13 +411,9 @@ impl TaskEntity {
             tracing::warn!(task = %id, "result for an unknown task ignored");
             return TaskReply::NotFound;
         };
-        if let Phase::Pending {
-            payload,
-            iterations,
-        } = &task.phase
-        {
+        if let Phase::Pending { .. } = &task.phase {
             task.phase = Phase::Completed {
-                input: InputDigest::of(payload, iterations.get()),
+                input: output.input,
                 result: output.result,
                 processed_by: output.processed_by,
             };
@@ -409,10 +444,19 @@ struct HashJob {
 }
 
 impl HashJob {
-    fn output(self, result: ShortDigest) -> TaskMsg {
+    /// Starts the job's chain: its first iteration, the one that reads the
+    /// payload, also gives the input digest.
+    fn start(&self) -> (work::Chain, InputDigest) {
+        let first = work::first_digest(self.payload.as_bytes());
+        let input = InputDigest::from_first(&first, self.iterations.get());
+        (work::Chain::from_first(first, self.iterations), input)
+    }
+
+    fn output(self, chain: &work::Chain, input: InputDigest) -> TaskMsg {
         TaskMsg::Computed(JobOutput {
-            result,
+            result: chain.result(),
             processed_by: self.node,
+            input,
         })
     }
 }
@@ -423,22 +467,23 @@ impl Lanes for HashJob {
     fn run_together(jobs: Vec<HashJob>, done: &mut dyn FnMut(usize, TaskMsg)) {
         let mut jobs = jobs.into_iter().enumerate();
         while let Some((i, a)) = jobs.next() {
-            let mut first = work::Chain::new(a.payload.as_bytes(), a.iterations);
+            let (mut first, first_input) = a.start();
             let Some((k, b)) = jobs.next() else {
                 first.run();
-                done(i, a.output(first.result()));
+                done(i, a.output(&first, first_input));
                 return;
             };
-            let mut second = work::Chain::new(b.payload.as_bytes(), b.iterations);
+            let (mut second, second_input) = b.start();
             work::Chain::run_pair(&mut first, &mut second);
             // One of them is done: give its output before finishing the other.
-            let (mut shorter, mut longer) = ((i, a, first), (k, b, second));
+            let (mut shorter, mut longer) =
+                ((i, a, first, first_input), (k, b, second, second_input));
             if shorter.2.left() > 0 {
                 std::mem::swap(&mut shorter, &mut longer);
             }
-            done(shorter.0, shorter.1.output(shorter.2.result()));
+            done(shorter.0, shorter.1.output(&shorter.2, shorter.3));
             longer.2.run();
-            done(longer.0, longer.1.output(longer.2.result()));
+            done(longer.0, longer.1.output(&longer.2, longer.3));
         }
     }
 }

@@ -64,6 +64,12 @@ pub fn compute_pair(a: (&[u8], NonZeroU32), b: (&[u8], NonZeroU32)) -> (ShortDig
     (first.result(), second.result())
 }
 
+/// The first iteration of a task's chain: the SHA-256 of `payload` (any
+/// length; the only step whose cost grows with the payload).
+pub fn first_digest(payload: &[u8]) -> [u8; 32] {
+    Sha256::digest(payload).into()
+}
+
 /// One task's hash chain on its way: the digest so far, kept as the one
 /// padded 64-byte block that hashes it, and the iterations left.
 ///
@@ -84,7 +90,14 @@ impl Chain {
     /// A chain whose first iteration (the SHA-256 of `payload`, any
     /// length) is done, with `iterations - 1` left.
     pub fn new(payload: &[u8], iterations: NonZeroU32) -> Chain {
-        let first: [u8; 32] = Sha256::digest(payload).into();
+        Chain::from_first(first_digest(payload), iterations)
+    }
+
+    /// A chain whose first iteration gave `first` (the [`first_digest`]
+    /// of the payload), with `iterations - 1` left: what [`Chain::new`]
+    /// does, for a caller that keeps the first digest (a task's input
+    /// digest is made from it).
+    pub fn from_first(first: [u8; 32], iterations: NonZeroU32) -> Chain {
         // The message, the `1` bit, zeros, then the length in bits (256 =
         // 0x100) big-endian in the last 8 bytes.
         let mut block = GenericArray::from([0u8; 64]);

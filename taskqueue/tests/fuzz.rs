@@ -958,8 +958,14 @@ fn task_msg() -> impl Strategy<Value = TaskMsg> {
             payload,
             iterations
         }),
-        (any::<[u8; 8]>(), text())
-            .prop_map(|(result, by)| TaskMsg::Computed(JobOutput::new(ShortDigest(result), &by))),
+        (text(), iterations(), any::<[u8; 8]>(), text()).prop_map(
+            |(payload, iterations, result, by)| TaskMsg::Computed(JobOutput::new(
+                &payload,
+                iterations,
+                ShortDigest(result),
+                &by
+            ))
+        ),
     ]
 }
 

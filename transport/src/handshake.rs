@@ -17,10 +17,15 @@ pub const MAGIC: [u8; 4] = *b"CSTY";
 /// has presented a valid [`Hello`] it may make this node buffer no more.
 pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 16 * 1024;
 
-/// The wire protocol version this build speaks. 2 since session 15:
-/// [`Hello`] carries the cluster's settings (`settings`), which version 1
-/// did not; the two refuse each other at the handshake (`Version`).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The wire protocol version this build speaks, for everything a node
+/// sends, the transport's frames and the messages and states of the
+/// layers above alike. 2 since session 15: [`Hello`] carries the
+/// cluster's settings (`settings`), which version 1 did not. 3 since
+/// session 17: the task queue's job output and completed task carry an
+/// input digest made from the payload's SHA-256 (`taskqueue`), which
+/// version 2 made from the payload; the transport's own frames are as in
+/// version 2. Versions refuse each other at the handshake (`Version`).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A node's identity as peers see it.
 ///

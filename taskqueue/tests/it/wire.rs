@@ -76,11 +76,15 @@ fn encodings_are_pinned() {
             "04026869f403",
         ),
         (
+            // The input digest, from Python: hashlib.sha256((500).to_bytes(4,
+            // 'little') + hashlib.sha256(b'hi').digest()).hexdigest()[:32].
             encoded(&TaskMsg::Computed(JobOutput::new(
+                "hi",
+                500,
                 ShortDigest([0x95, 0x95, 0xc9, 0xdf, 0x90, 0x07, 0x51, 0x48]),
                 "n1",
             ))),
-            "059595c9df90075148026e31",
+            "059595c9df90075148026e312ea6130e719689249bcaae779600dcf4",
         ),
         (encoded(&TaskReply::Accepted), "00"),
         (
@@ -180,10 +184,11 @@ fn encodings_are_pinned() {
         // The replicated state of a completed task: phase, input digest,
         // result bytes, node name. 28 bytes for a 2-byte node name. The
         // input digest, from Python: hashlib.sha256((2).to_bytes(4,
-        // 'little') + b'hello').hexdigest()[:32].
+        // 'little') + hashlib.sha256(b'hello').digest()).hexdigest()[:32]
+        // (protocol version 3; version 2's hashed the payload itself).
         (
             encoded(&completed_task()),
-            "01194a51769fe403120b4f7fb8c5f1cf049595c9df90075148026e31",
+            "01e7f9a715a2ac53808de94631ce1ae35f9595c9df90075148026e31",
         ),
     ];
     for (got, pinned) in cases {
@@ -211,8 +216,14 @@ fn task_msg() -> impl Strategy<Value = TaskMsg> {
             payload,
             iterations
         }),
-        (any::<[u8; 8]>(), text())
-            .prop_map(|(result, by)| TaskMsg::Computed(JobOutput::new(ShortDigest(result), &by))),
+        (text(), any::<u32>(), any::<[u8; 8]>(), text()).prop_map(
+            |(payload, iterations, result, by)| TaskMsg::Computed(JobOutput::new(
+                &payload,
+                iterations,
+                ShortDigest(result),
+                &by
+            ))
+        ),
     ]
 }
 
