@@ -593,6 +593,36 @@ mod tests {
     }
 
     #[test]
+    fn the_job_makes_the_input_digest_and_the_handler_keeps_it() {
+        let mut ctx = Context::new("n1");
+        let submit = |payload: &str| TaskMsg::Submit {
+            payload: payload.into(),
+            iterations: 3,
+        };
+        // The job's digest is the one a resubmit is checked against.
+        let mut state = None;
+        TaskEntity::handle(&mut ctx, "t", &mut state, submit("a"));
+        for job in ctx.take_jobs() {
+            TaskEntity::handle(&mut ctx, "t", &mut state, job.run());
+        }
+        match &state.as_ref().unwrap().phase {
+            Phase::Completed { input, .. } => assert_eq!(*input, InputDigest::of("a", 3)),
+            Phase::Pending { .. } => panic!("pending"),
+        }
+        // The handler does not hash the payload again: it keeps what the
+        // output says (here an output made for another payload).
+        let mut state = None;
+        TaskEntity::handle(&mut ctx, "t", &mut state, submit("a"));
+        ctx.take_jobs();
+        let output = JobOutput::new("b", 3, ShortDigest([0; 8]), "n1");
+        TaskEntity::handle(&mut ctx, "t", &mut state, TaskMsg::Computed(output));
+        let task = state.unwrap();
+        assert!(task.is_completed());
+        assert!(task.has_input("b", 3));
+        assert!(!task.has_input("a", 3));
+    }
+
+    #[test]
     fn replicas_share_the_node_name_of_completed_tasks() {
         let mut ctx = Context::new("node-share");
         let mut a = None;
