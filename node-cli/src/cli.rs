@@ -29,13 +29,15 @@ pub struct Cli {
     #[arg(long = "seed")]
     pub seeds: Vec<String>,
 
-    /// Tasks this node submits.
+    /// Tasks this node submits, at most 10,000,000. (Read as any whole
+    /// number up to 2^64 - 1, so a value past the limit gets the limit's
+    /// message, not a range of the integer type.)
     #[arg(long, default_value_t = 5)]
-    pub tasks: u32,
+    pub tasks: u64,
 
-    /// SHA-256 iterations per task.
+    /// SHA-256 iterations per task, from 1 to `[tasks] max_iterations`.
     #[arg(long, default_value_t = 500)]
-    pub iterations: u32,
+    pub iterations: u64,
 
     /// Node name, unique in the cluster. Default: the hostname with
     /// `--host auto`, else `node-<port>` (`node-<pid>` with `--port 0`).

@@ -48,9 +48,17 @@ fn main() -> ExitCode {
         eprintln!("error: configuration: {e} (the default name: set --name)");
         return ExitCode::from(2);
     }
+    let (tasks, iterations) =
+        match workload::checked_counts(cli.tasks, cli.iterations, config.tasks.max_iterations) {
+            Ok(counts) => counts,
+            Err(e) => {
+                eprintln!("error: configuration: {}", sources.annotate(e));
+                return ExitCode::from(2);
+            }
+        };
     let work = workload::Workload {
-        tasks: cli.tasks,
-        iterations: cli.iterations,
+        tasks,
+        iterations,
         nodes: cli.nodes,
         settle: Duration::from_millis(cli.settle_ms),
         join_deadline: config.cluster.membership.join_deadline(),

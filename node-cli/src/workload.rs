@@ -39,6 +39,33 @@ const JOIN_GRACE: Duration = Duration::from_secs(5);
 /// exhausting the cluster's memory.
 pub const MAX_TASKS: u32 = 10_000_000;
 
+/// `--tasks` and `--iterations` as given (any `u64`) checked against their
+/// limits, [`MAX_TASKS`] and `1..=max_iterations`, as the `u32`s the
+/// workload runs with.
+///
+/// # Errors
+/// A message naming the flag, its value and its limit.
+pub fn checked_counts(
+    tasks: u64,
+    iterations: u64,
+    max_iterations: u32,
+) -> Result<(u32, u32), String> {
+    let Some(checked_tasks) = u32::try_from(tasks).ok().filter(|t| *t <= MAX_TASKS) else {
+        return Err(format!(
+            "--tasks {tasks} is above the limit of {MAX_TASKS} per node"
+        ));
+    };
+    let Some(checked_iterations) = u32::try_from(iterations)
+        .ok()
+        .filter(|n| (1..=max_iterations).contains(n))
+    else {
+        return Err(format!(
+            "--iterations {iterations} is outside 1..=tasks.max_iterations = {max_iterations}"
+        ));
+    };
+    Ok((checked_tasks, checked_iterations))
+}
+
 impl Workload {
     /// Checks the flags against the limits the cluster would enforce later,
     /// so a bad value is a configuration error (exit 2) before joining.
@@ -51,19 +78,11 @@ impl Workload {
     /// (`doc-<id>`) longer than `max_task_id_bytes` or `max_payload_bytes`
     /// allow (every submit would be refused).
     pub fn check(&self, name: &str, tasks: &taskqueue::TasksConfig) -> Result<(), String> {
-        let max_iterations = tasks.max_iterations;
-        if self.tasks > MAX_TASKS {
-            return Err(format!(
-                "--tasks {} is above the limit of {MAX_TASKS} per node",
-                self.tasks
-            ));
-        }
-        if !(1..=max_iterations).contains(&self.iterations) {
-            return Err(format!(
-                "--iterations {} is outside 1..=tasks.max_iterations = {max_iterations}",
-                self.iterations
-            ));
-        }
+        checked_counts(
+            self.tasks.into(),
+            self.iterations.into(),
+            tasks.max_iterations,
+        )?;
         if self.nodes == Some(0) {
             return Err("--nodes must be at least 1".into());
         }

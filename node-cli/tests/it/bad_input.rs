@@ -331,7 +331,7 @@ fn a_seed_that_never_answers_fails_after_the_join_deadline() {
 #[test]
 fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 14] = [
+    let cases: [Case; 16] = [
         (&["--iterations", "0"], &[], "--iterations"),
         // A bad value under a flag that replaces it is still an error.
         (&[], &[("CASTY_CLUSTER__PORT", "abc")], "cluster.port"),
@@ -353,6 +353,17 @@ fn out_of_range_workload_and_sharding_values_are_configuration_errors() {
         ),
         (&["--iterations", "4294967295"], &[], "max_iterations"),
         (&["--tasks", "4294967295"], &[], "--tasks"),
+        // Past u32: the limits' own messages, not clap's integer range.
+        (
+            &["--iterations", "5000000000"],
+            &[],
+            "--iterations 5000000000 is outside 1..=tasks.max_iterations",
+        ),
+        (
+            &["--tasks", "5000000000"],
+            &[],
+            "--tasks 5000000000 is above the limit of 10000000",
+        ),
         (
             &[],
             &[("CASTY_DEFAULTS__SHARDING__NUM_SHARDS", "100000000")],
