@@ -143,7 +143,8 @@ pub enum HandshakeError {
     /// casty node: an HTTP client, a port scanner, random bytes).
     #[error("bad magic bytes {0:02x?} ({text:?} as text): not a casty peer", text = as_text(.0))]
     BadMagic([u8; 4]),
-    /// The peer speaks another protocol version.
+    /// The peer speaks another protocol version: its `Hello` says so,
+    /// whether or not the rest of it decodes as this version's.
     #[error("protocol version {theirs} not supported (this node speaks {ours})")]
     Version {
         /// The peer's version.

@@ -24,8 +24,15 @@ pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 16 * 1024;
 /// session 17: the task queue's job output and completed task carry an
 /// input digest made from the payload's SHA-256 (`taskqueue`), which
 /// version 2 made from the payload; the transport's own frames are as in
-/// version 2. Versions refuse each other at the handshake (`Version`).
+/// version 2. Versions refuse each other at the handshake (`Version`),
+/// for good: see [`HelloReply::Mismatch`].
 pub const PROTOCOL_VERSION: u16 = 3;
+
+/// The oldest dialer version answered [`HelloReply::Mismatch`] rather than
+/// [`HelloReply::Refused`]. `Mismatch` was appended in session 11, while
+/// version 1 was current: some version-1 builds cannot decode it, every
+/// version-2 build (session 15 on) can.
+pub const MISMATCH_SINCE_VERSION: u16 = 2;
 
 /// A node's identity as peers see it.
 ///
@@ -105,14 +112,16 @@ pub enum HelloReply {
         /// Human-readable reason.
         reason: String,
     },
-    /// The connection will be closed because the dialer's cluster name or
-    /// cluster settings are not the acceptor's: dialing again cannot
-    /// succeed until one of the
-    /// two is reconfigured, so a joining node may give up at once
+    /// The connection will be closed because the dialer's cluster name,
+    /// cluster settings or protocol version are not the acceptor's:
+    /// dialing again cannot succeed until one of the two is reconfigured
+    /// or upgraded, so a joining node may give up at once
     /// (`Transport::refused_for_good`). Appended in session 11; a dialer
-    /// from before it cannot decode it and retries as after any
-    /// malformed reply. A refusal for another protocol version stays a
-    /// [`HelloReply::Refused`], which every version decodes.
+    /// from before it cannot decode it and retries as after any malformed
+    /// reply. A refusal for another protocol version is a `Mismatch` to a
+    /// dialer of version [`MISMATCH_SINCE_VERSION`] or later, and a
+    /// [`HelloReply::Refused`] (which every version decodes) to an older
+    /// one, some of whose builds predate `Mismatch`.
     Mismatch {
         /// Human-readable reason.
         reason: String,
@@ -164,9 +173,14 @@ impl Hello {
 
     /// Decodes a handshake body. The magic is checked first so a stranger
     /// (an HTTP request, random bytes) gets `BadMagic`, not a decode error.
+    /// A body that does not decode as this version's `Hello` but starts
+    /// with our magic and another version (a version-1 `Hello` has no
+    /// `settings`) gets `Version`: any two versions refuse each other at
+    /// the version check, whatever their `Hello` looks like after it.
     ///
     /// # Errors
-    /// [`HandshakeError::BadMagic`] or [`HandshakeError::Decode`].
+    /// [`HandshakeError::BadMagic`], [`HandshakeError::Version`] or
+    /// [`HandshakeError::Decode`].
     pub fn decode(body: &[u8]) -> Result<Hello, HandshakeError> {
         if body.len() < MAGIC.len() || body[..MAGIC.len()] != MAGIC {
             let mut got = [0u8; 4];
@@ -175,7 +189,63 @@ impl Hello {
             }
             return Err(HandshakeError::BadMagic(got));
         }
-        postcard::from_bytes(body).map_err(|e| HandshakeError::Decode(e.to_string()))
+        postcard::from_bytes(body).map_err(|e| match HelloHead::version_of(body) {
+            Some(theirs) if theirs != PROTOCOL_VERSION => HandshakeError::Version {
+                theirs,
+                ours: PROTOCOL_VERSION,
+            },
+            _ => HandshakeError::Decode(e.to_string()),
+        })
+    }
+}
+
+/// The start of a [`Hello`] of any version: the fields every version
+/// begins with (postcard encodes a struct's fields in order: the magic as
+/// 4 raw bytes, then the version as a varint).
+#[derive(Deserialize)]
+struct HelloHead {
+    magic: [u8; 4],
+    version: u16,
+}
+
+impl HelloHead {
+    /// The version a handshake body announces, when it starts with our
+    /// magic and a well-formed version; what follows is not read.
+    fn version_of(body: &[u8]) -> Option<u16> {
+        let (head, _rest) = postcard::take_from_bytes::<HelloHead>(body).ok()?;
+        (head.magic == MAGIC).then_some(head.version)
+    }
+}
+
+/// Whether `reason`, a refusal an acceptor sent in a
+/// [`HelloReply::Refused`], is a refusal for another protocol version
+/// ([`HandshakeError::Version`]'s message, the same in every version).
+/// Acceptors before version 3 (session 17) refuse another version so
+/// instead of with [`HelloReply::Mismatch`]; it is for good all the same.
+pub(crate) fn is_version_refusal(reason: &str) -> bool {
+    let is_version =
+        |s: &str| !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit());
+    reason
+        .strip_prefix("protocol version ")
+        .and_then(|r| r.split_once(" not supported (this node speaks "))
+        .and_then(|(theirs, r)| Some((theirs, r.strip_suffix(')')?)))
+        .is_some_and(|(theirs, ours)| is_version(theirs) && is_version(ours))
+}
+
+/// The reply that refuses a dialer for `e`: [`HelloReply::Mismatch`] when
+/// dialing again cannot help (another cluster name, other settings,
+/// another protocol version) and the dialer can decode it, else
+/// [`HelloReply::Refused`].
+pub(crate) fn refusal_reply(e: &HandshakeError) -> HelloReply {
+    let reason = e.to_string();
+    match e {
+        HandshakeError::WrongCluster { .. } | HandshakeError::WrongSettings { .. } => {
+            HelloReply::Mismatch { reason }
+        }
+        HandshakeError::Version { theirs, .. } if *theirs >= MISMATCH_SINCE_VERSION => {
+            HelloReply::Mismatch { reason }
+        }
+        _ => HelloReply::Refused { reason },
     }
 }
 
@@ -194,5 +264,63 @@ pub(crate) fn handshake_frame_error(e: FrameError, reader: &FrameReader) -> Hand
             HandshakeError::BadMagic(magic)
         }
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_refusal_is_told_from_other_refusals_by_its_text() {
+        let version = HandshakeError::Version { theirs: 3, ours: 2 };
+        assert!(is_version_refusal(&version.to_string()));
+        assert!(is_version_refusal(
+            "protocol version 65535 not supported (this node speaks 1)"
+        ));
+        for other in [
+            "too many connections (max 1024)",
+            "undecodable handshake: Hit the end of buffer",
+            "protocol version  not supported (this node speaks 3)",
+            "protocol version 2 not supported (this node speaks 3) and more",
+            "protocol version x not supported (this node speaks 3)",
+            "",
+        ] {
+            assert!(!is_version_refusal(other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_version_is_read_from_a_body_cut_after_it() {
+        // Magic, version 300 (varint ac 02), then nothing.
+        assert_eq!(HelloHead::version_of(b"CSTY\xac\x02"), Some(300));
+        assert_eq!(HelloHead::version_of(b"CSTY\x01\xff"), Some(1));
+        // No version, a cut varint, one beyond u16, another magic.
+        assert_eq!(HelloHead::version_of(b"CSTY"), None);
+        assert_eq!(HelloHead::version_of(b"CSTY\x80"), None);
+        assert_eq!(HelloHead::version_of(b"CSTY\xff\xff\x04"), None);
+        assert_eq!(HelloHead::version_of(b"CSTX\x03"), None);
+    }
+
+    #[test]
+    fn a_version_refusal_is_a_mismatch_from_version_2_on() {
+        let reply = |theirs| {
+            refusal_reply(&HandshakeError::Version {
+                theirs,
+                ours: PROTOCOL_VERSION,
+            })
+        };
+        assert!(matches!(reply(0), HelloReply::Refused { .. }));
+        assert!(matches!(reply(1), HelloReply::Refused { .. }));
+        assert!(matches!(reply(2), HelloReply::Mismatch { .. }));
+        assert!(matches!(reply(u16::MAX), HelloReply::Mismatch { .. }));
+        let reason = match reply(2) {
+            HelloReply::Mismatch { reason } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            reason,
+            format!("protocol version 2 not supported (this node speaks {PROTOCOL_VERSION})")
+        );
     }
 }

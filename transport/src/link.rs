@@ -25,7 +25,7 @@ use crate::error::{AskError, FrameError, HandshakeError};
 use crate::frame::{FrameReader, Header, Kind, frames_in};
 use crate::handshake::{
     HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply, Lane, MAGIC, NodeId, PROTOCOL_VERSION,
-    handshake_frame_error,
+    handshake_frame_error, is_version_refusal,
 };
 use crate::listener::send_handshake_frame;
 use crate::outbox::{Ended, Loudness, Outbox, count_dropped_at, flush_deadline, write_loop};
@@ -418,7 +418,12 @@ async fn dial(
             reader.set_max_frame_bytes(inner.config.max_frame_bytes);
             Ok((rd, wr, node, reader))
         }
-        HelloReply::Refused { reason } => Err(refused(inner, peer, reason, false)),
+        // An acceptor before version 3 refuses another protocol version
+        // with `Refused`: for good all the same.
+        HelloReply::Refused { reason } => {
+            let for_good = is_version_refusal(&reason);
+            Err(refused(inner, peer, reason, for_good))
+        }
         HelloReply::Mismatch { reason } => Err(refused(inner, peer, reason, true)),
     }
 }

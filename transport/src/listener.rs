@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{FrameError, HandshakeError};
 use crate::frame::{FrameCodec, FrameReader, Header, Kind, LENGTH_PREFIX_BYTES, frames_in};
-use crate::handshake::{HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply, handshake_frame_error};
+use crate::handshake::{
+    HANDSHAKE_MAX_FRAME_BYTES, Hello, HelloReply, handshake_frame_error, refusal_reply,
+};
 use crate::inbound::ConnInfo;
 use crate::mailbox::{Delivery, FrameRef};
 use crate::outbox::{Ended, Outbox, count_dropped, write_loop};
@@ -105,16 +107,7 @@ async fn serve(
                 tracing::warn!(%addr, error = %e, "handshake refused");
             }
             if !matches!(e, HandshakeError::Closed | HandshakeError::Timeout(_)) {
-                let reason = e.to_string();
-                let reply = if matches!(
-                    e,
-                    HandshakeError::WrongCluster { .. } | HandshakeError::WrongSettings { .. }
-                ) {
-                    HelloReply::Mismatch { reason }
-                } else {
-                    HelloReply::Refused { reason }
-                };
-                refuse(&mut stream, reply).await;
+                refuse(&mut stream, refusal_reply(&e)).await;
             }
             return;
         }

@@ -107,7 +107,9 @@ impl Inner {
     /// that is news (the first refusal, or another reason than the last),
     /// so a dialer retrying against a steady refusal warns once.
     /// `for_good`: the refusal is for a setting that dialing again cannot
-    /// change (another cluster name, [`HelloReply::Mismatch`](crate::handshake::HelloReply::Mismatch)).
+    /// change (another cluster name, other settings or another protocol
+    /// version: [`HelloReply::Mismatch`](crate::handshake::HelloReply::Mismatch),
+    /// or an older acceptor's `Refused` for the version).
     pub(crate) fn note_refusal(&self, peer: &str, reason: &str, for_good: bool) -> bool {
         let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
         match refusals.get(peer) {
@@ -496,9 +498,10 @@ impl Transport {
     }
 
     /// Whether `peer` (`host:port`, as dialled) refused our last handshake
-    /// with it for a setting that dialing again cannot change: its cluster
-    /// name is not ours. A node joining through seeds that all answer so
-    /// can give up at once instead of waiting for its join deadline.
+    /// with it for something that dialing again cannot change: its cluster
+    /// name, cluster settings or protocol version is not ours. A node
+    /// joining through seeds that all answer so can give up at once
+    /// instead of waiting for its join deadline.
     pub fn refused_for_good(&self, peer: &str) -> bool {
         self.last_refusal(peer)
             .is_some_and(|(_, for_good)| for_good)

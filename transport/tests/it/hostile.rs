@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use transport::frame::{FrameCodec, Header, Kind};
 use transport::handshake::{Hello, HelloReply, MAGIC};
 use transport::{
-    AskError, Channel, Lane, LocalNode, NodeId, PROTOCOL_VERSION, Transport, TransportConfig,
+    AskError, Channel, HandshakeError, Lane, LocalNode, NodeId, PROTOCOL_VERSION, Transport,
+    TransportConfig,
 };
 
 use crate::support::{node, node_with, wait_until};
@@ -280,7 +281,8 @@ async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
         .unwrap();
     let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
     s.write_all(&frame).await.unwrap();
-    let reason = refused_reason(reply_until_eof(&mut s).await);
+    // For good, as another cluster name is: dialing again cannot help.
+    let reason = mismatch_reason(reply_until_eof(&mut s).await);
     assert!(reason.contains("protocol version"), "{reason}");
     // The right handshake is accepted.
     hello.version = PROTOCOL_VERSION;
@@ -302,6 +304,162 @@ async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
     };
     assert!(matches!(reply, HelloReply::Accepted { node } if node.name == "b"));
     assert_eq!(b.stats().handshakes_refused, 2);
+}
+
+/// A `Hello` as version 1 sent it: no `settings` at the end.
+#[derive(Serialize)]
+struct HelloV1 {
+    magic: [u8; 4],
+    version: u16,
+    cluster: String,
+    from: NodeId,
+    lane: Lane,
+}
+
+/// Sends `body` as a connection's first frame to `to`; its answer.
+async fn answer_to(to: &Transport, body: Vec<u8>) -> Option<HelloReply> {
+    let mut frame = BytesMut::new();
+    FrameCodec::new(1 << 20)
+        .encode(Bytes::from(body), &mut frame)
+        .unwrap();
+    let mut s = TcpStream::connect(to.local_addr()).await.unwrap();
+    s.write_all(&frame).await.unwrap();
+    reply_until_eof(&mut s).await
+}
+
+/// Any two versions refuse each other at the version check, whatever
+/// their `Hello` holds after the version: for good (`Mismatch`) for a
+/// dialer of version 2 or later, `Refused` for version 1, some of whose
+/// builds cannot decode `Mismatch`.
+#[tokio::test]
+async fn another_protocol_version_is_refused_at_the_version_check_whatever_follows() {
+    let b = node("b", "c").await;
+    let refusal = |theirs: u16| {
+        format!("protocol version {theirs} not supported (this node speaks {PROTOCOL_VERSION})")
+    };
+    let hello = |version: u16| Hello {
+        magic: MAGIC,
+        version,
+        cluster: "c".into(),
+        from: NodeId {
+            name: "raw".into(),
+            addr: "127.0.0.1:1".into(),
+            generation: 1,
+        },
+        lane: Lane::Control,
+        settings: b.settings().to_owned(),
+    };
+    let older = PROTOCOL_VERSION - 1;
+    assert!(older >= 2, "a version that decodes Mismatch");
+    // The previous version's Hello, laid out as ours.
+    let body = postcard::to_allocvec(&hello(older)).unwrap();
+    assert_eq!(mismatch_reason(answer_to(&b, body).await), refusal(older));
+    // A Hello of another version cut right after its version.
+    let newer = PROTOCOL_VERSION + 1;
+    let body = postcard::to_allocvec(&hello(newer)).unwrap();
+    assert_eq!(
+        mismatch_reason(answer_to(&b, body[..5].to_vec()).await),
+        refusal(newer)
+    );
+    // Version 1's Hello, without settings: the version refusal, not
+    // "undecodable handshake", as a `Refused`.
+    let h = hello(1);
+    let v1 = HelloV1 {
+        magic: h.magic,
+        version: h.version,
+        cluster: h.cluster,
+        from: h.from,
+        lane: h.lane,
+    };
+    let body = postcard::to_allocvec(&v1).unwrap();
+    assert_eq!(refused_reason(answer_to(&b, body).await), refusal(1));
+    // Our own version cut short is still undecodable.
+    let mut body = postcard::to_allocvec(&hello(PROTOCOL_VERSION)).unwrap();
+    body.truncate(body.len() - 1);
+    let reason = refused_reason(answer_to(&b, body).await);
+    assert!(reason.starts_with("undecodable handshake"), "{reason}");
+    // So is our magic without a version.
+    let reason = refused_reason(answer_to(&b, MAGIC.to_vec()).await);
+    assert!(reason.starts_with("undecodable handshake"), "{reason}");
+    assert_eq!(b.stats().handshakes_refused, 5);
+}
+
+/// A peer that reads each connection's first frame, answers `reply` and
+/// closes; its address.
+async fn answering(reply: HelloReply) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = BytesMut::new();
+            while FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_none() {
+                if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+            let mut frame = BytesMut::new();
+            FrameCodec::new(1 << 20)
+                .encode(
+                    Bytes::from(postcard::to_allocvec(&reply).unwrap()),
+                    &mut frame,
+                )
+                .unwrap();
+            let _ = s.write_all(&frame).await;
+            let _ = s.shutdown().await;
+        }
+    });
+    addr
+}
+
+/// A dialer refused for its protocol version records the refusal as for
+/// good, whether a newer acceptor says so with `Mismatch` or an acceptor
+/// before version 3 with `Refused`; other refusals are not for good.
+#[tokio::test]
+async fn a_dialer_refused_for_its_version_is_refused_for_good() {
+    let a = node("a", "c").await;
+    let ca = echo(&a);
+    let version = |ours: u16| {
+        HandshakeError::Version {
+            theirs: PROTOCOL_VERSION,
+            ours,
+        }
+        .to_string()
+    };
+    let cases = [
+        (
+            HelloReply::Mismatch {
+                reason: version(PROTOCOL_VERSION + 1),
+            },
+            true,
+        ),
+        (
+            HelloReply::Refused {
+                reason: version(PROTOCOL_VERSION - 1),
+            },
+            true,
+        ),
+        (
+            HelloReply::Refused {
+                reason: "too many connections (max 1)".into(),
+            },
+            false,
+        ),
+    ];
+    for (reply, for_good) in cases {
+        let (HelloReply::Mismatch { reason } | HelloReply::Refused { reason }) = reply.clone()
+        else {
+            unreachable!()
+        };
+        let peer = answering(reply).await;
+        match ping(&ca, &peer, 1).await.unwrap_err() {
+            AskError::Unreachable { reason: r, .. } => {
+                assert_eq!(r, format!("refused by peer: {reason}"))
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+        assert_eq!(a.refusal(&peer), Some(reason.clone()));
+        assert_eq!(a.refused_for_good(&peer), for_good, "{reason}");
+    }
 }
 
 #[tokio::test]
