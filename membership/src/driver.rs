@@ -34,11 +34,12 @@ pub enum DriverError {
     #[error("cannot register the membership channel: {0}")]
     Channel(#[from] transport::RegisterError),
     /// No seed answered before `join_deadline_ms`, or every seed refused
-    /// our handshake for good (another cluster name, or other cluster
-    /// settings) and the join was given up at once.
+    /// our handshake for good (another cluster name, other cluster
+    /// settings or another protocol version) and the join was given up
+    /// at once.
     #[error(
         "could not join through seeds {seeds:?}: {}{}{}",
-        if *for_good { "every seed refused this node's cluster name or settings" } else { "no answer within the join deadline" },
+        if *for_good { "every seed refused this node for good (cluster name, settings or protocol version)" } else { "no answer within the join deadline" },
         refused_suffix(refused),
         unreachable_suffix(unreachable)
     )]
@@ -206,7 +207,8 @@ impl MembershipHandle {
     ///
     /// # Errors
     /// [`DriverError::JoinFailed`] (no seed answered within
-    /// `join_deadline_ms`, or every seed is of another cluster),
+    /// `join_deadline_ms`, or every seed refused this node for good:
+    /// another cluster name, settings or protocol version),
     /// [`DriverError::JoinRefused`] (e.g. duplicate name),
     /// [`DriverError::Timeout`], [`DriverError::Stopped`].
     pub async fn wait_joined(&self, timeout: Duration) -> Result<(), DriverError> {
@@ -491,9 +493,9 @@ impl Driver {
 
 impl Driver {
     /// Whether this node is joining and every seed it still tries refused
-    /// our handshake for good (its cluster name or settings are not ours):
-    /// waiting for
-    /// the join deadline would only delay the same failure.
+    /// our handshake for good (its cluster name, settings or protocol
+    /// version are not ours): waiting for the join deadline would only
+    /// delay the same failure.
     fn no_seed_can_let_us_in(&self) -> bool {
         let seeds = self.swim.join_seeds();
         let transport = self.chan.transport();

@@ -233,7 +233,7 @@ fn a_node_of_another_cluster_names_the_seeds_refusal() {
         .find(|l| l.contains("ERROR") && l.contains("could not join the cluster"))
         .unwrap_or_else(|| panic!("no join error: {lines:?}"));
     assert!(
-        error.contains("every seed refused this node's cluster name or settings")
+        error.contains("every seed refused this node for good")
             && error.contains("handshake was refused")
             && error.contains("another-cluster"),
         "the error gives the seed's refusal: {error}"
