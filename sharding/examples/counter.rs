@@ -52,10 +52,14 @@ async fn node(
     seed: Option<String>,
     stop: &CancellationToken,
 ) -> anyhow::Result<(Transport, RegionHandle<Counter>)> {
+    // What every node must share goes into the handshake: a node with
+    // another shard count or replication factor is refused at once instead
+    // of routing messages where the others do not.
+    let config = RegionConfig::default();
     let transport = Transport::bind(
         LocalNode {
             cluster: "counter-example".into(),
-            settings: String::new(),
+            settings: config.cluster_settings(),
             name: name.into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),
@@ -73,7 +77,7 @@ async fn node(
     let region = Region::start::<Counter>(
         &transport,
         20,
-        RegionConfig::default(),
+        config,
         rx,
         WorkerPool::new(1, 0),
         stop.clone(),

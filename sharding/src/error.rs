@@ -47,8 +47,11 @@ pub enum RegionError {
         /// The node that dropped it.
         node: String,
     },
-    /// No member holds shards yet (empty view).
-    #[error("no member owns shard {shard} yet")]
+    /// No member holds shards in this node's view (it is empty: the node
+    /// has not joined yet, or it has left). Retriable.
+    #[error(
+        "no member owns shard {shard}: this node's view holds no member (not joined yet, or left)"
+    )]
     NoOwner {
         /// The shard.
         shard: u32,
@@ -101,6 +104,28 @@ pub enum RegionError {
         /// The configured limit.
         limit: usize,
     },
+    /// The message, encoded, is longer than a frame may be
+    /// (`[transport] max_frame_bytes`): it was not sent, on this node.
+    /// Sending it again cannot help. (Appended in protocol version 3; a
+    /// send refused so was a [`RegionError::Protocol`] naming the peer.)
+    #[error(
+        "the message is {len_bytes} bytes encoded, more than a frame may carry ({max_bytes} bytes, transport.max_frame_bytes): not sent"
+    )]
+    TooLarge {
+        /// Encoded frame length in bytes.
+        len_bytes: u64,
+        /// `[transport] max_frame_bytes`.
+        max_bytes: u64,
+    },
+    /// The region's settings are invalid or its channel is taken
+    /// ([`Region::start`](crate::Region::start)): nothing was started.
+    /// (Appended in protocol version 3; it was a
+    /// [`RegionError::Protocol`] naming this node.)
+    #[error("cannot start the region: {reason}")]
+    Config {
+        /// The setting and what is wrong with it.
+        reason: String,
+    },
 }
 
 impl RegionError {
@@ -141,6 +166,10 @@ impl From<transport::AskError> for RegionError {
             A::Send(transport::SendError::Shutdown) => RegionError::Unreachable {
                 node: String::new(),
                 reason: "link closed".into(),
+            },
+            A::Send(transport::SendError::TooLarge { len, max }) => RegionError::TooLarge {
+                len_bytes: len as u64,
+                max_bytes: max as u64,
             },
             A::Send(e) => RegionError::Protocol {
                 node: String::new(),

@@ -16,7 +16,7 @@ use crate::alloc::Allocation;
 use crate::config::{MailboxStrategy, RegionConfig};
 use crate::entity::Entity;
 use crate::error::{RegionError, Result};
-use crate::region::{Cmd, MemberMap, RegionStats, ReplyTo};
+use crate::region::{Cmd, HandOff, MemberMap, RegionStats, ReplyTo};
 use crate::shard::{ShardId, shard_id};
 use crate::wire::{MAX_BATCH_ITEMS, Wire, WireReply};
 
@@ -567,6 +567,10 @@ impl<E: Entity> RegionHandle<E> {
                         capacity,
                     },
                     transport::SendError::Shutdown => RegionError::Shutdown,
+                    transport::SendError::TooLarge { len, max } => RegionError::TooLarge {
+                        len_bytes: len as u64,
+                        max_bytes: max as u64,
+                    },
                     e => RegionError::Protocol {
                         node: owner.name.clone(),
                         reason: e.to_string(),
@@ -578,11 +582,12 @@ impl<E: Entity> RegionHandle<E> {
     /// Graceful leave: hands every shard this node owns to its owner in
     /// the allocation without this node (and to that allocation's
     /// replicas), and stops applying messages for them (they are forwarded).
-    /// Returns the number of shards handed off, or `None` at the timeout.
+    /// Returns what was handed off (shards, and copies their next holders
+    /// did not confirm), or `None` at the timeout.
     ///
     /// # Cancel safety
     /// Not cancel-safe: a dropped call still hands the shards off.
-    pub async fn hand_off_all(&self, timeout: Duration) -> Option<usize> {
+    pub async fn hand_off_all(&self, timeout: Duration) -> Option<HandOff> {
         let (tx, rx) = oneshot::channel();
         self.shared.mbox.send(Cmd::HandOffAll(tx)).await.ok()?;
         tokio::time::timeout(timeout, rx).await.ok()?.ok()

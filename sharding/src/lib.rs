@@ -31,6 +31,6 @@ pub use entity::{Context, Entity, Handled, Job, LaneJob, Lanes};
 pub use error::RegionError;
 pub use handle::{RegionHandle, Routing};
 pub use pool::WorkerPool;
-pub use region::{MemberMap, Region, RegionStats};
+pub use region::{HandOff, MemberMap, Region, RegionStats};
 pub use shard::{ShardId, shard_id, stable_hash};
 pub use view::follow_membership;

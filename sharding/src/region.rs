@@ -440,8 +440,33 @@ pub(crate) enum Cmd<E: Entity> {
     /// This node's life was declared dead: drop everything, fetch again.
     Reset,
     /// Graceful leave: hand every owned shard to its next owner (computed
-    /// without this node), answer with the number of shards handed off.
-    HandOffAll(oneshot::Sender<usize>),
+    /// without this node), answer with what was handed off.
+    HandOffAll(oneshot::Sender<HandOff>),
+}
+
+/// What a graceful leave's hand-off did ([`RegionHandle::hand_off_all`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandOff {
+    /// Shards this node owned and handed off (this call's, not the
+    /// node's whole life's).
+    pub shards: usize,
+    /// Copies of a shard to one of its next holders (owner or replica)
+    /// that the holder did not confirm while it was still a member (it
+    /// did not answer, or the copy was refused, e.g. an entity larger than
+    /// a frame). Each is logged. The shard's other holders, if any, have
+    /// it; with none, its entities that this node alone held are lost.
+    pub failed_copies: usize,
+}
+
+impl std::ops::Add for HandOff {
+    type Output = HandOff;
+
+    fn add(self, other: HandOff) -> HandOff {
+        HandOff {
+            shards: self.shards + other.shards,
+            failed_copies: self.failed_copies + other.failed_copies,
+        }
+    }
 }
 
 enum Internal<E: Entity> {
@@ -851,7 +876,7 @@ impl Region {
     /// shards) and runs entity jobs on `pool`. Stops with `shutdown`.
     ///
     /// # Errors
-    /// [`RegionError::Protocol`] when the config is invalid or the channel
+    /// [`RegionError::Config`] when the config is invalid or the channel
     /// is taken.
     pub fn start<E: Entity>(
         transport: &Transport,
@@ -861,14 +886,12 @@ impl Region {
         pool: WorkerPool,
         shutdown: CancellationToken,
     ) -> Result<RegionHandle<E>> {
-        config.validate().map_err(|reason| RegionError::Protocol {
-            node: transport.identity().name.clone(),
-            reason,
-        })?;
+        config
+            .validate()
+            .map_err(|reason| RegionError::Config { reason })?;
         let (chan, inbox) =
             Channel::<Wire<E>>::register(transport, channel, Lane::Bulk).map_err(|e| {
-                RegionError::Protocol {
-                    node: transport.identity().name.clone(),
+                RegionError::Config {
                     reason: e.to_string(),
                 }
             })?;
@@ -1690,7 +1713,7 @@ impl<E: Entity> Actor<E> {
         to: NodeId,
         attempts: u32,
         only: Option<&[String]>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
         self.sync_records(shard, to, attempts, self.shard_records(shard, only))
     }
 
@@ -1724,7 +1747,7 @@ impl<E: Entity> Actor<E> {
         to: NodeId,
         attempts: u32,
         records: Arc<Vec<Record<E>>>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
         self.sync_context().send(shard, to, attempts, records)
     }
 
@@ -1851,7 +1874,7 @@ impl<E: Entity> Actor<E> {
         }
     }
 
-    fn hand_off_all(&mut self, done: oneshot::Sender<usize>) {
+    fn hand_off_all(&mut self, done: oneshot::Sender<HandOff>) {
         self.flush_replication(true);
         let mut others = self.members.clone();
         others.remove(&self.me.name);
@@ -1906,8 +1929,15 @@ impl<E: Entity> Actor<E> {
                     )));
                 }
             }
-            futures::future::join_all(transfers).await;
-            let _ = done.send(handed);
+            let failed_copies = futures::future::join_all(transfers)
+                .await
+                .into_iter()
+                .filter(|sent| !matches!(sent, Ok(true)))
+                .count();
+            let _ = done.send(HandOff {
+                shards: handed,
+                failed_copies,
+            });
         });
     }
 
@@ -3124,7 +3154,7 @@ impl<E: Entity> SyncContext<E> {
         to: NodeId,
         attempts: u32,
         records: Arc<Vec<Record<E>>>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static + use<E> {
+    ) -> impl std::future::Future<Output = bool> + Send + 'static + use<E> {
         let budget = self.budget;
         let chan = self.chan.clone();
         let timeout = self.timeout;
@@ -3151,7 +3181,7 @@ impl<E: Entity> SyncContext<E> {
                 // not dialled again.
                 if !names_life(&view.borrow(), &to) {
                     tracing::debug!(to = %to, shard = shard.0, "shard sync not sent: the target is no longer a member");
-                    return;
+                    return true;
                 }
                 let wire = Wire::Sync {
                     shard: shard.0,
@@ -3175,10 +3205,11 @@ impl<E: Entity> SyncContext<E> {
                     } else {
                         tracing::debug!(to = %to, shard = shard.0, attempts, reason = %reason, "shard sync failed: the target is no longer a member");
                     }
-                    return;
+                    return !still_member;
                 }
             }
             record_outcome(false);
+            true
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sharding::wire::{Record, Wire, WireReply};
 use sharding::{
-    Allocation, Context, Entity, Handled, MailboxStrategy, MemberMap, Region, RegionConfig,
-    RegionError, RegionHandle, RegionStats, ShardId, WorkerPool,
+    Allocation, Context, Entity, HandOff, Handled, MailboxStrategy, MemberMap, Region,
+    RegionConfig, RegionError, RegionHandle, RegionStats, ShardId, WorkerPool,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -165,6 +165,31 @@ async fn check_all(nodes: &[&TestNode], expected: &BTreeMap<String, u64>) {
     }
 }
 
+/// A graceful leave whose next holder is down (still in the leaving
+/// node's view) says so: each shard's copy to it is counted unconfirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_counts_the_copies_a_dead_holder_did_not_confirm() {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let mut expected = BTreeMap::new();
+    let view = members(&[&a, &b, &c]);
+    set_view(&[&a, &b, &c], &view);
+    // Enough counters that every shard holds some (an empty shard sends
+    // nothing to confirm).
+    add_all(&[&a, &b, &c], 1000, 1, &mut expected).await;
+    // b stops; c's view still holds it.
+    b.stop.cancel();
+    b.transport.shutdown().await;
+    let handed = c.region.hand_off_all(T).await.unwrap();
+    // Without c, a and b hold every shard (two copies each): each shard c
+    // hands off has one copy for b, which fails, and one for a.
+    assert!(handed.shards > 0, "{handed:?}");
+    assert_eq!(handed.failed_copies, handed.shards, "{handed:?}");
+    a.stop.cancel();
+    c.stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_survive_join_graceful_leave_and_owner_crash() {
     let a = start("a").await;
@@ -186,10 +211,13 @@ async fn counters_survive_join_graceful_leave_and_owner_crash() {
 
     // c leaves gracefully: hands its shards off, then leaves the views.
     let handed = c.region.hand_off_all(T).await;
-    assert!(handed.is_some_and(|n| n > 0), "{handed:?}");
+    assert!(
+        handed.is_some_and(|h| h.shards > 0 && h.failed_copies == 0),
+        "{handed:?}"
+    );
     // A second call has nothing left to hand off (it counts this call's
     // shards, not the node's whole life's).
-    assert_eq!(c.region.hand_off_all(T).await, Some(0));
+    assert_eq!(c.region.hand_off_all(T).await, Some(HandOff::default()));
     let view = members(&[&a, &b, &d]);
     set_view(&[&a, &b, &d], &view);
     c.stop.cancel();
