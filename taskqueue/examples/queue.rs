@@ -16,10 +16,14 @@ use transport::{LocalNode, Transport, TransportConfig};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
+    // What every node of a cluster must share (shard count, replication
+    // factor) goes into the handshake, so a node configured otherwise is
+    // refused at once (as node-cli does).
+    let region = RegionConfig::default();
     let transport = Transport::bind(
         LocalNode {
             cluster: "queue-example".into(),
-            settings: String::new(),
+            settings: region.cluster_settings(),
             name: "solo".into(),
             generation: 1,
             listen: "127.0.0.1:0".into(),
@@ -35,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let (_view_tx, view) = watch::channel(MemberMap::from([(me.name.clone(), me)]));
     let queue = TaskQueue::start(
         &transport,
-        RegionConfig::default(),
+        region,
         TasksConfig::default(),
         view,
         stop.clone(),

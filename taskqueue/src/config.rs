@@ -12,6 +12,14 @@ use crate::error::{ConfigError, ValidationError};
 pub const PAYLOAD_BYTES_CEILING: u64 = 256 * 1024 * 1024;
 /// The largest `max_task_id_bytes` accepted (64 KiB).
 pub const TASK_ID_BYTES_CEILING: u64 = 64 * 1024;
+/// Bytes a frame holds besides a task's id and payload, at most: the
+/// frame's header, the region's envelope of a submit (entity id, hops,
+/// deadline) or of a pending task's copy to a replica (shard, version,
+/// stamp) and the message's own fields. A generous budget, not a
+/// measure: a submit's envelope is 15 bytes, and both paths carried tasks
+/// with a 16-byte budget (session 17; `tests/it/limits.rs` sends the
+/// largest task a frame holds).
+pub const ENVELOPE_BYTES: u64 = 4096;
 /// The largest `workers` accepted.
 pub const WORKERS_CEILING: u32 = 1024;
 
@@ -94,6 +102,36 @@ impl TasksConfig {
         in_range("ask_timeout_ms", self.ask_timeout_ms, 1, u64::MAX)?;
         in_range("result_timeout_ms", self.result_timeout_ms, 1, u64::MAX)?;
         in_range("barrier_timeout_ms", self.barrier_timeout_ms, 1, u64::MAX)?;
+        Ok(())
+    }
+
+    /// Checks that the largest task fits one frame of `max_frame_bytes`
+    /// (`[transport] max_frame_bytes`): a submit travels in one frame, and
+    /// so does a pending task's copy to its replicas and a handoff's copy
+    /// of it, so a task larger than a frame could be accepted by the
+    /// checks above and then never reach its owner or replicas.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for `max_payload_bytes` when `max_payload_bytes +
+    /// max_task_id_bytes + ENVELOPE_BYTES` is more than `max_frame_bytes`.
+    pub fn check_frame_limit(&self, max_frame_bytes: u64) -> Result<(), ConfigError> {
+        let needed = self
+            .max_payload_bytes
+            .saturating_add(self.max_task_id_bytes)
+            .saturating_add(ENVELOPE_BYTES);
+        if needed > max_frame_bytes {
+            return Err(ConfigError {
+                key: "max_payload_bytes",
+                reason: format!(
+                    "{} bytes, with tasks.max_task_id_bytes ({}) and {ENVELOPE_BYTES} bytes of envelope, is more than one frame carries (transport.max_frame_bytes = {max_frame_bytes}): a submit and a task's copies to replicas travel in one frame; lower it to {} or raise transport.max_frame_bytes",
+                    self.max_payload_bytes,
+                    self.max_task_id_bytes,
+                    max_frame_bytes
+                        .saturating_sub(self.max_task_id_bytes)
+                        .saturating_sub(ENVELOPE_BYTES)
+                ),
+            });
+        }
         Ok(())
     }
 

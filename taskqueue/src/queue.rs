@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sharding::{MemberMap, Region, RegionConfig, RegionError, RegionHandle, WorkerPool};
+use sharding::{HandOff, MemberMap, Region, RegionConfig, RegionError, RegionHandle, WorkerPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use transport::Transport;
 
 use crate::barrier::{BarrierEntity, BarrierMsg, BarrierReply};
 use crate::config::TasksConfig;
-use crate::error::{Error, ValidationError};
+use crate::error::{ConfigError, Error, ValidationError};
 use crate::report::{FinalReport, ReportEntity, ReportMsg, ReportReply};
 use crate::task::{TaskEntity, TaskMsg, TaskReply, TaskStatus};
 
@@ -35,6 +35,10 @@ pub enum QueueError {
     /// mismatch between nodes).
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// A `[tasks]` setting is invalid, or does not fit the transport's
+    /// frames ([`TaskQueue::start`]): nothing was started.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
 }
 
 /// One task for [`TaskQueue::submit_many`].
@@ -64,8 +68,10 @@ impl TaskQueue {
     /// `[tasks] workers` threads for the hashing.
     ///
     /// # Errors
-    /// [`QueueError::Region`] when a region cannot start (invalid config,
-    /// channel taken), [`QueueError::Unexpected`] for an invalid `[tasks]`.
+    /// [`QueueError::Region`] ([`RegionError::Config`]) when a region
+    /// cannot start (invalid `region`, channel taken), [`QueueError::Config`]
+    /// for an invalid `config` or one whose largest task does not fit the
+    /// transport's frames ([`TasksConfig::check_frame_limit`]).
     pub fn start(
         transport: &Transport,
         region: RegionConfig,
@@ -73,9 +79,8 @@ impl TaskQueue {
         view: watch::Receiver<MemberMap>,
         shutdown: CancellationToken,
     ) -> Result<TaskQueue, QueueError> {
-        config
-            .validate()
-            .map_err(|e| QueueError::Unexpected(e.to_string()))?;
+        config.validate()?;
+        config.check_frame_limit(transport.config().max_frame_bytes as u64)?;
         let pool = WorkerPool::new(config.worker_count().get(), 0);
         let tasks = Region::start::<TaskEntity>(
             transport,
@@ -423,14 +428,16 @@ impl TaskQueue {
     }
 
     /// Graceful leave: hands every shard of the three regions to its next
-    /// owner. Returns false if any region did not finish within `timeout`.
-    pub async fn hand_off_all(&self, timeout: Duration) -> bool {
+    /// owner. Returns what the three handed off together (shards, and
+    /// copies their next holders did not confirm), or `None` if any region
+    /// did not finish within `timeout`.
+    pub async fn hand_off_all(&self, timeout: Duration) -> Option<HandOff> {
         let (a, b, c) = tokio::join!(
             self.tasks.hand_off_all(timeout),
             self.reports.hand_off_all(timeout),
             self.barriers.hand_off_all(timeout)
         );
-        a.is_some() && b.is_some() && c.is_some()
+        Some(a? + b? + c?)
     }
 
     /// This node's life was declared dead while it ran: drop all shard

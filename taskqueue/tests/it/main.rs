@@ -7,6 +7,7 @@
 mod barrier;
 mod config;
 mod handoff;
+mod limits;
 mod report;
 mod task;
 mod task_model;
