@@ -307,6 +307,10 @@ impl Config {
         self.tasks
             .validate()
             .map_err(|e| ConfigError(e.to_string()))?;
+        // Across layers: the largest task travels in one frame.
+        self.tasks
+            .check_frame_limit(self.transport.max_frame_bytes as u64)
+            .map_err(|e| ConfigError(e.to_string()))?;
         Ok(())
     }
 
@@ -985,6 +989,28 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn a_payload_limit_larger_than_a_frame_is_refused_across_layers() {
+        // The README's range allows 256 MiB; the default frame is 8 MiB.
+        let line = error_for("[tasks]\nmax_payload_bytes = 268435456\n");
+        assert!(
+            line.starts_with("tasks.max_payload_bytes: 268435456 bytes")
+                && line.contains("transport.max_frame_bytes = 8388608")
+                && line.contains("lower it to 8384256")
+                && line.ends_with(
+                    "(tasks.max_payload_bytes from TOML source string; \
+                     tasks.max_task_id_bytes from the built-in default; \
+                     transport.max_frame_bytes from the built-in default)"
+                ),
+            "{line}"
+        );
+        // Raising the frame is the other way.
+        let fig = Figment::from(defaults()).merge(Toml::string(
+            "[tasks]\nmax_payload_bytes = 268435456\n[transport]\nmax_frame_bytes = 268500000\n",
+        ));
+        fig.extract::<Config>().unwrap().validate().unwrap();
     }
 
     #[test]

@@ -259,7 +259,16 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
                     progress.done.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    tracing::error!(task = %id, error = %e, "no result");
+                    if matches!(
+                        e,
+                        taskqueue::QueueError::Task(taskqueue::Error::Conflict { .. })
+                    ) {
+                        // Another run left it with other input (an earlier
+                        // run's --iterations, under the same node name).
+                        tracing::error!(task = %id, error = %e, "refused: the task exists with another input");
+                    } else {
+                        tracing::error!(task = %id, error = %e, "no result");
+                    }
                     failed.push(id.clone());
                     progress.failed.fetch_add(1, Ordering::Relaxed);
                 }
