@@ -3148,6 +3148,9 @@ impl<E: Entity> SyncContext<E> {
     /// whole shard at once. (Until session 15 every page of every shard
     /// was built before the first went out: a leave with 600,000 tasks per
     /// node held it 0.7 s, and the membership warned of late timers.)
+    /// Resolves to `true` when `to` acknowledged every page (or, before
+    /// or after a failed page, is no longer a member, so needs none), and
+    /// to `false` when a page failed while `to` was still a member.
     fn send(
         &self,
         shard: ShardId,
