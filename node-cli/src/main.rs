@@ -191,10 +191,16 @@ async fn run(cli: Cli, config: Config, name: String, work: workload::Workload) -
             let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
             let failed = progress.failed.load(std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
-                "signal received: leaving the cluster; {done}/{} results received, {failed} failed (no result within its timeout), the rest not waited for",
+                "signal received: leaving the cluster; {done}/{} results received, {failed} failed (refused, or no result within its timeout), the rest not waited for",
                 work.tasks
             );
-            ExitCode::SUCCESS
+            // Asked to stop, it stops: a success, unless tasks had
+            // already failed (each logged above).
+            if failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
     };
     node.leave(LEAVE_TIMEOUT).await;

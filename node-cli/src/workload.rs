@@ -349,13 +349,20 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
             tracing::error!(
                 count = failed.len(),
                 first = ?shown,
-                "tasks without a result ({} more not listed here; each is logged above)",
+                "tasks without a result: refused or timed out ({} more not listed here; each is logged above)",
                 failed.len() - shown.len()
             );
         } else {
-            tracing::error!(count = failed.len(), tasks = ?shown, "tasks without a result");
+            tracing::error!(
+                count = failed.len(),
+                tasks = ?shown,
+                "tasks without a result: refused or timed out (each is logged above)"
+            );
         }
-        bail!("{} tasks without a result", failed.len());
+        bail!(
+            "{} tasks without a result (refused or timed out)",
+            failed.len()
+        );
     }
     Ok(true)
 }

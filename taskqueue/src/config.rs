@@ -120,15 +120,21 @@ impl TasksConfig {
             .saturating_add(self.max_task_id_bytes)
             .saturating_add(ENVELOPE_BYTES);
         if needed > max_frame_bytes {
+            let fits = max_frame_bytes
+                .saturating_sub(self.max_task_id_bytes)
+                .saturating_sub(ENVELOPE_BYTES);
+            // Lowering the payload limit is a remedy only while it leaves
+            // a payload of at least a byte.
+            let remedy = if fits >= 1 {
+                format!("lower it to {fits} or raise transport.max_frame_bytes to {needed}")
+            } else {
+                format!("raise transport.max_frame_bytes to {needed}")
+            };
             return Err(ConfigError {
                 key: "max_payload_bytes",
                 reason: format!(
-                    "{} bytes, with tasks.max_task_id_bytes ({}) and {ENVELOPE_BYTES} bytes of envelope, is more than one frame carries (transport.max_frame_bytes = {max_frame_bytes}): a submit and a task's copies to replicas travel in one frame; lower it to {} or raise transport.max_frame_bytes",
-                    self.max_payload_bytes,
-                    self.max_task_id_bytes,
-                    max_frame_bytes
-                        .saturating_sub(self.max_task_id_bytes)
-                        .saturating_sub(ENVELOPE_BYTES)
+                    "{} bytes, with tasks.max_task_id_bytes ({}) and {ENVELOPE_BYTES} bytes of envelope, is more than one frame carries (transport.max_frame_bytes = {max_frame_bytes}): a submit and a task's copies to replicas travel in one frame; {remedy}",
+                    self.max_payload_bytes, self.max_task_id_bytes,
                 ),
             });
         }

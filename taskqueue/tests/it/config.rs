@@ -189,3 +189,33 @@ fn submits_breaking_a_limit_get_the_typed_error() {
         "the payload is 10 bytes long, more than the maximum of 8 (tasks.max_payload_bytes)"
     );
 }
+
+#[test]
+fn a_frame_too_small_for_any_payload_names_the_frame_size_to_raise_to() {
+    // 65,536-byte ids and their envelope fill a 65,536-byte frame: no
+    // payload limit would fit, so only raising the frame is offered.
+    let config = TasksConfig {
+        max_task_id_bytes: 65_536,
+        max_payload_bytes: 1,
+        ..TasksConfig::default()
+    };
+    let text = config.check_frame_limit(65_536).unwrap_err().to_string();
+    assert!(
+        text.ends_with("raise transport.max_frame_bytes to 69633") && !text.contains("lower it"),
+        "{text}"
+    );
+    // With room left, both remedies, each of which passes.
+    let config = TasksConfig::default();
+    let text = config.check_frame_limit(1_048_576).unwrap_err().to_string();
+    assert!(
+        text.ends_with("lower it to 1044224 or raise transport.max_frame_bytes to 1052928"),
+        "{text}"
+    );
+    TasksConfig {
+        max_payload_bytes: 1_044_224,
+        ..config.clone()
+    }
+    .check_frame_limit(1_048_576)
+    .unwrap();
+    config.check_frame_limit(1_052_928).unwrap();
+}
