@@ -62,6 +62,7 @@ mod mailbox;
 mod outbox;
 mod socket;
 mod stats;
+pub mod testing;
 mod transport;
 
 pub use channel::{Channel, Inbox, Received, RegisterError};

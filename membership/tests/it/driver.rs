@@ -184,39 +184,6 @@ async fn a_seed_of_another_cluster_fails_the_join_at_once() {
     stop.cancel();
 }
 
-/// A peer that reads each connection's first frame, answers `reply` and
-/// closes: a seed of another protocol version (the transport's constant
-/// cannot be changed in a test); its address.
-async fn answering(reply: transport::handshake::HelloReply) -> String {
-    use bytes::{Bytes, BytesMut};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_util::codec::{Decoder, Encoder};
-    use transport::frame::FrameCodec;
-
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let mut buf = BytesMut::new();
-            while FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_none() {
-                if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                    break;
-                }
-            }
-            let mut frame = BytesMut::new();
-            FrameCodec::new(1 << 20)
-                .encode(
-                    Bytes::from(postcard::to_allocvec(&reply).unwrap()),
-                    &mut frame,
-                )
-                .unwrap();
-            let _ = s.write_all(&frame).await;
-            let _ = s.shutdown().await;
-        }
-    });
-    addr
-}
-
 /// A seed of another protocol version refuses our handshake for good, as
 /// one of another cluster does: a newer seed with `Mismatch`, one before
 /// version 3 with `Refused`. The join is given up at once and the error
@@ -242,7 +209,7 @@ async fn a_seed_of_another_protocol_version_fails_the_join_at_once() {
         },
     ] {
         let stop = CancellationToken::new();
-        let seed_addr = answering(reply.clone()).await;
+        let seed_addr = transport::testing::answering(reply.clone()).await.unwrap();
         let joiner = bind("driver-test", "upgraded", 0, 1, &stop).await;
         let config = MembershipConfig::default();
         assert!(config.join_deadline() >= Duration::from_secs(30));

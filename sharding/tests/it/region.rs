@@ -156,6 +156,22 @@ async fn add_all(
     }
 }
 
+/// Nodes a, b and c sharing one view, with `ids` counters added to
+/// `rounds` times ([`add_all`]); the counts expected.
+async fn three_with_counters(
+    ids: usize,
+    rounds: usize,
+) -> (TestNode, TestNode, TestNode, BTreeMap<String, u64>) {
+    let a = start("a").await;
+    let b = start("b").await;
+    let c = start("c").await;
+    let mut expected = BTreeMap::new();
+    let view = members(&[&a, &b, &c]);
+    set_view(&[&a, &b, &c], &view);
+    add_all(&[&a, &b, &c], ids, rounds, &mut expected).await;
+    (a, b, c, expected)
+}
+
 async fn check_all(nodes: &[&TestNode], expected: &BTreeMap<String, u64>) {
     for n in nodes {
         for (id, want) in expected {
@@ -169,15 +185,9 @@ async fn check_all(nodes: &[&TestNode], expected: &BTreeMap<String, u64>) {
 /// node's view) says so: each shard's copy to it is counted unconfirmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_off_counts_the_copies_a_dead_holder_did_not_confirm() {
-    let a = start("a").await;
-    let b = start("b").await;
-    let c = start("c").await;
-    let mut expected = BTreeMap::new();
-    let view = members(&[&a, &b, &c]);
-    set_view(&[&a, &b, &c], &view);
     // Enough counters that every shard holds some (an empty shard sends
     // nothing to confirm).
-    add_all(&[&a, &b, &c], 1000, 1, &mut expected).await;
+    let (a, b, c, _) = three_with_counters(1000, 1).await;
     // b stops; c's view still holds it.
     b.stop.cancel();
     b.transport.shutdown().await;
@@ -192,13 +202,7 @@ async fn a_hand_off_counts_the_copies_a_dead_holder_did_not_confirm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_survive_join_graceful_leave_and_owner_crash() {
-    let a = start("a").await;
-    let b = start("b").await;
-    let c = start("c").await;
-    let mut expected = BTreeMap::new();
-    let view = members(&[&a, &b, &c]);
-    set_view(&[&a, &b, &c], &view);
-    add_all(&[&a, &b, &c], 100, 3, &mut expected).await;
+    let (a, b, c, mut expected) = three_with_counters(100, 3).await;
     check_all(&[&a, &b, &c], &expected).await;
 
     // A fourth node joins: shards move to it by fetch.

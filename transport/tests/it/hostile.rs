@@ -251,6 +251,22 @@ async fn other_cluster_settings_are_refused_for_good_with_both_values() {
     stop.cancel();
 }
 
+/// The `Hello` of a raw dialer "raw" of cluster "c" speaking `version`.
+fn raw_hello(version: u16, settings: &str) -> Hello {
+    Hello {
+        magic: MAGIC,
+        version,
+        cluster: "c".into(),
+        from: NodeId {
+            name: "raw".into(),
+            addr: "127.0.0.1:1".into(),
+            generation: 1,
+        },
+        lane: Lane::Control,
+        settings: settings.to_owned(),
+    }
+}
+
 #[tokio::test]
 async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
     let b = node("b", "c").await;
@@ -260,18 +276,7 @@ async fn wrong_version_and_cluster_from_a_raw_dialer_get_a_reason() {
     let reason = mismatch_reason(reply_until_eof(&mut s).await);
     assert!(reason.contains("cluster name"), "{reason}");
     // Wrong version.
-    let mut hello = Hello {
-        magic: MAGIC,
-        version: PROTOCOL_VERSION + 1,
-        cluster: "c".into(),
-        from: NodeId {
-            name: "raw".into(),
-            addr: "127.0.0.1:1".into(),
-            generation: 1,
-        },
-        lane: Lane::Control,
-        settings: b.settings().to_owned(),
-    };
+    let mut hello = raw_hello(PROTOCOL_VERSION + 1, b.settings());
     let mut frame = BytesMut::new();
     FrameCodec::new(1 << 20)
         .encode(
@@ -337,18 +342,7 @@ async fn another_protocol_version_is_refused_at_the_version_check_whatever_follo
     let refusal = |theirs: u16| {
         format!("protocol version {theirs} not supported (this node speaks {PROTOCOL_VERSION})")
     };
-    let hello = |version: u16| Hello {
-        magic: MAGIC,
-        version,
-        cluster: "c".into(),
-        from: NodeId {
-            name: "raw".into(),
-            addr: "127.0.0.1:1".into(),
-            generation: 1,
-        },
-        lane: Lane::Control,
-        settings: b.settings().to_owned(),
-    };
+    let hello = |version: u16| raw_hello(version, b.settings());
     let older = PROTOCOL_VERSION - 1;
     assert!(older >= 2, "a version that decodes Mismatch");
     // The previous version's Hello, laid out as ours.
@@ -382,33 +376,6 @@ async fn another_protocol_version_is_refused_at_the_version_check_whatever_follo
     let reason = refused_reason(answer_to(&b, MAGIC.to_vec()).await);
     assert!(reason.starts_with("undecodable handshake"), "{reason}");
     assert_eq!(b.stats().handshakes_refused, 5);
-}
-
-/// A peer that reads each connection's first frame, answers `reply` and
-/// closes; its address.
-async fn answering(reply: HelloReply) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let mut buf = BytesMut::new();
-            while FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_none() {
-                if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                    break;
-                }
-            }
-            let mut frame = BytesMut::new();
-            FrameCodec::new(1 << 20)
-                .encode(
-                    Bytes::from(postcard::to_allocvec(&reply).unwrap()),
-                    &mut frame,
-                )
-                .unwrap();
-            let _ = s.write_all(&frame).await;
-            let _ = s.shutdown().await;
-        }
-    });
-    addr
 }
 
 /// A dialer refused for its protocol version records the refusal as for
@@ -450,7 +417,7 @@ async fn a_dialer_refused_for_its_version_is_refused_for_good() {
         else {
             unreachable!()
         };
-        let peer = answering(reply).await;
+        let peer = transport::testing::answering(reply).await.unwrap();
         match ping(&ca, &peer, 1).await.unwrap_err() {
             AskError::Unreachable { reason: r, .. } => {
                 assert_eq!(r, format!("refused by peer: {reason}"))
