@@ -2,16 +2,17 @@
 //! runs on the async runtime's threads and probes keep flowing while every
 //! core is busy.
 //!
-//! A thread that takes a job of a [`Lanes`](crate::Lanes) type from the
-//! queue takes a second job of the same type with it when at least as many
-//! jobs as there are threads are still waiting behind the first (so every
-//! other thread has one to take too), and runs the two interleaved; else
-//! it runs the first alone. The decision is made when the job is taken,
-//! from what is waiting then, not when it is queued: no pair is made
-//! while fewer jobs wait than there are threads. Jobs of unequal length
-//! can still leave a thread idle at the end while another finishes a
-//! pair, as they can leave one idle while another finishes a single long
-//! job.
+//! A region hands its [`Lanes`](crate::Lanes) jobs to the pool in batches
+//! (one queue item of up to 16 jobs of one kind, `region.rs`), which the
+//! thread that takes it runs two at a time, interleaved. A thread that
+//! takes an item that wants a partner (a single job, or a batch of an odd
+//! number) takes a second item of the same kind with it when at least as
+//! many items as there are threads are still waiting behind the first (so
+//! every other thread has one to take too); else it runs the first alone.
+//! The decision is made when the item is taken, from what is waiting then,
+//! not when it is queued. Jobs of unequal length can still leave a thread
+//! idle at the end while another finishes a batch, as they can leave one
+//! idle while another finishes a single long job.
 
 use std::any::{Any, TypeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -35,6 +36,9 @@ pub(crate) enum Item {
 pub(crate) trait PoolLane: Send + 'static {
     /// Jobs of equal kinds may run together.
     fn kind(&self) -> TypeId;
+    /// Whether this item would run faster with a partner (a batch of an
+    /// even number of lane jobs pairs them up itself).
+    fn wants_partner(&self) -> bool;
     /// Runs this job, and `partner` (of the same kind) with it.
     fn run(self: Box<Self>, partner: Option<Box<dyn PoolLane>>);
     /// This job as `Any`, so a partner can take it back as its own type.
@@ -66,8 +70,10 @@ impl std::fmt::Debug for WorkerPool {
 
 impl WorkerPool {
     /// Starts `threads` workers (0 means one per available core) with a
-    /// queue of `queue` jobs beyond the running ones (0 means 64 per
-    /// thread: a region refills the queue in bursts, see `region.rs`).
+    /// queue of `queue` items beyond the running ones (0 means 64 per
+    /// thread: a region refills the queue in bursts, see `region.rs`). An
+    /// item is one job, or a region's batch of lane jobs; a region keeps
+    /// at most `queue + threads` of its jobs queued or running.
     ///
     /// # Panics
     /// When the operating system refuses to start a thread.
@@ -105,7 +111,8 @@ impl WorkerPool {
         self.threads
     }
 
-    /// Jobs that can wait beyond the running ones.
+    /// Items (jobs, or batches of lane jobs) that can wait beyond the
+    /// running ones.
     pub fn queue_capacity(&self) -> usize {
         self.queue
     }
@@ -174,7 +181,7 @@ fn run_item(
     };
     let mut held = None;
     let mut partner = None;
-    if waiting.load(Ordering::Acquire) >= threads {
+    if lane.wants_partner() && waiting.load(Ordering::Acquire) >= threads {
         // A thread waiting for a job holds the lock in `recv`: then the
         // queue is (about to be) empty, and this job goes alone.
         if let Ok(guard) = rx.try_lock() {

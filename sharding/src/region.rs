@@ -156,37 +156,50 @@ enum Backlog<M> {
         id: String,
         job: Job<M>,
     },
-    /// Made into the pool's job, which the pool's full queue refused: it
-    /// goes first when there is room.
-    Item(Item),
+    /// Made into the pool's item (of this many jobs), which the pool's
+    /// full queue refused: it goes first when there is room.
+    Item(Item, usize),
 }
 
-/// A lane job of a region on the pool: when a pool thread takes it with a
-/// partner (of the same [`Lanes`](crate::Lanes) type, from this region or
-/// another), the two run interleaved and each output goes to its own
-/// region as soon as that job is done.
+/// Lane jobs of one region on the pool, taken by one pool thread as one
+/// item: it runs them two at a time, interleaved, and gives each output
+/// to its region as soon as that job is done. A batch holds up to
+/// [`MAX_LANE_BATCH`] jobs (see [`Actor::pump_jobs`] for its size): one
+/// queue hand-over, one allocation and one count of the region's jobs for
+/// all of them, where a job apiece cost about 0.4 us per job of the pool
+/// thread's and the actor's time in cross-thread traffic
+/// (`BENCHMARKS.md`, session 18). When the pool gives it a partner (an
+/// item of the same kind), the partner's jobs join the batch.
 struct RegionLane<M> {
-    shard: ShardId,
-    id: String,
-    job: LaneJob<M>,
+    jobs: Vec<(ShardId, String, LaneJob<M>)>,
+    kind: std::any::TypeId,
     outputs: Arc<JobOutputs<M>>,
 }
 
+/// Most lane jobs in one pool item ([`RegionLane`]).
+const MAX_LANE_BATCH: usize = 16;
+
 impl<M: Send + 'static> PoolLane for RegionLane<M> {
     fn kind(&self) -> std::any::TypeId {
-        self.job.kind()
+        self.kind
+    }
+
+    fn wants_partner(&self) -> bool {
+        self.jobs.len() % 2 == 1
     }
 
     fn run(self: Box<Self>, partner: Option<Box<dyn PoolLane>>) {
-        let started = std::time::Instant::now();
         let RegionLane {
-            shard,
-            id,
-            job,
+            jobs,
+            kind: _,
             outputs,
         } = *self;
-        let mut jobs = vec![job];
-        let mut owners = vec![Some((shard, id, outputs))];
+        // Each job with the index of its region's outputs in `regions`.
+        let mut regions = vec![outputs];
+        let mut queue: Vec<(ShardId, String, LaneJob<M>, usize)> = jobs
+            .into_iter()
+            .map(|(s, id, job)| (s, id, job, 0))
+            .collect();
         if let Some(partner) = partner {
             // A kind is the job's `Lanes` type, whose `Output` is `M`: a
             // partner of the same kind is a `RegionLane<M>`.
@@ -194,23 +207,41 @@ impl<M: Send + 'static> PoolLane for RegionLane<M> {
                 .into_any()
                 .downcast::<RegionLane<M>>()
                 .expect("lane jobs of one kind have one output type");
-            jobs.push(partner.job);
-            owners.push(Some((partner.shard, partner.id, partner.outputs)));
-        }
-        let ran = catch_unwind(AssertUnwindSafe(|| {
-            LaneJob::run_together(jobs, &mut |i, msg| {
-                if let Some((shard, id, outputs)) = owners.get_mut(i).and_then(Option::take) {
-                    outputs.finish(shard, id, msg, started.elapsed() >= LONG_JOB);
-                }
-            });
-        }));
-        for (shard, id, outputs) in owners.into_iter().flatten() {
-            if ran.is_err() {
-                tracing::error!(shard = shard.0, id = %id, "a lane job panicked: its output is lost, and the entity's work restarts when its shard is next activated");
+            let partner = *partner;
+            let r = if Arc::ptr_eq(&partner.outputs, &regions[0]) {
+                0
             } else {
-                tracing::error!(shard = shard.0, id = %id, "a lane job gave no output (its Lanes::run_together skipped it); the entity's work restarts when its shard is next activated");
+                regions.push(partner.outputs);
+                1
+            };
+            queue.extend(partner.jobs.into_iter().map(|(s, id, job)| (s, id, job, r)));
+        }
+        let mut queue = queue.into_iter();
+        while let Some(first) = queue.next() {
+            let second = queue.next();
+            let started = std::time::Instant::now();
+            let mut owners = Vec::with_capacity(2);
+            let mut pair = Vec::with_capacity(2);
+            for (shard, id, job, r) in std::iter::once(first).chain(second) {
+                owners.push(Some((shard, id, r)));
+                pair.push(job);
             }
-            outputs.lost();
+            // A panic loses the outputs of this pair only.
+            let ran = catch_unwind(AssertUnwindSafe(|| {
+                LaneJob::run_together(pair, &mut |i, msg| {
+                    if let Some((shard, id, r)) = owners.get_mut(i).and_then(Option::take) {
+                        regions[r].finish(shard, id, msg, started.elapsed() >= LONG_JOB);
+                    }
+                });
+            }));
+            for (shard, id, r) in owners.into_iter().flatten() {
+                if ran.is_err() {
+                    tracing::error!(shard = shard.0, id = %id, "a lane job panicked: its output is lost, and the entity's work restarts when its shard is next activated");
+                } else {
+                    tracing::error!(shard = shard.0, id = %id, "a lane job gave no output (its Lanes::run_together skipped it); the entity's work restarts when its shard is next activated");
+                }
+                regions[r].lost();
+            }
         }
     }
 
@@ -2584,44 +2615,91 @@ impl<E: Entity> Actor<E> {
         self.backlog.push_back(Backlog::Job { shard, id, job });
     }
 
-    /// Moves jobs from the backlog to the pool until its queue is full.
+    /// Moves jobs from the backlog to the pool until its queue is full or
+    /// this region has as many jobs in flight as the queue and the threads
+    /// hold (the bound of one job an item, kept for batches of them).
+    ///
+    /// Consecutive lane jobs of one kind go as one item ([`RegionLane`]) of
+    /// up to [`MAX_LANE_BATCH`] jobs, sized so that every pool thread gets
+    /// items: a quarter of the backlog per thread at most, so a short
+    /// backlog still spreads over the threads (one job an item when it
+    /// holds fewer than four per thread).
     fn pump_jobs(&mut self) {
-        while let Some(item) = self.backlog.pop_front() {
-            let item = match item {
-                Backlog::Item(item) => item,
-                Backlog::Job { shard, id, job } => self.pool_item(shard, id, job),
+        let threads = self.pool.threads().max(1);
+        let most = self.pool.queue_capacity() + threads;
+        while self.outputs.in_flight.load(Ordering::Acquire) < most {
+            let Some(next) = self.backlog.pop_front() else {
+                break;
             };
-            self.outputs.in_flight.fetch_add(1, Ordering::AcqRel);
+            let (item, jobs) = match next {
+                Backlog::Item(item, jobs) => (item, jobs),
+                Backlog::Job {
+                    shard,
+                    id,
+                    job: Job::Lanes(job),
+                } => {
+                    let size = (self.backlog.len() / (4 * threads) + 1).min(MAX_LANE_BATCH);
+                    // Even, so the batch pairs its jobs up itself.
+                    let size = if size > 1 { size & !1 } else { size };
+                    let kind = job.kind();
+                    let mut batch = Vec::with_capacity(size);
+                    batch.push((shard, id, job));
+                    while batch.len() < size {
+                        match self.backlog.pop_front() {
+                            Some(Backlog::Job {
+                                shard,
+                                id,
+                                job: Job::Lanes(job),
+                            }) if job.kind() == kind => batch.push((shard, id, job)),
+                            Some(other) => {
+                                self.backlog.push_front(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    let jobs = batch.len();
+                    let item = Item::Lane(Box::new(RegionLane {
+                        jobs: batch,
+                        kind,
+                        outputs: Arc::clone(&self.outputs),
+                    }));
+                    (item, jobs)
+                }
+                Backlog::Job {
+                    shard,
+                    id,
+                    job: Job::Once(job),
+                } => (self.pool_once(shard, id, job), 1),
+            };
+            self.outputs.in_flight.fetch_add(jobs, Ordering::AcqRel);
             if let Err(item) = self.pool.try_spawn_item(item) {
-                self.outputs.in_flight.fetch_sub(1, Ordering::AcqRel);
-                self.backlog.push_front(Backlog::Item(item));
+                self.outputs.in_flight.fetch_sub(jobs, Ordering::AcqRel);
+                self.backlog.push_front(Backlog::Item(item, jobs));
                 break;
             }
         }
     }
 
-    /// The pool's job for `job`: it hands the output to [`JobOutputs`]
-    /// (a lane job's, also its partner's: see [`RegionLane`]).
-    fn pool_item(&self, shard: ShardId, id: String, job: Job<E::Msg>) -> Item {
+    /// The pool's job for a [`Job::Once`]: it hands the output to
+    /// [`JobOutputs`].
+    fn pool_once(
+        &self,
+        shard: ShardId,
+        id: String,
+        job: Box<dyn FnOnce() -> E::Msg + Send + 'static>,
+    ) -> Item {
         let outputs = Arc::clone(&self.outputs);
-        match job {
-            Job::Once(job) => Item::Once(Box::new(move || {
-                let started = std::time::Instant::now();
-                match catch_unwind(AssertUnwindSafe(job)) {
-                    Ok(msg) => outputs.finish(shard, id, msg, started.elapsed() >= LONG_JOB),
-                    Err(_) => {
-                        tracing::error!(shard = shard.0, id = %id, "a job panicked: its output is lost, and the entity's work restarts when its shard is next activated");
-                        outputs.lost();
-                    }
+        Item::Once(Box::new(move || {
+            let started = std::time::Instant::now();
+            match catch_unwind(AssertUnwindSafe(job)) {
+                Ok(msg) => outputs.finish(shard, id, msg, started.elapsed() >= LONG_JOB),
+                Err(_) => {
+                    tracing::error!(shard = shard.0, id = %id, "a job panicked: its output is lost, and the entity's work restarts when its shard is next activated");
+                    outputs.lost();
                 }
-            })),
-            Job::Lanes(job) => Item::Lane(Box::new(RegionLane {
-                shard,
-                id,
-                job,
-                outputs,
-            })),
-        }
+            }
+        }))
     }
 
     /// Delivers the outputs of finished jobs to their entities, in the
