@@ -10,15 +10,23 @@
 //! many items as there are threads are still waiting behind the first (so
 //! every other thread has one to take too); else it runs the first alone.
 //! The decision is made when the item is taken, from what is waiting then,
-//! not when it is queued. Jobs of unequal length can still leave a thread
-//! idle at the end while another finishes a batch, as they can leave one
-//! idle while another finishes a single long job.
+//! not when it is queued.
+//!
+//! A thread that takes a batch of more than one pair also queues a ticket
+//! for it ([`Offer`]): a thread that takes the ticket runs the batch's
+//! pairs not yet started, beside the first. So long jobs queued together
+//! in one batch do not all run on one thread while the others idle: a
+//! thread out of other work helps with the batch once it reaches the
+//! ticket. Jobs of unequal length can still leave a thread idle at the end
+//! while another finishes its last pair, as they can leave one idle while
+//! another finishes a single long job (and when the queue is full no
+//! ticket is queued: every thread has work then).
 
 use std::any::{Any, TypeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
 pub(crate) type Work = Box<dyn FnOnce() + Send + 'static>;
@@ -39,10 +47,43 @@ pub(crate) trait PoolLane: Send + 'static {
     /// Whether this item would run faster with a partner (a batch of an
     /// even number of lane jobs pairs them up itself).
     fn wants_partner(&self) -> bool;
-    /// Runs this job, and `partner` (of the same kind) with it.
-    fn run(self: Box<Self>, partner: Option<Box<dyn PoolLane>>);
+    /// Runs this job, and `partner` (of the same kind) with it; `offer`
+    /// queues a ticket other threads may take to share the work.
+    fn run(self: Box<Self>, partner: Option<Box<dyn PoolLane>>, offer: &Offer);
     /// This job as `Any`, so a partner can take it back as its own type.
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// A running lane item's way to queue a ticket for the rest of its work
+/// (see the module's doc), when the queue has room.
+pub(crate) struct Offer {
+    tx: Weak<SyncSender<Item>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Offer {
+    /// Queues `ticket` if there is room and the pool still runs; else
+    /// drops it (the item's own thread runs the work).
+    pub(crate) fn offer(&self, ticket: Box<dyn PoolLane>) {
+        if let Some(tx) = self.tx.upgrade() {
+            // A ticket refused is dropped: its work stays with its item.
+            let _ = send(&tx, &self.waiting, Item::Lane(ticket));
+        }
+    }
+}
+
+/// Queues `item` on `tx`, counted in `waiting`; gives it back when the
+/// queue is full (or the pool stopped).
+fn send(tx: &SyncSender<Item>, waiting: &AtomicUsize, item: Item) -> Result<(), Item> {
+    // Counted before it can be taken, so a taker never counts below 0.
+    waiting.fetch_add(1, Ordering::AcqRel);
+    match tx.try_send(item) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(item) | TrySendError::Disconnected(item)) => {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            Err(item)
+        }
+    }
 }
 
 /// A fixed set of worker threads fed by a bounded queue.
@@ -51,7 +92,9 @@ pub(crate) trait PoolLane: Send + 'static {
 /// dropped and the queue is empty.
 #[derive(Clone)]
 pub struct WorkerPool {
-    tx: SyncSender<Item>,
+    /// Shared with the threads' [`Offer`]s as a `Weak`, so the threads
+    /// still stop when the last clone of the pool is dropped.
+    tx: Arc<SyncSender<Item>>,
     /// Jobs in the queue, not yet taken by a thread.
     waiting: Arc<AtomicUsize>,
     threads: usize,
@@ -86,14 +129,18 @@ impl WorkerPool {
         let queue = if queue == 0 { threads * 64 } else { queue };
         let (tx, rx) = sync_channel::<Item>(queue);
         let rx = Arc::new(Mutex::new(rx));
+        let tx = Arc::new(tx);
         let waiting = Arc::new(AtomicUsize::new(0));
         let workers = (0..threads)
             .map(|i| {
                 let rx = Arc::clone(&rx);
-                let waiting = Arc::clone(&waiting);
+                let offer = Offer {
+                    tx: Arc::downgrade(&tx),
+                    waiting: Arc::clone(&waiting),
+                };
                 std::thread::Builder::new()
                     .name(format!("casty-worker-{i}"))
-                    .spawn(move || worker(&rx, &waiting, threads))
+                    .spawn(move || worker(&rx, &offer, threads))
                     .expect("the OS starts a worker thread")
             })
             .collect();
@@ -126,25 +173,26 @@ impl WorkerPool {
         self.try_spawn_item(Item::Once(Box::new(job)))
             .map_err(|item| match item {
                 Item::Once(job) => job,
-                Item::Lane(job) => Box::new(move || job.run(None)),
+                Item::Lane(job) => Box::new(move || {
+                    job.run(
+                        None,
+                        &Offer {
+                            tx: Weak::new(),
+                            waiting: Arc::new(AtomicUsize::new(0)),
+                        },
+                    )
+                }),
             })
     }
 
     /// Queues `item` if there is room; gives it back when the queue is full.
     pub(crate) fn try_spawn_item(&self, item: Item) -> Result<(), Item> {
-        // Counted before it can be taken, so a taker never counts below 0.
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        match self.tx.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(item) | TrySendError::Disconnected(item)) => {
-                self.waiting.fetch_sub(1, Ordering::AcqRel);
-                Err(item)
-            }
-        }
+        send(&self.tx, &self.waiting, item)
     }
 }
 
-fn worker(rx: &Mutex<Receiver<Item>>, waiting: &AtomicUsize, threads: usize) {
+fn worker(rx: &Mutex<Receiver<Item>>, offer: &Offer, threads: usize) {
+    let waiting = &*offer.waiting;
     loop {
         let item = {
             let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,7 +204,7 @@ fn worker(rx: &Mutex<Receiver<Item>>, waiting: &AtomicUsize, threads: usize) {
         waiting.fetch_sub(1, Ordering::AcqRel);
         let mut next = Some(item);
         while let Some(item) = next.take() {
-            next = run_item(item, rx, waiting, threads);
+            next = run_item(item, rx, offer, threads);
         }
     }
 }
@@ -164,12 +212,8 @@ fn worker(rx: &Mutex<Receiver<Item>>, waiting: &AtomicUsize, threads: usize) {
 /// Runs `item` (a lane job with a partner taken from the queue when at
 /// least `threads` jobs wait); gives back a job it took from the queue that
 /// could not be the partner, to run next.
-fn run_item(
-    item: Item,
-    rx: &Mutex<Receiver<Item>>,
-    waiting: &AtomicUsize,
-    threads: usize,
-) -> Option<Item> {
+fn run_item(item: Item, rx: &Mutex<Receiver<Item>>, offer: &Offer, threads: usize) -> Option<Item> {
+    let waiting = &*offer.waiting;
     let lane = match item {
         Item::Once(job) => {
             if catch_unwind(AssertUnwindSafe(job)).is_err() {
@@ -194,7 +238,7 @@ fn run_item(
             }
         }
     }
-    if catch_unwind(AssertUnwindSafe(move || lane.run(partner))).is_err() {
+    if catch_unwind(AssertUnwindSafe(move || lane.run(partner, offer))).is_err() {
         tracing::error!("a worker pool lane job panicked; the thread goes on");
     }
     held

@@ -40,7 +40,7 @@ use crate::entities::{EntityMap, IdHash, IdHasher, IdKey};
 use crate::entity::{Context, Entity, Handled, Job, LaneJob};
 use crate::error::{RegionError, Result};
 use crate::handle::{RegionHandle, Routing};
-use crate::pool::{Item, PoolLane, WorkerPool};
+use crate::pool::{Item, Offer, PoolLane, WorkerPool};
 use crate::shard::{ShardId, ShardMap, shard_id};
 use crate::wire::{Holding, MAX_BATCH_ITEMS, Record, Wire, WireReply, life_stamp};
 
@@ -169,7 +169,9 @@ enum Backlog<M> {
 /// all of them, where a job apiece cost about 0.4 us per job of the pool
 /// thread's and the actor's time in cross-thread traffic
 /// (`BENCHMARKS.md`, session 18). When the pool gives it a partner (an
-/// item of the same kind), the partner's jobs join the batch.
+/// item of the same kind), the partner's jobs join the batch. A batch of
+/// more than one pair queues a [`BatchTicket`] when it starts, so a
+/// thread out of other work shares its pairs.
 struct RegionLane<M> {
     jobs: Vec<(ShardId, String, LaneJob<M>)>,
     kind: std::any::TypeId,
@@ -178,6 +180,83 @@ struct RegionLane<M> {
 
 /// Most lane jobs in one pool item ([`RegionLane`]).
 const MAX_LANE_BATCH: usize = 16;
+
+/// The jobs of a [`RegionLane`] (and its partner) a pool thread is
+/// running, shared with the threads that take its [`BatchTicket`]: each
+/// takes the next pair until none is left.
+struct SharedBatch<M> {
+    /// Jobs not yet started, each with the index of its region's outputs
+    /// in `regions`.
+    jobs: std::sync::Mutex<VecDeque<BatchedJob<M>>>,
+    regions: Vec<Arc<JobOutputs<M>>>,
+}
+
+/// A lane job of a [`SharedBatch`]: its shard, entity id, job, and the
+/// index of its region's outputs in the batch's `regions`.
+type BatchedJob<M> = (ShardId, String, LaneJob<M>, usize);
+
+impl<M> SharedBatch<M> {
+    /// Runs the next pair (or last job) until no job is left; a panic
+    /// loses the outputs of its pair only.
+    fn run_pairs(&self) {
+        loop {
+            let pair: Vec<_> = {
+                let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                let n = jobs.len().min(2);
+                jobs.drain(..n).collect()
+            };
+            if pair.is_empty() {
+                return;
+            }
+            let started = std::time::Instant::now();
+            let mut owners = Vec::with_capacity(2);
+            let mut lanes = Vec::with_capacity(2);
+            for (shard, id, job, r) in pair {
+                owners.push(Some((shard, id, r)));
+                lanes.push(job);
+            }
+            let regions = &self.regions;
+            let ran = catch_unwind(AssertUnwindSafe(|| {
+                LaneJob::run_together(lanes, &mut |i, msg| {
+                    if let Some((shard, id, r)) = owners.get_mut(i).and_then(Option::take) {
+                        regions[r].finish(shard, id, msg, started.elapsed() >= LONG_JOB);
+                    }
+                });
+            }));
+            for (shard, id, r) in owners.into_iter().flatten() {
+                if ran.is_err() {
+                    tracing::error!(shard = shard.0, id = %id, "a lane job panicked: its output is lost, and the entity's work restarts when its shard is next activated");
+                } else {
+                    tracing::error!(shard = shard.0, id = %id, "a lane job gave no output (its Lanes::run_together skipped it); the entity's work restarts when its shard is next activated");
+                }
+                self.regions[r].lost();
+            }
+        }
+    }
+}
+
+/// A queue item that lets the pool thread taking it share the work of a
+/// [`SharedBatch`] another thread runs (nothing once that one is done).
+/// Its kind is its own, so it never pairs with a lane job.
+struct BatchTicket<M>(Arc<SharedBatch<M>>);
+
+impl<M: Send + 'static> PoolLane for BatchTicket<M> {
+    fn kind(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<BatchTicket<M>>()
+    }
+
+    fn wants_partner(&self) -> bool {
+        false
+    }
+
+    fn run(self: Box<Self>, _partner: Option<Box<dyn PoolLane>>, _offer: &Offer) {
+        self.0.run_pairs();
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
 
 impl<M: Send + 'static> PoolLane for RegionLane<M> {
     fn kind(&self) -> std::any::TypeId {
@@ -188,7 +267,7 @@ impl<M: Send + 'static> PoolLane for RegionLane<M> {
         self.jobs.len() % 2 == 1
     }
 
-    fn run(self: Box<Self>, partner: Option<Box<dyn PoolLane>>) {
+    fn run(self: Box<Self>, partner: Option<Box<dyn PoolLane>>, offer: &Offer) {
         let RegionLane {
             jobs,
             kind: _,
@@ -196,7 +275,7 @@ impl<M: Send + 'static> PoolLane for RegionLane<M> {
         } = *self;
         // Each job with the index of its region's outputs in `regions`.
         let mut regions = vec![outputs];
-        let mut queue: Vec<(ShardId, String, LaneJob<M>, usize)> = jobs
+        let mut queue: VecDeque<BatchedJob<M>> = jobs
             .into_iter()
             .map(|(s, id, job)| (s, id, job, 0))
             .collect();
@@ -216,33 +295,18 @@ impl<M: Send + 'static> PoolLane for RegionLane<M> {
             };
             queue.extend(partner.jobs.into_iter().map(|(s, id, job)| (s, id, job, r)));
         }
-        let mut queue = queue.into_iter();
-        while let Some(first) = queue.next() {
-            let second = queue.next();
-            let started = std::time::Instant::now();
-            let mut owners = Vec::with_capacity(2);
-            let mut pair = Vec::with_capacity(2);
-            for (shard, id, job, r) in std::iter::once(first).chain(second) {
-                owners.push(Some((shard, id, r)));
-                pair.push(job);
-            }
-            // A panic loses the outputs of this pair only.
-            let ran = catch_unwind(AssertUnwindSafe(|| {
-                LaneJob::run_together(pair, &mut |i, msg| {
-                    if let Some((shard, id, r)) = owners.get_mut(i).and_then(Option::take) {
-                        regions[r].finish(shard, id, msg, started.elapsed() >= LONG_JOB);
-                    }
-                });
-            }));
-            for (shard, id, r) in owners.into_iter().flatten() {
-                if ran.is_err() {
-                    tracing::error!(shard = shard.0, id = %id, "a lane job panicked: its output is lost, and the entity's work restarts when its shard is next activated");
-                } else {
-                    tracing::error!(shard = shard.0, id = %id, "a lane job gave no output (its Lanes::run_together skipped it); the entity's work restarts when its shard is next activated");
-                }
-                regions[r].lost();
-            }
+        let more_than_a_pair = queue.len() > 2;
+        let batch = Arc::new(SharedBatch {
+            jobs: std::sync::Mutex::new(queue),
+            regions,
+        });
+        if more_than_a_pair {
+            // Another thread out of work takes the pairs not yet started
+            // (long jobs queued together would otherwise run here one
+            // pair after another while that thread idles).
+            offer.offer(Box::new(BatchTicket(Arc::clone(&batch))));
         }
+        batch.run_pairs();
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {

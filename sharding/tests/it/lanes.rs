@@ -305,3 +305,127 @@ async fn a_panic_in_a_batch_of_lane_jobs_loses_only_its_pair() {
     );
     stop.cancel();
 }
+
+/// The pool threads that ran each group of [`Spread`] jobs, with the
+/// group's inputs.
+static SPREAD_GROUPS: Mutex<Vec<(String, Vec<u64>)>> = Mutex::new(Vec::new());
+
+/// A job of [`LONG`] from input [`LONG_FROM`] up (2 ms below) that notes
+/// the thread that ran it.
+struct Spread(u64);
+
+impl Lanes for Spread {
+    type Output = SquareMsg;
+
+    fn run_together(jobs: Vec<Spread>, done: &mut dyn FnMut(usize, SquareMsg)) {
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        SPREAD_GROUPS
+            .lock()
+            .unwrap()
+            .push((thread, jobs.iter().map(|j| j.0).collect()));
+        let long = jobs.iter().any(|j| j.0 >= LONG_FROM);
+        std::thread::sleep(if long { LONG } else { Duration::from_millis(2) });
+        for (i, Spread(n)) in jobs.into_iter().enumerate() {
+            done(i, SquareMsg::Done(n.wrapping_mul(n)));
+        }
+    }
+}
+
+/// [`Square`] with its job [`Spread`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SpreadSquare(Option<u64>);
+
+impl Entity for SpreadSquare {
+    type Msg = SquareMsg;
+    type Reply = u64;
+    const TYPE_NAME: &'static str = "spread-square";
+
+    fn handle(
+        ctx: &mut Context<SquareMsg>,
+        _: &str,
+        state: &mut Option<Self>,
+        msg: SquareMsg,
+    ) -> Handled<u64> {
+        match msg {
+            SquareMsg::Start(n) => {
+                if state.is_none() {
+                    *state = Some(SpreadSquare(None));
+                    ctx.run_lanes(Spread(n));
+                }
+                Handled::Reply(0)
+            }
+            SquareMsg::Done(v) => {
+                *state = Some(SpreadSquare(Some(v)));
+                Handled::Reply(v)
+            }
+            SquareMsg::Get => match state {
+                Some(SpreadSquare(Some(v))) => Handled::Reply(*v),
+                _ => Handled::Wait,
+            },
+        }
+    }
+
+    fn reads_only(msg: &SquareMsg) -> bool {
+        matches!(msg, SquareMsg::Get)
+    }
+
+    fn may_wait(msg: &SquareMsg) -> bool {
+        matches!(msg, SquareMsg::Get)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_jobs_batched_together_still_spread_over_the_threads() {
+    let stop = CancellationToken::new();
+    let transport = crate::bind("spread", TransportConfig::default(), &stop).await;
+    let (view, rx) = watch::channel(MemberMap::new());
+    let region = Region::start::<SpreadSquare>(
+        &transport,
+        10,
+        RegionConfig::default(),
+        rx,
+        WorkerPool::new(2, 0),
+        stop.clone(),
+    )
+    .unwrap();
+    let identity = transport.identity().clone();
+    view.send_replace(MemberMap::from([(identity.name.clone(), identity)]));
+
+    // Four long jobs ahead of 60 short ones: the backlog is deep, so the
+    // four go to the pool as one batch. Two threads: each should run one
+    // pair of long jobs (one thread running both pairs, one after the
+    // other, takes twice as long while the other idles).
+    let inputs: Vec<u64> = (0..4).map(|k| LONG_FROM + k).chain(0..60).collect();
+    let starts = inputs
+        .iter()
+        .map(|&n| (format!("s-{n}"), SquareMsg::Start(n)))
+        .collect();
+    for answer in region.ask_batch(starts, T).await {
+        answer.unwrap();
+    }
+    let gets = inputs
+        .iter()
+        .map(|&n| (format!("s-{n}"), SquareMsg::Get))
+        .collect();
+    for (answer, n) in region.ask_batch(gets, T).await.into_iter().zip(&inputs) {
+        assert_eq!(answer.unwrap(), n.wrapping_mul(*n), "s-{n}");
+    }
+    let groups = SPREAD_GROUPS.lock().unwrap().clone();
+    let long_threads: std::collections::BTreeSet<&str> = groups
+        .iter()
+        .filter(|(_, g)| g.iter().any(|&n| n >= LONG_FROM))
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(
+        long_threads.len(),
+        2,
+        "the long jobs ran on one thread while the other idled: {groups:?}"
+    );
+    let ran: usize = groups.iter().map(|(_, g)| g.len()).sum();
+    assert_eq!(
+        ran,
+        inputs.len(),
+        "a job ran twice or not at all: {groups:?}"
+    );
+    stop.cancel();
+}
