@@ -8,6 +8,7 @@ mod barrier;
 mod config;
 mod handoff;
 mod limits;
+mod mix;
 mod report;
 mod task;
 mod task_model;

@@ -16,7 +16,7 @@ struct Node {
     stop: CancellationToken,
 }
 
-fn member_map(members: &MembershipHandle) -> watch::Receiver<MemberMap> {
+pub(crate) fn member_map(members: &MembershipHandle) -> watch::Receiver<MemberMap> {
     let mut view = members.watch_view();
     let to_map = |v: &membership::View| -> MemberMap {
         v.active()
