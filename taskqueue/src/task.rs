@@ -372,28 +372,21 @@ impl TaskEntity {
         result: &str,
         processed_by: &str,
     ) -> TaskReply {
+        let Some(task) = state.as_ref() else {
+            tracing::warn!(task = %id, "result for an unknown task ignored");
+            return TaskReply::NotFound;
+        };
         let Some(result) = ShortDigest::from_hex(result) else {
-            if state.is_none() {
-                tracing::warn!(task = %id, "result for an unknown task ignored");
-                return TaskReply::NotFound;
-            }
             tracing::warn!(task = %id, result, "malformed result ignored");
             return TaskReply::Accepted;
         };
-        let input = match state {
-            None => {
-                tracing::warn!(task = %id, "result for an unknown task ignored");
-                return TaskReply::NotFound;
-            }
-            Some(TaskEntity {
-                phase:
-                    Phase::Pending {
-                        payload,
-                        iterations,
-                    },
-            }) => InputDigest::of(payload, iterations.get()),
+        let input = match &task.phase {
+            Phase::Pending {
+                payload,
+                iterations,
+            } => InputDigest::of(payload, iterations.get()),
             // Completed: the first result wins.
-            Some(_) => return TaskReply::Accepted,
+            Phase::Completed { .. } => return TaskReply::Accepted,
         };
         let output = JobOutput {
             result,
