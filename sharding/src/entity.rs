@@ -163,10 +163,12 @@ impl<M> std::fmt::Debug for Job<M> {
 /// step, fills that wait. (`taskqueue`'s task hash is one: its README gives
 /// the measured gain. In an unoptimized build the gain may be none.)
 ///
-/// A pool thread that takes a job of a `Lanes` type takes a second job of
-/// the same type with it when at least as many jobs as the pool has
-/// threads still wait behind the first, so every other thread has one to
-/// take as well; else it runs the first alone. See [`Context::run_lanes`].
+/// A region hands its `Lanes` jobs to the pool in batches of consecutive
+/// jobs of one type (up to 16, fewer when few wait: a quarter of its
+/// backlog per pool thread at most), which the thread that takes one runs
+/// two at a time; a single job is paired with another waiting one when at
+/// least as many wait as the pool has threads, so every other thread has
+/// one to take as well, else it runs alone. See [`Context::run_lanes`].
 pub trait Lanes: Send + Sized + 'static {
     /// What a job gives: delivered to its entity as a message.
     type Output;
@@ -295,7 +297,7 @@ impl<M> Context<M> {
 
     /// Runs `job` on the region's worker pool as [`Context::run_blocking`]
     /// does, but a pool thread may run it together with another job of the
-    /// same [`Lanes`] type (when more jobs than threads wait), which gives
+    /// same [`Lanes`] type (see [`Lanes`] for when), which gives
     /// more jobs per second on each core for latency-bound work. Its output
     /// is handed to the region as soon as it is done, not when its
     /// partner is, and then delivered to this entity as a message, batched
