@@ -166,9 +166,11 @@ impl<M> std::fmt::Debug for Job<M> {
 /// A region hands its `Lanes` jobs to the pool in batches of consecutive
 /// jobs of one type (up to 16, fewer when few wait: a quarter of its
 /// backlog per pool thread at most), which the thread that takes one runs
-/// two at a time; a single job is paired with another waiting one when at
-/// least as many wait as the pool has threads, so every other thread has
-/// one to take as well, else it runs alone. See [`Context::run_lanes`].
+/// two at a time, shared with a thread out of other work (the batch queues
+/// a ticket for its pairs not yet started); a single job is paired with
+/// another waiting one when at least as many wait as the pool has
+/// threads, so every other thread has one to take as well, else it runs
+/// alone. See [`Context::run_lanes`].
 pub trait Lanes: Send + Sized + 'static {
     /// What a job gives: delivered to its entity as a message.
     type Output;
