@@ -13,7 +13,7 @@
 //! not when it is queued.
 //!
 //! A thread that takes a batch of more than one pair also queues a ticket
-//! for it ([`Offer`]): a thread that takes the ticket runs the batch's
+//! for it (`Offer`): a thread that takes the ticket runs the batch's
 //! pairs not yet started, beside the first. So long jobs queued together
 //! in one batch do not all run on one thread while the others idle: a
 //! thread out of other work helps with the batch once it reaches the
