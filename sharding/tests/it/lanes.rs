@@ -2,6 +2,7 @@
 //! thread when more jobs wait than there are threads, one at a time when
 //! fewer do, and every job's output reaches its entity.
 
+use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,10 +25,24 @@ static GROUPS: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
 const LONG_FROM: u64 = 1_000_000;
 const LONG: Duration = Duration::from_millis(150);
 
-/// A square computed on the pool: `Start(n)` queues the job, its output
-/// `Done(n * n)` is stored, `Get` waits for it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Square(Option<u64>);
+/// A square computed on the pool by a job of type `J`: `Start(n)` queues
+/// the job, its output `Done(n * n)` is stored, `Get` waits for it.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+struct Square<J>(Option<u64>, #[serde(skip)] PhantomData<fn() -> J>);
+
+impl<J> Clone for Square<J> {
+    fn clone(&self) -> Self {
+        Square(self.0, PhantomData)
+    }
+}
+
+/// A job type of [`Square`]: made from the number to square, and naming
+/// its entity type.
+trait SquareLanes: Lanes<Output = SquareMsg> {
+    const TYPE_NAME: &'static str;
+    fn new(n: u64) -> Self;
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum SquareMsg {
@@ -57,10 +72,17 @@ impl Lanes for SquareJob {
     }
 }
 
-impl Entity for Square {
+impl SquareLanes for SquareJob {
+    const TYPE_NAME: &'static str = "square";
+    fn new(n: u64) -> Self {
+        SquareJob(n)
+    }
+}
+
+impl<J: SquareLanes> Entity for Square<J> {
     type Msg = SquareMsg;
     type Reply = u64;
-    const TYPE_NAME: &'static str = "square";
+    const TYPE_NAME: &'static str = J::TYPE_NAME;
 
     fn handle(
         ctx: &mut Context<SquareMsg>,
@@ -71,17 +93,17 @@ impl Entity for Square {
         match msg {
             SquareMsg::Start(n) => {
                 if state.is_none() {
-                    *state = Some(Square(None));
-                    ctx.run_lanes(SquareJob(n));
+                    *state = Some(Square(None, PhantomData));
+                    ctx.run_lanes(J::new(n));
                 }
                 Handled::Reply(0)
             }
             SquareMsg::Done(v) => {
-                *state = Some(Square(Some(v)));
+                *state = Some(Square(Some(v), PhantomData));
                 Handled::Reply(v)
             }
             SquareMsg::Get => match state {
-                Some(Square(Some(v))) => Handled::Reply(*v),
+                Some(Square(Some(v), _)) => Handled::Reply(*v),
                 _ => Handled::Wait,
             },
         }
@@ -96,18 +118,19 @@ impl Entity for Square {
     }
 }
 
-/// One node alone (no replicas), its region's pool of `threads` threads.
-async fn alone(
+/// One node alone (no replicas) with a region of [`Square`]s of job `J`,
+/// its pool of `threads` threads.
+async fn alone<J: SquareLanes>(
     threads: usize,
 ) -> (
-    RegionHandle<Square>,
+    RegionHandle<Square<J>>,
     watch::Sender<MemberMap>,
     CancellationToken,
 ) {
     let stop = CancellationToken::new();
-    let transport = crate::bind("lanes", TransportConfig::default(), &stop).await;
+    let transport = crate::bind(J::TYPE_NAME, TransportConfig::default(), &stop).await;
     let (view, rx) = watch::channel(MemberMap::new());
-    let region = Region::start::<Square>(
+    let region = Region::start::<Square<J>>(
         &transport,
         10,
         RegionConfig::default(),
@@ -123,9 +146,28 @@ async fn alone(
 
 const T: Duration = Duration::from_secs(20);
 
+/// Starts a square of each of `inputs` (ids `<tag>-<n>`, in one batch)
+/// and checks each one's result.
+async fn squares<J: SquareLanes>(region: &RegionHandle<Square<J>>, tag: &str, inputs: &[u64]) {
+    let starts = inputs
+        .iter()
+        .map(|&n| (format!("{tag}-{n}"), SquareMsg::Start(n)))
+        .collect();
+    for answer in region.ask_batch(starts, T).await {
+        answer.unwrap();
+    }
+    let gets = inputs
+        .iter()
+        .map(|&n| (format!("{tag}-{n}"), SquareMsg::Get))
+        .collect();
+    for (answer, n) in region.ask_batch(gets, T).await.into_iter().zip(inputs) {
+        assert_eq!(answer.unwrap(), n.wrapping_mul(*n), "{tag}-{n}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lane_jobs_pair_up_only_when_every_thread_has_work() {
-    let (region, _view, stop) = alone(2).await;
+    let (region, _view, stop) = alone::<SquareJob>(2).await;
 
     // Two jobs at a time on two threads: never paired (a pair would leave
     // a thread idle).
@@ -179,20 +221,7 @@ async fn lane_jobs_pair_up_only_when_every_thread_has_work() {
     for round in 0..3u64 {
         GROUPS.lock().unwrap().clear();
         let inputs = [round, round + 10, LONG_FROM + round, LONG_FROM + 10 + round];
-        let starts = inputs
-            .iter()
-            .map(|&n| (format!("mixed-{n}"), SquareMsg::Start(n)))
-            .collect();
-        for answer in region.ask_batch(starts, T).await {
-            answer.unwrap();
-        }
-        let gets = inputs
-            .iter()
-            .map(|&n| (format!("mixed-{n}"), SquareMsg::Get))
-            .collect();
-        for (answer, n) in region.ask_batch(gets, T).await.into_iter().zip(inputs) {
-            assert_eq!(answer.unwrap(), n.wrapping_mul(n));
-        }
+        squares(&region, "mixed", &inputs).await;
         let groups = GROUPS.lock().unwrap().clone();
         assert!(
             groups
@@ -219,65 +248,16 @@ impl Lanes for Fragile {
     }
 }
 
-/// [`Square`] with its job [`Fragile`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct FragileSquare(Option<u64>);
-
-impl Entity for FragileSquare {
-    type Msg = SquareMsg;
-    type Reply = u64;
+impl SquareLanes for Fragile {
     const TYPE_NAME: &'static str = "fragile-square";
-
-    fn handle(
-        ctx: &mut Context<SquareMsg>,
-        _: &str,
-        state: &mut Option<Self>,
-        msg: SquareMsg,
-    ) -> Handled<u64> {
-        match msg {
-            SquareMsg::Start(n) => {
-                if state.is_none() {
-                    *state = Some(FragileSquare(None));
-                    ctx.run_lanes(Fragile(n));
-                }
-                Handled::Reply(0)
-            }
-            SquareMsg::Done(v) => {
-                *state = Some(FragileSquare(Some(v)));
-                Handled::Reply(v)
-            }
-            SquareMsg::Get => match state {
-                Some(FragileSquare(Some(v))) => Handled::Reply(*v),
-                _ => Handled::Wait,
-            },
-        }
-    }
-
-    fn reads_only(msg: &SquareMsg) -> bool {
-        matches!(msg, SquareMsg::Get)
-    }
-
-    fn may_wait(msg: &SquareMsg) -> bool {
-        matches!(msg, SquareMsg::Get)
+    fn new(n: u64) -> Self {
+        Fragile(n)
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_a_batch_of_lane_jobs_loses_only_its_pair() {
-    let stop = CancellationToken::new();
-    let transport = crate::bind("fragile", TransportConfig::default(), &stop).await;
-    let (view, rx) = watch::channel(MemberMap::new());
-    let region = Region::start::<FragileSquare>(
-        &transport,
-        10,
-        RegionConfig::default(),
-        rx,
-        WorkerPool::new(1, 0),
-        stop.clone(),
-    )
-    .unwrap();
-    let identity = transport.identity().clone();
-    view.send_replace(MemberMap::from([(identity.name.clone(), identity)]));
+    let (region, _view, stop) = alone::<Fragile>(1).await;
 
     // 64 jobs at once on one thread: they go in batches of several pairs.
     let starts: Vec<(String, SquareMsg)> = (0..64u64)
@@ -331,85 +311,23 @@ impl Lanes for Spread {
     }
 }
 
-/// [`Square`] with its job [`Spread`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SpreadSquare(Option<u64>);
-
-impl Entity for SpreadSquare {
-    type Msg = SquareMsg;
-    type Reply = u64;
+impl SquareLanes for Spread {
     const TYPE_NAME: &'static str = "spread-square";
-
-    fn handle(
-        ctx: &mut Context<SquareMsg>,
-        _: &str,
-        state: &mut Option<Self>,
-        msg: SquareMsg,
-    ) -> Handled<u64> {
-        match msg {
-            SquareMsg::Start(n) => {
-                if state.is_none() {
-                    *state = Some(SpreadSquare(None));
-                    ctx.run_lanes(Spread(n));
-                }
-                Handled::Reply(0)
-            }
-            SquareMsg::Done(v) => {
-                *state = Some(SpreadSquare(Some(v)));
-                Handled::Reply(v)
-            }
-            SquareMsg::Get => match state {
-                Some(SpreadSquare(Some(v))) => Handled::Reply(*v),
-                _ => Handled::Wait,
-            },
-        }
-    }
-
-    fn reads_only(msg: &SquareMsg) -> bool {
-        matches!(msg, SquareMsg::Get)
-    }
-
-    fn may_wait(msg: &SquareMsg) -> bool {
-        matches!(msg, SquareMsg::Get)
+    fn new(n: u64) -> Self {
+        Spread(n)
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_jobs_batched_together_still_spread_over_the_threads() {
-    let stop = CancellationToken::new();
-    let transport = crate::bind("spread", TransportConfig::default(), &stop).await;
-    let (view, rx) = watch::channel(MemberMap::new());
-    let region = Region::start::<SpreadSquare>(
-        &transport,
-        10,
-        RegionConfig::default(),
-        rx,
-        WorkerPool::new(2, 0),
-        stop.clone(),
-    )
-    .unwrap();
-    let identity = transport.identity().clone();
-    view.send_replace(MemberMap::from([(identity.name.clone(), identity)]));
+    let (region, _view, stop) = alone::<Spread>(2).await;
 
     // Four long jobs ahead of 60 short ones: the backlog is deep, so the
     // four go to the pool as one batch. Two threads: each should run one
     // pair of long jobs (one thread running both pairs, one after the
     // other, takes twice as long while the other idles).
     let inputs: Vec<u64> = (0..4).map(|k| LONG_FROM + k).chain(0..60).collect();
-    let starts = inputs
-        .iter()
-        .map(|&n| (format!("s-{n}"), SquareMsg::Start(n)))
-        .collect();
-    for answer in region.ask_batch(starts, T).await {
-        answer.unwrap();
-    }
-    let gets = inputs
-        .iter()
-        .map(|&n| (format!("s-{n}"), SquareMsg::Get))
-        .collect();
-    for (answer, n) in region.ask_batch(gets, T).await.into_iter().zip(&inputs) {
-        assert_eq!(answer.unwrap(), n.wrapping_mul(*n), "s-{n}");
-    }
+    squares(&region, "s", &inputs).await;
     let groups = SPREAD_GROUPS.lock().unwrap().clone();
     let long_threads: std::collections::BTreeSet<&str> = groups
         .iter()

@@ -5,46 +5,13 @@
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use membership::MembershipConfig;
-use sharding::RegionConfig;
-use taskqueue::{NewTask, TaskQueue, TaskState, TasksConfig, work};
+use taskqueue::{NewTask, TaskQueue, TaskState, work};
 use tokio_util::sync::CancellationToken;
-use transport::{LocalNode, Transport, TransportConfig};
 
 /// One node alone, hashing on `workers` threads.
 async fn alone(name: &str, workers: u32) -> (TaskQueue, CancellationToken) {
-    let stop = CancellationToken::new();
-    let transport = Transport::bind(
-        LocalNode {
-            cluster: "mix-test".into(),
-            settings: String::new(),
-            name: name.into(),
-            generation: 1,
-            listen: "127.0.0.1:0".into(),
-            advertise_host: "127.0.0.1".into(),
-        },
-        TransportConfig::default(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    let seeds = vec![transport.identity().addr.clone()];
-    let members =
-        membership::start(&transport, MembershipConfig::default(), seeds, stop.clone()).unwrap();
-    members.wait_joined(Duration::from_secs(10)).await.unwrap();
-    let config = TasksConfig {
-        workers,
-        ..TasksConfig::default()
-    };
-    let queue = TaskQueue::start(
-        &transport,
-        RegionConfig::default(),
-        config,
-        crate::queue::member_map(&members),
-        stop.clone(),
-    )
-    .unwrap();
-    (queue, stop)
+    let node = crate::queue::node(name, None, workers).await;
+    (node.queue, node.stop)
 }
 
 /// Submits `iterations` (one task each, in this order, in one batch) and

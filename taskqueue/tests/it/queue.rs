@@ -10,13 +10,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use transport::{LocalNode, NodeId, Transport, TransportConfig};
 
-struct Node {
-    queue: TaskQueue,
+pub(crate) struct Node {
+    pub(crate) queue: TaskQueue,
     members: MembershipHandle,
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
 }
 
-pub(crate) fn member_map(members: &MembershipHandle) -> watch::Receiver<MemberMap> {
+fn member_map(members: &MembershipHandle) -> watch::Receiver<MemberMap> {
     let mut view = members.watch_view();
     let to_map = |v: &membership::View| -> MemberMap {
         v.active()
@@ -41,7 +41,9 @@ pub(crate) fn member_map(members: &MembershipHandle) -> watch::Receiver<MemberMa
     rx
 }
 
-async fn node(name: &str, seed: Option<String>, workers: u32) -> Node {
+/// A node on loopback with real membership: the first of a cluster
+/// without `seed`, hashing on `workers` threads.
+pub(crate) async fn node(name: &str, seed: Option<String>, workers: u32) -> Node {
     let stop = CancellationToken::new();
     let transport = Transport::bind(
         LocalNode {
