@@ -191,6 +191,9 @@ impl WorkerPool {
     }
 }
 
+// Never inlined: profiles (scripts/instructions.sh) count the pool's
+// threads by this function's inclusive total.
+#[inline(never)]
 fn worker(rx: &Mutex<Receiver<Item>>, offer: &Offer, threads: usize) {
     let waiting = &*offer.waiting;
     loop {
