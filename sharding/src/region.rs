@@ -709,12 +709,20 @@ struct ShardData<E: Entity> {
     /// dropped once every replica confirmed it (on the owner) and it is
     /// older than `[sharding] retire_after_ms` ([`ShardData::expire_tombstones`]).
     removed: EntityMap<Instant>,
-    /// The highest version of an entry this node dropped while a copy of
-    /// it may live elsewhere: an unconfirmed creation a reset removed, an
-    /// expired tombstone. An id created here without an entry starts
-    /// above it, so no version number is issued twice for one id and a
-    /// replica still holding such a tombstone takes the new entity (it
-    /// would keep its tombstone over a lower version, and confirm).
+    /// The ids whose entry is a state a reset restored (this node's or
+    /// another's, [`Record::restored_from`]), with the confirmed version
+    /// it restores. Empty but for the few entities a reset went back on;
+    /// an entry leaves it when it changes or a merge replaces it.
+    restored: EntityMap<u64>,
+    /// The highest version of an entry this node dropped or replaced by a
+    /// lower one while a copy of it may live elsewhere: an unconfirmed
+    /// creation a reset removed, an expired tombstone, a restored state
+    /// that another owner's change replaced ([`merge_record`]). An id
+    /// created here without an entry starts above it, and a change of an
+    /// entity numbers above it, so no version number is issued twice for
+    /// one id by one life and a replica still holding such an entry takes
+    /// the new one (it would keep its copy over a lower version, and
+    /// confirm).
     version_floor: u64,
     /// When this node stopped holding the shard (data kept a while).
     retired_at: Option<Instant>,
@@ -727,18 +735,24 @@ struct ShardData<E: Entity> {
 /// the confirmed state; a reset restores it under a new version above
 /// every one issued (a replica may hold a later change it confirmed too
 /// late: the restored state must win over it, and no version number is
-/// issued twice). So a reset discards what the replicas had not all
-/// confirmed when it ran (the asks that produced it are answered `Moved`
-/// and retried by their senders) and keeps the confirmed state even when
-/// every replica resets too. Entries exist only while a change is
-/// unconfirmed, one per change in flight, at most [`MAX_UNCONFIRMED`] (the
-/// oldest unconfirmed ones are dropped beyond: a reset then goes back to
-/// the confirmed state all the same).
+/// issued twice), marked as restored from the confirmed version
+/// ([`Record::restored_from`]): the retried ask, applied by the new owner
+/// over the confirmed state at a version of its own (perhaps lower), wins
+/// over the restore ([`supersedes`]). So a reset discards what the
+/// replicas had not all confirmed when it ran (the asks that produced it
+/// are answered `Moved` and retried by their senders) and keeps the
+/// confirmed state even when every replica resets too. Entries exist only
+/// while a change is unconfirmed, one per change in flight, at most
+/// [`MAX_UNCONFIRMED`] (the oldest unconfirmed ones are dropped beyond: a
+/// reset then goes back to the confirmed state all the same).
 ///
 /// Not covered: a change some replica applied and the owner's reset
 /// reverted comes back if that replica's copy is fetched before the
 /// restored one reaches it, and the retried ask applies it again (exact
-/// for idempotent messages only, as every retry in this crate).
+/// for idempotent messages only, as every retry in this crate). A
+/// replica that holds the reverted change keeps it over the new owner's
+/// change of the same version (two lives' equal versions keep the held
+/// copy) until the restore or a later change reaches it.
 type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
 
 /// Entity `id` changed from version `from` (encoded `before`, `None` when
@@ -824,6 +838,7 @@ impl<E: Entity> ShardData<E> {
             parked: EntityMap::with_hasher(ids),
             unconfirmed: EntityMap::with_hasher(ids),
             removed: EntityMap::with_hasher(ids),
+            restored: EntityMap::with_hasher(ids),
             version_floor: 0,
             retired_at: None,
         }
@@ -849,7 +864,12 @@ impl<E: Entity> ShardData<E> {
     /// Puts every entity with unconfirmed changes back to its last confirmed
     /// state, under a version above every one issued for it (a reset: the
     /// changes' asks are retried by their senders). This node numbers that
-    /// version, so it carries this node's `stamp`. A removal not confirmed
+    /// version, so it carries this node's `stamp`, and the entry is marked
+    /// restored from the confirmed version ([`ShardData::restored`]): it
+    /// wins a merge over this life's reverted versions and anything at or
+    /// below the confirmed one, not over a change another owner life made
+    /// above the confirmed state (the retried ask, applied by the new
+    /// owner: [`supersedes`]). A removal not confirmed
     /// is undone like any change. An entity absent in its confirmed state
     /// (created, or re-created after a confirmed removal, and not
     /// confirmed) is dropped, tombstone and all, and the shard's
@@ -866,7 +886,7 @@ impl<E: Entity> ShardData<E> {
                 .max()
                 .unwrap_or(0);
             let version = issued + 1;
-            let Some((_, bytes)) = states.into_iter().next() else {
+            let Some((confirmed, bytes)) = states.into_iter().next() else {
                 continue;
             };
             let Some(bytes) = bytes else {
@@ -874,6 +894,7 @@ impl<E: Entity> ShardData<E> {
                 // numbers its versions from above the ones issued.
                 self.entities.remove(&id);
                 self.removed.remove(&id);
+                self.restored.remove(&id);
                 self.version_floor = self.version_floor.max(issued);
                 continue;
             };
@@ -882,6 +903,7 @@ impl<E: Entity> ShardData<E> {
                     if !self.removed.is_empty() {
                         self.removed.remove(&id);
                     }
+                    self.restored.insert(id.clone(), confirmed);
                     self.entities.insert(
                         id,
                         Entry {
@@ -899,6 +921,27 @@ impl<E: Entity> ShardData<E> {
                     tracing::error!(id = %id, error = %e, "cannot decode a confirmed state; keeping the unconfirmed one")
                 }
             }
+        }
+    }
+
+    /// The confirmed version entity `id`'s entry restores, when a reset
+    /// restored it ([`ShardData::restored`]).
+    fn restored_from(&self, id: &str) -> Option<u64> {
+        if self.restored.is_empty() {
+            None
+        } else {
+            self.restored.get(id).copied()
+        }
+    }
+
+    /// Entity `id`'s entry `e` as a record for another node.
+    fn record(&self, id: &str, e: &Entry<E>) -> Record<E> {
+        Record {
+            id: id.to_owned(),
+            version: e.version,
+            stamp: e.stamp,
+            state: e.state.clone(),
+            restored_from: self.restored_from(id),
         }
     }
 
@@ -1477,16 +1520,18 @@ impl<E: Entity> Actor<E> {
     }
 
     /// Takes over entities merged into an active shard from another node:
-    /// restarts their work and replicates them (a tombstone too).
+    /// restarts their work and replicates them (a tombstone too; a state a
+    /// reset restored goes by sync: [`Actor::sync_restored`]).
     fn adopt(&mut self, shard: ShardId, ids: Vec<String>) {
         let no_replicas = self.replicas_of(shard).1.is_empty();
+        let mut restored = Vec::new();
         for id in ids {
             let key = self.ids.key(&id);
-            let Some(entry) = self
-                .data
-                .get_mut(&shard)
-                .and_then(|d| d.entities.get_mut_key(&key))
-            else {
+            let Some(d) = self.data.get_mut(&shard) else {
+                continue;
+            };
+            let is_restored = !d.restored.is_empty() && d.restored.contains(&key);
+            let Some(entry) = d.entities.get_mut_key(&key) else {
                 continue;
             };
             let mut ctx = Context::shared(Arc::clone(&self.node_name));
@@ -1500,10 +1545,33 @@ impl<E: Entity> Actor<E> {
             for job in ctx.take_jobs() {
                 self.queue_job(shard, id.clone(), job);
             }
-            if !no_replicas {
+            if is_restored && !no_replicas {
+                restored.push((id.clone(), version));
+            } else if !no_replicas {
                 self.replicate(shard, &key, version, stamp, state);
             }
             self.redeliver_parked(shard, key);
+        }
+        if restored.is_empty() {
+            return;
+        }
+        // A restored state goes to the replicas by sync and counts as
+        // confirmed, as a fetched one does.
+        let ids: Vec<String> = restored.iter().map(|(id, _)| id.clone()).collect();
+        self.sync_restored(shard, &ids);
+        for (id, version) in restored {
+            self.on_replicated(shard, id, version, true);
+        }
+    }
+
+    /// Copies the restored states of `shard`'s entities `ids` (a reset's,
+    /// [`Record::restored_from`]) to the shard's replicas. A replication
+    /// carries changes only: a restored state sent as one would win over
+    /// the changes of other lives that it must lose to ([`supersedes`]),
+    /// so it goes as a sync, which carries the restore.
+    fn sync_restored(&self, shard: ShardId, ids: &[String]) {
+        for to in self.replicas_of(shard).1.iter() {
+            tokio::spawn(self.sync_task_of(shard, to.clone(), SYNC_ATTEMPTS, Some(ids)));
         }
     }
 
@@ -1560,12 +1628,7 @@ impl<E: Entity> Actor<E> {
                 .entities
                 .get(&id)
                 .filter(|e| e.version == need && to.is_some())
-                .map(|e| Record {
-                    id: id.clone(),
-                    version: e.version,
-                    stamp: e.stamp,
-                    state: e.state.clone(),
-                });
+                .map(|e| d.record(&id, e));
             match record {
                 Some(r) => {
                     records.push(r);
@@ -1817,18 +1880,11 @@ impl<E: Entity> Actor<E> {
     /// The one part of a sync the actor does itself; shared by the syncs
     /// of one shard to several holders.
     fn shard_records(&self, shard: ShardId, only: Option<&[String]>) -> Arc<Vec<Record<E>>> {
-        let record = |(id, e): (&String, &Entry<E>)| Record {
-            id: id.clone(),
-            version: e.version,
-            stamp: e.stamp,
-            state: e.state.clone(),
-        };
         Arc::new(match (self.data.get(&shard), only) {
-            (Some(d), None) => d.entities.iter().map(record).collect(),
+            (Some(d), None) => d.entities.iter().map(|(id, e)| d.record(id, e)).collect(),
             (Some(d), Some(ids)) => ids
                 .iter()
-                .filter_map(|id| Some((id, d.entities.get(id)?)))
-                .map(record)
+                .filter_map(|id| Some(d.record(id, d.entities.get(id)?)))
                 .collect(),
             (None, _) => Vec::new(),
         })
@@ -2205,6 +2261,7 @@ impl<E: Entity> Actor<E> {
             .data
             .entry(shard)
             .or_insert_with(|| ShardData::new(&self.ids));
+        let floor = data.version_floor;
         // An existing entity is handled in place (one map lookup); a change
         // is detected by comparing its encodings before and after.
         let (handled, changed, version, acked, snapshot) = match data.entities.get_mut_key(&key) {
@@ -2238,6 +2295,9 @@ impl<E: Entity> Actor<E> {
                     // replicated.
                     tracing::error!(entity = E::TYPE_NAME, id = %id, "a message reads_only calls a read removed the entity; removed here, not replicated");
                     data.entities.remove_key(&key);
+                    if !data.restored.is_empty() {
+                        data.restored.remove_key(&key);
+                    }
                 }
                 (handled, false, version, acked, None)
             }
@@ -2253,8 +2313,10 @@ impl<E: Entity> Actor<E> {
                 // Removing or creating the entity is a change even when
                 // its state encodes to no bytes.
                 let changed = existed != exists || self.encoded_before != self.encoded_after;
+                // Above the shard's floor too: a version this life issued
+                // may have been replaced by a lower one ([`merge_record`]).
                 let version = if changed {
-                    entry.version + 1
+                    entry.version.max(floor) + 1
                 } else {
                     entry.version
                 };
@@ -2284,8 +2346,12 @@ impl<E: Entity> Actor<E> {
                     None
                 };
                 if changed {
-                    // This life numbered the new version.
+                    // This life numbered the new version: a change, no
+                    // longer a restored state.
                     entry.stamp = self.stamp;
+                    if !data.restored.is_empty() {
+                        data.restored.remove_key(&key);
+                    }
                     if !exists {
                         data.removed.insert_key(&key, Instant::now());
                     } else if !existed {
@@ -2609,11 +2675,13 @@ impl<E: Entity> Actor<E> {
                 self.spare_queues.push(queue);
             }
             for (id, (shard, version, stamp, state)) in batch {
+                // A change (a restored state goes by sync: `Actor::adopt`).
                 let record = Record {
                     id,
                     version,
                     stamp,
                     state,
+                    restored_from: None,
                 };
                 // Measured, not written (a state that cannot encode counts
                 // as empty here and fails when the page is sent).
@@ -2622,7 +2690,7 @@ impl<E: Entity> Actor<E> {
                     postcard::ser_flavors::Size::default(),
                 )
                 .unwrap_or(0);
-                let size = state + record.id.len() + 34;
+                let size = state + record.id.len() + 35;
                 if used + size > budget && pages.last().is_some_and(|p| !p.is_empty()) {
                     pages.push(Vec::new());
                     used = 0;
@@ -2989,16 +3057,20 @@ impl<E: Entity> Actor<E> {
             }
             let no_replicas = self.replicas_of(shard).1.is_empty();
             let key = self.ids.key(&id);
-            let Some(entry) = self
-                .data
-                .get_mut(&shard)
-                .and_then(|d| d.entities.get_mut_key(&key))
-            else {
+            let Some(d) = self.data.get_mut(&shard) else {
                 continue;
             };
-            if no_replicas {
+            let is_restored = !d.restored.is_empty() && d.restored.contains(&key);
+            let Some(entry) = d.entities.get_mut_key(&key) else {
+                continue;
+            };
+            if no_replicas || is_restored {
+                // A restored state (taken since the change) goes by sync.
                 entry.acked = entry.version;
                 let version = entry.version;
+                if is_restored {
+                    self.sync_restored(shard, std::slice::from_ref(&id));
+                }
                 self.on_replicated(shard, id, version, true);
                 continue;
             }
@@ -3253,7 +3325,7 @@ impl<E: Entity> Actor<E> {
             };
         };
         let budget = frame_budget(&self.config, &self.channel);
-        let (records, more) = fill_page(&d.entities, after, budget, PAGE_SCAN);
+        let (records, more) = fill_page(d, after, budget, PAGE_SCAN);
         WireReply::Page { records, more }
     }
 }
@@ -3368,7 +3440,7 @@ const PAGE_SCAN: usize = 4096;
 /// `after` scans the whole map, so entities are taken in runs of `scan`:
 /// a page of small records costs a few scans, not one per record.
 fn fill_page<E: Entity>(
-    entities: &EntityMap<Entry<E>>,
+    d: &ShardData<E>,
     after: Option<&str>,
     budget: usize,
     scan: usize,
@@ -3377,21 +3449,17 @@ fn fill_page<E: Entity>(
     let mut records = Vec::new();
     let mut cursor = after.map(str::to_owned);
     loop {
-        let run = entities.after(cursor.as_deref(), scan);
+        let run = d.entities.after(cursor.as_deref(), scan);
         let full = run.len() == scan;
         // Tombstones too: a new owner learns of the removals.
         for (id, e) in &run {
-            let size = record_size(id, &e.state);
+            let record = d.record(id, e);
+            let size = record_size(id, &e.state, record.restored_from);
             if used + size > budget && !records.is_empty() {
                 return (records, true);
             }
             used += size;
-            records.push(Record {
-                id: (*id).clone(),
-                version: e.version,
-                stamp: e.stamp,
-                state: e.state.clone(),
-            });
+            records.push(record);
         }
         match run.last() {
             Some((last, _)) if full => cursor = Some((*last).clone()),
@@ -3461,12 +3529,44 @@ fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>, now: Instant)
     changed
 }
 
-/// Merges one record by version: it is taken only above the version held,
-/// live state and tombstone alike (a tombstone above the held copy removes
-/// it, a live record at or below a tombstone's version does not bring the
-/// entity back; at equal versions the held copy stays). A tombstone taken
-/// is dated `now` (for [`ShardData::expire_tombstones`]). Pushes the id to
-/// `changed` when the record was taken.
+/// Whether a record numbered `(version, stamp)`, restored from the
+/// confirmed version `restored_from` when a reset made it
+/// ([`Record::restored_from`]), supersedes the copy held, given alike.
+///
+/// Between versions one owner life numbered (the same stamp), the higher
+/// one: a life numbers its changes in order, and its reset numbers the
+/// restored state above every version it issued, so the restore wins over
+/// the reverted changes. Between two lives, a restored state counts as the
+/// confirmed state it restores (just above that version): it wins over
+/// copies at or below it, and loses to any change another life made above
+/// it, whatever its own version. That change is the retried ask applied by
+/// the new owner over the confirmed state, or a later one; the restore
+/// winning there lost it (`RELIABILITY.md`, 2026-12-07). Two records
+/// neither of which supersedes the other (equal versions of two lives,
+/// two restores of one version) leave the held copy.
+fn supersedes(new: (u64, u64, Option<u64>), held: (u64, u64, Option<u64>)) -> bool {
+    if new.1 == held.1 {
+        return new.0 > held.0;
+    }
+    let rank = |(version, _, restored_from): (u64, u64, Option<u64>)| match restored_from {
+        // Below its own version (a record that says otherwise is not a
+        // reset's: it ranks no higher).
+        Some(confirmed) => (confirmed.min(version.saturating_sub(1)), true),
+        None => (version, false),
+    };
+    rank(new) > rank(held)
+}
+
+/// Merges one record: it is taken when it supersedes the copy held
+/// ([`supersedes`]; for records no reset made, when its version is
+/// higher), live state and tombstone alike (a tombstone above the held
+/// copy removes it, a live record at or below a tombstone's version does
+/// not bring the entity back; at equal versions the held copy stays). A
+/// tombstone taken is dated `now` (for [`ShardData::expire_tombstones`]).
+/// A change another life made above a restored state's confirmed version
+/// replaces it even at a lower version: the version replaced then raises
+/// the shard's [`ShardData::version_floor`], so this node never numbers it
+/// again. Pushes the id to `changed` when the record was taken.
 fn merge_record<E: Entity>(
     d: &mut ShardData<E>,
     r: Record<E>,
@@ -3478,12 +3578,34 @@ fn merge_record<E: Entity>(
     let key = d.entities.hasher().key(&r.id);
     let hash = key.hash();
     let taken = match d.entities.get_mut_key(&key) {
-        Some(e) if e.version >= r.version => return,
         Some(e) => {
+            let held_from = if d.restored.is_empty() {
+                None
+            } else {
+                d.restored.get_key(&key).copied()
+            };
+            let new = (r.version, r.stamp, r.restored_from);
+            if !supersedes(new, (e.version, e.stamp, held_from)) {
+                return;
+            }
+            if r.version < e.version {
+                // Over a restored state: never numbered again here.
+                d.version_floor = d.version_floor.max(e.version);
+                e.acked = e.acked.min(r.version);
+            }
             if r.state.is_none() {
                 d.removed.insert_key(&key, now);
             } else if e.state.is_none() {
                 d.removed.remove_key(&key);
+            }
+            match r.restored_from {
+                Some(confirmed) => {
+                    d.restored.insert_key(&key, confirmed);
+                }
+                None if held_from.is_some() => {
+                    d.restored.remove_key(&key);
+                }
+                None => {}
             }
             e.state = r.state;
             e.version = r.version;
@@ -3493,6 +3615,9 @@ fn merge_record<E: Entity>(
         None => {
             if r.state.is_none() {
                 d.removed.insert_key(&key, now);
+            }
+            if let Some(confirmed) = r.restored_from {
+                d.restored.insert_key(&key, confirmed);
             }
             let id = needed.then(|| r.id.clone());
             d.entities.insert_hashed(
@@ -3568,11 +3693,13 @@ fn encode_into<E: Entity>(state: Option<&E>, buf: &mut Vec<u8>) {
     }
 }
 
-/// The estimated encoded size of a record of `id` with `state`, in bytes:
-/// the state's postcard size (computed, not encoded) plus the id and room
-/// for the version, stamp and framing.
-fn record_size<E: Entity>(id: &str, state: &Option<E>) -> usize {
-    postcard::experimental::serialized_size(state).unwrap_or(0) + id.len() + 26
+/// The estimated encoded size of a record of `id` with `state` (restored
+/// from a confirmed version when `restored_from`), in bytes: the state's
+/// postcard size (computed, not encoded) plus the id and room for the
+/// version, stamp, restore and framing.
+fn record_size<E: Entity>(id: &str, state: &Option<E>, restored_from: Option<u64>) -> usize {
+    let restore = if restored_from.is_some() { 11 } else { 1 };
+    postcard::experimental::serialized_size(state).unwrap_or(0) + id.len() + 26 + restore
 }
 
 /// Where the page of `records` starting at `start` ends: as many records
@@ -3581,7 +3708,7 @@ fn page_end<E: Entity>(records: &[Record<E>], start: usize, budget: usize) -> us
     let mut used = 0usize;
     let mut end = start;
     for r in &records[start..] {
-        let size = record_size(&r.id, &r.state);
+        let size = record_size(&r.id, &r.state, r.restored_from);
         if used + size > budget && end > start {
             break;
         }
@@ -3782,7 +3909,7 @@ mod tests {
             let mut got = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let (records, more) = fill_page(&d.entities, cursor.as_deref(), budget, scan);
+                let (records, more) = fill_page(&d, cursor.as_deref(), budget, scan);
                 assert!(!records.is_empty() || !more, "an empty page says more");
                 got.extend(records.iter().map(|r| r.id.clone()));
                 cursor = records.last().map(|r| r.id.clone());
@@ -3940,7 +4067,7 @@ mod tests {
         change(&mut a, "x", 20, 6);
         a.restore_confirmed(HERE);
         assert_eq!(held(&a, "x"), Some((Some(10), 7)));
-        let (records, more) = fill_page(&a.entities, None, 100_000, 16);
+        let (records, more) = fill_page(&a, None, 100_000, 16);
         assert!(!more);
         (a, records)
     }
@@ -3953,6 +4080,7 @@ mod tests {
             version,
             stamp,
             state: value.map(Value),
+            restored_from: None,
         }
     }
 
@@ -3976,7 +4104,6 @@ mod tests {
     /// where it was meant to: over a replica's copy of `a`'s own reverted
     /// change (version 6, `a`'s stamp), and over older copies.
     #[test]
-    #[ignore = "fails: the pushed restore (version 7) wins the merge over the new owner's retried change (version 6); fixed in the next commit"]
     fn a_restore_does_not_undo_a_change_another_owner_made_over_the_confirmed_state() {
         let now = Instant::now();
         let (_, pushed) = reset_over_an_unconfirmed_change();
@@ -4002,9 +4129,17 @@ mod tests {
             let taken = merge(&mut a, vec![last], now);
             assert_eq!(held(&a, "x"), Some(want), "a takes b's change");
             assert_eq!(taken, ["x"]);
+            assert_eq!(a.restored_from("x"), None, "a change, not a restore");
+            // a's next version of x is above every one it issued (7),
+            // also where a lower one replaced the restore (the floor).
+            assert!(want.1.max(a.version_floor) >= 7, "{want:?}");
         }
+        // The push says what it restores.
+        let restores: Vec<_> = pushed.iter().map(|r| r.restored_from).collect();
+        assert_eq!(restores, [Some(5)]);
         // A replica holding a's reverted change, or an older state, takes
-        // the restore.
+        // the restore, and holds it as one: b's change, when it comes,
+        // replaces it there too.
         for copy in [
             record(Some(20), 6, HERE),
             record(Some(10), 5, HERE),
@@ -4013,11 +4148,55 @@ mod tests {
             let mut c = holding_records(vec![copy]);
             assert_eq!(merge(&mut c, pushed.clone(), now), ["x"]);
             assert_eq!(held(&c, "x"), Some((Some(10), 7)));
+            let (page, _) = fill_page(&c, None, 100_000, 16);
+            assert_eq!(page[0].restored_from, Some(5), "passed on as a restore");
+            assert_eq!(merge(&mut c, vec![record(Some(30), 6, THERE)], now), ["x"]);
+            assert_eq!(held(&c, "x"), Some((Some(30), 6)));
         }
-        // And a late copy of the reverted change does not replace it.
+        // And a late copy of the reverted change does not replace it, nor
+        // a copy of another life at or below the confirmed version.
         let (mut a, _) = reset_over_an_unconfirmed_change();
-        assert!(merge(&mut a, vec![record(Some(20), 6, HERE)], now).is_empty());
+        let stale = vec![
+            record(Some(20), 6, HERE),
+            record(Some(10), 5, THERE),
+            record(Some(1), 4, THERE),
+        ];
+        assert!(merge(&mut a, stale, now).is_empty());
         assert_eq!(held(&a, "x"), Some((Some(10), 7)));
+        assert_eq!(a.version_floor, 0);
+    }
+
+    /// The order [`merge_record`] merges by: one life's versions in
+    /// order; across lives, a restored state ranks as the confirmed
+    /// version it restores (just above it), a change as its version.
+    #[test]
+    fn a_restore_ranks_as_its_confirmed_version_against_other_lives() {
+        let change = |version, stamp| (version, stamp, None);
+        let restore = |version, stamp, confirmed| (version, stamp, Some(confirmed));
+        // The same life: by version, restore or not.
+        assert!(supersedes(restore(7, HERE, 5), change(6, HERE)));
+        assert!(!supersedes(change(6, HERE), restore(7, HERE, 5)));
+        assert!(supersedes(change(8, HERE), restore(7, HERE, 5)));
+        // Another life's change above the confirmed version wins both
+        // ways, whatever the versions; at or below it, the restore does.
+        for v in [6, 7, 8] {
+            assert!(supersedes(change(v, THERE), restore(7, HERE, 5)), "{v}");
+            assert!(!supersedes(restore(7, HERE, 5), change(v, THERE)), "{v}");
+        }
+        for v in [4, 5] {
+            assert!(supersedes(restore(7, HERE, 5), change(v, THERE)), "{v}");
+            assert!(!supersedes(change(v, THERE), restore(7, HERE, 5)), "{v}");
+        }
+        // Two lives' restores: the later confirmed state; of one, neither.
+        assert!(supersedes(restore(9, THERE, 6), restore(7, HERE, 5)));
+        assert!(!supersedes(restore(9, THERE, 5), restore(7, HERE, 5)));
+        assert!(!supersedes(restore(7, HERE, 5), restore(9, THERE, 5)));
+        // Changes alone: the higher version; equal ones keep the held.
+        assert!(supersedes(change(3, THERE), change(2, HERE)));
+        assert!(!supersedes(change(2, THERE), change(2, HERE)));
+        // A record claiming to restore a version at or above its own
+        // ranks no higher than its version less one.
+        assert!(supersedes(change(7, THERE), restore(7, HERE, 99)));
     }
 
     /// The merge rules across live states and tombstones: the higher
@@ -4031,6 +4210,7 @@ mod tests {
             version,
             stamp: THERE,
             state: state.map(Value),
+            restored_from: None,
         };
         let mut d = ShardData::<Value>::default();
         // A tombstone above the held copy removes it.
@@ -4061,7 +4241,7 @@ mod tests {
         assert!(merge(&mut d, vec![rec("b", 4, Some(1))], now).is_empty());
         assert_eq!(held(&d, "b"), Some((None, 4)));
         // Pages carry tombstones.
-        let (page, more) = fill_page(&d.entities, None, 100_000, 16);
+        let (page, more) = fill_page(&d, None, 100_000, 16);
         assert!(!more);
         let mut page: Vec<(String, Option<u32>)> = page
             .into_iter()
@@ -4103,6 +4283,7 @@ mod tests {
                 version: 2,
                 stamp: HERE,
                 state: None,
+                restored_from: None,
             }],
             start,
         );

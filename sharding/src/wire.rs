@@ -8,8 +8,9 @@ use crate::error::RegionError;
 use crate::shard::stable_hash;
 
 /// An entity's state with its version (incremented by the owner on every
-/// change; the higher version wins wherever two copies meet) and the stamp
-/// of the owner life that numbered that version. A record without a state
+/// change; the higher version wins wherever two copies meet, except over
+/// a state a reset restored: [`Record::restored_from`]) and the stamp of
+/// the owner life that numbered that version. A record without a state
 /// is a *tombstone*: the entity was removed at `version`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -27,6 +28,17 @@ pub struct Record<E: Entity> {
     /// (a tombstone: it removes older copies wherever it is merged, and a
     /// copy at or below its version does not bring the entity back).
     pub state: Option<E>,
+    /// `Some(confirmed)` when a reset numbered this record: the node put
+    /// the entity back to its state confirmed at version `confirmed`,
+    /// under a version above every one it issued for it (its changes above
+    /// `confirmed` were not confirmed by every replica, and their asks are
+    /// sent again). Such a record wins a merge over the versions its own
+    /// life numbered below it (the reverted changes) and over copies at or
+    /// below `confirmed`, but not over a change another owner life made
+    /// above `confirmed` (the new owner applying the retried ask), whatever
+    /// the two versions. `None` for every other record: a change, or a
+    /// copy of one.
+    pub restored_from: Option<u64>,
 }
 
 /// The stamp of one life of a node (name and generation), as

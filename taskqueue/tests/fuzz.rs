@@ -1130,12 +1130,15 @@ fn record<E: Entity + Debug>(state: BoxedStrategy<E>) -> BoxedStrategy<Record<E>
         prop_oneof![0u64..4, any::<u64>()],
         // `None`: a tombstone (the entity removed at `version`).
         prop::option::of(state),
+        // `Some`: a state a reset restored from that confirmed version.
+        prop::option::of(prop_oneof![0u64..4, any::<u64>()]),
     )
-        .prop_map(|(id, version, stamp, state)| Record {
+        .prop_map(|(id, version, stamp, state, restored_from)| Record {
             id,
             version,
             stamp,
             state,
+            restored_from,
         })
         .boxed()
 }

@@ -1363,6 +1363,85 @@ async fn a_reset_of_the_old_owner_does_not_apply_a_handed_off_add_twice() {
     z_node.stop.cancel();
 }
 
+/// A reset's restored state does not undo the new owner's change. Views
+/// {a, b}: `a` owns the counter, `b` is its replica, `Add(1)` confirmed
+/// (version 1 on both). Then `b` sees {b} (`a` declared dead; `b` owns
+/// the counter, its copy at version 1), and `a` sees {a}, then {a, z}
+/// with `z` a replica that never answers (replication timeout 60 s). `a`
+/// applies a tell's `Add(10)` (version 2, never confirmed); `b` applies
+/// `Add(10)` too, as the new owner applies an ask that `a`'s reset
+/// answers `Moved` and its sender sends again (version 2, numbered by
+/// `b`: 11). `a`, its view back to {a}, resets (the counter back to 1 at
+/// version 3; every shard recovers at once, which shows the reset ran),
+/// then sees {a, b, z}, where `b` owns the counter: `a` pushes its copy to
+/// `b`. Before the fix `b` took the restored 1 (version 3 above its 2)
+/// and the acknowledged add was gone; now a restore loses to a change
+/// another life made over the confirmed state, and `b` reads 11. A
+/// counter `w` of the same shard that only `a` held (created in {a})
+/// shows when the push has been merged (it comes in the same page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_does_not_undo_the_new_owners_change_over_the_confirmed_state() {
+    let mut slow = with_delay_ms(0);
+    slow.sharding.replicate_timeout_ms = 60_000;
+    let a = start_with("a", slow).await;
+    let b = start("b").await;
+    let z_node = start_bare("z").await;
+    let _unread = z_node.transport.register(20).unwrap();
+    let ab = members(&[&a, &b]);
+    let mut az = members(&[&a]);
+    az.insert("z".into(), z_node.transport.identity().clone());
+    let mut abz = ab.clone();
+    abz.insert("z".into(), z_node.transport.identity().clone());
+    let id = id_held_by(&[(&ab, &["a", "b"]), (&az, &["a"]), (&abz, &["b"])]);
+    let shards = RegionConfig::default().defaults.num_shards;
+    let shard = sharding::shard_id(&id, shards);
+    let w = (0..10_000)
+        .map(|i| format!("w{i}"))
+        .find(|w| sharding::shard_id(w, shards) == shard)
+        .expect("an id of the same shard");
+    set_view(&[&a, &b], &ab);
+    wait_routing(&a, 2).await;
+    wait_routing(&b, 2).await;
+    assert_eq!(a.region.ask(&id, CounterMsg::Add(1), T).await, Ok(1));
+    b.view.send_replace(members(&[&b]));
+    wait_routing(&b, 1).await;
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    assert_eq!(a.region.ask(&w, CounterMsg::Add(1), T).await, Ok(1));
+    a.view.send_replace(az);
+    wait_routing(&a, 2).await;
+    let delivered = a.region.stats().delivered;
+    a.region.tell(&id, CounterMsg::Add(10)).unwrap();
+    stats_when(&a.region, |s| s.delivered > delivered).await;
+    assert_eq!(b.region.ask(&id, CounterMsg::Add(10), T).await, Ok(11));
+    a.view.send_replace(members(&[&a]));
+    wait_routing(&a, 1).await;
+    let recovered = a.region.stats().shards_recovered;
+    a.region.reset().await.unwrap();
+    let stats = stats_when(&a.region, |s| s.shards_recovered > recovered).await;
+    assert!(
+        stats.shards_recovered > recovered,
+        "the reset ran: {stats:?}"
+    );
+    a.view.send_replace(abz);
+    // The push reached b once w is there.
+    let deadline = tokio::time::Instant::now() + T;
+    while b.region.ask(&w, CounterMsg::Get, T).await != Ok(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a's push never reached b"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let read = b.region.ask(&id, CounterMsg::Get, T).await;
+    assert_eq!(
+        read,
+        Ok(11),
+        "b acknowledged Add(10) over the confirmed 1, but reads {read:?} after a's restored copy"
+    );
+    z_node.stop.cancel();
+}
+
 /// A replica acknowledges the replication of a node its own view no
 /// longer names as owner, and the write is lost when that node crashes,
 /// although its replica holds it (R = 2 should survive one failure). All

@@ -32,7 +32,7 @@ fn data_frame(channel: u8, kind: Kind, body: &[u8]) -> String {
 #[test]
 fn protocol_constants() {
     assert_eq!(&MAGIC, b"CSTY");
-    assert_eq!(PROTOCOL_VERSION, 3);
+    assert_eq!(PROTOCOL_VERSION, 4);
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn hello_frame_is_pinned() {
         concat!(
             "00000034", // length 52
             "43535459", // magic "CSTY"
-            "03",       // version 3
+            "04",       // version 4
             "05",
             "6361737479", // cluster "casty"
             "06",
