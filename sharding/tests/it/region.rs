@@ -1412,17 +1412,21 @@ async fn a_reset_does_not_undo_the_new_owners_change_over_the_confirmed_state() 
     wait_routing(&a, 2).await;
     let delivered = a.region.stats().delivered;
     a.region.tell(&id, CounterMsg::Add(10)).unwrap();
-    stats_when(&a.region, |s| s.delivered > delivered).await;
+    until(
+        || a.region.stats().delivered > delivered,
+        "a applied the tell",
+    )
+    .await;
     assert_eq!(b.region.ask(&id, CounterMsg::Add(10), T).await, Ok(11));
     a.view.send_replace(members(&[&a]));
     wait_routing(&a, 1).await;
     let recovered = a.region.stats().shards_recovered;
     a.region.reset().await.unwrap();
-    let stats = stats_when(&a.region, |s| s.shards_recovered > recovered).await;
-    assert!(
-        stats.shards_recovered > recovered,
-        "the reset ran: {stats:?}"
-    );
+    until(
+        || a.region.stats().shards_recovered > recovered,
+        "a's reset ran",
+    )
+    .await;
     a.view.send_replace(abz);
     // The push reached b once w is there.
     let deadline = tokio::time::Instant::now() + T;
@@ -1440,6 +1444,19 @@ async fn a_reset_does_not_undo_the_new_owners_change_over_the_confirmed_state() 
         "b acknowledged Add(10) over the confirmed 1, but reads {read:?} after a's restored copy"
     );
     z_node.stop.cancel();
+}
+
+/// Waits until `done`, polling every 10 ms, for at most [`T`]; panics
+/// with `what` after it.
+async fn until(done: impl Fn() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + T;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {T:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A replica acknowledges the replication of a node its own view no
