@@ -106,6 +106,9 @@ pub struct MembershipHandle {
 /// them means "start a cluster if nobody answers"). Returns at once; use
 /// [`MembershipHandle::wait_joined`] to wait for the outcome.
 ///
+/// The node publishes no metadata; [`start_with_metadata`] publishes some
+/// from the start.
+///
 /// # Errors
 /// [`DriverError::Config`] for an invalid config, [`DriverError::Channel`]
 /// when the membership channel is taken.
@@ -115,10 +118,31 @@ pub fn start(
     seeds: Vec<String>,
     shutdown: CancellationToken,
 ) -> Result<MembershipHandle, DriverError> {
+    start_with_metadata(transport, config, seeds, Vec::new(), shutdown)
+}
+
+/// [`start`], with this node publishing `metadata` (opaque bytes, at most
+/// `max_metadata_bytes`) from the start: its `Join` carries them, so every
+/// member's first record of this node (its `MemberUp`) already holds
+/// them. [`MembershipHandle::set_metadata`] replaces them later, but a
+/// member may see this node before that change reaches it; metadata that
+/// others rely on from first sight (for example a role) goes here.
+///
+/// # Errors
+/// [`DriverError::Config`] for an invalid config or `metadata` longer
+/// than `max_metadata_bytes` ([`ConfigError::MetadataTooLarge`]),
+/// [`DriverError::Channel`] when the membership channel is taken.
+pub fn start_with_metadata(
+    transport: &Transport,
+    config: MembershipConfig,
+    seeds: Vec<String>,
+    metadata: Vec<u8>,
+    shutdown: CancellationToken,
+) -> Result<MembershipHandle, DriverError> {
     let me = transport.identity();
     let local = MemberId::new(me.name.clone(), me.addr.clone(), me.generation);
     let rng_seed = me.generation ^ fnv1a(me.addr.as_bytes());
-    let swim = Swim::new(local.clone(), Vec::new(), config, rng_seed)?;
+    let swim = Swim::new(local.clone(), metadata, config, rng_seed)?;
     let (chan, inbox) = Channel::<Message>::register(transport, MEMBERSHIP_CHANNEL, Lane::Control)?;
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (view_tx, view_rx) = watch::channel(swim.view());
@@ -333,12 +357,17 @@ impl MembershipHandle {
             .map_err(|_| DriverError::Stopped)
     }
 
-    /// Replaces this node's metadata (gossiped to every member).
+    /// Replaces this node's metadata (gossiped to every member, raising
+    /// this node's incarnation). Members that saw this node before the
+    /// change reaches them hold its earlier metadata meanwhile; metadata
+    /// needed from first sight goes to [`start_with_metadata`].
+    ///
+    /// The inner result is the core's answer:
+    /// [`crate::error::MetadataError`] past `max_metadata_bytes` (nothing
+    /// changed).
     ///
     /// # Errors
-    /// The core's [`crate::error::MetadataError`] past the size bound, as a
-    /// string in [`DriverError::Timeout`]'s place: [`DriverError::Stopped`]
-    /// when the driver has stopped.
+    /// [`DriverError::Stopped`] when the driver has stopped.
     pub async fn set_metadata(
         &self,
         metadata: Vec<u8>,

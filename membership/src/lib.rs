@@ -42,7 +42,7 @@ pub mod swim;
 
 pub use config::{MembershipConfig, SeedTimings};
 #[cfg(feature = "runtime")]
-pub use driver::{DriverError, MEMBERSHIP_CHANNEL, MembershipHandle, start};
+pub use driver::{DriverError, MEMBERSHIP_CHANNEL, MembershipHandle, start, start_with_metadata};
 pub use error::{ConfigError, InvalidMessage, MetadataError, WireError};
 pub use swim::{
     Event, Member, MemberId, MemberState, Message, RefuseReason, Stats, Status, Swim, Transmit,

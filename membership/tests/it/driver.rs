@@ -241,3 +241,65 @@ async fn a_seed_of_another_protocol_version_fails_the_join_at_once() {
         stop.cancel();
     }
 }
+
+/// Metadata given to `start_with_metadata` travels with the join: the
+/// seed's first record of the joiner (its `MemberUp`) and a third member's
+/// already hold it, so nobody sees the joiner without it. Metadata past
+/// `max_metadata_bytes` is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_metadata_is_in_every_first_record_of_the_member() {
+    let a = node("a", 0, vec![], 1).await;
+    let seed = a.transport.identity().addr.clone();
+    let b = node("b", 0, vec![seed.clone()], 1).await;
+    b.members.wait_joined(T).await.unwrap();
+    let mut a_events = a.members.subscribe();
+    let mut b_events = b.members.subscribe();
+
+    let stop = CancellationToken::new();
+    let transport = bind("driver-test", "tagged", 0, 1, &stop).await;
+    let too_large = MembershipConfig::default().max_metadata_bytes + 1;
+    let err = membership::start_with_metadata(
+        &transport,
+        MembershipConfig::default(),
+        vec![seed.clone()],
+        vec![0; too_large],
+        stop.clone(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            membership::DriverError::Config(membership::ConfigError::MetadataTooLarge { .. })
+        ),
+        "{err:?}"
+    );
+    let tagged = membership::start_with_metadata(
+        &transport,
+        MembershipConfig::default(),
+        vec![seed],
+        b"role=worker".to_vec(),
+        stop.clone(),
+    )
+    .unwrap();
+    tagged.wait_joined(T).await.unwrap();
+    assert_eq!(
+        tagged.view().get("tagged").unwrap().metadata,
+        b"role=worker"
+    );
+    for events in [&mut a_events, &mut b_events] {
+        let first = tokio::time::timeout(T, async {
+            loop {
+                match events.recv().await.unwrap() {
+                    membership::Event::MemberUp(m) if m.id.name == "tagged" => return m,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(first.metadata, b"role=worker", "{first:?}");
+    }
+    stop.cancel();
+    a.stop.cancel();
+    b.stop.cancel();
+}
