@@ -44,8 +44,10 @@ pub struct Cli {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// Wait for this many members before submitting, instead of waiting
-    /// for the membership to settle.
+    /// Wait for this many node-cli members (this one included) before
+    /// submitting, instead of waiting for the membership to settle.
+    /// Members built on the crates without node-cli's workload do not
+    /// count.
     #[arg(long)]
     pub nodes: Option<u32>,
 

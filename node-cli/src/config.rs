@@ -291,6 +291,16 @@ impl Config {
             check_host_port(seed).map_err(|e| ConfigError(format!("cluster.seed_nodes: {e}")))?;
         }
         self.membership().map_err(membership_error)?;
+        // Every node publishes the workload marker as its metadata.
+        let (max, marker) = (
+            self.cluster.membership.max_metadata_bytes,
+            crate::workload::WORKLOAD_MARKER.len(),
+        );
+        if max < marker {
+            return Err(ConfigError(format!(
+                "cluster.membership.max_metadata_bytes = {max} is below {marker}: every node publishes node-cli's workload marker ({marker} bytes) as its metadata"
+            )));
+        }
         self.transport.validate().map_err(ConfigError)?;
         // Across layers: a push-pull sync travels in one frame.
         let (sync, frame) = (
@@ -1030,6 +1040,27 @@ mod tests {
         let fig = Figment::from(defaults()).merge(Toml::string(
             "[cluster.membership]\nmax_sync_bytes = 8388608\n",
         ));
+        fig.extract::<Config>().unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn metadata_too_small_for_the_workload_marker_is_refused() {
+        let marker = crate::workload::WORKLOAD_MARKER.len();
+        let line = error_for(&format!(
+            "[cluster.membership]\nmax_metadata_bytes = {}\n",
+            marker - 1
+        ));
+        assert!(
+            line.starts_with(&format!(
+                "cluster.membership.max_metadata_bytes = {} is below {marker}",
+                marker - 1
+            )) && line.ends_with("(from TOML source string)"),
+            "{line}"
+        );
+        // Exactly the marker's length is enough.
+        let fig = Figment::from(defaults()).merge(Toml::string(&format!(
+            "[cluster.membership]\nmax_metadata_bytes = {marker}\n"
+        )));
         fig.extract::<Config>().unwrap().validate().unwrap();
     }
 }

@@ -72,7 +72,9 @@ pub fn default_name(config: &Config) -> String {
     }
 }
 
-/// Binds, starts membership (joining `seed_nodes`) and the task queue.
+/// Binds, starts membership (joining `seed_nodes`, publishing
+/// [`crate::workload::WORKLOAD_MARKER`] as this node's metadata) and the
+/// task queue.
 ///
 /// # Errors
 /// Bind, config and channel errors, with context.
@@ -111,10 +113,14 @@ pub async fn start(config: &Config, name: &str) -> Result<Node> {
         // No seed: this node starts the cluster.
         seeds.push(transport.identity().addr.clone());
     }
-    let members = membership::start(
+    // The marker goes with the join, so no member ever sees this node
+    // without it (a later `set_metadata` could reach some after they
+    // counted the members of the start barrier).
+    let members = membership::start_with_metadata(
         &transport,
         config.membership().context("invalid [cluster] settings")?,
         seeds,
+        crate::workload::WORKLOAD_MARKER.to_vec(),
         shutdown.clone(),
     )
     .context("cannot start membership")?;

@@ -1,6 +1,13 @@
 //! The seed's workload: meet the other members at a start barrier, submit
 //! this node's tasks, wait for every result, report, wait for the
 //! cluster's final report, meet the others at the shutdown barrier.
+//!
+//! "The other members" are the *workload members*: active members whose
+//! membership metadata is [`WORKLOAD_MARKER`] (every node-cli node
+//! publishes it from its join on), this node included. A member built on
+//! the crates without the workload (a custom worker) owns shards and
+//! processes tasks like any member, but node-cli neither counts it for
+//! `--nodes` nor waits for it at the barriers or the final report.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +25,8 @@ pub struct Workload {
     pub tasks: u32,
     /// SHA-256 iterations per task.
     pub iterations: u32,
-    /// Members to wait for; `None` = wait for the view to settle.
+    /// Workload members (node-cli nodes, this one included) to wait for;
+    /// `None` = wait for the view to settle.
     pub nodes: Option<u32>,
     /// Settle period.
     pub settle: Duration,
@@ -125,6 +133,36 @@ fn payload_of(id: &str) -> String {
     format!("doc-{id}")
 }
 
+/// The membership metadata of a member that runs this workload: every
+/// node-cli node publishes it from the start (its `Join` carries it), and
+/// the workload waits only for members that carry it. The version after
+/// the `/` names the workload's protocol (the report entity, the barriers
+/// and their ids): a change that nodes of the previous version could not
+/// meet raises it, and members of different versions then run without
+/// waiting for each other. Membership's `max_metadata_bytes` must take
+/// its length (`Config::validate` checks it).
+pub const WORKLOAD_MARKER: &[u8] = b"node-cli-workload/1";
+
+/// Whether `m` runs this workload: it carries [`WORKLOAD_MARKER`].
+fn runs_workload(m: &membership::Member) -> bool {
+    m.metadata == WORKLOAD_MARKER
+}
+
+/// The names of the workload members active in `view`, sorted: active
+/// members that carry [`WORKLOAD_MARKER`], and `me` (this node) always.
+fn workload_members(view: &membership::View, me: &str) -> Vec<String> {
+    let mut names: Vec<String> = view
+        .active()
+        .filter(|m| runs_workload(m))
+        .map(|m| m.id.name.clone())
+        .collect();
+    if !names.iter().any(|n| n == me) {
+        names.push(me.to_owned());
+        names.sort();
+    }
+    names
+}
+
 /// How often a node waiting for `--nodes` members says how many it has.
 const WAITING_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -163,9 +201,16 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
         .wait_joined(w.join_deadline.saturating_add(JOIN_GRACE))
         .await
         .context("could not join the cluster")?;
-    let members = match w.nodes {
+    let workload_count = || workload_members(&node.members.view(), &node.name).len();
+    match w.nodes {
+        // `--nodes` counts workload members: a custom worker in the
+        // cluster does not stand in for a node-cli node not yet joined.
         Some(n) => {
-            let wait = node.members.wait_for(n as usize, cfg.barrier_timeout());
+            let mut view = node.members.watch_view();
+            let wait = tokio::time::timeout(
+                cfg.barrier_timeout(),
+                view.wait_for(|v| workload_members(v, &node.name).len() >= n as usize),
+            );
             tokio::pin!(wait);
             // A node told to wait for more members than come would say
             // nothing until the barrier timeout (5 minutes by default).
@@ -174,31 +219,43 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
             loop {
                 tokio::select! {
                     r = &mut wait => {
-                        r.with_context(|| {
-                            let have = node.members.view().active_count();
-                            format!("only {have} of the {n} members (--nodes) joined")
+                        let joined = match r {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(_)) => Err(anyhow::anyhow!("membership driver stopped")),
+                            Err(_) => Err(anyhow::anyhow!(
+                                "timed out after {} ms",
+                                cfg.barrier_timeout().as_millis()
+                            )),
+                        };
+                        joined.with_context(|| {
+                            format!(
+                                "only {} of the {n} members (--nodes) joined",
+                                workload_count()
+                            )
                         })?;
                         break;
                     }
                     _ = progress.tick() => tracing::info!(
-                        have = node.members.view().active_count(),
+                        have = workload_count(),
                         need = n,
                         "waiting for members (--nodes)"
                     ),
                 }
             }
-            n as usize
         }
-        None => node
-            .members
-            .wait_stable(w.settle, cfg.barrier_timeout())
-            .await
-            .context("membership did not settle")?
-            .len(),
-    };
-    // Every live member arrives before anyone submits: nodes whose views
-    // settled at different moments start together, once every member's
-    // view holds the others (a node that starts while another is still
+        // The settle watches every active member, workload or not: any
+        // join or leave moves shards, and the start should come on views
+        // that stopped changing.
+        None => {
+            node.members
+                .wait_stable(w.settle, cfg.barrier_timeout())
+                .await
+                .context("membership did not settle")?;
+        }
+    }
+    // Every live workload member arrives before anyone submits: nodes
+    // whose views settled at different moments start together, once every
+    // member's view holds the others (a node that starts while another is still
     // learning of a member sends to shards whose owners disagree, and
     // its tasks wait for the views to converge).
     let deadline = tokio::time::Instant::now() + cfg.barrier_timeout();
@@ -212,7 +269,7 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
     })
     .await
     .context("start barrier")?;
-    tracing::info!(members, "cluster ready");
+    tracing::info!(members = started_with.len(), "cluster ready");
 
     let started = Instant::now();
     // Batches of tasks, each submitted and waited for in one call (frames
@@ -280,9 +337,10 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
         started.elapsed().as_secs_f64()
     );
 
-    // Every member reports; the count comes from membership *at that
-    // moment* and is re-read whenever the view changes, so a member that
-    // dies meanwhile (declared dead, no longer active) is not waited for.
+    // Every workload member reports; the set comes from membership *at
+    // that moment* and is re-read whenever the view changes, so a member
+    // that dies meanwhile (declared dead, no longer active) is not waited
+    // for.
     node.queue
         .report(REPORT, &node.name, distribution, done)
         .await
@@ -371,13 +429,15 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
 const FAILED_LISTED: usize = 20;
 
 /// Runs `ask(members, time_left)` with `members` = the names of the
-/// members active in the view now (this node included), until it answers
-/// or `deadline` passes. When the active set changes meanwhile (a member
-/// declared dead, gone, or joined), the ask is dropped and sent again with
-/// the new set. Waiting on named members, not a count, keeps a member that
-/// reported (or arrived) and then died from standing in for a live one
-/// that has not. Report and barrier asks are idempotent, so a repeated ask
-/// only parks once more at the owner, until its own deadline at most.
+/// workload members active in the view now ([`workload_members`]: those
+/// carrying [`WORKLOAD_MARKER`], this node included), until it answers or
+/// `deadline` passes. When that set changes meanwhile (a member declared
+/// dead, gone, or joined), the ask is dropped and sent again with the new
+/// set; members without the marker never hold it. Waiting on named
+/// members, not a count, keeps a member that reported (or arrived) and
+/// then died from standing in for a live one that has not. Report and
+/// barrier asks are idempotent, so a repeated ask only parks once more at
+/// the owner, until its own deadline at most.
 ///
 /// # Errors
 /// The last ask's error (a timeout at `deadline`).
@@ -391,14 +451,7 @@ where
     Fut: std::future::Future<Output = Result<T, taskqueue::QueueError>>,
 {
     let mut view = node.members.watch_view();
-    let live = |v: &membership::View| -> Vec<String> {
-        let mut names: Vec<String> = v.active().map(|m| m.id.name.clone()).collect();
-        if !names.contains(&node.name) {
-            names.push(node.name.clone());
-        }
-        names.sort();
-        names
-    };
+    let live = |v: &membership::View| workload_members(v, &node.name);
     loop {
         let members = live(&view.borrow_and_update());
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -419,5 +472,48 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use membership::{Member, MemberId, MemberState, View};
+
+    use super::*;
+
+    fn member(name: &str, state: MemberState, metadata: &[u8]) -> (String, Member) {
+        let member = Member {
+            id: MemberId::new(name, format!("{name}:1"), 1),
+            incarnation: 0,
+            state,
+            metadata: metadata.to_vec(),
+        };
+        (name.to_owned(), member)
+    }
+
+    #[test]
+    fn workload_members_are_the_active_members_with_the_marker_and_this_node() {
+        let view = View {
+            local: "me".into(),
+            members: BTreeMap::from([
+                member("me", MemberState::Alive, WORKLOAD_MARKER),
+                member("b", MemberState::Suspect, WORKLOAD_MARKER),
+                member("a", MemberState::Alive, WORKLOAD_MARKER),
+                member("worker", MemberState::Alive, b""),
+                member("tagged", MemberState::Alive, b"role=other"),
+                member("old", MemberState::Alive, b"node-cli-workload/0"),
+                member("dead", MemberState::Dead, WORKLOAD_MARKER),
+                member("gone", MemberState::Left, WORKLOAD_MARKER),
+            ]),
+        };
+        assert_eq!(workload_members(&view, "me"), ["a", "b", "me"]);
+        // This node counts even before its own record shows (an empty view).
+        let empty = View {
+            local: "me".into(),
+            members: BTreeMap::new(),
+        };
+        assert_eq!(workload_members(&empty, "me"), ["me"]);
     }
 }

@@ -6,13 +6,15 @@
 //! node of a cluster binds `--port 0` and the others find it through its
 //! `listening on <addr>` log line. Tests that start a cluster hold
 //! [`casty_tests::serial`] so two clusters never share the two cores; every
-//! wait has a deadline.
+//! wait has a deadline. `worker` adds an in-process member built on the
+//! crates beside the processes.
 
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
 mod cluster;
 mod open_files;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -142,8 +144,15 @@ fn final_report(p: &Process) -> FinalReport {
 /// and the same Final Report of every node's tasks, whose counts add up and
 /// name only members. Returns that report.
 fn check_run(nodes: &[(&Process, u32)], iterations: u32) -> FinalReport {
+    check_run_among(nodes, iterations, &[])
+}
+
+/// [`check_run`] in a cluster that also holds the members `others` (not
+/// node-cli processes: they submit nothing, but may process tasks).
+fn check_run_among(nodes: &[(&Process, u32)], iterations: u32, others: &[&str]) -> FinalReport {
     let mut checker = LostWriteChecker::new();
-    let names: Vec<&str> = nodes.iter().map(|(p, _)| p.label()).collect();
+    let mut names: Vec<&str> = nodes.iter().map(|(p, _)| p.label()).collect();
+    names.extend_from_slice(others);
     let mut total = 0u64;
     for (p, tasks) in nodes {
         total += u64::from(*tasks);

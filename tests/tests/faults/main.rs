@@ -11,9 +11,12 @@
 //! Most scenarios add a **probe**: an in-process member built from the
 //! library crates (transport, membership, taskqueue), the way node-cli wires
 //! them. It joins the cluster of processes, submits and queries tasks with
-//! exact timing, and reports and meets the shutdown barrier at the end, so
-//! the processes (which wait for every live member's report) linger while
-//! the probe works and exit 0 afterwards.
+//! exact timing, and reports and meets the shutdown barrier at the end.
+//! It publishes node-cli's workload marker, so the processes count it as
+//! one of theirs (in `--nodes`, at the start barrier, for the final report
+//! and the shutdown barrier): they linger while the probe works and exit 0
+//! afterwards. A member without the marker would not hold them: they would
+//! finish their own tasks and leave while the probe still queried them.
 //!
 //! Every test holds [`casty_tests::serial`]: one cluster at a time.
 
@@ -45,8 +48,18 @@ const START: Duration = Duration::from_secs(20);
 /// The report entity and barrier node-cli's workload uses.
 const REPORT: &str = "final-report";
 const SHUTDOWN_BARRIER: &str = "shutdown";
-/// node-cli's start barrier: every live member arrives before any submits.
+/// node-cli's start barrier: every live workload member arrives before any
+/// submits.
 const START_BARRIER: &str = "start";
+/// node-cli's workload marker (`node_cli::workload::WORKLOAD_MARKER`, a
+/// binary crate's item, hence the copy): the membership metadata of a
+/// member node-cli waits for.
+const WORKLOAD_MARKER: &[u8] = b"node-cli-workload/1";
+
+/// Whether `m` carries node-cli's workload marker.
+fn runs_workload(m: &membership::Member) -> bool {
+    m.metadata == WORKLOAD_MARKER
+}
 
 /// The node-cli binary (see the module doc).
 fn node_bin() -> PathBuf {
@@ -207,9 +220,16 @@ impl Probe {
             let config = MembershipConfig::default()
                 .with_seed(&SeedTimings::default())
                 .unwrap();
-            let members =
-                membership::start(&transport, config, vec![seed.to_string()], stop.clone())
-                    .unwrap();
+            // With node-cli's marker from the join on: the nodes wait
+            // for the probe as for one of theirs.
+            let members = membership::start_with_metadata(
+                &transport,
+                config,
+                vec![seed.to_string()],
+                WORKLOAD_MARKER.to_vec(),
+                stop.clone(),
+            )
+            .unwrap();
             let view = sharding::follow_membership(&members, stop.clone());
             let queue = TaskQueue::start(
                 &transport,
@@ -220,9 +240,9 @@ impl Probe {
             )
             .unwrap();
             members.wait_joined(START).await.unwrap();
-            // The probe is a live member: the nodes' start barrier waits
-            // for it, so it arrives (in the background, retried until the
-            // barrier's shard answers).
+            // The probe is a workload member (it carries the marker): the
+            // nodes' start barrier waits for it, so it arrives (in the
+            // background, retried until the barrier's shard answers).
             let (q, me, until) = (queue.clone(), name.to_owned(), stop.clone());
             tokio::spawn(async move {
                 while !until.is_cancelled() {
@@ -278,9 +298,15 @@ impl Probe {
                 .report(REPORT, &self.name, Default::default(), 0)
                 .await
                 .unwrap();
-            // The same live count node-cli uses: whoever is active now.
+            // The same live count node-cli uses: the workload members
+            // active now (every member of these tests carries the marker).
             loop {
-                let n = self.members.view().active_count() as u32;
+                let n = self
+                    .members
+                    .view()
+                    .active()
+                    .filter(|m| runs_workload(m))
+                    .count() as u32;
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let step = left.min(Duration::from_secs(2));
                 match self
