@@ -752,7 +752,8 @@ struct ShardData<E: Entity> {
 /// for idempotent messages only, as every retry in this crate). A
 /// replica that holds the reverted change keeps it over the new owner's
 /// change of the same version (two lives' equal versions keep the held
-/// copy) until the restore or a later change reaches it.
+/// copy); the restore then puts the confirmed state there, so that
+/// replica lacks the new owner's change until its next change or a sync.
 type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
 
 /// Entity `id` changed from version `from` (encoded `before`, `None` when

@@ -24,7 +24,7 @@ pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 16 * 1024;
 /// session 17: the task queue's job output and completed task carry an
 /// input digest made from the payload's SHA-256 (`taskqueue`), which
 /// version 2 made from the payload; the transport's own frames are as in
-/// version 2. 4 since 2026-12-07 (after session 18): a shard record
+/// version 2. 4 since 2026-12-07 (session 19): a shard record
 /// (`sharding`'s `wire::Record`) says whether a reset restored it and
 /// from which confirmed version (`restored_from`, one byte more per record
 /// when it did not); the transport's frames are as in version 2. Versions
