@@ -17,10 +17,13 @@
 //!   task has exactly one result, equal to the independent one.
 //! - [`seed_log`]: parsers for the seed's log lines (`job-..: <result> (on
 //!   <node>)`, `<done>/<total> completed in <secs>s`, `Final Report ...`).
+//! - [`Member`]: an in-process member of a task-queue cluster, wired from
+//!   the library crates as node-cli wires a node.
 //! - [`serial`]: a lock that serializes heavy multi-process tests inside one
 //!   test binary, so two clusters never compete for the same cores.
 
 mod lost_write;
+mod member;
 mod port;
 mod process;
 pub mod seed_log;
@@ -28,6 +31,7 @@ mod serial;
 mod wait;
 
 pub use lost_write::{LostWriteChecker, Violation, expected_result};
+pub use member::Member;
 pub use port::{listen_addr, reserve_port};
 pub use process::{Lines, Process};
 pub use serial::serial;

@@ -2,15 +2,9 @@
 //! (transport, membership, sharding, taskqueue) that owns shards and
 //! processes tasks but does not run node-cli's workload.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use casty_tests::serial;
-use membership::{MembershipConfig, SeedTimings};
-use sharding::RegionConfig;
-use taskqueue::{TaskQueue, TasksConfig};
-use tokio_util::sync::CancellationToken;
-use transport::{LocalNode, Transport, TransportConfig};
+use casty_tests::{Member, serial};
 
 use crate::{assert_all_succeeded, busy, check_run_among};
 
@@ -20,75 +14,12 @@ use crate::{assert_all_succeeded, busy, check_run_among};
 const BARRIER_TIMEOUT_MS: u64 = 15_000;
 
 /// A custom worker: an in-process member wired as node-cli wires one,
-/// with node-cli's built-in defaults, but publishing no metadata (so no
-/// workload marker) and never meeting node-cli's barriers or reporting.
-/// It starts a cluster of its own; node-cli nodes join through it.
-struct Worker {
-    addr: SocketAddr,
-    // Held for its tasks: dropped, the worker stops.
-    _rt: tokio::runtime::Runtime,
-    _queue: TaskQueue,
-    stop: CancellationToken,
-}
-
-impl Worker {
-    fn start(name: &str) -> Worker {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let stop = CancellationToken::new();
-        let (queue, addr) = rt.block_on(async {
-            let transport = Transport::bind(
-                LocalNode {
-                    cluster: "task-queue".into(),
-                    // As node-cli's with its defaults.
-                    settings: RegionConfig::default().cluster_settings(),
-                    name: name.into(),
-                    generation: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap()
-                        .as_millis() as u64,
-                    listen: "127.0.0.1:0".into(),
-                    advertise_host: "127.0.0.1".into(),
-                },
-                TransportConfig::default(),
-                stop.clone(),
-            )
-            .await
-            .unwrap();
-            let config = MembershipConfig::default()
-                .with_seed(&SeedTimings::default())
-                .unwrap();
-            // Its own address as the seed: it starts the cluster.
-            let seeds = vec![transport.identity().addr.clone()];
-            let members = membership::start(&transport, config, seeds, stop.clone()).unwrap();
-            let view = sharding::follow_membership(&members, stop.clone());
-            let queue = TaskQueue::start(
-                &transport,
-                RegionConfig::default(),
-                TasksConfig::default(),
-                view,
-                stop.clone(),
-            )
-            .unwrap();
-            members.wait_joined(Duration::from_secs(20)).await.unwrap();
-            (queue, transport.local_addr())
-        });
-        Worker {
-            addr,
-            _rt: rt,
-            _queue: queue,
-            stop,
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+/// with node-cli's built-in defaults ([`Member`]), but publishing no
+/// metadata (so no workload marker) and never meeting node-cli's barriers
+/// or reporting. It starts a cluster of its own; node-cli nodes join
+/// through it.
+fn start_worker(name: &str) -> Member {
+    Member::start(name, "127.0.0.1", Vec::new(), Vec::new(), 1)
 }
 
 /// Two node-cli nodes (`--nodes 2`) join a cluster started by a custom
@@ -103,7 +34,7 @@ impl Drop for Worker {
 fn a_custom_worker_does_not_hold_the_nodes_at_their_barriers() {
     let _heavy = serial();
     let started = Instant::now();
-    let worker = Worker::start("worker");
+    let worker = start_worker("worker");
     let timeout = BARRIER_TIMEOUT_MS.to_string();
     let args = ["--nodes", "2", "--tasks", "20"];
     let spawn = |name: &str| {

@@ -33,14 +33,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use casty_tests::{LostWriteChecker, Process, listen_addr, seed_log};
-use membership::{MembershipConfig, MembershipHandle, SeedTimings};
-use sharding::RegionConfig;
-use taskqueue::{TaskQueue, TaskState, TaskStatus, TasksConfig};
-use tokio_util::sync::CancellationToken;
-use transport::{LocalNode, Transport, TransportConfig};
+use casty_tests::{LostWriteChecker, Member, Process, listen_addr, seed_log};
+use taskqueue::{TaskState, TaskStatus};
 
 /// Time a node may take to log `listening on`.
 const START: Duration = Duration::from_secs(20);
@@ -163,16 +159,15 @@ fn logged(p: &Process, needle: &str) -> bool {
     p.stderr().snapshot().iter().any(|l| l.contains(needle))
 }
 
-/// An in-process member of the cluster (see the module doc), with its own
-/// tokio runtime; its methods block.
-struct Probe {
-    name: String,
-    /// The probe's listening address (a seed for nodes that join later).
-    addr: SocketAddr,
-    rt: tokio::runtime::Runtime,
-    members: MembershipHandle,
-    queue: TaskQueue,
-    stop: CancellationToken,
+/// An in-process member of the cluster (see the module doc,
+/// [`casty_tests::Member`]); its methods block.
+struct Probe(Member);
+
+impl std::ops::Deref for Probe {
+    type Target = Member;
+    fn deref(&self) -> &Member {
+        &self.0
+    }
 }
 
 impl Probe {
@@ -192,80 +187,32 @@ impl Probe {
                 .with_test_writer()
                 .try_init();
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let stop = CancellationToken::new();
-        let (members, queue, addr) = rt.block_on(async {
-            let transport = Transport::bind(
-                LocalNode {
-                    cluster: "task-queue".into(),
-                    // As node-cli's with its defaults.
-                    settings: RegionConfig::default().cluster_settings(),
-                    name: name.into(),
-                    generation: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap()
-                        .as_millis() as u64,
-                    listen: format!("{host}:0"),
-                    advertise_host: host.into(),
-                },
-                TransportConfig::default(),
-                stop.clone(),
-            )
-            .await
-            .unwrap();
-            let config = MembershipConfig::default()
-                .with_seed(&SeedTimings::default())
-                .unwrap();
-            // With node-cli's marker from the join on: the nodes wait
-            // for the probe as for one of theirs.
-            let members = membership::start_with_metadata(
-                &transport,
-                config,
-                vec![seed.to_string()],
-                WORKLOAD_MARKER.to_vec(),
-                stop.clone(),
-            )
-            .unwrap();
-            let view = sharding::follow_membership(&members, stop.clone());
-            let queue = TaskQueue::start(
-                &transport,
-                RegionConfig::default(),
-                TasksConfig::default(),
-                view,
-                stop.clone(),
-            )
-            .unwrap();
-            members.wait_joined(START).await.unwrap();
-            // The probe is a workload member (it carries the marker): the
-            // nodes' start barrier waits for it, so it arrives (in the
-            // background, retried until the barrier's shard answers).
-            let (q, me, until) = (queue.clone(), name.to_owned(), stop.clone());
-            tokio::spawn(async move {
-                while !until.is_cancelled() {
-                    let step = Duration::from_secs(2);
-                    match q
-                        .barrier_among(START_BARRIER, &me, vec![me.clone()], step)
-                        .await
-                    {
-                        Ok(_) => return,
-                        Err(e) => tracing_free_note(&format!("start barrier: {e}")),
-                    }
+        // With node-cli's marker from the join on: the nodes wait for the
+        // probe as for one of theirs.
+        let member = Member::start(
+            name,
+            host,
+            vec![seed.to_string()],
+            WORKLOAD_MARKER.to_vec(),
+            2,
+        );
+        // The probe is a workload member (it carries the marker): the
+        // nodes' start barrier waits for it, so it arrives (in the
+        // background, retried until the barrier's shard answers).
+        let (q, me, until) = (member.queue.clone(), name.to_owned(), member.stop.clone());
+        member.rt.spawn(async move {
+            while !until.is_cancelled() {
+                let step = Duration::from_secs(2);
+                match q
+                    .barrier_among(START_BARRIER, &me, vec![me.clone()], step)
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(e) => tracing_free_note(&format!("start barrier: {e}")),
                 }
-            });
-            (members, queue, transport.local_addr())
+            }
         });
-        Probe {
-            name: name.into(),
-            addr,
-            rt,
-            members,
-            queue,
-            stop,
-        }
+        Probe(member)
     }
 
     /// Waits until `n` members are active in the probe's view.
@@ -320,12 +267,6 @@ impl Probe {
                 }
             }
         });
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 
