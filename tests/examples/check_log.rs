@@ -39,7 +39,10 @@ fn main() {
         let want = expected_result(format!("doc-{}", r.task).as_bytes(), iterations);
         if r.result != want {
             wrong += 1;
-            println!("{}: logged {} (on {}), expected {want}", r.task, r.result, r.on);
+            println!(
+                "{}: logged {} (on {}), expected {want}",
+                r.task, r.result, r.on
+            );
         }
     }
     println!("{checked} results checked at {iterations} iterations, {wrong} wrong");
