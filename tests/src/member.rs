@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use transport::{LocalNode, Transport, TransportConfig};
 
 /// The cluster name node-cli uses by default (`[system] name`).
-pub const CLUSTER: &str = "task-queue";
+const CLUSTER: &str = "task-queue";
 
 /// How long [`Member::start`] waits for the member to join, in ms.
-pub const JOIN_TIMEOUT_MS: u64 = 20_000;
+const JOIN_TIMEOUT_MS: u64 = 20_000;
 
 /// An in-process member with its own tokio runtime. Dropped, it cancels
 /// its stop token (its transport, membership and regions stop), then its
@@ -47,7 +47,7 @@ impl Member {
     ///
     /// # Panics
     /// When the runtime, transport, membership or queue cannot start, or
-    /// the member has not joined within [`JOIN_TIMEOUT_MS`].
+    /// the member has not joined within `JOIN_TIMEOUT_MS` (20 s).
     #[allow(clippy::unwrap_used, clippy::expect_used)]
     pub fn start(
         name: &str,
