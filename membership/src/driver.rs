@@ -38,8 +38,15 @@ pub enum DriverError {
     /// settings or another protocol version) and the join was given up
     /// at once.
     #[error(
-        "could not join through seeds {seeds:?}: {}{}{}",
-        if *for_good { "every seed refused this node for good (cluster name, settings or protocol version)" } else { "no answer within the join deadline" },
+        "could not join through seeds {seeds:?}: {}{}{}{}",
+        if *for_good {
+            "every seed refused this node for good (cluster name, settings or protocol version)"
+        } else if invalid.is_some() {
+            "no valid answer within the join deadline"
+        } else {
+            "no answer within the join deadline"
+        },
+        invalid_suffix(invalid.as_deref()),
         refused_suffix(refused),
         unreachable_suffix(unreachable)
     )]
@@ -57,6 +64,11 @@ pub enum DriverError {
         /// The seeds the last dial could not reach, each with the error
         /// (`host:port: error`), e.g. a name that does not resolve.
         unreachable: Vec<String>,
+        /// The last message dropped as invalid while joining
+        /// (`peer: kind: error`), e.g. a seed's `join-ack` holding member
+        /// metadata over this node's `max_metadata_bytes`: answers came,
+        /// and this is why none counted.
+        invalid: Option<String>,
     },
     /// A seed refused the join (e.g. our name is taken by a running member).
     #[error("join refused by {by}: {reason}")]
@@ -170,6 +182,14 @@ pub fn start_with_metadata(
     })
 }
 
+/// The end of [`DriverError::JoinFailed`]'s message: the last answer
+/// dropped as invalid, if any.
+fn invalid_suffix(invalid: Option<&str>) -> String {
+    invalid.map_or_else(String::new, |i| {
+        format!("; answers were dropped as invalid, the last {i}")
+    })
+}
+
 /// The end of [`DriverError::JoinFailed`]'s message: the refusals, if any.
 fn refused_suffix(refused: &[String]) -> String {
     if refused.is_empty() {
@@ -257,7 +277,7 @@ impl MembershipHandle {
 
     fn failure_error(&self) -> DriverError {
         match self.failure.borrow().clone() {
-            Some(Event::JoinFailed { seeds }) => {
+            Some(Event::JoinFailed { seeds, invalid }) => {
                 let refused = seeds
                     .iter()
                     .filter_map(|seed| Some(format!("{seed}: {}", self.transport.refusal(seed)?)))
@@ -275,6 +295,7 @@ impl MembershipHandle {
                     for_good,
                     refused,
                     unreachable,
+                    invalid,
                 }
             }
             Some(Event::JoinRefused { by, reason }) => DriverError::JoinRefused { by, reason },
@@ -565,8 +586,8 @@ impl Driver {
 fn log_event(ev: &Event) {
     match ev {
         Event::Joined => tracing::debug!("joined the cluster"),
-        Event::JoinFailed { seeds } => {
-            tracing::error!(?seeds, "join failed: no seed let this node in")
+        Event::JoinFailed { seeds, invalid } => {
+            tracing::error!(?seeds, invalid, "join failed: no seed let this node in")
         }
         Event::JoinRefused { by, reason } => {
             tracing::error!(by = %by.name, %reason, "join refused")

@@ -175,7 +175,7 @@ pub enum InvalidMessage {
         max: usize,
     },
     /// Metadata larger than `max_metadata_bytes`.
-    #[error("metadata of {len} bytes exceeds {max}")]
+    #[error("metadata of {len} bytes exceeds {max} (this node's max_metadata_bytes)")]
     MetadataTooLarge {
         /// Bytes received.
         len: usize,

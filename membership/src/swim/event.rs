@@ -18,6 +18,12 @@ pub enum Event {
     JoinFailed {
         /// The seed addresses tried.
         seeds: Vec<String>,
+        /// The last message dropped as invalid while joining, as
+        /// `<peer>: <kind>: <error>` (for example a seed's `join-ack`
+        /// carrying metadata over this node's `max_metadata_bytes`): the
+        /// seeds may have answered, and this is why no answer counted.
+        /// `None` when nothing was dropped.
+        invalid: Option<String>,
     },
     /// A seed refused our join (the name is taken by a running member, or
     /// a newer life of it exists). The core stops.

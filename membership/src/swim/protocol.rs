@@ -145,6 +145,9 @@ struct DupCheck {
 #[derive(Debug)]
 struct JoinState {
     seeds: Vec<String>,
+    /// The last message dropped as invalid while joining
+    /// (`Event::JoinFailed::invalid`).
+    invalid: Option<String>,
     deadline: Instant,
     next_attempt: Instant,
     backoff: Duration,
@@ -437,10 +440,10 @@ impl Swim {
         let Some(j) = &self.join else {
             return;
         };
-        let seeds = j.seeds.clone();
+        let (seeds, invalid) = (j.seeds.clone(), j.invalid.clone());
         warn!(member = %self.local.id, seeds = ?seeds, "join given up: no seed can let this node in");
         self.stop(Status::Failed);
-        self.events.push_back(Event::JoinFailed { seeds });
+        self.events.push_back(Event::JoinFailed { seeds, invalid });
     }
 
     /// Starts joining through `seeds` (advertised `host:port` addresses,
@@ -474,6 +477,7 @@ impl Swim {
         info!(member = %self.local.id, seeds = ?seeds, "joining");
         self.join = Some(JoinState {
             seeds,
+            invalid: None,
             deadline: now + self.config.join_deadline(),
             next_attempt: now,
             backoff: self.config.join_retry(),
@@ -574,6 +578,9 @@ impl Swim {
         if let Err(e) = msg.validate(&self.limits) {
             self.stats.invalid_messages += 1;
             warn!(peer = %from_addr, kind = msg.kind(), error = %e, "dropping invalid membership message");
+            if let Some(j) = &mut self.join {
+                j.invalid = Some(format!("{from_addr}: {}: {e}", msg.kind()));
+            }
             return;
         }
         self.observe_time(now);
@@ -720,10 +727,10 @@ impl Swim {
         self.update_minority();
         if let Some(j) = &self.join {
             if now >= j.deadline {
-                let seeds = j.seeds.clone();
+                let (seeds, invalid) = (j.seeds.clone(), j.invalid.clone());
                 warn!(member = %self.local.id, seeds = ?seeds, "join deadline passed");
                 self.stop(Status::Failed);
-                self.events.push_back(Event::JoinFailed { seeds });
+                self.events.push_back(Event::JoinFailed { seeds, invalid });
                 return;
             }
             if now >= j.next_attempt {

@@ -114,7 +114,8 @@ fn join_retries_with_backoff_and_fails_at_the_deadline() {
     assert_eq!(
         events(&mut c),
         vec![Event::JoinFailed {
-            seeds: vec!["127.0.0.1:1".into()]
+            seeds: vec!["127.0.0.1:1".into()],
+            invalid: None,
         }]
     );
     assert_eq!(c.poll_timeout(), None, "a failed core has no timers");
@@ -125,6 +126,51 @@ fn join_retries_with_backoff_and_fails_at_the_deadline() {
         .collect();
     assert_eq!(&gaps[..5], &[400, 800, 1000, 1000, 1000]);
     assert_eq!(attempts[0], Duration::from_millis(200));
+}
+
+/// A seed's answer this node drops as invalid (here a `join-ack` holding
+/// a member's metadata over this node's `max_metadata_bytes`) does not
+/// join it; when the deadline passes, the failure says what was dropped,
+/// so "no answer" is not all the user reads.
+#[test]
+fn a_join_failure_names_the_last_answer_dropped_as_invalid() {
+    let start = Instant::now();
+    let mut config = MembershipConfig::default();
+    config.max_metadata_bytes = 19;
+    let mut c = Swim::new(MemberId::new("n2", "127.0.0.1:2", 1), Vec::new(), config, 7)
+        .expect("valid config");
+    c.join(start, vec!["127.0.0.1:1".into()]);
+    transmits(&mut c);
+    let seed = MemberId::new("n1", "127.0.0.1:1", 1);
+    let mut worker = alive(&MemberId::new("w", "127.0.0.1:3", 1), 1);
+    worker.member.metadata = vec![b'x'; 48];
+    c.handle_message(
+        start,
+        "127.0.0.1:1",
+        Message::JoinAck {
+            from: seed.clone(),
+            state: vec![alive(&seed, 1), worker],
+        },
+    );
+    assert_eq!(
+        c.status(),
+        Status::Joining,
+        "an invalid answer does not join"
+    );
+    c.handle_timeout(start + MembershipConfig::default().join_deadline());
+    assert_eq!(c.status(), Status::Failed);
+    match events(&mut c).as_slice() {
+        [Event::JoinFailed { seeds, invalid }] => {
+            assert_eq!(seeds, &["127.0.0.1:1".to_owned()]);
+            let invalid = invalid.as_deref().expect("the dropped answer is named");
+            assert!(
+                invalid.starts_with("127.0.0.1:1: join-ack: metadata of 48 bytes")
+                    && invalid.contains("max_metadata_bytes"),
+                "{invalid}"
+            );
+        }
+        other => panic!("expected one JoinFailed, got {other:?}"),
+    }
 }
 
 /// A driver that learnt no seed can let this node in (each refused our
@@ -147,7 +193,8 @@ fn a_join_given_up_fails_at_once_and_keeps_no_timers() {
     assert_eq!(
         events(&mut c),
         vec![Event::JoinFailed {
-            seeds: vec!["127.0.0.1:1".into()]
+            seeds: vec!["127.0.0.1:1".into()],
+            invalid: None,
         }]
     );
     assert_eq!(c.poll_timeout(), None, "a failed core has no timers");
