@@ -135,8 +135,10 @@ fn join_retries_with_backoff_and_fails_at_the_deadline() {
 #[test]
 fn a_join_failure_names_the_last_answer_dropped_as_invalid() {
     let start = Instant::now();
-    let mut config = MembershipConfig::default();
-    config.max_metadata_bytes = 19;
+    let config = MembershipConfig {
+        max_metadata_bytes: 19,
+        ..MembershipConfig::default()
+    };
     let mut c = Swim::new(MemberId::new("n2", "127.0.0.1:2", 1), Vec::new(), config, 7)
         .expect("valid config");
     c.join(start, vec!["127.0.0.1:1".into()]);
