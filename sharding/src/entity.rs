@@ -61,11 +61,13 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// It matters when an ask's change was applied but the shard moved
     /// before the replicas confirmed it, and the new owner cannot say
     /// whether it holds the change (it holds a newer version, or does not
-    /// answer; `sharding/PROTOCOL.md`, Handoff): an idempotent ask is then
-    /// answered [`RegionError::Moved`](crate::RegionError) and sent again,
-    /// any other [`RegionError::ReplicationFailed`](crate::RegionError)
-    /// (applied or not, unknown). The default, `false`, never applies a
-    /// message twice.
+    /// answer; `sharding/PROTOCOL.md`, Handoff), and when the owner resets
+    /// (its life was declared dead) before the replicas confirmed it (a
+    /// replica may hold the change all the same; Reset): an idempotent ask
+    /// is then answered [`RegionError::Moved`](crate::RegionError) and sent
+    /// again, any other
+    /// [`RegionError::ReplicationFailed`](crate::RegionError) (applied or
+    /// not, unknown). The default, `false`, never applies a message twice.
     fn idempotent(msg: &Self::Msg) -> bool {
         let _ = msg;
         false

@@ -63,9 +63,10 @@ pub enum RegionError {
         hops: u8,
     },
     /// The state change was applied by the owner but neither its replicas
-    /// nor, after the shard moved, the new owner confirmed holding it, so
-    /// it is not acknowledged. Not retried automatically: the change may
-    /// be applied (asks to entities should be idempotent).
+    /// nor, after the shard moved, the new owner confirmed holding it (or
+    /// the owner reset before they did), so it is not acknowledged. Not
+    /// retried automatically: the change may be applied (asks to entities
+    /// should be idempotent).
     #[error("replicas of shard {shard} did not confirm: {reason}")]
     ReplicationFailed {
         /// The shard.

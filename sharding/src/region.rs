@@ -1954,10 +1954,10 @@ impl<E: Entity> Actor<E> {
             "this node's life was declared dead: recovering every shard anew"
         );
         // Messages held by recovering shards are routed again once the
-        // shards recover anew (below); every ask waiting here (parked, or
-        // for the confirmation of a shard it owns) is answered `Moved`,
-        // which its sender retries: dropping it would fail a local asker
-        // for good.
+        // shards recover anew (below); every ask parked here is answered
+        // `Moved`, which its sender retries (dropping it would fail a local
+        // asker for good), and so is an idempotent one waiting for the
+        // confirmation of a shard it owns (below).
         // Asks of shards this node no longer owns were applied here and
         // may be held by the new owner: handed over, not sent again.
         let unowned: Vec<(ShardId, Vec<String>)> = self
@@ -1988,14 +1988,16 @@ impl<E: Entity> Actor<E> {
                     p.reply.send(moved());
                 }
             }
-            // An ask waiting for its replicas is retried by its sender: the
-            // unconfirmed state it produced here must go, or the retry would
-            // apply it twice; the confirmed state before it must stay (its
+            // An ask waiting for its replicas: the unconfirmed state it
+            // produced here goes (the confirmed state before it stays: its
             // replicas may be gone too, as on a partition's minority side).
+            // A replica may hold that change all the same, and a new owner
+            // may read it there, so only an idempotent ask is sent again
+            // (`Moved`); any other is answered `ReplicationFailed`, applied
+            // or not, unknown, as at a hand-over (`answer_failed`).
+            let reason = "this node's life was declared dead before the replicas confirmed the change: applied or not, unknown";
             for (_, waiting) in d.waiting_acks.drain() {
-                for (_, reply, ..) in waiting {
-                    reply.send(moved());
-                }
+                answer_failed(*shard, waiting, reason);
             }
             d.restore_confirmed(self.stamp);
         }

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use transport::{Channel, Lane, NodeId, Received, Transport, TransportConfig};
 
 /// A counter: `Add(n)` returns the new value, `Get` the value (absent = 0,
-/// without creating it), `Remove` removes it and returns its last value.
+/// without creating it), `Remove` removes it and returns its last value,
+/// `Set(n)` sets it (the one idempotent message).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Counter(u64);
 
@@ -29,6 +30,8 @@ enum CounterMsg {
     WaitUndeclared(u64),
     /// Removes the counter; answers its value before (0 if absent).
     Remove,
+    /// Sets the counter to this value and answers it: idempotent.
+    Set(u64),
 }
 
 impl Entity for Counter {
@@ -50,6 +53,10 @@ impl Entity for Counter {
             }
             CounterMsg::Get => Handled::Reply(state.as_ref().map_or(0, |c| c.0)),
             CounterMsg::Remove => Handled::Reply(state.take().map_or(0, |c| c.0)),
+            CounterMsg::Set(n) => {
+                *state = Some(Counter(n));
+                Handled::Reply(n)
+            }
             CounterMsg::WaitAtLeast(n) | CounterMsg::WaitUndeclared(n) => {
                 match state.as_ref().map_or(0, |c| c.0) {
                     v if v >= n => Handled::Reply(v),
@@ -60,7 +67,14 @@ impl Entity for Counter {
     }
 
     fn reads_only(msg: &CounterMsg) -> bool {
-        !matches!(msg, CounterMsg::Add(_) | CounterMsg::Remove)
+        !matches!(
+            msg,
+            CounterMsg::Add(_) | CounterMsg::Remove | CounterMsg::Set(_)
+        )
+    }
+
+    fn idempotent(msg: &CounterMsg) -> bool {
+        matches!(msg, CounterMsg::Set(_))
     }
 
     fn may_wait(msg: &CounterMsg) -> bool {
@@ -672,17 +686,32 @@ async fn a_joiner_with_a_partial_view_does_not_serve_a_shard_owned_elsewhere() {
 }
 
 /// A region reset (this node's life was declared dead while it ran) while
-/// a local ask waits for a replica's confirmation: the ask is answered
-/// `Moved` and retried at the owner, it does not fail with `Shutdown` (a
-/// dropped answer) while the region runs. Here the replica `z` never
-/// answers; once it leaves the view the retried increment is applied and
-/// answered.
+/// a local idempotent ask waits for a replica's confirmation: the ask is
+/// answered `Moved` and retried at the owner, it does not fail with
+/// `Shutdown` (a dropped answer) while the region runs. Here the replica
+/// `z` never answers; once it leaves the view the retried `Set` is applied
+/// and answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ask_waiting_for_replicas_survives_a_reset() {
-    let (value, read) = reset_while_an_add_waits_for_its_replica(false).await;
+async fn an_idempotent_ask_waiting_for_replicas_survives_a_reset() {
+    let (value, read) = reset_while_an_ask_waits_for_its_replica(false, CounterMsg::Set(5)).await;
 
-    assert_eq!(value, Ok(1), "the ask is retried after the reset");
-    assert_eq!(read, Ok(1));
+    assert_eq!(value, Ok(5), "the ask is retried after the reset");
+    assert_eq!(read, Ok(5));
+}
+
+/// The same with an `Add`, which is not idempotent: a replica may hold
+/// the change the reset took back (`a_reset_does_not_apply_twice_an_add_a_replica_holds`),
+/// so the ask is answered `ReplicationFailed`, not sent again, and the
+/// counter created unconfirmed is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_idempotent_ask_waiting_for_replicas_fails_at_a_reset() {
+    let (value, read) = reset_while_an_ask_waits_for_its_replica(false, CounterMsg::Add(1)).await;
+
+    assert!(
+        matches!(value, Err(RegionError::ReplicationFailed { .. })),
+        "{value:?}"
+    );
+    assert_eq!(read, Ok(0));
 }
 
 /// A reset discards only what the replicas never confirmed: an entity with
@@ -690,28 +719,33 @@ async fn an_ask_waiting_for_replicas_survives_a_reset() {
 /// confirmed state, not away. Before the fix the reset removed the entity
 /// (the partition fault test's minority side lost tasks whose completion
 /// was still replicating when it learned it had been declared dead), so
-/// the retried ask read 1 here instead of 2.
+/// the counter read 0 here instead of 1 (then, when the reset still sent
+/// every waiting ask again, the retried add read 1 instead of 2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_keeps_the_confirmed_state_under_an_unconfirmed_change() {
-    let (value, read) = reset_while_an_add_waits_for_its_replica(true).await;
+    let (value, read) = reset_while_an_ask_waits_for_its_replica(true, CounterMsg::Add(1)).await;
 
-    assert_eq!(
-        value,
-        Ok(2),
-        "the confirmed 1 survives; the retried ask applies once"
+    assert!(
+        matches!(value, Err(RegionError::ReplicationFailed { .. })),
+        "{value:?}"
     );
-    assert_eq!(read, Ok(2));
+    assert_eq!(
+        read,
+        Ok(1),
+        "the confirmed 1 survives, the unconfirmed add goes"
+    );
 }
 
 /// Owner a, then z (a transport that never reads) as its replica (a stays
-/// the owner of the counter's shard, so nothing is fetched from z); an
-/// `Add(1)` is applied at a and waits for z's confirmation while a resets;
-/// then z is declared dead and a owns everything alone. With
-/// `confirmed_first`, the counter got an `Add(1)` confirmed at once before
-/// z joined. Returns the waiting ask's answer (it is retried after the
-/// reset) and a read of the counter afterwards.
-async fn reset_while_an_add_waits_for_its_replica(
+/// the owner of the counter's shard, so nothing is fetched from z); `msg`
+/// is applied at a and waits for z's confirmation while a resets; then z
+/// is declared dead and a owns everything alone. With `confirmed_first`,
+/// the counter got an `Add(1)` confirmed at once before z joined. Returns
+/// the waiting ask's answer (an idempotent one is retried after the reset)
+/// and a read of the counter afterwards.
+async fn reset_while_an_ask_waits_for_its_replica(
     confirmed_first: bool,
+    msg: CounterMsg,
 ) -> (Result<u64, RegionError>, Result<u64, RegionError>) {
     let a = start("a").await;
     let z_node = start_bare("z").await;
@@ -727,16 +761,113 @@ async fn reset_while_an_add_waits_for_its_replica(
     }
     a.view.send_replace(az);
     wait_routing(&a, 2).await;
-    let add = spawn_add(&a.region, &id, T);
+    let (region, ask_id) = (a.region.clone(), id.clone());
+    let ask = tokio::spawn(async move { region.ask(&ask_id, msg, T).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!add.is_finished(), "z never confirms: the ask must wait");
+    assert!(!ask.is_finished(), "z never confirms: the ask must wait");
     a.region.reset().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.view.send_replace(members(&[&a]));
-    let value = add.await.unwrap();
+    let value = ask.await.unwrap();
     let read = a.region.ask(&id, CounterMsg::Get, T).await;
     z_node.stop.cancel();
     (value, read)
+}
+
+/// A reset does not apply twice an ask whose change a replica holds.
+/// `x` asks `Add(10)` of the counter's owner `a` (views {a, s, x}, `s` its
+/// replica: a stand-in that keeps what it is sent and confirms only after
+/// a minute). `a` applies it and waits for `s`. Then the views of `x` and
+/// of the new owner `c` become {c, s, x}: `c` recovers the shard and
+/// fetches `s`'s copy (10); then {c, x}. When `a` resets, the change `s`
+/// holds is one `a` can neither confirm nor take back. Before the fix `a`
+/// answered the ask `Moved`, `x` sent it again to `c`, and `c` added 10
+/// once more: answered `Ok(20)` for one ask. Now a non-idempotent ask
+/// waiting for its replicas at a reset is answered `ReplicationFailed`
+/// (applied or not, unknown), and an idempotent one `Moved`, as at a
+/// hand-over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_does_not_apply_twice_an_add_a_replica_holds() {
+    let mut slow = RegionConfig::default();
+    slow.sharding.replicate_timeout_ms = 60_000;
+    // The new owner's name: one that owns a shard in {c, s, x} and in
+    // {c, x}, where `a` owns it with `s` its replica in {a, s, x}.
+    let config = RegionConfig::default();
+    let (shards, r) = (
+        config.defaults.num_shards,
+        config.sharding.replication_factor,
+    );
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect();
+    let before = sharding::allocate(&names(&["a", "s", "x"]), shards, r);
+    let (c_name, shard) = (b'b'..=b'w')
+        .map(|b| (b as char).to_string())
+        .filter(|c| !["s", "x"].contains(&c.as_str()))
+        .find_map(|c| {
+            let with_s = sharding::allocate(&names(&[&c, "s", "x"]), shards, r);
+            let without_s = sharding::allocate(&names(&[&c, "x"]), shards, r);
+            (0..shards.get())
+                .map(ShardId)
+                .find(|&sh| {
+                    before.holders(sh) == ["a", "s"]
+                        && with_s.owner(sh) == Some(c.as_str())
+                        && without_s.owner(sh) == Some(c.as_str())
+                })
+                .map(|sh| (c.clone(), sh))
+        })
+        .expect("a name for the new owner");
+    let id = (0..10_000)
+        .map(|i| format!("x{i}"))
+        .find(|id| sharding::shard_id(id, shards) == shard)
+        .expect("an id of that shard");
+    let a = start_with("a", slow).await;
+    let c = start(&c_name).await;
+    let x = start("x").await;
+    let s = start_slow_replica("s", Duration::from_secs(60)).await;
+    let mut asx = members(&[&a, &x]);
+    asx.insert("s".into(), s.identity());
+    let mut csx = members(&[&c, &x]);
+    csx.insert("s".into(), s.identity());
+    set_view(&[&a, &x], &asx);
+    wait_routing(&a, 3).await;
+    wait_routing(&x, 3).await;
+    let (region, add_id) = (x.region.clone(), id.clone());
+    let add = tokio::spawn(async move { region.ask(&add_id, CounterMsg::Add(10), T).await });
+    until(|| a.region.stats().delivered > 0, "a applied the add").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !add.is_finished(),
+        "s confirms after a minute: the add waits"
+    );
+    set_view(&[&c, &x], &csx);
+    wait_routing(&x, 3).await;
+    wait_routing(&c, 3).await;
+    assert_eq!(
+        c.region.ask(&id, CounterMsg::Get, T).await,
+        Ok(10),
+        "c recovered the shard with the copy s holds"
+    );
+    // Now s is gone for c and x, and x is c's replica.
+    let cx = members(&[&c, &x]);
+    set_view(&[&c, &x], &cx);
+    wait_routing(&x, 2).await;
+    wait_routing(&c, 2).await;
+    assert_eq!(
+        c.region.ask(&id, CounterMsg::Get, T).await,
+        Ok(10),
+        "c serves the copy s held"
+    );
+    a.region.reset().await.unwrap();
+    let answered = tokio::time::timeout(T, add).await.unwrap().unwrap();
+    let read = c.region.ask(&id, CounterMsg::Get, T).await;
+    assert_eq!(
+        read,
+        Ok(10),
+        "one Add(10) was asked (answered {answered:?}), but the counter reads {read:?}"
+    );
+    assert!(
+        matches!(answered, Err(RegionError::ReplicationFailed { .. })),
+        "applied or not, unknown: {answered:?}"
+    );
 }
 
 /// An entity that waits on a message its `may_wait` says never waits gets
