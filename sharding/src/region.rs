@@ -749,11 +749,10 @@ struct ShardData<E: Entity> {
 /// Not covered: a change some replica applied and the owner's reset
 /// reverted comes back if that replica's copy is fetched before the
 /// restored one reaches it, and the retried ask applies it again (exact
-/// for idempotent messages only, as every retry in this crate). A
-/// replica that holds the reverted change keeps it over the new owner's
-/// change of the same version (two lives' equal versions keep the held
-/// copy); the restore then puts the confirmed state there, so that
-/// replica lacks the new owner's change until its next change or a sync.
+/// for idempotent messages only, as every retry in this crate). (A
+/// replica that holds the reverted change takes the new owner's change of
+/// the same version from the owner of its view, and confirms it only once
+/// it holds it: [`takes`].)
 type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
 
 /// Entity `id` changed from version `from` (encoded `before`, `None` when
@@ -3148,22 +3147,36 @@ impl<E: Entity> Actor<E> {
             // confirmed. From any other node (its view lags ours, or ours
             // moved past it) it is too, but a new owner may already have
             // read this copy and would never see the change: what it
-            // changed here is passed on as a pushed copy is (below).
+            // changed here is passed on as a pushed copy is (below). A
+            // record this node does not hold after the merge (another
+            // life's record at the same version stayed: a tie from a node
+            // that is not the owner here) is not confirmed: the batch is
+            // answered `ReplicationFailed`, so its sender does not count
+            // this node as holding it, and retries (an owner whose view
+            // is ahead of ours, until ours names it and it wins the tie)
+            // or hands the change over (an old owner).
             Wire::Replicate { shard, record } => {
-                self.merge_replicated(vec![(shard, record)], &from);
-                ack::<E>(responder);
+                let missing = self.merge_replicated(vec![(shard, record)], &from);
+                confirm::<E>(responder, missing);
             }
             Wire::ReplicateBatch { records } => {
-                self.merge_replicated(records, &from);
-                ack::<E>(responder);
+                let missing = self.merge_replicated(records, &from);
+                confirm::<E>(responder, missing);
             }
             Wire::Sync { shard, records } => {
                 let shard = ShardId(shard);
+                // The owner's sync to its holders wins ties as its
+                // replication does; a push from anyone else does not.
+                let sender = if self.names_owner(shard, &from) {
+                    Sender::Owner
+                } else {
+                    Sender::Other
+                };
                 let d = self
                     .data
                     .entry(shard)
                     .or_insert_with(|| ShardData::new(&self.ids));
-                let changed = merge(d, records, Instant::now());
+                let changed = merge_from(d, records, sender, Instant::now());
                 self.take_foreign_copy(shard, changed, &from);
                 ack::<E>(responder);
             }
@@ -3251,11 +3264,30 @@ impl<E: Entity> Actor<E> {
         }
     }
 
-    /// Merges replicated records from `from`. When our view does not make
-    /// `from` the owner of a record's shard, the records it changed here
-    /// are handled as a pushed copy ([`Actor::take_foreign_copy`]); from
-    /// the owner nothing more is done (no ids collected on that path).
-    fn merge_replicated(&mut self, records: Vec<(u32, Record<E>)>, from: &NodeId) {
+    /// Whether our view makes `from` (this life of it) the owner of
+    /// `shard`.
+    fn names_owner(&self, shard: ShardId, from: &NodeId) -> bool {
+        self.alloc.owner(shard) == Some(from.name.as_str())
+            && self
+                .members
+                .get(&from.name)
+                .is_some_and(|n| n.generation == from.generation)
+    }
+
+    /// Merges replicated records from `from`. Records of a shard our view
+    /// makes `from` the owner of win ties ([`Sender::Owner`]); for the
+    /// others, the records it changed here are handled as a pushed copy
+    /// ([`Actor::take_foreign_copy`]); from the owner nothing more is done
+    /// (no ids collected on that path). Returns the first record (shard,
+    /// id, version) this node does not hold after the merge
+    /// ([`merge_record`]), if any: only a tie from a node that is not the
+    /// owner here leaves one.
+    fn merge_replicated(
+        &mut self,
+        records: Vec<(u32, Record<E>)>,
+        from: &NodeId,
+    ) -> Option<(u32, String, u64)> {
+        let mut missing = None;
         let mut foreign: Vec<(ShardId, Vec<String>)> = Vec::new();
         let now = Instant::now();
         // Whether `from` is this life of a member (one lookup by name for
@@ -3281,7 +3313,7 @@ impl<E: Entity> Actor<E> {
                 .entry(shard)
                 .or_insert_with(|| ShardData::new(&self.ids));
             if from_owner {
-                merge_record(d, record, None, now);
+                merge_record(d, record, Sender::Owner, None, now);
                 continue;
             }
             let at = match foreign.iter().position(|(s, _)| *s == shard) {
@@ -3291,11 +3323,17 @@ impl<E: Entity> Actor<E> {
                     foreign.len() - 1
                 }
             };
-            merge_record(d, record, Some(&mut foreign[at].1), now);
+            let what = missing
+                .is_none()
+                .then(|| (shard.0, record.id.clone(), record.version));
+            if !merge_record(d, record, Sender::Other, Some(&mut foreign[at].1), now) {
+                missing = missing.or(what);
+            }
         }
         for (shard, changed) in foreign {
             self.take_foreign_copy(shard, changed, from);
         }
+        missing
     }
 
     /// Entities of `shard` that a copy from `from` (a push, or a
@@ -3505,6 +3543,28 @@ fn names_life(view: &MemberMap, to: &NodeId) -> bool {
         .is_some_and(|n| n.generation == to.generation)
 }
 
+/// Answers a replication: `Ack` when this node holds every record it
+/// carried ([`merge_record`]), else `ReplicationFailed` naming the first
+/// `missing` one (shard, id, version): its sender must not count this
+/// node as holding it.
+fn confirm<E: Entity>(responder: Option<Responder>, missing: Option<(u32, String, u64)>) {
+    let Some((shard, id, version)) = missing else {
+        return ack::<E>(responder);
+    };
+    tracing::debug!(shard, id = %id, version, "replication not confirmed: another life's record at that version stays");
+    if let Some(resp) = responder {
+        let reason = format!(
+            "holds another owner life's record of {id:?} at version {version}, and its view does not make the sender the owner"
+        );
+        if let Err(e) = resp.reply_msg(&WireReply::<E>::Error(RegionError::ReplicationFailed {
+            shard,
+            reason,
+        })) {
+            tracing::debug!(error = %e, "cannot answer a replication");
+        }
+    }
+}
+
 fn ack<E: Entity>(responder: Option<Responder>) {
     if let Some(resp) = responder {
         let _ = resp.reply_msg(&WireReply::<E>::Ack);
@@ -3522,14 +3582,43 @@ pub(crate) fn frame_budget<E: Entity>(config: &RegionConfig, channel: &Channel<W
     config.sharding.snapshot_page_bytes.min(max_frame / 4 * 3)
 }
 
-/// Merges records into shard data at `now`, the higher version winning
-/// ([`merge_record`]); returns the ids whose state changed.
+/// Merges records from a node that is not the shard's owner in this
+/// node's view (a fetch page, a push, a hand-over) into shard data at
+/// `now`, the higher version winning ([`merge_record`]); returns the ids
+/// whose state changed.
 fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>, now: Instant) -> Vec<String> {
+    merge_from(d, records, Sender::Other, now)
+}
+
+/// Merges records from `sender` into shard data at `now`
+/// ([`merge_record`]); returns the ids whose state changed.
+fn merge_from<E: Entity>(
+    d: &mut ShardData<E>,
+    records: Vec<Record<E>>,
+    sender: Sender,
+    now: Instant,
+) -> Vec<String> {
     let mut changed = Vec::new();
     for r in records {
-        merge_record(d, r, Some(&mut changed), now);
+        merge_record(d, r, sender, Some(&mut changed), now);
     }
     changed
+}
+
+/// Who sent records being merged: the one thing besides the two records
+/// that decides a merge, and only where neither record supersedes the
+/// other ([`takes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// This life of the member that this node's view makes the shard's
+    /// owner: its replication (`Replicate`, `ReplicateBatch`) and its
+    /// syncs to the shard's holders.
+    Owner,
+    /// Any other node, or a life our view does not hold: a fetch page, a
+    /// push to the owner, a hand-over, a replication or sync from a node
+    /// whose view differs from ours (a late batch of an old owner among
+    /// them).
+    Other,
 }
 
 /// Whether a record numbered `(version, stamp)`, restored from the
@@ -3546,7 +3635,8 @@ fn merge<E: Entity>(d: &mut ShardData<E>, records: Vec<Record<E>>, now: Instant)
 /// the new owner over the confirmed state, or a later one; the restore
 /// winning there lost it (`RELIABILITY.md`, 2026-12-07). Two records
 /// neither of which supersedes the other (equal versions of two lives,
-/// two restores of one version) leave the held copy.
+/// two restores of one confirmed version) tie: the sender decides
+/// ([`takes`]).
 fn supersedes(new: (u64, u64, Option<u64>), held: (u64, u64, Option<u64>)) -> bool {
     if new.1 == held.1 {
         return new.0 > held.0;
@@ -3560,22 +3650,51 @@ fn supersedes(new: (u64, u64, Option<u64>), held: (u64, u64, Option<u64>)) -> bo
     rank(new) > rank(held)
 }
 
-/// Merges one record: it is taken when it supersedes the copy held
-/// ([`supersedes`]; for records no reset made, when its version is
-/// higher), live state and tombstone alike (a tombstone above the held
-/// copy removes it, a live record at or below a tombstone's version does
-/// not bring the entity back; at equal versions the held copy stays). A
-/// tombstone taken is dated `now` (for [`ShardData::expire_tombstones`]).
-/// A change another life made above a restored state's confirmed version
-/// replaces it even at a lower version: the version replaced then raises
-/// the shard's [`ShardData::version_floor`], so this node never numbers it
-/// again. Pushes the id to `changed` when the record was taken.
+/// Whether a record `new` from `sender` replaces the copy `held` (both
+/// as [`supersedes`] takes them): when it supersedes it, and, from the
+/// shard's owner in this node's view, when the two tie (neither
+/// supersedes the other and two lives numbered them: equal versions of
+/// two lives, two lives' restores of one confirmed version).
+///
+/// A tie comes from two owner lives numbering one version: an old owner
+/// whose change a replica applied without the owner seeing the
+/// confirmation, then reverted by its reset, and the new owner applying
+/// the retried ask over the confirmed state; or two owners at once (split
+/// views). The replica must end holding the current owner's record, or it
+/// lacks the change it confirmed (`RELIABILITY.md`, the tie of two lives,
+/// 2026-12-07). From anyone else the held copy stays, as before: a late
+/// batch of the old owner, which our view no longer makes the owner, does
+/// not replace the new owner's record. Nor does any record of a lower
+/// rank, the owner's included.
+fn takes(new: (u64, u64, Option<u64>), held: (u64, u64, Option<u64>), sender: Sender) -> bool {
+    supersedes(new, held) || (sender == Sender::Owner && new.1 != held.1 && !supersedes(held, new))
+}
+
+/// Merges one record from `sender`: it is taken when it replaces the copy
+/// held ([`takes`]: when it supersedes it, [`supersedes`], which for
+/// records no reset made means a higher version; at a tie of two lives,
+/// when `sender` is the shard's owner in this node's view), live state
+/// and tombstone alike (a tombstone above the held copy removes it, a live
+/// record at or below a tombstone's version does not bring the entity
+/// back; at equal versions of two lives the owner's record replaces the
+/// held copy, anyone else's does not). A tombstone taken is dated `now`
+/// (for [`ShardData::expire_tombstones`]). A change another life made
+/// above a restored state's confirmed version replaces it even at a lower
+/// version: the version replaced then raises the shard's
+/// [`ShardData::version_floor`], so this node never numbers it again.
+/// Pushes the id to `changed` when the record was taken.
+///
+/// Returns whether this node now holds the record, or one that supersedes
+/// it: false only when a copy of another life at the same rank stayed (a
+/// tie from a sender that is not the owner). A replica confirms a
+/// replication only when it holds every record so ([`Actor::on_wire`]).
 fn merge_record<E: Entity>(
     d: &mut ShardData<E>,
     r: Record<E>,
+    sender: Sender,
     changed: Option<&mut Vec<String>>,
     now: Instant,
-) {
+) -> bool {
     let needed = changed.is_some() || !d.unconfirmed.is_empty();
     // The id hashed once for the maps below.
     let key = d.entities.hasher().key(&r.id);
@@ -3588,13 +3707,20 @@ fn merge_record<E: Entity>(
                 d.restored.get_key(&key).copied()
             };
             let new = (r.version, r.stamp, r.restored_from);
-            if !supersedes(new, (e.version, e.stamp, held_from)) {
-                return;
+            let held = (e.version, e.stamp, held_from);
+            if !takes(new, held, sender) {
+                // The same record, or one above it; else a tie kept.
+                return (new.0 == held.0 && new.1 == held.1) || supersedes(held, new);
             }
             if r.version < e.version {
                 // Over a restored state: never numbered again here.
                 d.version_floor = d.version_floor.max(e.version);
                 e.acked = e.acked.min(r.version);
+            } else if r.version == e.version {
+                // Another life's record at this version (a tie the owner
+                // won): what confirmed the one replaced does not confirm
+                // this one.
+                e.acked = e.acked.min(r.version.saturating_sub(1));
             }
             if r.state.is_none() {
                 d.removed.insert_key(&key, now);
@@ -3644,6 +3770,7 @@ fn merge_record<E: Entity>(
             changed.push(id);
         }
     }
+    true
 }
 
 /// What a node holds of a handed-over record (`version`, `stamp`, state
@@ -4167,6 +4294,159 @@ mod tests {
         assert!(merge(&mut a, stale, now).is_empty());
         assert_eq!(held(&a, "x"), Some((Some(10), 7)));
         assert_eq!(a.version_floor, 0);
+    }
+
+    /// Equal versions of two lives. Old owner `a` ([`HERE`]) changed `x`
+    /// to 20 at version 6 over the confirmed 10 (version 5); its replica
+    /// `r` applied it, but `a` never saw `r` confirm it, and reset. The new
+    /// owner `b` ([`THERE`]) applied the retried ask over the confirmed
+    /// state: 30, version 6 too. Replicated to `r` by the owner of `r`'s
+    /// view, `b`'s record replaces `a`'s (before, `r` kept `a`'s and
+    /// confirmed version 6 all the same); from a node `r`'s view does not
+    /// make the owner it does not, and `r` says it does not hold it. A
+    /// late record of `a`, no longer the owner in `r`'s view, does not
+    /// replace `b`'s, nor does `a`'s restore. The tie goes to the owner
+    /// only: its record below the held copy's rank does not replace it.
+    #[test]
+    fn the_owner_wins_a_tie_of_two_lives_and_a_late_record_of_the_old_owner_does_not() {
+        let now = Instant::now();
+        let a_change = record(Some(20), 6, HERE);
+        let b_change = record(Some(30), 6, THERE);
+        let stamp = |d: &ShardData<Value>| d.entities.get("x").map(|e| e.stamp);
+        // From the owner: taken, and held.
+        let mut r = holding_records(vec![record(Some(10), 5, HERE), a_change.clone()]);
+        let mut changed = Vec::new();
+        let holds = merge_record(
+            &mut r,
+            b_change.clone(),
+            Sender::Owner,
+            Some(&mut changed),
+            now,
+        );
+        assert!(holds, "r holds the owner's record");
+        assert_eq!(held(&r, "x"), Some((Some(30), 6)), "r takes b's change");
+        assert_eq!((stamp(&r), changed), (Some(THERE), vec!["x".to_owned()]));
+        // The same record again: held, nothing taken.
+        let mut changed = Vec::new();
+        assert!(merge_record(
+            &mut r,
+            b_change.clone(),
+            Sender::Owner,
+            Some(&mut changed),
+            now
+        ));
+        assert!(changed.is_empty());
+        // A late record of the old owner keeps out, and is not held.
+        assert!(!merge_record(
+            &mut r,
+            a_change.clone(),
+            Sender::Other,
+            None,
+            now
+        ));
+        assert_eq!(
+            (held(&r, "x"), stamp(&r)),
+            (Some((Some(30), 6)), Some(THERE))
+        );
+        // So does a's restore (it ranks as version 5).
+        let (_, pushed) = reset_over_an_unconfirmed_change();
+        assert!(merge(&mut r, pushed, now).is_empty());
+        assert_eq!(held(&r, "x"), Some((Some(30), 6)));
+
+        // From a node that is not the owner in r's view (r's view lags):
+        // a's record stays, and r does not hold b's.
+        let mut r = holding_records(vec![a_change.clone()]);
+        assert!(!merge_record(
+            &mut r,
+            b_change.clone(),
+            Sender::Other,
+            None,
+            now
+        ));
+        assert_eq!(
+            (held(&r, "x"), stamp(&r)),
+            (Some((Some(20), 6)), Some(HERE))
+        );
+
+        // The owner's record below the held copy's rank: kept out, and
+        // the copy above it holds it (as before).
+        for above in [record(Some(40), 7, HERE), record(Some(40), 7, THERE)] {
+            let mut r = holding_records(vec![above]);
+            assert!(merge_record(
+                &mut r,
+                b_change.clone(),
+                Sender::Owner,
+                None,
+                now
+            ));
+            assert_eq!(held(&r, "x"), Some((Some(40), 7)));
+        }
+
+        // Tombstones tie alike: the owner's removal at version 6 replaces
+        // another life's live 6, and its live 6 another life's tombstone.
+        let mut r = holding_records(vec![a_change.clone()]);
+        assert!(merge_record(
+            &mut r,
+            record(None, 6, THERE),
+            Sender::Owner,
+            None,
+            now
+        ));
+        assert_eq!(held(&r, "x"), Some((None, 6)));
+        assert!(r.removed.contains_key("x"));
+        let mut r = holding_records(vec![record(None, 6, HERE)]);
+        assert!(merge_record(
+            &mut r,
+            b_change.clone(),
+            Sender::Owner,
+            None,
+            now
+        ));
+        assert_eq!(held(&r, "x"), Some((Some(30), 6)));
+        assert!(!r.removed.contains_key("x"));
+
+        // Two lives' restores of one confirmed version (an owner's sync):
+        // the owner's wins, and is held as a restore.
+        let restore = |value, version, stamp| Record {
+            restored_from: Some(5),
+            ..record(Some(value), version, stamp)
+        };
+        let mut r = holding_records(vec![restore(10, 7, HERE)]);
+        assert!(merge_record(
+            &mut r,
+            restore(11, 9, THERE),
+            Sender::Owner,
+            None,
+            now
+        ));
+        assert_eq!(
+            (held(&r, "x"), r.restored_from("x")),
+            (Some((Some(11), 9)), Some(5))
+        );
+        let mut r = holding_records(vec![restore(10, 7, HERE)]);
+        assert!(!merge_record(
+            &mut r,
+            restore(11, 9, THERE),
+            Sender::Other,
+            None,
+            now
+        ));
+        assert_eq!(held(&r, "x"), Some((Some(10), 7)));
+
+        // The old owner itself, as a replica of b before its reset: b's
+        // record replaces its unconfirmed change, whose history goes, so
+        // the reset does not bring back the confirmed state over it.
+        let mut a = ShardData::<Value>::default();
+        change(&mut a, "x", 10, 5);
+        a.confirmed(&a.unconfirmed.hasher().key("x"), 5);
+        change(&mut a, "x", 20, 6);
+        assert!(merge_record(&mut a, b_change, Sender::Owner, None, now));
+        assert!(a.unconfirmed.is_empty());
+        a.restore_confirmed(HERE);
+        assert_eq!(
+            (held(&a, "x"), stamp(&a)),
+            (Some((Some(30), 6)), Some(THERE))
+        );
     }
 
     /// The order [`merge_record`] merges by: one life's versions in

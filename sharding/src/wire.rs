@@ -9,9 +9,11 @@ use crate::shard::stable_hash;
 
 /// An entity's state with its version (incremented by the owner on every
 /// change; the higher version wins wherever two copies meet, except over
-/// a state a reset restored: [`Record::restored_from`]) and the stamp of
-/// the owner life that numbered that version. A record without a state
-/// is a *tombstone*: the entity was removed at `version`.
+/// a state a reset restored: [`Record::restored_from`]; at equal versions
+/// of two owner lives, the copy held stays unless the record comes from
+/// the shard's owner in the receiver's view) and the stamp of the owner
+/// life that numbered that version. A record without a state is a
+/// *tombstone*: the entity was removed at `version`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Record<E: Entity> {
@@ -71,7 +73,10 @@ pub enum Wire<E: Entity> {
         timeout_ms: u64,
     },
     /// The owner's new state of one entity, or its removal (a tombstone),
-    /// for a replica (ask; answered `Ack`).
+    /// for a replica (ask; answered `Ack` once the replica holds it, or a
+    /// later version; `Error(ReplicationFailed)` when it keeps another
+    /// owner life's record at that version, which it does when its view
+    /// does not make the sender the owner).
     Replicate {
         /// The shard.
         shard: u32,
@@ -89,7 +94,10 @@ pub enum Wire<E: Entity> {
         after: Option<String>,
     },
     /// The owner's full data of a shard, one page, for a new replica
-    /// (ask; answered `Ack`). Tombstones included.
+    /// (ask; answered `Ack`). Tombstones included. Also a node's push of
+    /// its copy to the shard's owner. From the owner in the receiver's
+    /// view, its records win ties of two lives' equal versions, as its
+    /// replication does.
     Sync {
         /// The shard.
         shard: u32,
@@ -97,8 +105,9 @@ pub enum Wire<E: Entity> {
         records: Vec<Record<E>>,
     },
     /// The owner's new states (or tombstones) of several entities, for a
-    /// replica (ask; answered `Ack`): what `Replicate` does, batched per
-    /// burst of input.
+    /// replica (ask; answered `Ack`, or `Error(ReplicationFailed)` when
+    /// the replica does not hold one of them, as for `Replicate`): what
+    /// `Replicate` does, batched per burst of input.
     ReplicateBatch {
         /// `(shard, record)` pairs.
         records: Vec<(u32, Record<E>)>,

@@ -1660,7 +1660,6 @@ async fn tie_of_two_lives() -> TieOfTwoLives {
 /// coming (`a` is no longer the owner in `r`'s view) do not take it back:
 /// `r` serves 101, with no further change of the counter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: r keeps the old owner's version 2 over the new owner's (equal versions of two lives keep the held copy) and reads 11, not the acknowledged 101; fixed in the next commit"]
 async fn a_replica_holds_the_new_owners_change_over_the_old_owners_at_its_version() {
     let TieOfTwoLives { a, b, r, z, id } = tie_of_two_lives().await;
     set_view(&[&b, &r], &members(&[&b, &r]));
@@ -1685,7 +1684,6 @@ async fn a_replica_holds_the_new_owners_change_over_the_old_owners_at_its_versio
 /// `r` sees {b, r} it takes `b`'s record and confirms it, and the ask is
 /// answered. Before the fix `r` confirmed at once, holding `a`'s 11.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: r confirms the new owner's version 2 at once while holding the old owner's; fixed in the next commit"]
 async fn a_replica_whose_view_lags_confirms_the_new_owners_change_only_once_it_holds_it() {
     let TieOfTwoLives { a, b, r, z, id } = tie_of_two_lives().await;
     let br = members(&[&b, &r]);
