@@ -739,20 +739,20 @@ struct ShardData<E: Entity> {
 /// ([`Record::restored_from`]): the retried ask, applied by the new owner
 /// over the confirmed state at a version of its own (perhaps lower), wins
 /// over the restore ([`supersedes`]). So a reset discards what the
-/// replicas had not all confirmed when it ran (the asks that produced it
-/// are answered `Moved` and retried by their senders) and keeps the
-/// confirmed state even when every replica resets too. Entries exist only
+/// replicas had not all confirmed when it ran (the idempotent asks that
+/// produced it are answered `Moved` and retried by their senders, any
+/// other `ReplicationFailed`) and keeps the confirmed state even when
+/// every replica resets too. Entries exist only
 /// while a change is unconfirmed, one per change in flight, at most
 /// [`MAX_UNCONFIRMED`] (the oldest unconfirmed ones are dropped beyond: a
 /// reset then goes back to the confirmed state all the same).
 ///
-/// Not covered: a change some replica applied and the owner's reset
-/// reverted comes back if that replica's copy is fetched before the
-/// restored one reaches it, and the retried ask applies it again (exact
-/// for idempotent messages only, as every retry in this crate). (A
-/// replica that holds the reverted change takes the new owner's change of
-/// the same version from the owner of its view, and confirms it only once
-/// it holds it: [`takes`].)
+/// A change some replica applied and the owner's reset reverted comes
+/// back if that replica's copy is fetched before the restored one reaches
+/// it; only an idempotent ask is sent again after a reset, so applying it
+/// over that copy changes nothing more. A replica that holds the reverted
+/// change takes the new owner's change of the same version from the owner
+/// of its view, and confirms it only once it holds it ([`takes`]).
 type Unconfirmed = VecDeque<(u64, Option<Vec<u8>>)>;
 
 /// Entity `id` changed from version `from` (encoded `before`, `None` when
