@@ -175,10 +175,33 @@ const START_BARRIER: &str = "start";
 /// What the Final Report line lists when no node processed a task.
 const NO_TASKS: &str = "none";
 
-/// Tasks per batch: submitted and awaited in one `submit_many_and_wait`.
+/// Most tasks per batch: submitted and awaited in one
+/// `submit_many_and_wait` (fewer for long tasks, [`batch_size`]).
 const BATCH: usize = 256;
 /// Batches in flight at once.
 const BATCHES_IN_FLIGHT: usize = 4;
+/// SHA-256 rounds this node keeps in flight at most (the tasks of its
+/// batches in flight times their iterations): 1,024 tasks of the default
+/// 500 iterations. A batch is answered when its last task completes and
+/// its wait is bounded by `[tasks] result_timeout_ms`, so the work queued
+/// ahead of a batch's last task must fit that timeout whatever
+/// `--iterations` is: all 1,024 tasks of 2,500,000 iterations in flight
+/// on each of three nodes took the cluster minutes, and every node gave
+/// up at 60 s (a tester, 2026-12-07).
+const ITERATIONS_IN_FLIGHT: u64 = (BATCH * BATCHES_IN_FLIGHT) as u64 * 500;
+
+/// Tasks per batch for tasks of `iterations` rounds on a node with
+/// `workers` hashing threads: [`BATCH`] up to 500 iterations, then fewer
+/// so the batches in flight hold at most [`ITERATIONS_IN_FLIGHT`] rounds,
+/// but never fewer than keep two tasks a worker in flight (each worker
+/// hashes two at once; an owner's workers, with as many per node, stay
+/// busy), and one task at least.
+fn batch_size(iterations: u32, workers: usize) -> usize {
+    let window = ITERATIONS_IN_FLIGHT / u64::from(iterations.max(1));
+    let per_batch = usize::try_from(window / BATCHES_IN_FLIGHT as u64).unwrap_or(BATCH);
+    let floor = workers.saturating_mul(2).div_ceil(BATCHES_IN_FLIGHT);
+    per_batch.max(floor).clamp(1, BATCH)
+}
 
 /// How far the workload got, readable while it runs (node-cli logs it when
 /// a signal cuts the run short).
@@ -280,9 +303,11 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
     // it dead) and its memory for the whole run.
     let result_timeout = cfg.result_timeout();
     let total = w.tasks;
-    let batches = futures::stream::iter((0..total).step_by(BATCH))
+    let batch = batch_size(w.iterations, cfg.worker_count().get());
+    let batches = futures::stream::iter((0..total).step_by(batch))
         .map(|first| async move {
-            let last = first.saturating_add(BATCH as u32).min(total);
+            // `batch` is at most `BATCH`, so it fits a u32.
+            let last = first.saturating_add(batch as u32).min(total);
             let chunk: Vec<String> = (first..last).map(|i| task_id(&node.name, i)).collect();
             let tasks = chunk
                 .iter()
@@ -298,6 +323,7 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
         .buffered(BATCHES_IN_FLIGHT);
     futures::pin_mut!(batches);
     let mut failed = Vec::new();
+    let mut timed_out = 0u64;
     let mut distribution: BTreeMap<String, u64> = BTreeMap::new();
     let mut done = 0u64;
     while let Some(outcomes) = batches.next().await {
@@ -323,6 +349,12 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
                         // Another run left it with other input (an earlier
                         // run's --iterations, under the same node name).
                         tracing::error!(task = %id, error = %e, "refused: the task exists with another input");
+                    } else if matches!(
+                        e,
+                        taskqueue::QueueError::Region(sharding::RegionError::Timeout { .. })
+                    ) {
+                        timed_out += 1;
+                        tracing::error!(task = %id, error = %e, "no result");
                     } else {
                         tracing::error!(task = %id, error = %e, "no result");
                     }
@@ -336,6 +368,15 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
         "{done}/{total} completed in {:.3}s",
         started.elapsed().as_secs_f64()
     );
+    if timed_out > 0 {
+        // Said once: the cluster may be overloaded, down a member, or
+        // slower per task than the timeout allows.
+        tracing::warn!(
+            timed_out,
+            result_timeout_ms = cfg.result_timeout_ms,
+            "tasks timed out waiting for their result; if the cluster was only slow (long tasks, few cores, many nodes), raise [tasks] result_timeout_ms (CASTY_TASKS__RESULT_TIMEOUT_MS)"
+        );
+    }
 
     // Every workload member reports; the set comes from membership *at
     // that moment* and is re-read whenever the view changes, so a member
@@ -482,6 +523,34 @@ mod tests {
     use membership::{Member, MemberId, MemberState, View};
 
     use super::*;
+
+    #[test]
+    fn long_tasks_go_in_smaller_batches() {
+        // Up to 500 iterations, full batches (the default run and the
+        // benchmark are unchanged).
+        assert_eq!(batch_size(1, 2), BATCH);
+        assert_eq!(batch_size(500, 2), BATCH);
+        // Above, the batches in flight hold at most the same rounds, while
+        // a batch holds one task or more (up to 128,000 iterations).
+        assert_eq!(batch_size(1_000, 2), 128);
+        assert_eq!(batch_size(5_000, 2), 25);
+        for iterations in [501, 1_000, 5_000, 100_000, 128_000] {
+            let rounds =
+                (batch_size(iterations, 2) * BATCHES_IN_FLIGHT) as u64 * u64::from(iterations);
+            assert!(rounds <= ITERATIONS_IN_FLIGHT, "{iterations}: {rounds}");
+        }
+        // One task per batch at least, whatever the task's length.
+        for iterations in [128_001, 512_000, 2_500_000, u32::MAX] {
+            assert_eq!(batch_size(iterations, 1), 1, "{iterations}");
+            assert_eq!(batch_size(iterations, 2), 1, "{iterations}");
+        }
+        // Two tasks a worker in flight at least: 16 workers, 32 tasks.
+        assert_eq!(batch_size(2_500_000, 16), 8);
+        assert_eq!(batch_size(5_000, 16), 25);
+        assert_eq!(batch_size(1, 1024), BATCH);
+        // 0 is refused before (`--iterations` is 1 or more), and safe here.
+        assert_eq!(batch_size(0, 2), BATCH);
+    }
 
     fn member(name: &str, state: MemberState, metadata: &[u8]) -> (String, Member) {
         let member = Member {

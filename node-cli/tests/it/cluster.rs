@@ -56,6 +56,39 @@ fn one_node_alone() {
     assert_eq!(busy(&report).into_iter().collect::<Vec<_>>(), [("solo", 5)]);
 }
 
+/// Long tasks whose whole run takes longer than `[tasks]
+/// result_timeout_ms` still complete: the node keeps fewer of them in
+/// flight (smaller batches), so each batch's wait fits the timeout. One
+/// node with one hashing thread, 256 tasks of 200,000 iterations (about
+/// 1-2 s of hashing on this machine, a few ms each), a 300 ms result
+/// timeout: before, all 256 went in one batch, answered when the last
+/// completed, and every task timed out (exit 1); now one task a batch,
+/// four in flight.
+#[test]
+fn long_tasks_past_the_result_timeout_in_all_complete() {
+    let _heavy = serial();
+    let deadline = Instant::now() + RUN;
+    let mut cmd = crate::node_cmd(
+        "long",
+        &[
+            "--port",
+            "0",
+            "--settle-ms",
+            "300",
+            "--tasks",
+            "256",
+            "--iterations",
+            "200000",
+        ],
+    );
+    cmd.env("CASTY_TASKS__RESULT_TIMEOUT_MS", "300");
+    cmd.env("CASTY_TASKS__WORKERS", "1");
+    let mut nodes = [casty_tests::Process::spawn("long", cmd).unwrap()];
+    assert_all_succeeded(&mut nodes, deadline);
+    let report = check_run(&[(&nodes[0], 256)], 200_000);
+    assert_eq!(report.total, 256);
+}
+
 /// One node alone with `--tasks 0`: its Final Report says no node processed
 /// a task (`none`) instead of ending at its colon, and it exits 0.
 #[test]
