@@ -67,6 +67,15 @@ fn main() -> ExitCode {
         eprintln!("error: configuration: {}", sources.annotate(e));
         return ExitCode::from(2);
     }
+    // The runtime's thread count is checked here, before `--print-config`
+    // returns, so that it refuses what a run refuses.
+    let threads = match runtime_threads() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // After every check a run makes before it starts: what is printed is
     // what a run would accept.
     if cli.print_config {
@@ -83,13 +92,6 @@ fn main() -> ExitCode {
             _ => ExitCode::SUCCESS,
         };
     }
-    let threads = match runtime_threads() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("error: configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
     logs::init(&name);
     log_open_files_limit(raise_open_files_limit());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -100,6 +100,19 @@ fn print_config_refuses_what_a_run_refuses() {
     }
     let (status, lines) = run("print-bad", node_cmd("two words", &["--print-config"]));
     assert_eq!(status.code(), Some(2), "{lines:?}");
+    // The runtime's thread count: printed with exit 0 before, while a run
+    // refused it.
+    for threads in ["0", "abc", "5000"] {
+        let mut cmd = node_cmd("print-threads", &["--print-config"]);
+        cmd.env("TOKIO_WORKER_THREADS", threads);
+        let (status, lines) = run("print-threads", cmd);
+        assert_eq!(status.code(), Some(2), "{threads}: {lines:?}");
+        assert_eq!(lines.len(), 1, "one line: {lines:?}");
+        assert!(
+            lines[0].contains(&format!("TOKIO_WORKER_THREADS={threads:?}")),
+            "{lines:?}"
+        );
+    }
 }
 
 /// Membership keys are named by their full path and source: a
