@@ -240,7 +240,7 @@ impl Config {
                 "environment variable {var:?}: not a configuration key: after CASTY_ come the key's parts joined by `__`, none of them empty, with no `.` or space (CASTY_CLUSTER__PORT for cluster.port)"
             )));
         }
-        fig = fig.merge(Env::prefixed("CASTY_").split("__"));
+        fig = fig.merge(EnvLayer::new()?);
         // Checked before the flags too, as the file is: a bad
         // `CASTY_CLUSTER__PORT` under `--port` is still an error.
         fig.extract::<Config>()
@@ -477,6 +477,115 @@ fn merge_flags(mut fig: Figment, cli: &Cli) -> Figment {
     fig
 }
 
+/// The `CASTY_*` environment, each value read as `casty.toml` would read
+/// it for its key's type. figment's `Env` reads a number only in its own
+/// syntax (no exponent: `5e-1` stays the text "5e-1") and a string key's
+/// value as a number or a list when it looks like one (`1.5`, `[::1]`);
+/// here a key whose default is a number takes any TOML integer or float
+/// (`5e-1`, `1e1`, `1_000`, `0x10`, `inf`), and a key whose default is
+/// text takes the text as written (a host `1e5`, a name `nan`). Anything
+/// else (a value TOML does not read as a number, a list key, a key the
+/// configuration does not have) is left as figment reads it, so its error
+/// is the one figment's `Env` gives.
+struct EnvLayer {
+    env: Env,
+    /// The built-in defaults, whose values give each key's type.
+    defaults: figment::value::Value,
+}
+
+impl EnvLayer {
+    /// The `CASTY_` variables, `__` nesting keys.
+    ///
+    /// # Errors
+    /// Serializing the built-in defaults fails (it does not: they are
+    /// plain structs of numbers and text).
+    fn new() -> Result<EnvLayer, ConfigError> {
+        let data = figment::Provider::data(&defaults()).map_err(|e| ConfigError(describe(&e)))?;
+        let defaults = data
+            .get(&figment::Profile::Default)
+            .cloned()
+            .unwrap_or_default();
+        Ok(EnvLayer {
+            env: Env::prefixed("CASTY_").split("__"),
+            defaults: defaults.into(),
+        })
+    }
+}
+
+impl figment::Provider for EnvLayer {
+    fn metadata(&self) -> figment::Metadata {
+        self.env.metadata()
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        use figment::value::Value;
+        let mut data = self.env.data()?;
+        for (key, raw) in self.env.iter() {
+            let Some(value) = env_value(self.defaults.find_ref(key.as_str()), &raw) else {
+                continue;
+            };
+            // Only where this variable's value is the one figment kept
+            // (not a table merged from `CASTY_A__B` and `CASTY_A__B__C`,
+            // nor a value another spelling of the name replaced).
+            let ours = raw.parse::<Value>().ok();
+            for dict in data.values_mut() {
+                if let Some(slot) = leaf_mut(dict, key.as_str()) {
+                    if Some(&*slot) == ours.as_ref() {
+                        *slot = value.clone();
+                    }
+                }
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// The value at dotted `key` in `dict`.
+fn leaf_mut<'a>(
+    dict: &'a mut figment::value::Dict,
+    key: &str,
+) -> Option<&'a mut figment::value::Value> {
+    let (parent, last) = match key.rsplit_once('.') {
+        Some((parent, last)) => (Some(parent), last),
+        None => (None, key),
+    };
+    let mut dict = dict;
+    if let Some(parent) = parent {
+        for part in parent.split('.') {
+            match dict.get_mut(part)? {
+                figment::value::Value::Dict(_, inner) => dict = inner,
+                _ => return None,
+            }
+        }
+    }
+    dict.get_mut(last)
+}
+
+/// The value environment text `raw` gives a key whose built-in default is
+/// `default`, when it differs from figment's reading: a TOML integer or
+/// float for a number key, the text itself for a text key; `None` to keep
+/// figment's reading.
+fn env_value(default: Option<&figment::value::Value>, raw: &str) -> Option<figment::value::Value> {
+    use figment::value::Value;
+    use serde::Deserialize as _;
+    match default? {
+        Value::Num(..) => {
+            match toml::Value::deserialize(toml::de::ValueDeserializer::new(raw.trim())).ok()? {
+                toml::Value::Integer(n) => Some(Value::from(n)),
+                toml::Value::Float(x) => Some(Value::from(x)),
+                _ => None,
+            }
+        }
+        Value::String(..) => match raw.parse::<Value>() {
+            Ok(Value::String(..) | Value::Char(..)) => None,
+            _ => Some(Value::from(raw.trim().to_owned())),
+        },
+        _ => None,
+    }
+}
+
 /// Values from one named source: figment's `Serialized` provider under a
 /// name of ours, so an error about a value says `(from command-line flag
 /// --seed)` or `(from the built-in default)` rather than the value's Rust
@@ -558,6 +667,13 @@ fn kind_text(kind: &figment::error::Kind) -> String {
                 plain_expected(expected)
             )
         }
+        // A float beyond f64 (`1e999`): TOML refuses it, so the
+        // environment passes it on as text.
+        Kind::InvalidType(Actual::Str(text), expected) if is_float_beyond_f64(text) => format!(
+            "{} is out of range: expected {}",
+            text.trim(),
+            plain_expected(expected)
+        ),
         // A number written in quotes (`port = "25520"`).
         Kind::InvalidType(Actual::Str(text), expected) if is_integer(text) => format!(
             "found the text \"{text}\", expected {} (write the number without quotes)",
@@ -626,6 +742,13 @@ fn plain_expected(expected: &str) -> String {
 fn is_integer(text: &str) -> bool {
     let digits = text.trim().trim_start_matches(['-', '+']);
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `text` is a number written with digits that is too large for
+/// an `f64` (`1e999`, `-1e400`; not `inf`).
+fn is_float_beyond_f64(text: &str) -> bool {
+    let text = text.trim();
+    text.bytes().any(|b| b.is_ascii_digit()) && text.parse::<f64>().is_ok_and(|x| x.is_infinite())
 }
 
 /// Whether the whole number `text` fits an `i64` or a `u64`.
@@ -923,6 +1046,61 @@ mod tests {
         assert!(is_integer("-12") && is_integer(" 7 ") && !is_integer("-") && !is_integer("1e3"));
         assert!(fits_64("-9223372036854775808") && fits_64("18446744073709551615"));
         assert!(!fits_64("18446744073709551616"));
+        assert_eq!(
+            kind_text(&Kind::InvalidType(
+                Actual::Str("1e999".into()),
+                "f64".into()
+            )),
+            "1e999 is out of range: expected a number"
+        );
+        assert!(is_float_beyond_f64("-1e400") && !is_float_beyond_f64("inf"));
+        assert!(!is_float_beyond_f64("1e308") && !is_float_beyond_f64("abc"));
+    }
+
+    #[test]
+    fn an_environment_value_is_read_as_toml_reads_it_for_its_key() {
+        use figment::value::Value;
+        let num = Value::from(0.5);
+        let text = Value::from("127.0.0.1".to_owned());
+        let number = |raw: &str| env_value(Some(&num), raw);
+        // Exponents, as `interval = 5e-1` in casty.toml.
+        assert_eq!(number("5e-1"), Some(Value::from(0.5)));
+        assert_eq!(number("1e1"), Some(Value::from(10.0)));
+        assert_eq!(number(" 1e0 "), Some(Value::from(1.0)));
+        assert_eq!(number("1e308"), Some(Value::from(1e308)));
+        // TOML's integers, as integers.
+        assert_eq!(number("1_000"), Some(Value::from(1000_i64)));
+        assert_eq!(number("0x10"), Some(Value::from(16_i64)));
+        // Not TOML numbers: figment's reading stays, and so does its error.
+        for raw in ["abc", "1e999", "18446744073709551615", "1e", "1 2"] {
+            assert_eq!(env_value(Some(&num), raw), None, "{raw}");
+        }
+        // A text key keeps the text, also where it reads as a number.
+        let kept = |raw: &str| match env_value(Some(&text), raw) {
+            None => raw.parse::<Value>().ok(),
+            some => some,
+        };
+        for raw in [
+            "1e5", "inf", "nan", "drop_new", "1.5", "25520", "true", "[::1]",
+        ] {
+            assert_eq!(
+                kept(raw).as_ref().and_then(Value::as_str),
+                Some(raw),
+                "{raw}"
+            );
+        }
+        // A key the configuration does not have: figment's reading.
+        assert_eq!(env_value(None, "5e-1"), None);
+        let data = figment::Provider::data(&defaults()).unwrap();
+        let defaults = Value::from(data[&figment::Profile::Default].clone());
+        assert!(matches!(
+            defaults.find_ref("cluster.failure_detector.threshold"),
+            Some(Value::Num(..))
+        ));
+        assert!(matches!(
+            defaults.find_ref("defaults.mailbox.strategy"),
+            Some(Value::String(..))
+        ));
     }
 
     #[test]

@@ -115,6 +115,81 @@ fn print_config_refuses_what_a_run_refuses() {
     }
 }
 
+/// A `CASTY_*` value is read as `casty.toml` reads it for its key: a number
+/// key takes TOML's number syntax (exponents were "not a number" before),
+/// a text key keeps its text even where it reads as a number, and a number
+/// out of a key's range gets the range message, naming the variable.
+#[test]
+fn environment_values_are_read_as_the_file_reads_them() {
+    let env = [
+        ("CASTY_CLUSTER__HEARTBEAT__INTERVAL", "5e-1"),
+        (
+            "CASTY_CLUSTER__HEARTBEAT__AVAILABILITY_CHECK_INTERVAL",
+            "3e0",
+        ),
+        ("CASTY_CLUSTER__FAILURE_DETECTOR__THRESHOLD", "1e1"),
+        ("CASTY_CLUSTER__HOST", "1e5"),
+        ("CASTY_SYSTEM__NAME", "inf"),
+        ("CASTY_DEFAULTS__MAILBOX__STRATEGY", "drop_new"),
+    ];
+    let mut cmd = node_cmd("env-toml", &["--print-config"]);
+    cmd.envs(env);
+    let mut p = Process::spawn("env-toml", cmd).unwrap();
+    let status = p.wait_exit(Instant::now() + REFUSE).unwrap();
+    let (out, err) = (p.stdout().snapshot(), p.stderr().snapshot());
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err:?}");
+    // Each key after its section's header.
+    let value = |section: &str, key: &str| {
+        out.iter()
+            .skip_while(|l| *l != &format!("[{section}]"))
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        value("cluster.heartbeat", "interval").as_deref(),
+        Some("0.5")
+    );
+    assert_eq!(
+        value("cluster.heartbeat", "availability_check_interval").as_deref(),
+        Some("3.0")
+    );
+    assert_eq!(
+        value("cluster.failure_detector", "threshold").as_deref(),
+        Some("10.0")
+    );
+    assert_eq!(value("cluster", "host").as_deref(), Some("\"1e5\""));
+    assert_eq!(value("system", "name").as_deref(), Some("\"inf\""));
+    assert_eq!(
+        value("defaults.mailbox", "strategy").as_deref(),
+        Some("\"drop_new\"")
+    );
+
+    let var = "CASTY_CLUSTER__FAILURE_DETECTOR__THRESHOLD";
+    let mut cmd = node_cmd("env-range", &["--print-config"]);
+    cmd.env(var, "1e308");
+    let (status, lines) = run("env-range", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(
+        lines[0].contains("`cluster.failure_detector.threshold` = 1000")
+            && lines[0].contains("is outside 1..=64")
+            && lines[0].ends_with(&format!("(from environment variable {var})")),
+        "{lines:?}"
+    );
+    // Beyond f64 (TOML refuses it): out of range too, not "not a number".
+    let var = "CASTY_CLUSTER__HEARTBEAT__INTERVAL";
+    let mut cmd = node_cmd("env-range", &["--print-config"]);
+    cmd.env(var, "1e999");
+    let (status, lines) = run("env-range", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(
+        lines,
+        [format!(
+            "error: configuration: cluster.heartbeat.interval: 1e999 is out of range: expected a number (from environment variable {var})"
+        )]
+    );
+}
+
 /// Membership keys are named by their full path and source: a
 /// `[cluster.membership]` key, and a seed interval outside 1 ms to a day
 /// (a 100 ns gossip interval would only spin).
