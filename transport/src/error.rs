@@ -26,6 +26,79 @@ pub enum BindError {
     /// The configuration breaks an invariant (named in the message).
     #[error("invalid transport config: {0}")]
     Config(String),
+    /// This node's own name or advertised address breaks the identity
+    /// rule every peer checks at the handshake ([`crate::check_identity`]):
+    /// peers would refuse it.
+    #[error("invalid local identity: {0}")]
+    Identity(#[from] IdentityError),
+}
+
+/// Which part of a node's identity ([`crate::NodeId`]) an [`IdentityError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityField {
+    /// The node's name.
+    Name,
+    /// The node's advertised `host:port`.
+    Addr,
+}
+
+impl std::fmt::Display for IdentityField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IdentityField::Name => "name",
+            IdentityField::Addr => "address",
+        })
+    }
+}
+
+/// Why a node name or advertised address breaks the identity rule
+/// ([`crate::check_identity`]). The offending value is shown escaped
+/// (`{:?}`), so a hostile one cannot forge log lines.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The name or address is empty.
+    #[error("node {field} is empty")]
+    Empty {
+        /// Which part.
+        field: IdentityField,
+    },
+    /// Longer than [`crate::MAX_NAME_BYTES`] or [`crate::MAX_ADDR_BYTES`].
+    #[error("node {field} of {len} bytes exceeds {max}")]
+    TooLong {
+        /// Which part.
+        field: IdentityField,
+        /// Its length in bytes.
+        len: usize,
+        /// The bound, in bytes.
+        max: usize,
+    },
+    /// It holds whitespace, a control character (a newline, an ANSI
+    /// escape) or an invisible one: each would split, shift or hide the
+    /// fields of the log lines it is shown in.
+    #[error(
+        "node {field} {value:?} holds {c:?}: whitespace, control and invisible characters are not allowed"
+    )]
+    Unprintable {
+        /// Which part.
+        field: IdentityField,
+        /// The whole value.
+        value: String,
+        /// The first offending character.
+        c: char,
+    },
+    /// It holds `@` or `#`, which separate the parts of an identity as
+    /// logged (`name@address#generation`).
+    #[error(
+        "node {field} {value:?} holds {c:?}: '@' and '#' are not allowed (members show as name@address#generation)"
+    )]
+    Separator {
+        /// Which part.
+        field: IdentityField,
+        /// The whole value.
+        value: String,
+        /// The first offending character.
+        c: char,
+    },
 }
 
 /// Why a frame could not be queued for a peer.
@@ -185,6 +258,11 @@ pub enum HandshakeError {
     /// No handshake within `[transport] handshake_timeout_ms`.
     #[error("no handshake within {0} ms")]
     Timeout(u64),
+    /// The peer's name or advertised address breaks the identity rule
+    /// ([`crate::check_identity`]): a dialer's in its [`crate::handshake::Hello`],
+    /// an acceptor's in its answer.
+    #[error("the peer's identity is refused: {0}")]
+    Identity(#[from] IdentityError),
     /// The connection closed before the handshake completed.
     #[error("connection closed during the handshake")]
     Closed,

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{FrameError, HandshakeError};
+use crate::error::{FrameError, HandshakeError, IdentityError, IdentityField};
 use crate::frame::FrameReader;
 
 /// The first four bytes of every handshake body.
@@ -51,6 +51,112 @@ pub struct NodeId {
     pub addr: String,
     /// Per-process life number; larger means newer.
     pub generation: u64,
+}
+
+/// Longest node name a handshake accepts, in bytes (membership's
+/// `MAX_NAME_BYTES`, which a test keeps equal).
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Longest advertised address (`host:port`) a handshake accepts, in bytes
+/// (membership's `MAX_ADDR_BYTES`, which a test keeps equal).
+pub const MAX_ADDR_BYTES: usize = 256;
+
+impl NodeId {
+    /// Checks the name and the address against the identity rule
+    /// ([`check_identity`]).
+    ///
+    /// # Errors
+    /// [`IdentityError`] for the name first, then the address.
+    pub fn check(&self) -> Result<(), IdentityError> {
+        check_identity(IdentityField::Name, &self.name)?;
+        check_identity(IdentityField::Addr, &self.addr)
+    }
+}
+
+/// The identity rule: a node name (`field` [`IdentityField::Name`]) or
+/// advertised `host:port` ([`IdentityField::Addr`]) is not empty, at most
+/// [`MAX_NAME_BYTES`] or [`MAX_ADDR_BYTES`] long, and holds no whitespace,
+/// control character or invisible character ([`is_unprintable`]), nor `@`
+/// or `#`. Both show in every log line that names a peer
+/// (`name@address#generation`): a newline or an ANSI escape in one would
+/// forge lines or colours, a space or an invisible character would shift
+/// or hide fields. Every handshake checks the peer's identity with it
+/// (the acceptor the dialer's, the dialer the acceptor's), the transport
+/// its own at bind, and node-cli its `--name`; membership applies the same
+/// rule to the names and addresses it learns by gossip.
+///
+/// # Errors
+/// [`IdentityError`] naming `field`, with the value escaped.
+pub fn check_identity(field: IdentityField, value: &str) -> Result<(), IdentityError> {
+    if value.is_empty() {
+        return Err(IdentityError::Empty { field });
+    }
+    let max = match field {
+        IdentityField::Name => MAX_NAME_BYTES,
+        IdentityField::Addr => MAX_ADDR_BYTES,
+    };
+    if value.len() > max {
+        return Err(IdentityError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    if let Some(c) = value.chars().find(|&c| is_unprintable(c)) {
+        return Err(IdentityError::Unprintable {
+            field,
+            value: value.to_owned(),
+            c,
+        });
+    }
+    if let Some(c) = value.chars().find(|c| matches!(c, '@' | '#')) {
+        return Err(IdentityError::Separator {
+            field,
+            value: value.to_owned(),
+            c,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `c` is refused in an identity ([`check_identity`]):
+/// whitespace, a control character, or one that shows as nothing or
+/// reorders the text around it (Unicode's Default_Ignorable_Code_Point
+/// from DerivedCoreProperties.txt, and the interlinear annotation marks:
+/// soft hyphen, zero-width and direction marks, the byte-order mark), so
+/// two names that differ by one would look the same.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c,
+            '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+            | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+            | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
+}
+
+/// `text` from a peer (a refusal's reason) as it may be logged: each
+/// character [`is_unprintable`] refuses, except the space, escaped as
+/// `{:?}` escapes it (`\n`, `\u{1b}`); anything else unchanged.
+pub(crate) fn escape_unprintable(text: &str) -> String {
+    if !text.chars().any(|c| c != ' ' && is_unprintable(c)) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c != ' ' && is_unprintable(c) {
+            out.extend(c.escape_debug());
+            if c.escape_debug().len() == 1 {
+                // Not escaped by `escape_debug` (some whitespace).
+                out.pop();
+                out.extend(c.escape_unicode());
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl std::fmt::Display for NodeId {
@@ -144,11 +250,12 @@ impl HelloReply {
 
 impl Hello {
     /// Checks magic, version, cluster name and cluster settings against
-    /// ours.
+    /// ours, then the dialer's identity ([`check_identity`]).
     ///
     /// # Errors
     /// [`HandshakeError::BadMagic`], [`HandshakeError::Version`],
-    /// [`HandshakeError::WrongCluster`] or [`HandshakeError::WrongSettings`].
+    /// [`HandshakeError::WrongCluster`], [`HandshakeError::WrongSettings`]
+    /// or [`HandshakeError::Identity`].
     pub fn check(&self, cluster: &str, settings: &str) -> Result<(), HandshakeError> {
         if self.magic != MAGIC {
             return Err(HandshakeError::BadMagic(self.magic));
@@ -172,6 +279,7 @@ impl Hello {
                 ours: settings.to_owned(),
             });
         }
+        self.from.check()?;
         Ok(())
     }
 
@@ -274,6 +382,82 @@ pub(crate) fn handshake_frame_error(e: FrameError, reader: &FrameReader) -> Hand
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_identity_rule_refuses_what_would_split_shift_or_hide_a_log_field() {
+        use IdentityField::{Addr, Name};
+        for ok in [
+            "a",
+            "node-1_b.c",
+            "ünïcode",
+            "127.0.0.1:25520",
+            "[::1]:1",
+            "host.example:80",
+        ] {
+            assert_eq!(check_identity(Name, ok), Ok(()), "{ok:?}");
+            assert_eq!(check_identity(Addr, ok), Ok(()), "{ok:?}");
+        }
+        for (bad, c) in [
+            ("a\nb", '\n'),
+            ("a\rb", '\r'),
+            ("x\u{1b}[31m", '\u{1b}'),
+            ("two words", ' '),
+            ("tab\there", '\t'),
+            ("line\u{2028}sep", '\u{2028}'),
+            ("node\u{200b}1", '\u{200b}'),
+            ("node\u{202e}1", '\u{202e}'),
+            ("nul\0", '\0'),
+        ] {
+            match check_identity(Addr, bad) {
+                Err(IdentityError::Unprintable {
+                    field,
+                    value,
+                    c: got,
+                }) => {
+                    assert_eq!((field, value.as_str(), got), (Addr, bad, c));
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            check_identity(Name, "x@h:1#5"),
+            Err(IdentityError::Separator { c: '@', .. })
+        ));
+        assert_eq!(
+            check_identity(Name, ""),
+            Err(IdentityError::Empty { field: Name })
+        );
+        assert!(check_identity(Name, &"n".repeat(MAX_NAME_BYTES)).is_ok());
+        assert!(matches!(
+            check_identity(Name, &"n".repeat(MAX_NAME_BYTES + 1)),
+            Err(IdentityError::TooLong {
+                len: 129,
+                max: 128,
+                ..
+            })
+        ));
+        assert!(check_identity(Addr, &"a".repeat(MAX_ADDR_BYTES)).is_ok());
+        // The message shows the value escaped.
+        let e = check_identity(Name, "ev\nERROR forged").expect_err("a newline");
+        assert_eq!(
+            e.to_string(),
+            r#"node name "ev\nERROR forged" holds '\n': whitespace, control and invisible characters are not allowed"#
+        );
+    }
+
+    #[test]
+    fn a_peer_s_text_is_escaped_where_it_would_split_a_line() {
+        assert_eq!(
+            escape_unprintable("plain text (max 5)"),
+            "plain text (max 5)"
+        );
+        assert_eq!(escape_unprintable("a\nb\u{1b}[2J"), r"a\nb\u{1b}[2J");
+        assert_eq!(
+            escape_unprintable("a\u{2028}b\u{3164}"),
+            r"a\u{2028}b\u{3164}"
+        );
+        assert_eq!(escape_unprintable("quote \" kept"), "quote \" kept");
+    }
 
     #[test]
     fn a_version_refusal_is_told_from_other_refusals_by_its_text() {

@@ -67,8 +67,12 @@ mod transport;
 
 pub use channel::{Channel, Inbox, Received, RegisterError};
 pub use config::TransportConfig;
-pub use error::{AskError, BindError, FrameError, HandshakeError, SendError};
-pub use handshake::{Lane, NodeId, PROTOCOL_VERSION};
+pub use error::{
+    AskError, BindError, FrameError, HandshakeError, IdentityError, IdentityField, SendError,
+};
+pub use handshake::{
+    Lane, MAX_ADDR_BYTES, MAX_NAME_BYTES, NodeId, PROTOCOL_VERSION, check_identity, is_unprintable,
+};
 pub use inbound::{Inbound, Responder};
 pub use stats::StatsSnapshot;
 pub use transport::{LocalNode, MAX_CHANNELS, Transport};

@@ -413,6 +413,8 @@ async fn dial(
     let reply = HelloReply::decode(&reply)?;
     match reply {
         HelloReply::Accepted { node } => {
+            // Its name and address are logged with every frame error.
+            node.check()?;
             inner.clear_refusal(peer);
             let (rd, wr) = stream.into_split();
             reader.set_max_frame_bytes(inner.config.max_frame_bytes);
@@ -430,7 +432,10 @@ async fn dial(
 
 /// Records and logs `peer`'s refusal of our handshake (`for_good`: for a
 /// setting dialing again cannot change); the error to return.
+/// The reason is the peer's text: shown with whatever would split or
+/// colour a log line escaped.
 fn refused(inner: &Inner, peer: &str, reason: String, for_good: bool) -> HandshakeError {
+    let reason = crate::handshake::escape_unprintable(&reason);
     // Warned once per reason; the dialer's retries against the same
     // refusal are logged at debug level.
     if inner.note_refusal(peer, &reason, for_good) {

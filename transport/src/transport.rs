@@ -315,14 +315,17 @@ impl Transport {
     /// cancelled (see [`Transport::shutdown`]).
     ///
     /// # Errors
-    /// [`BindError::Config`] for an invalid config, [`BindError::Listen`]
-    /// when the address cannot be bound.
+    /// [`BindError::Config`] for an invalid config, [`BindError::Identity`]
+    /// for a name or advertised address peers would refuse
+    /// ([`crate::check_identity`]), [`BindError::Listen`] when the address
+    /// cannot be bound.
     pub async fn bind(
         local: LocalNode,
         config: TransportConfig,
         shutdown: CancellationToken,
     ) -> Result<Transport, BindError> {
         config.validate().map_err(BindError::Config)?;
+        crate::check_identity(crate::IdentityField::Name, &local.name)?;
         let listener =
             TcpListener::bind(&local.listen)
                 .await
@@ -339,6 +342,7 @@ impl Transport {
             addr: host_port(&local.advertise_host, local_addr.port()),
             generation: local.generation,
         };
+        id.check()?;
         let settings = with_frame_limit(&local.settings, config.max_frame_bytes);
         let inner = Arc::new(Inner {
             config,

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use transport::frame::{FrameCodec, Header, Kind};
 use transport::handshake::{Hello, HelloReply, MAGIC};
 use transport::{
-    AskError, Channel, HandshakeError, Lane, LocalNode, NodeId, PROTOCOL_VERSION, Transport,
-    TransportConfig,
+    AskError, BindError, Channel, HandshakeError, IdentityError, IdentityField, Lane, LocalNode,
+    NodeId, PROTOCOL_VERSION, Transport, TransportConfig,
 };
 
 use crate::support::{node, node_with, wait_until};
@@ -787,4 +787,145 @@ async fn a_dial_answered_by_http_says_it_is_not_a_casty_peer() {
     assert!(err.contains("not a casty peer"), "{err}");
     assert!(err.contains("\"HTTP\""), "{err}");
     assert!(!err.contains("exceeds the maximum"), "{err}");
+}
+
+/// A dialer whose name holds a newline, or whose address holds an ANSI
+/// escape, would forge or colour the acceptor's log lines wherever it is
+/// named (the tester's `peer=ev` then a forged `ERROR ... FORGED` line):
+/// its `Hello` is refused with the typed error, the value escaped, and no
+/// log line holds the raw bytes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_hello_with_a_newline_in_the_name_or_an_escape_in_the_address_is_refused() {
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
+    let b = node("b", "c").await;
+    echo(&b);
+    let forged_name = "ev\nFORGED-LINE ERROR victim node_cli: FORGED";
+    let forged_addr = "127.0.0.1:1\u{1b}[31mFORGED";
+    for (name, addr, field, c, escaped) in [
+        (
+            forged_name,
+            "127.0.0.1:1",
+            IdentityField::Name,
+            '\n',
+            r"ev\nFORGED-LINE",
+        ),
+        (
+            "raw",
+            forged_addr,
+            IdentityField::Addr,
+            '\u{1b}',
+            r"1\u{1b}[31mFORGED",
+        ),
+    ] {
+        let mut hello = raw_hello(PROTOCOL_VERSION, b.settings());
+        hello.from.name = name.into();
+        hello.from.addr = addr.into();
+        // The typed error names the field and the first bad character.
+        match hello.check("c", b.settings()) {
+            Err(HandshakeError::Identity(IdentityError::Unprintable {
+                field: f,
+                value,
+                c: got,
+            })) => {
+                assert_eq!((f, got), (field, c));
+                assert_eq!(
+                    value,
+                    if field == IdentityField::Name {
+                        name
+                    } else {
+                        addr
+                    }
+                );
+            }
+            other => panic!("expected an identity refusal, got {other:?}"),
+        }
+        // Over the wire: refused, with the value escaped in the reason.
+        let reason = refused_reason(answer_to(&b, postcard::to_allocvec(&hello).unwrap()).await);
+        assert!(reason.contains(&format!("node {field} ")), "{reason}");
+        assert!(reason.contains(escaped), "{reason}");
+        assert!(!reason.contains(c), "{reason:?}");
+    }
+    assert_eq!(b.stats().handshakes_refused, 2);
+    let text = logs.text();
+    assert!(text.contains("handshake refused"), "{text}");
+    assert!(text.contains(r"ev\nFORGED-LINE"), "logged escaped:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "an ESC byte was logged:\n{text:?}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("FORGED-LINE")),
+        "a forged line was logged:\n{text}"
+    );
+}
+
+/// The acceptor's identity is checked by the dialer too (it is logged
+/// with every failure of the link), and an acceptor's refusal reason is
+/// kept and logged with what would split a line escaped.
+#[tokio::test]
+async fn an_acceptor_s_bad_identity_or_forged_reason_does_not_reach_the_dialer_s_log() {
+    let a = node("a", "c").await;
+    let ca = echo(&a);
+    let peer = transport::testing::answering(HelloReply::Accepted {
+        node: NodeId {
+            name: "x\ny".into(),
+            addr: "127.0.0.1:1".into(),
+            generation: 1,
+        },
+    })
+    .await
+    .unwrap();
+    match ping(&ca, &peer, 1).await.unwrap_err() {
+        AskError::Unreachable { reason, .. } => {
+            assert!(reason.contains(r#"node name "x\ny""#), "{reason}")
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    let peer = transport::testing::answering(HelloReply::Refused {
+        reason: "no\nFORGED-LINE \u{1b}[31m".into(),
+    })
+    .await
+    .unwrap();
+    let _ = ping(&ca, &peer, 2).await.unwrap_err();
+    assert_eq!(
+        a.refusal(&peer).as_deref(),
+        Some(r"no\nFORGED-LINE \u{1b}[31m")
+    );
+}
+
+/// A node cannot start with an identity its peers would refuse.
+#[tokio::test]
+async fn bind_refuses_a_local_identity_peers_would_refuse() {
+    let local = |name: &str, host: &str| LocalNode {
+        cluster: "c".into(),
+        settings: String::new(),
+        name: name.into(),
+        generation: 1,
+        listen: "127.0.0.1:0".into(),
+        advertise_host: host.into(),
+    };
+    let bind = |l| Transport::bind(l, TransportConfig::default(), CancellationToken::new());
+    for (l, field) in [
+        (local("two words", "127.0.0.1"), IdentityField::Name),
+        (local("", "127.0.0.1"), IdentityField::Name),
+        (local("a", "host\u{1b}[2J"), IdentityField::Addr),
+    ] {
+        match bind(l).await {
+            Err(BindError::Identity(
+                IdentityError::Unprintable { field: f, .. } | IdentityError::Empty { field: f },
+            )) => assert_eq!(f, field),
+            other => panic!("expected an identity error, got {other:?}"),
+        }
+    }
+    let e = bind(local(
+        &"n".repeat(transport::MAX_NAME_BYTES + 1),
+        "127.0.0.1",
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, BindError::Identity(IdentityError::TooLong { .. })),
+        "{e:?}"
+    );
+    assert!(bind(local("ok-name_1.2", "127.0.0.1")).await.is_ok());
 }
