@@ -242,7 +242,8 @@ pub struct Received<M> {
 impl<M: DeserializeOwned> Inbox<M> {
     /// The next message that decodes. A body that does not decode as `M`
     /// closes the connection it came on (counted as `decode_errors`, logged
-    /// at `warn`), rejects it if it was an ask, and is skipped.
+    /// at `warn` once per connection, and at the 1st, 2nd, 4th, ... such
+    /// connection), rejects it if it was an ask, and is skipped.
     /// `None` once the transport has shut down and every message that had
     /// arrived was returned.
     ///
@@ -271,13 +272,11 @@ impl<M: DeserializeOwned> Inbox<M> {
                     });
                 }
                 Err(e) => {
-                    crate::stats::bump(&d.conn.inner.stats.decode_errors);
-                    tracing::warn!(peer = %d.conn.peer, channel = d.channel, error = %e, "closing connection: undecodable message");
                     if let Some(corr) = f.corr {
                         let _ = Responder::new(Arc::clone(&d.conn), d.channel, corr)
                             .reject("undecodable message");
                     }
-                    d.conn.closer.cancel();
+                    d.conn.close_undecodable(d.channel, &e);
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! What arrives: [`Inbound`] frames and the [`Responder`] that answers an ask.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -26,9 +26,33 @@ pub(crate) struct ConnInfo {
     /// or rejection not queued): while any is open the connection is not
     /// idle, whatever `idle_timeout_ms` says.
     pub open_asks: AtomicUsize,
+    /// Set at the first undecodable message on this connection: the
+    /// frames already queued from it that do not decode either are
+    /// logged at debug level, one warning per connection at most.
+    pub undecodable: AtomicBool,
 }
 
 impl ConnInfo {
+    /// Counts a message body from this connection that did not decode
+    /// (`error`, on `channel`), logs it, and closes the connection. The
+    /// first on a connection is warned at the 1st, 2nd, 4th, ... such
+    /// connection (`Inner::throttle`); the rest are debug detail.
+    pub(crate) fn close_undecodable(&self, channel: u8, error: &dyn std::fmt::Display) {
+        let inner = &self.inner;
+        crate::stats::bump(&inner.stats.decode_errors);
+        if self.undecodable.swap(true, Ordering::Relaxed) {
+            tracing::debug!(peer = %self.peer, channel, %error, "undecodable message on a connection closing for one");
+        } else {
+            let t = inner.throttle("undecodable message");
+            if t.warn {
+                tracing::warn!(peer = %self.peer, channel, %error, closed = t.count, "closing connection: undecodable message (warned at the 1st, 2nd, 4th, ... such close)");
+            } else {
+                tracing::debug!(peer = %self.peer, channel, %error, closed = t.count, "closing connection: undecodable message");
+            }
+        }
+        self.closer.cancel();
+    }
+
     /// Counts one more ask read from this connection.
     pub(crate) fn ask_opened(&self) {
         self.open_asks.fetch_add(1, Ordering::Relaxed);
@@ -96,12 +120,11 @@ impl Inbound {
     }
 
     /// Closes the connection this frame came on, e.g. because its body did
-    /// not decode. Counted in `decode_errors` and logged at `warn`. Frames
-    /// already queued from it are still delivered.
+    /// not decode. Counted in `decode_errors` and logged at `warn` (once
+    /// per connection, and at the 1st, 2nd, 4th, ... such connection).
+    /// Frames already queued from it are still delivered.
     pub fn close_connection(&self, reason: &str) {
-        crate::stats::bump(&self.conn.inner.stats.decode_errors);
-        tracing::warn!(peer = %self.conn.peer, channel = self.channel, reason, "closing connection: undecodable message");
-        self.conn.closer.cancel();
+        self.conn.close_undecodable(self.channel, &reason);
     }
 
     /// The body, and a responder when it is an ask.

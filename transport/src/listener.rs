@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -42,7 +42,13 @@ pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
             Ok((stream, addr)) => {
                 let Ok(permit) = Arc::clone(&handshaking).try_acquire_owned() else {
                     bump(&inner.stats.connections_refused);
-                    tracing::warn!(%addr, max = inner.config.max_handshaking_connections, "refusing connection: too many handshakes in progress");
+                    let max = inner.config.max_handshaking_connections;
+                    let t = inner.throttle("too many handshakes in progress");
+                    if t.warn {
+                        tracing::warn!(%addr, max, refused = t.count, "refusing connection: too many handshakes in progress (warned at the 1st, 2nd, 4th, ... such refusal)");
+                    } else {
+                        tracing::debug!(%addr, max, refused = t.count, "refusing connection: too many handshakes in progress");
+                    }
                     continue;
                 };
                 crate::socket::tune(&stream, &inner.config);
@@ -86,25 +92,16 @@ async fn serve(
             bump(&inner.stats.handshakes_refused);
             // A well-formed hello refused for its settings (another
             // cluster, other cluster settings, another protocol version)
-            // comes from a node that
-            // retries its join every second or so: each such reason is
-            // warned at its 1st, 2nd, 4th, ... refusal. Anything else
-            // (garbage, a stalled or closed connection) is warned each
-            // time: each is a separate event worth seeing.
-            if matches!(
-                e,
-                HandshakeError::WrongCluster { .. }
-                    | HandshakeError::WrongSettings { .. }
-                    | HandshakeError::Version { .. }
-            ) {
-                let refused = inner.count_refusal(&e.to_string());
-                if refused.is_power_of_two() {
-                    tracing::warn!(%addr, error = %e, refused, "handshake refused (warned at the 1st, 2nd, 4th, ... refusal for this reason)");
-                } else {
-                    tracing::debug!(%addr, error = %e, refused, "handshake refused");
-                }
+            // comes from a node that retries its join every second or
+            // so; anything else (garbage, a stalled or closed connection,
+            // a refused identity) may come by the hundred in a second
+            // from one scanner or flood. Each reason, or each kind of
+            // the others, is warned at its 1st, 2nd, 4th, ... refusal.
+            let t = inner.throttle(&refusal_kind(&e));
+            if t.warn {
+                tracing::warn!(%addr, error = %e, refused = t.count, "handshake refused (warned at the 1st, 2nd, 4th, ... refusal for this reason)");
             } else {
-                tracing::warn!(%addr, error = %e, "handshake refused");
+                tracing::debug!(%addr, error = %e, refused = t.count, "handshake refused");
             }
             if !matches!(e, HandshakeError::Closed | HandshakeError::Timeout(_)) {
                 refuse(&mut stream, refusal_reply(&e)).await;
@@ -118,7 +115,12 @@ async fn serve(
             "too many connections (max {})",
             inner.config.max_inbound_connections
         );
-        tracing::warn!(%addr, peer = %hello.from, "refusing connection: {reason}");
+        let t = inner.throttle("too many connections");
+        if t.warn {
+            tracing::warn!(%addr, peer = %hello.from, refused = t.count, "refusing connection: {reason} (warned at the 1st, 2nd, 4th, ... such refusal)");
+        } else {
+            tracing::debug!(%addr, peer = %hello.from, refused = t.count, "refusing connection: {reason}");
+        }
         refuse(&mut stream, HelloReply::Refused { reason }).await;
         return;
     };
@@ -140,6 +142,7 @@ async fn serve(
         closer: inner.shutdown.child_token(),
         replies: Outbox::new(&inner),
         open_asks: AtomicUsize::new(0),
+        undecodable: AtomicBool::new(false),
     });
     let sock = Arc::new(wr);
     conn.replies.attach(Arc::clone(&sock));
@@ -163,7 +166,7 @@ async fn serve(
         };
         if let Err(e) = drained {
             bump(&inner.stats.frame_errors);
-            tracing::warn!(peer = %conn.peer, %addr, error = %e, "closing connection: bad frame");
+            warn_bad_frame(&inner, &conn, addr, &e);
             break e.to_string();
         }
         // Time spent handing frames on (an inbox may push back) is not
@@ -197,13 +200,24 @@ async fn serve(
             Err(e @ FrameError::Io(_)) => break e.to_string(),
             Err(e) => {
                 bump(&inner.stats.frame_errors);
-                tracing::warn!(peer = %conn.peer, %addr, error = %e, "closing connection: bad frame");
+                warn_bad_frame(&inner, &conn, addr, &e);
                 break e.to_string();
             }
         }
     };
     tracing::debug!(peer = %conn.peer, %addr, reason = %why, "inbound link down");
     let _ = broke_tx.send(why);
+}
+
+/// Logs that an inbound connection is closed for a bad frame: warned at
+/// the 1st, 2nd, 4th, ... such close ([`Inner::throttle`]).
+fn warn_bad_frame(inner: &Inner, conn: &ConnInfo, addr: SocketAddr, e: &FrameError) {
+    let t = inner.throttle("bad frame");
+    if t.warn {
+        tracing::warn!(peer = %conn.peer, %addr, error = %e, closed = t.count, "closing connection: bad frame (warned at the 1st, 2nd, 4th, ... such close)");
+    } else {
+        tracing::debug!(peer = %conn.peer, %addr, error = %e, closed = t.count, "closing connection: bad frame");
+    }
 }
 
 /// The idle timer of one inbound connection (`[transport]
@@ -431,6 +445,25 @@ async fn deliver(inner: &Inner, d: Delivery) {
             }
         }
         None => d.undeliverable(),
+    }
+}
+
+/// What a refused handshake is counted as for its warning's rate
+/// ([`Inner::throttle`]): a refusal for a reason (another cluster name,
+/// other settings, another version) by its reason, anything else by its
+/// kind alone, whatever bytes or values the stranger sent.
+fn refusal_kind(e: &HandshakeError) -> std::borrow::Cow<'static, str> {
+    match e {
+        HandshakeError::WrongCluster { .. }
+        | HandshakeError::WrongSettings { .. }
+        | HandshakeError::Version { .. } => e.to_string().into(),
+        HandshakeError::BadMagic(_) => "bad magic".into(),
+        HandshakeError::Identity(_) => "refused identity".into(),
+        HandshakeError::Decode(_) => "undecodable handshake".into(),
+        HandshakeError::Timeout(_) => "handshake timeout".into(),
+        HandshakeError::Closed => "closed during the handshake".into(),
+        HandshakeError::Frame(_) => "bad handshake frame".into(),
+        HandshakeError::Refused(_) => "refused".into(),
     }
 }
 

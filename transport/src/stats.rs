@@ -18,6 +18,7 @@ pub(crate) struct Stats {
     pub dial_failures: AtomicU64,
     pub idle_closed: AtomicU64,
     pub links_down: AtomicU64,
+    pub warnings_throttled: AtomicU64,
 }
 
 /// A copy of the transport's counters at one moment. All counts since bind.
@@ -55,6 +56,12 @@ pub struct StatsSnapshot {
     /// (closed by the peer, e.g. for idleness, or broken); each redials on
     /// its next frame.
     pub links_down: u64,
+    /// Refusals and closes of a misbehaving connection logged at debug
+    /// level instead of warned: each kind (a full handshake table, a
+    /// closed or silent connection, bad magic, an undecodable message, a
+    /// refused identity; a refusal for a reason, by reason) is warned at
+    /// its 1st, 2nd, 4th, 8th, ... occurrence only.
+    pub warnings_throttled: u64,
 }
 
 impl Stats {
@@ -73,10 +80,32 @@ impl Stats {
             dial_failures: self.dial_failures.load(Relaxed),
             idle_closed: self.idle_closed.load(Relaxed),
             links_down: self.links_down.load(Relaxed),
+            warnings_throttled: self.warnings_throttled.load(Relaxed),
         }
     }
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
+}
+
+/// Whether the `count`th occurrence of one kind of refusal is warned: the
+/// 1st, 2nd, 4th, 8th, ... (so N occurrences give ⌊log2 N⌋ + 1 warnings);
+/// the others are logged at debug level.
+pub(crate) fn warned_at(count: u64) -> bool {
+    count.is_power_of_two()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warned_at;
+
+    #[test]
+    fn n_occurrences_are_warned_log2_n_plus_one_times() {
+        for n in [1u64, 2, 3, 255, 256, 300, 10_000] {
+            let warned = (1..=n).filter(|&c| warned_at(c)).count() as u64;
+            assert_eq!(warned, u64::from(n.ilog2()) + 1, "{n}");
+        }
+        assert!(!warned_at(0));
+    }
 }

@@ -680,6 +680,32 @@ impl Inner {
     }
 }
 
+/// One refusal counted by [`Inner::throttle`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Throttled {
+    /// How many refusals of its kind this node made (1 for the first).
+    pub count: u64,
+    /// Whether to warn of it (the 1st, 2nd, 4th, ... of its kind); if
+    /// not, it is logged at debug level and counted in
+    /// `warnings_throttled`.
+    pub warn: bool,
+}
+
+impl Inner {
+    /// Counts a refusal or close of a misbehaving connection of kind
+    /// `kind` (a fixed name; for a refusal for a reason, another cluster
+    /// name, other settings or another version, the reason) and says
+    /// whether to warn of it.
+    pub(crate) fn throttle(&self, kind: &str) -> Throttled {
+        let count = self.count_refusal(kind);
+        let warn = crate::stats::warned_at(count);
+        if !warn {
+            crate::stats::bump(&self.stats.warnings_throttled);
+        }
+        Throttled { count, warn }
+    }
+}
+
 /// Distinct refusal reasons [`Inner::count_refusal`] keeps counts of.
 const MAX_REFUSAL_REASONS: usize = 256;
 

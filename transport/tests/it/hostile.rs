@@ -929,3 +929,77 @@ async fn bind_refuses_a_local_identity_peers_would_refuse() {
     );
     assert!(bind(local("ok-name_1.2", "127.0.0.1")).await.is_ok());
 }
+
+/// Strangers by the hundred (connections closed without a handshake,
+/// HTTP requests, more than the handshake table holds) are warned of at
+/// the 1st, 2nd, 4th, ... of each kind, not once each: the tester's 300
+/// connections logged 300 warnings.
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_of_bad_connections_warns_log_n_times_per_kind() {
+    let (logs, _guard) = Logs::capture(tracing::Level::WARN);
+    let config = TransportConfig {
+        max_handshaking_connections: 4,
+        ..TransportConfig::default()
+    };
+    let b = node_with("b", "c", config).await;
+    const EACH: u64 = 100;
+    for _ in 0..EACH {
+        drop(TcpStream::connect(b.local_addr()).await.unwrap());
+        let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+    }
+    wait_until("every stranger refused", Duration::from_secs(20), || {
+        let st = b.stats();
+        st.handshakes_refused + st.connections_refused == 2 * EACH
+    })
+    .await;
+    let warned = logs.text().lines().filter(|l| l.contains("WARN")).count() as u64;
+    // At most three kinds (closed, bad magic, a full handshake table),
+    // each warned ⌊log2 n⌋ + 1 times for its n.
+    let bound = 3 * (u64::from((2 * EACH).ilog2()) + 1);
+    assert!(
+        (1..=bound).contains(&warned),
+        "{warned} warnings for {} strangers:\n{}",
+        2 * EACH,
+        logs.text()
+    );
+    assert_eq!(b.stats().warnings_throttled, 2 * EACH - warned);
+}
+
+/// Undecodable messages close their connection with one warning, not one
+/// per frame already queued from it (a fuzzed connection logged 11), and
+/// connections closed so are warned at the 1st, 2nd, 4th, ...
+#[tokio::test(flavor = "current_thread")]
+async fn undecodable_messages_are_warned_once_per_connection() {
+    let (logs, _guard) = Logs::capture(tracing::Level::WARN);
+    let b = node("b", "c").await;
+    echo(&b);
+    let mut frames = BytesMut::new();
+    for _ in 0..10 {
+        // Variant 9 of `Msg`: there is none.
+        Header {
+            channel: 1,
+            kind: Kind::Tell,
+        }
+        .encode_frame(&[9, 0, 0], 1 << 20, &mut frames)
+        .unwrap();
+    }
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+        let mut out = hello_frame("c", &b);
+        out.extend_from_slice(&frames);
+        s.write_all(&out).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("closed by the acceptor");
+    }
+    assert!(b.stats().decode_errors >= 3, "{:?}", b.stats());
+    let warned = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("undecodable message"))
+        .count();
+    // The 1st and 2nd connection closed so, not the 3rd.
+    assert_eq!(warned, 2, "{}", logs.text());
+}
