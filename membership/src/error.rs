@@ -199,6 +199,30 @@ pub enum InvalidMessage {
         /// The bound.
         max: u64,
     },
+    /// A member name (a member's, an accuser's) holds whitespace, a
+    /// control or invisible character, `@` or `#`, which would split,
+    /// shift or hide the fields of the log lines it shows in (the
+    /// transport's identity rule). The name is shown escaped.
+    #[error(
+        "member name {name:?} holds {c:?}: whitespace, control and invisible characters, '@' and '#' are not allowed"
+    )]
+    NameChar {
+        /// The name received.
+        name: String,
+        /// The first character refused.
+        c: char,
+    },
+    /// An address holds whitespace, a control or invisible character,
+    /// `@` or `#` (the transport's identity rule). Shown escaped.
+    #[error(
+        "address {addr:?} holds {c:?}: whitespace, control and invisible characters, '@' and '#' are not allowed"
+    )]
+    AddrChar {
+        /// The address received.
+        addr: String,
+        /// The first character refused.
+        c: char,
+    },
 }
 
 /// Encoding or decoding a [`Message`](crate::swim::Message) failed.

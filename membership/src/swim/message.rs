@@ -372,6 +372,12 @@ fn check_name(name: &str) -> Result<(), InvalidMessage> {
             max: MAX_NAME_BYTES,
         });
     }
+    if let Some(c) = name.chars().find(|&c| refused_in_identity(c)) {
+        return Err(InvalidMessage::NameChar {
+            name: name.to_owned(),
+            c,
+        });
+    }
     Ok(())
 }
 
@@ -382,7 +388,34 @@ fn check_addr(addr: &str) -> Result<(), InvalidMessage> {
             max: MAX_ADDR_BYTES,
         });
     }
+    if let Some(c) = addr.chars().find(|&c| refused_in_identity(c)) {
+        return Err(InvalidMessage::AddrChar {
+            addr: addr.to_owned(),
+            c,
+        });
+    }
     Ok(())
+}
+
+/// Whether `c` is refused in a member name or address: whitespace, a
+/// control character (a newline, an ANSI escape), an invisible one
+/// (Unicode's Default_Ignorable_Code_Point and the interlinear annotation
+/// marks), `@` or `#`. It is the transport's identity rule
+/// (`transport::check_identity`), which every handshake applies to the
+/// peer: names and addresses learnt by gossip show in the same log lines.
+/// The core builds without the transport, so the rule is written here
+/// too; a test (with the `runtime` feature) checks every character
+/// against the transport's.
+fn refused_in_identity(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c,
+            '@' | '#'
+            | '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+            | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+            | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
 }
 
 fn check_id(id: &MemberId) -> Result<(), InvalidMessage> {
@@ -433,4 +466,34 @@ pub struct Transmit {
     pub to_addr: String,
     /// The message.
     pub msg: Message,
+}
+
+#[cfg(all(test, feature = "runtime"))]
+mod tests {
+    use super::*;
+    use transport::IdentityField::{Addr, Name};
+
+    /// Membership refuses in names and addresses learnt by gossip exactly
+    /// what the transport's handshake refuses in a peer's identity.
+    #[test]
+    fn the_identity_rule_is_the_transport_s() {
+        assert_eq!(MAX_NAME_BYTES, transport::MAX_NAME_BYTES);
+        assert_eq!(MAX_ADDR_BYTES, transport::MAX_ADDR_BYTES);
+        let mut text = String::new();
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            text.clear();
+            text.push('a');
+            text.push(c);
+            assert_eq!(
+                check_name(&text).is_err(),
+                transport::check_identity(Name, &text).is_err(),
+                "{c:?}"
+            );
+            assert_eq!(
+                check_addr(&text).is_err(),
+                transport::check_identity(Addr, &text).is_err(),
+                "{c:?}"
+            );
+        }
+    }
 }

@@ -259,3 +259,57 @@ proptest! {
         }
     }
 }
+
+/// A name or address learnt by gossip that would forge or colour log
+/// lines (a newline, an ANSI escape) is refused like one too long: the
+/// message is dropped. The transport refuses the same in a handshake.
+#[test]
+fn a_member_name_or_address_with_control_characters_is_refused() {
+    use membership::InvalidMessage;
+    let limits = membership::swim::WireLimits {
+        max_metadata_bytes: 512,
+        max_updates: 16,
+        max_state_entries: 1000,
+    };
+    let gossip = |u: Update| Message::Gossip {
+        from: id("a"),
+        updates: vec![u],
+    };
+    assert_eq!(gossip(sample_update()).validate(&limits), Ok(()));
+    let mut u = sample_update();
+    u.member.id.name = "ev\nFORGED ERROR".into();
+    assert_eq!(
+        gossip(u).validate(&limits),
+        Err(InvalidMessage::NameChar {
+            name: "ev\nFORGED ERROR".into(),
+            c: '\n'
+        })
+    );
+    let mut u = sample_update();
+    u.member.id.addr = "h:1\u{1b}[31m".into();
+    let e = gossip(u).validate(&limits).unwrap_err();
+    assert_eq!(
+        e,
+        InvalidMessage::AddrChar {
+            addr: "h:1\u{1b}[31m".into(),
+            c: '\u{1b}'
+        }
+    );
+    // Shown escaped.
+    assert!(e.to_string().contains(r#""h:1\u{1b}[31m""#), "{e}");
+    let mut u = sample_update();
+    u.accuser = Some("c d".into());
+    assert!(matches!(
+        gossip(u).validate(&limits),
+        Err(InvalidMessage::NameChar { c: ' ', .. })
+    ));
+    let sync = Message::SyncRequest {
+        from: id("a"),
+        to: "s:1\r".into(),
+        digest: 5,
+    };
+    assert!(matches!(
+        sync.validate(&limits),
+        Err(InvalidMessage::AddrChar { c: '\r', .. })
+    ));
+}
