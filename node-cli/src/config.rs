@@ -354,49 +354,18 @@ impl Config {
     }
 }
 
-/// Characters that show as nothing or reorder the text around them (soft
-/// hyphen, zero-width and direction marks, the byte-order mark): two names
-/// that differ by one would look the same in every log line.
-fn invisible(c: char) -> bool {
-    // Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt)
-    // and the interlinear annotation marks.
-    matches!(c,
-        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
-        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
-        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
-        | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1bca0}'..='\u{1bca3}'
-        | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
-}
-
-/// Checks a node name: at most `MAX_NAME_BYTES` bytes (membership's
-/// limit), and no whitespace or control characters, which would split or
-/// shift the fields of every log line (`time level node target: message`).
+/// Checks a node name with the transport's identity rule
+/// ([`transport::check_identity`], which every peer applies to it at the
+/// handshake and membership to names it learns): at most
+/// `MAX_NAME_BYTES` bytes, and no whitespace, control or invisible
+/// characters, which would split, shift or hide the fields of every log
+/// line (`time level node target: message`), nor `@` or `#` (a member
+/// shows as `name@address#generation`), nor empty.
 ///
 /// # Errors
 /// One line saying what is wrong with the name.
 pub fn check_name(name: &str) -> Result<(), String> {
-    if name.len() > membership::swim::MAX_NAME_BYTES {
-        return Err(format!(
-            "node name of {} bytes exceeds {}",
-            name.len(),
-            membership::swim::MAX_NAME_BYTES
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || invisible(*c))
-    {
-        return Err(format!(
-            "node name {name:?} holds {c:?}: whitespace, control and invisible characters are not allowed"
-        ));
-    }
-    // A member shows as `name@address#generation` in every log line.
-    if let Some(c) = name.chars().find(|c| matches!(c, '@' | '#')) {
-        return Err(format!(
-            "node name {name:?} holds {c:?}: '@' and '#' are not allowed (members show as name@address#generation)"
-        ));
-    }
-    Ok(())
+    transport::check_identity(transport::IdentityField::Name, name).map_err(|e| e.to_string())
 }
 
 /// Whether `host` names "any address": 0.0.0.0 or ::, also in the forms
