@@ -307,7 +307,10 @@ fn complete_replies(
                     corr,
                     Err(AskError::Rejected {
                         peer: link.peer.clone(),
-                        reason: String::from_utf8_lossy(&region[body]).into_owned(),
+                        // The peer's text: callers log it.
+                        reason: crate::handshake::escape_unprintable(&String::from_utf8_lossy(
+                            &region[body],
+                        )),
                     }),
                 ),
                 Kind::Tell | Kind::Ask { .. } => {

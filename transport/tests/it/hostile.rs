@@ -1003,3 +1003,60 @@ async fn undecodable_messages_are_warned_once_per_connection() {
     // The 1st and 2nd connection closed so, not the 3rd.
     assert_eq!(warned, 2, "{}", logs.text());
 }
+
+/// A rejection's reason is the peer's text, which callers log: what would
+/// split or colour a log line arrives escaped.
+#[tokio::test]
+async fn a_rejection_reason_arrives_escaped() {
+    let a = node("a", "c").await;
+    let ca = echo(&a);
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut s, _) = fake.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut codec = FrameCodec::new(1 << 20);
+        let mut next = async |s: &mut TcpStream, buf: &mut BytesMut| loop {
+            if let Some(f) = codec.decode(buf).unwrap() {
+                break f;
+            }
+            assert!(s.read_buf(buf).await.unwrap() > 0);
+        };
+        let _hello = next(&mut s, &mut buf).await;
+        let accepted = HelloReply::Accepted {
+            node: NodeId {
+                name: "fake".into(),
+                addr: "127.0.0.1:1".into(),
+                generation: 1,
+            },
+        };
+        let mut out = BytesMut::new();
+        FrameCodec::new(1 << 20)
+            .encode(
+                Bytes::from(postcard::to_allocvec(&accepted).unwrap()),
+                &mut out,
+            )
+            .unwrap();
+        s.write_all(&out).await.unwrap();
+        let ask = next(&mut s, &mut buf).await;
+        let Kind::Ask { corr } = Header::decode(&ask).unwrap().0.kind else {
+            panic!("an ask");
+        };
+        let mut out = BytesMut::new();
+        Header {
+            channel: 1,
+            kind: Kind::Reject { corr },
+        }
+        .encode_frame(b"no\nFORGED-LINE \x1b[31m", 1 << 20, &mut out)
+        .unwrap();
+        s.write_all(&out).await.unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+    });
+    match ping(&ca, &fake_addr, 1).await.unwrap_err() {
+        AskError::Rejected { reason, .. } => {
+            assert_eq!(reason, r"no\nFORGED-LINE \u{1b}[31m")
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+}
