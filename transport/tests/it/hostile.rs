@@ -622,28 +622,8 @@ async fn a_peer_cannot_answer_asks_sent_to_another() {
     let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake_addr = fake.local_addr().unwrap().to_string();
     tokio::spawn(async move {
-        let (mut s, _) = fake.accept().await.unwrap();
-        let mut buf = BytesMut::new();
-        loop {
-            if FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_some() {
-                break;
-            }
-            assert!(s.read_buf(&mut buf).await.unwrap() > 0);
-        }
-        let accepted = HelloReply::Accepted {
-            node: NodeId {
-                name: "fake".into(),
-                addr: "127.0.0.1:1".into(),
-                generation: 1,
-            },
-        };
+        let (mut s, _) = accept_as_fake(fake).await;
         let mut out = BytesMut::new();
-        FrameCodec::new(1 << 20)
-            .encode(
-                Bytes::from(postcard::to_allocvec(&accepted).unwrap()),
-                &mut out,
-            )
-            .unwrap();
         for corr in 0..200 {
             Header {
                 channel: 1,
@@ -677,6 +657,34 @@ async fn a_peer_cannot_answer_asks_sent_to_another() {
     let err = to_b.await.unwrap().unwrap_err();
     assert!(matches!(err, AskError::Timeout { .. }), "{err:?}");
     assert!(a.stats().late_replies >= 100, "{:?}", a.stats());
+}
+
+/// Accepts one connection on `fake` as a peer named "fake": reads the
+/// dialer's `Hello` and answers `Accepted`. Returns the connection and
+/// what was read past the `Hello`.
+async fn accept_as_fake(fake: tokio::net::TcpListener) -> (TcpStream, BytesMut) {
+    let (mut s, _) = fake.accept().await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut codec = FrameCodec::new(1 << 20);
+    while codec.decode(&mut buf).unwrap().is_none() {
+        assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+    }
+    let accepted = HelloReply::Accepted {
+        node: NodeId {
+            name: "fake".into(),
+            addr: "127.0.0.1:1".into(),
+            generation: 1,
+        },
+    };
+    let mut out = BytesMut::new();
+    codec
+        .encode(
+            Bytes::from(postcard::to_allocvec(&accepted).unwrap()),
+            &mut out,
+        )
+        .unwrap();
+    s.write_all(&out).await.unwrap();
+    (s, buf)
 }
 
 /// An address nothing listens on: a port bound and closed just now.
@@ -1013,32 +1021,14 @@ async fn a_rejection_reason_arrives_escaped() {
     let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake_addr = fake.local_addr().unwrap().to_string();
     tokio::spawn(async move {
-        let (mut s, _) = fake.accept().await.unwrap();
-        let mut buf = BytesMut::new();
+        let (mut s, mut buf) = accept_as_fake(fake).await;
         let mut codec = FrameCodec::new(1 << 20);
-        let mut next = async |s: &mut TcpStream, buf: &mut BytesMut| loop {
-            if let Some(f) = codec.decode(buf).unwrap() {
+        let ask = loop {
+            if let Some(f) = codec.decode(&mut buf).unwrap() {
                 break f;
             }
-            assert!(s.read_buf(buf).await.unwrap() > 0);
+            assert!(s.read_buf(&mut buf).await.unwrap() > 0);
         };
-        let _hello = next(&mut s, &mut buf).await;
-        let accepted = HelloReply::Accepted {
-            node: NodeId {
-                name: "fake".into(),
-                addr: "127.0.0.1:1".into(),
-                generation: 1,
-            },
-        };
-        let mut out = BytesMut::new();
-        FrameCodec::new(1 << 20)
-            .encode(
-                Bytes::from(postcard::to_allocvec(&accepted).unwrap()),
-                &mut out,
-            )
-            .unwrap();
-        s.write_all(&out).await.unwrap();
-        let ask = next(&mut s, &mut buf).await;
         let Kind::Ask { corr } = Header::decode(&ask).unwrap().0.kind else {
             panic!("an ask");
         };
