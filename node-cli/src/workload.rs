@@ -303,7 +303,11 @@ pub async fn run(node: &Node, w: &Workload, progress: &Progress) -> Result<bool>
     // it dead) and its memory for the whole run.
     let result_timeout = cfg.result_timeout();
     let total = w.tasks;
-    let batch = batch_size(w.iterations, cfg.worker_count().get());
+    // Hashing threads beyond the cores run no faster: the floor counts
+    // the threads that can run at once (32 workers on 2 cores put 64 long
+    // tasks in flight, all past the timeout; a tester, 2026-12-07).
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let batch = batch_size(w.iterations, cfg.worker_count().get().min(cores));
     let batches = futures::stream::iter((0..total).step_by(batch))
         .map(|first| async move {
             // `batch` is at most `BATCH`, so it fits a u32.

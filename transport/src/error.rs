@@ -30,7 +30,15 @@ pub enum BindError {
     /// rule every peer checks at the handshake ([`crate::check_identity`]):
     /// peers would refuse it.
     #[error("invalid local identity: {0}")]
-    Identity(#[from] IdentityError),
+    Identity(IdentityError),
+}
+
+// Not `#[from]`, which would also make the identity error the source, and
+// a report that prints the chain (anyhow's) would say it twice.
+impl From<IdentityError> for BindError {
+    fn from(e: IdentityError) -> BindError {
+        BindError::Identity(e)
+    }
 }
 
 /// Which part of a node's identity ([`crate::NodeId`]) an [`IdentityError`] is about.
@@ -262,13 +270,20 @@ pub enum HandshakeError {
     /// ([`crate::check_identity`]): a dialer's in its [`crate::handshake::Hello`],
     /// an acceptor's in its answer.
     #[error("the peer's identity is refused: {0}")]
-    Identity(#[from] IdentityError),
+    Identity(IdentityError),
     /// The connection closed before the handshake completed.
     #[error("connection closed during the handshake")]
     Closed,
     /// Framing failed during the handshake.
     #[error(transparent)]
     Frame(#[from] FrameError),
+}
+
+// Not `#[from]`: see `BindError`'s `From<IdentityError>`.
+impl From<IdentityError> for HandshakeError {
+    fn from(e: IdentityError) -> HandshakeError {
+        HandshakeError::Identity(e)
+    }
 }
 
 /// `bytes` as ASCII text, each byte that is not printable shown as `.`.

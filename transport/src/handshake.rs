@@ -58,8 +58,10 @@ pub struct NodeId {
 pub const MAX_NAME_BYTES: usize = 128;
 
 /// Longest advertised address (`host:port`) a handshake accepts, in bytes
-/// (membership's `MAX_ADDR_BYTES`, which a test keeps equal).
-pub const MAX_ADDR_BYTES: usize = 256;
+/// (membership's `MAX_ADDR_BYTES`, which a test keeps equal): the longest
+/// DNS name (253 bytes, RFC 1035 section 2.3.4 as written in text), `:`
+/// and a five-digit port.
+pub const MAX_ADDR_BYTES: usize = 259;
 
 impl NodeId {
     /// Checks the name and the address against the identity rule
@@ -437,6 +439,22 @@ mod tests {
             })
         ));
         assert!(check_identity(Addr, &"a".repeat(MAX_ADDR_BYTES)).is_ok());
+        // The longest DNS name (253 bytes: three labels of 63, one of 61
+        // and their dots) with a five-digit port.
+        let longest_host = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        assert_eq!(longest_host.len(), 253);
+        assert!(check_identity(Addr, &format!("{longest_host}:65535")).is_ok());
+        // Said once by a report that prints the error's chain: the
+        // identity error is in the message, not also its source.
+        let e = crate::BindError::from(check_identity(Addr, "").expect_err("empty"));
+        assert!(std::error::Error::source(&e).is_none());
+        assert!(e.to_string().starts_with("invalid local identity: "), "{e}");
         // The message shows the value escaped.
         let e = check_identity(Name, "ev\nERROR forged").expect_err("a newline");
         assert_eq!(

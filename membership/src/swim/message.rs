@@ -13,8 +13,9 @@ use crate::swim::member::{Member, MemberId};
 
 /// Longest accepted member name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
-/// Longest accepted advertised address (`host:port`), in bytes.
-pub const MAX_ADDR_BYTES: usize = 256;
+/// Longest accepted advertised address (`host:port`), in bytes: the
+/// longest DNS name (253 bytes), `:` and a five-digit port.
+pub const MAX_ADDR_BYTES: usize = 259;
 /// Most digest buckets accepted in a `SyncRequest` or `Sync`.
 pub const MAX_SYNC_BUCKETS: usize = 1024;
 /// Most updates one probe, ack, ping-req or gossip message may carry, on
