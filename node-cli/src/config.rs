@@ -446,16 +446,19 @@ fn merge_flags(mut fig: Figment, cli: &Cli) -> Figment {
     fig
 }
 
-/// The `CASTY_*` environment, each value read as `casty.toml` would read
-/// it for its key's type. figment's `Env` reads a number only in its own
-/// syntax (no exponent: `5e-1` stays the text "5e-1") and a string key's
-/// value as a number or a list when it looks like one (`1.5`, `[::1]`);
-/// here a key whose default is a number takes any TOML integer or float
-/// (`5e-1`, `1e1`, `1_000`, `0x10`, `inf`), and a key whose default is
-/// text takes the text as written (a host `1e5`, a name `nan`). Anything
-/// else (a value TOML does not read as a number, a list key, a key the
-/// configuration does not have) is left as figment reads it, so its error
-/// is the one figment's `Env` gives.
+/// The `CASTY_*` environment, each value read as the same text after
+/// `key = ` in `casty.toml` would be: whitespace around it and a trailing
+/// `# comment` are not part of it, quotes are TOML's (`"abc"` and `'abc'`
+/// are the text abc), numbers are TOML's (`5e-1`, `1_000`, `0x10`, `inf`),
+/// and text TOML refuses (`007`, `.5`, `"abc`, `[a:1]`) is refused, naming
+/// the variable. One exception: a key whose default is text also takes
+/// unquoted text as that text (`my-cluster`, a host `1e5`, a name `inf`),
+/// up to a `#` after whitespace. figment's `Env` would read `007` as 7,
+/// keep `'abc'` with its quotes and refuse `25520 # c` for a number key.
+///
+/// Left as figment's `Env` reads them, so their errors stay figment's: a
+/// key the configuration does not have (unknown key), a number too large
+/// for TOML (`1e999`, `18446744073709551615`: out of range).
 struct EnvLayer {
     env: Env,
     /// The built-in defaults, whose values give each key's type.
@@ -486,28 +489,44 @@ impl figment::Provider for EnvLayer {
         self.env.metadata()
     }
 
+    /// # Errors
+    /// A value TOML refuses, at its key (the first such key).
     fn data(
         &self,
     ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
         use figment::value::Value;
         let mut data = self.env.data()?;
+        let mut refused: Option<(String, String)> = None;
         for (key, raw) in self.env.iter() {
-            let Some(value) = env_value(self.defaults.find_ref(key.as_str()), &raw) else {
-                continue;
-            };
             // Only where this variable's value is the one figment kept
             // (not a table merged from `CASTY_A__B` and `CASTY_A__B__C`,
             // nor a value another spelling of the name replaced).
             let ours = raw.parse::<Value>().ok();
-            for dict in data.values_mut() {
-                if let Some(slot) = leaf_mut(dict, key.as_str()) {
-                    if Some(&*slot) == ours.as_ref() {
-                        *slot = value.clone();
-                    }
+            let mut slots = data
+                .values_mut()
+                .filter_map(|dict| leaf_mut(dict, key.as_str()))
+                .filter(|slot| Some(&**slot) == ours.as_ref())
+                .peekable();
+            match env_value(self.defaults.find_ref(key.as_str()), &raw) {
+                Ok(None) => {}
+                Ok(Some(value)) => slots.for_each(|slot| *slot = value.clone()),
+                // The first key in order: figment names the source of a
+                // provider's error only, not of errors chained to it.
+                Err(reason)
+                    if slots.peek().is_some()
+                        && refused
+                            .as_ref()
+                            .is_none_or(|(first, _)| key.as_str() < first.as_str()) =>
+                {
+                    refused = Some((key.as_str().to_owned(), reason));
                 }
+                Err(_) => {}
             }
         }
-        Ok(data)
+        match refused {
+            Some((key, reason)) => Err(figment::Error::from(reason).with_path(&key)),
+            None => Ok(data),
+        }
     }
 }
 
@@ -533,26 +552,92 @@ fn leaf_mut<'a>(
 }
 
 /// The value environment text `raw` gives a key whose built-in default is
-/// `default`, when it differs from figment's reading: a TOML integer or
-/// float for a number key, the text itself for a text key; `None` to keep
-/// figment's reading.
-fn env_value(default: Option<&figment::value::Value>, raw: &str) -> Option<figment::value::Value> {
+/// `default` (see [`EnvLayer`]): `Ok(Some)` the value, `Ok(None)` to keep
+/// figment's reading (a key the configuration does not have, a number too
+/// large for TOML).
+///
+/// # Errors
+/// Why TOML refuses the text, on one line.
+fn env_value(
+    default: Option<&figment::value::Value>,
+    raw: &str,
+) -> Result<Option<figment::value::Value>, String> {
     use figment::value::Value;
-    use serde::Deserialize as _;
-    match default? {
-        Value::Num(..) => {
-            match toml::Value::deserialize(toml::de::ValueDeserializer::new(raw.trim())).ok()? {
-                toml::Value::Integer(n) => Some(Value::from(n)),
-                toml::Value::Float(x) => Some(Value::from(x)),
-                _ => None,
-            }
+    let Some(default) = default else {
+        return Ok(None);
+    };
+    let text = raw.trim();
+    let unquoted_text = matches!(default, Value::String(..)) && !text.starts_with(['"', '\'']);
+    match toml_value(text) {
+        Ok(toml::Value::String(s)) => Ok(Some(Value::from(s))),
+        _ if unquoted_text => Ok(Some(Value::from(unquoted(text).to_owned()))),
+        Ok(value) => <Value as serde::Deserialize>::deserialize(value)
+            .map(Some)
+            .map_err(|e| format!("{text:?}: {e}")),
+        // A word (`abc`), or nothing: text, so the error says what the key
+        // takes ("found the text \"abc\", expected a whole number ...").
+        Err(_) if text.is_empty() || text.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+            Ok(Some(Value::from(text.to_owned())))
         }
-        Value::String(..) => match raw.parse::<Value>() {
-            Ok(Value::String(..) | Value::Char(..)) => None,
-            _ => Some(Value::from(raw.trim().to_owned())),
-        },
-        _ => None,
+        // figment keeps it as text (or a u64), and says it is out of range.
+        Err(_) if is_float_beyond_f64(text) || (is_integer(text) && !fits_i64(text)) => Ok(None),
+        Err(reason) if matches!(default, Value::Array(..)) => Err(format!(
+            "{reason} (a list is written as in TOML, each item in quotes: [\"a\", \"b\"])"
+        )),
+        Err(reason) => Err(reason),
     }
+}
+
+/// The TOML value `text` is after `key = `.
+///
+/// # Errors
+/// Why TOML refuses it: its parser's reason and where it stopped.
+fn toml_value(text: &str) -> Result<toml::Value, String> {
+    let refused = |detail: String| format!("{text:?} is not a value casty.toml reads: {detail}");
+    let mut table = match format!("v = {text}").parse::<toml::Table>() {
+        Ok(table) => table,
+        Err(e) => {
+            let reason: Vec<&str> = e.message().lines().filter(|l| !l.is_empty()).collect();
+            let reason = if reason.is_empty() {
+                "no value".to_owned()
+            } else {
+                reason.join(", ")
+            };
+            let rest = e
+                .span()
+                .and_then(|span| text.get(span.start.saturating_sub(4)..))
+                .unwrap_or("");
+            let at = if rest.is_empty() {
+                "at its end".to_owned()
+            } else {
+                format!("at {rest:?}")
+            };
+            let digits = text.trim_start_matches(['+', '-']);
+            let zeros =
+                digits.starts_with('0') && digits[1..].starts_with(|c: char| c.is_ascii_digit());
+            return Err(refused(if zeros {
+                format!("a TOML number has no leading zeros ({reason} {at})")
+            } else {
+                format!("{reason} {at}")
+            }));
+        }
+    };
+    match (table.remove("v"), table.is_empty()) {
+        (Some(value), true) => Ok(value),
+        _ => Err(refused(
+            "more than one value (a line break and another key)".to_owned(),
+        )),
+    }
+}
+
+/// Unquoted text for a text key: `text` up to a `#` after whitespace (a
+/// comment), without the whitespace around it.
+fn unquoted(text: &str) -> &str {
+    let end = text
+        .char_indices()
+        .find(|&(i, c)| c == '#' && text[..i].ends_with(char::is_whitespace))
+        .map_or(text.len(), |(i, _)| i);
+    text[..end].trim()
 }
 
 /// Values from one named source: figment's `Serialized` provider under a
@@ -718,6 +803,11 @@ fn is_integer(text: &str) -> bool {
 fn is_float_beyond_f64(text: &str) -> bool {
     let text = text.trim();
     text.bytes().any(|b| b.is_ascii_digit()) && text.parse::<f64>().is_ok_and(|x| x.is_infinite())
+}
+
+/// Whether the whole number `text` fits an `i64`, TOML's integers.
+fn fits_i64(text: &str) -> bool {
+    text.trim().trim_start_matches('+').parse::<i64>().is_ok()
 }
 
 /// Whether the whole number `text` fits an `i64` or a `u64`.
@@ -1031,35 +1121,91 @@ mod tests {
         use figment::value::Value;
         let num = Value::from(0.5);
         let text = Value::from("127.0.0.1".to_owned());
+        let list = Value::from(Vec::<String>::new());
         let number = |raw: &str| env_value(Some(&num), raw);
         // Exponents, as `interval = 5e-1` in casty.toml.
-        assert_eq!(number("5e-1"), Some(Value::from(0.5)));
-        assert_eq!(number("1e1"), Some(Value::from(10.0)));
-        assert_eq!(number(" 1e0 "), Some(Value::from(1.0)));
-        assert_eq!(number("1e308"), Some(Value::from(1e308)));
+        assert_eq!(number("5e-1"), Ok(Some(Value::from(0.5))));
+        assert_eq!(number("1e1"), Ok(Some(Value::from(10.0))));
+        assert_eq!(number(" 1e0 "), Ok(Some(Value::from(1.0))));
+        assert_eq!(number("1e308"), Ok(Some(Value::from(1e308))));
         // TOML's integers, as integers.
-        assert_eq!(number("1_000"), Some(Value::from(1000_i64)));
-        assert_eq!(number("0x10"), Some(Value::from(16_i64)));
-        // Not TOML numbers: figment's reading stays, and so does its error.
-        for raw in ["abc", "1e999", "18446744073709551615", "1e", "1 2"] {
-            assert_eq!(env_value(Some(&num), raw), None, "{raw}");
+        assert_eq!(number("1_000"), Ok(Some(Value::from(1000_i64))));
+        assert_eq!(number("0x10"), Ok(Some(Value::from(16_i64))));
+        assert_eq!(number("+25520"), Ok(Some(Value::from(25520_i64))));
+        // Too large for TOML: figment's reading stays, and so does its
+        // "out of range".
+        for raw in ["1e999", "18446744073709551615", "99999999999999999999999"] {
+            assert_eq!(number(raw), Ok(None), "{raw}");
         }
-        // A text key keeps the text, also where it reads as a number.
-        let kept = |raw: &str| match env_value(Some(&text), raw) {
-            None => raw.parse::<Value>().ok(),
-            some => some,
+        // A word is text, so the error says what the key takes.
+        assert_eq!(number("abc"), Ok(Some(Value::from("abc".to_owned()))));
+        // Not TOML: refused, saying why.
+        for raw in ["1e", "1 2", ".5", "5.", "1__0", "\"1"] {
+            let e = number(raw).unwrap_err();
+            assert!(e.contains("is not a value casty.toml reads"), "{raw}: {e}");
+        }
+        // Leading zeros, refused as the file refuses them (7 and 0.5 before).
+        for raw in ["007", "+007", "00.5", " 007 "] {
+            let e = number(raw).unwrap_err();
+            assert!(e.contains("no leading zeros"), "{raw}: {e}");
+        }
+        assert_eq!(
+            number("\"8\""),
+            Ok(Some(Value::from("8".to_owned()))),
+            "quoted: text, as in the file"
+        );
+        assert_eq!(number("'8'"), Ok(Some(Value::from("8".to_owned()))));
+        // Spaces around and a trailing comment are not part of the value.
+        assert_eq!(number("\t8 "), Ok(Some(Value::from(8_i64))));
+        for raw in ["8 # c", "8#c", "8 # c # d"] {
+            assert_eq!(number(raw), Ok(Some(Value::from(8_i64))), "{raw}");
+        }
+        // Lists are TOML's too.
+        let seeds = |raw: &str| env_value(Some(&list), raw);
+        assert_eq!(
+            seeds(" ['a:1', \"b:2\"] # c"),
+            Ok(Some(Value::from(vec!["a:1".to_owned(), "b:2".to_owned()])))
+        );
+        let e = seeds("[a:1]").unwrap_err();
+        assert!(e.contains("each item in quotes"), "{e}");
+        // A text key: TOML's strings, else the unquoted text, up to a `#`
+        // after whitespace, also where it reads as something else.
+        let read = |raw: &str| match env_value(Some(&text), raw) {
+            Ok(Some(Value::String(_, s))) => Ok(s),
+            other => Err(format!("{other:?}")),
         };
-        for raw in [
-            "1e5", "inf", "nan", "drop_new", "1.5", "25520", "true", "[::1]",
+        for (raw, want) in [
+            ("1e5", "1e5"),
+            ("inf", "inf"),
+            ("nan", "nan"),
+            ("drop_new", "drop_new"),
+            ("1.5", "1.5"),
+            ("25520", "25520"),
+            ("true", "true"),
+            ("[::1]", "[::1]"),
+            ("007", "007"),
+            ("\"abc\"", "abc"),
+            ("'abc'", "abc"),
+            (" 'abc' ", "abc"),
+            ("\" abc \"", " abc "),
+            ("\"abc\" # c", "abc"),
+            ("\"a#b\"", "a#b"),
+            (" my-cluster # c", "my-cluster"),
+            ("a#b", "a#b"),
+            ("inf # c", "inf"),
+            ("", ""),
         ] {
-            assert_eq!(
-                kept(raw).as_ref().and_then(Value::as_str),
-                Some(raw),
-                "{raw}"
-            );
+            assert_eq!(read(raw).as_deref(), Ok(want), "{raw:?}");
         }
+        // Quoted, the text must be TOML's.
+        for raw in ["\"abc", "\"x\" \"y\"", "'abc"] {
+            assert!(env_value(Some(&text), raw).is_err(), "{raw}");
+        }
+        // One value only: a line break cannot set another key.
+        assert!(number("1\nw = 2").is_err());
+        assert_eq!(number("1\n# c"), Ok(Some(Value::from(1_i64))));
         // A key the configuration does not have: figment's reading.
-        assert_eq!(env_value(None, "5e-1"), None);
+        assert_eq!(env_value(None, "5e-1"), Ok(None));
         let data = figment::Provider::data(&defaults()).unwrap();
         let defaults = Value::from(data[&figment::Profile::Default].clone());
         assert!(matches!(
@@ -1069,6 +1215,10 @@ mod tests {
         assert!(matches!(
             defaults.find_ref("defaults.mailbox.strategy"),
             Some(Value::String(..))
+        ));
+        assert!(matches!(
+            defaults.find_ref("cluster.seed_nodes"),
+            Some(Value::Array(..))
         ));
     }
 

@@ -13,6 +13,7 @@
 
 mod bad_input;
 mod cluster;
+mod env_as_file;
 mod open_files;
 mod worker;
 
