@@ -10,6 +10,7 @@ use crate::error::SendError;
 use crate::frame::{Header, Kind};
 use crate::handshake::{Lane, NodeId};
 use crate::outbox::{BodyEncoder, Outbox, Pushed};
+use crate::stats::RefusalKind;
 use crate::transport::Inner;
 
 /// One accepted inbound connection, shared by the frames read from it.
@@ -43,7 +44,7 @@ impl ConnInfo {
         if self.undecodable.swap(true, Ordering::Relaxed) {
             tracing::debug!(peer = %self.peer, channel, %error, "undecodable message on a connection closing for one");
         } else {
-            let t = inner.throttle("undecodable message");
+            let t = inner.throttle(RefusalKind::UndecodableMessage);
             if t.warn {
                 tracing::warn!(peer = %self.peer, channel, %error, closed = t.count, "closing connection: undecodable message (warned at the 1st, 2nd, 4th, ... such close)");
             } else {

@@ -23,7 +23,7 @@ use crate::handshake::{
 use crate::inbound::ConnInfo;
 use crate::mailbox::{Delivery, FrameRef};
 use crate::outbox::{Ended, Outbox, count_dropped, write_loop};
-use crate::stats::bump;
+use crate::stats::{RefusalKind, bump};
 use crate::transport::{Inner, Slot};
 
 pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
@@ -43,7 +43,7 @@ pub(crate) async fn run(inner: Arc<Inner>, listener: TcpListener) {
                 let Ok(permit) = Arc::clone(&handshaking).try_acquire_owned() else {
                     bump(&inner.stats.connections_refused);
                     let max = inner.config.max_handshaking_connections;
-                    let t = inner.throttle("too many handshakes in progress");
+                    let t = inner.throttle(RefusalKind::HandshakeTableFull);
                     if t.warn {
                         tracing::warn!(%addr, max, refused = t.count, "refusing connection: too many handshakes in progress (warned at the 1st, 2nd, 4th, ... such refusal)");
                     } else {
@@ -90,16 +90,15 @@ async fn serve(
         Ok(hello) => hello,
         Err(e) => {
             bump(&inner.stats.handshakes_refused);
-            // A well-formed hello refused for its settings (another
-            // cluster, other cluster settings, another protocol version)
-            // comes from a node that retries its join every second or
-            // so; anything else (garbage, a stalled or closed connection,
-            // a refused identity) may come by the hundred in a second
-            // from one scanner or flood. Each reason, or each kind of
-            // the others, is warned at its 1st, 2nd, 4th, ... refusal.
-            let t = inner.throttle(&refusal_kind(&e));
+            // Refusals may come by the hundred in a second from one
+            // scanner or flood, and a stranger may vary what it sends
+            // (its cluster name, settings or identity) on every
+            // connection: each kind of refusal, whatever its values, is
+            // warned at its 1st, 2nd, 4th, ... occurrence. The warning
+            // shows the values, escaped.
+            let t = inner.throttle(refusal_kind(&e));
             if t.warn {
-                tracing::warn!(%addr, error = %e, refused = t.count, "handshake refused (warned at the 1st, 2nd, 4th, ... refusal for this reason)");
+                tracing::warn!(%addr, error = %e, refused = t.count, "handshake refused (warned at the 1st, 2nd, 4th, ... refusal of its kind)");
             } else {
                 tracing::debug!(%addr, error = %e, refused = t.count, "handshake refused");
             }
@@ -115,7 +114,7 @@ async fn serve(
             "too many connections (max {})",
             inner.config.max_inbound_connections
         );
-        let t = inner.throttle("too many connections");
+        let t = inner.throttle(RefusalKind::TooManyConnections);
         if t.warn {
             tracing::warn!(%addr, peer = %hello.from, refused = t.count, "refusing connection: {reason} (warned at the 1st, 2nd, 4th, ... such refusal)");
         } else {
@@ -212,7 +211,7 @@ async fn serve(
 /// Logs that an inbound connection is closed for a bad frame: warned at
 /// the 1st, 2nd, 4th, ... such close ([`Inner::throttle`]).
 fn warn_bad_frame(inner: &Inner, conn: &ConnInfo, addr: SocketAddr, e: &FrameError) {
-    let t = inner.throttle("bad frame");
+    let t = inner.throttle(RefusalKind::BadFrame);
     if t.warn {
         tracing::warn!(peer = %conn.peer, %addr, error = %e, closed = t.count, "closing connection: bad frame (warned at the 1st, 2nd, 4th, ... such close)");
     } else {
@@ -449,21 +448,20 @@ async fn deliver(inner: &Inner, d: Delivery) {
 }
 
 /// What a refused handshake is counted as for its warning's rate
-/// ([`Inner::throttle`]): a refusal for a reason (another cluster name,
-/// other settings, another version) by its reason, anything else by its
-/// kind alone, whatever bytes or values the stranger sent.
-fn refusal_kind(e: &HandshakeError) -> std::borrow::Cow<'static, str> {
+/// ([`Inner::throttle`]): its kind alone, never the values or bytes the
+/// stranger sent (a cluster name varied on every connection is one kind).
+fn refusal_kind(e: &HandshakeError) -> RefusalKind {
     match e {
-        HandshakeError::WrongCluster { .. }
-        | HandshakeError::WrongSettings { .. }
-        | HandshakeError::Version { .. } => e.to_string().into(),
-        HandshakeError::BadMagic(_) => "bad magic".into(),
-        HandshakeError::Identity(_) => "refused identity".into(),
-        HandshakeError::Decode(_) => "undecodable handshake".into(),
-        HandshakeError::Timeout(_) => "handshake timeout".into(),
-        HandshakeError::Closed => "closed during the handshake".into(),
-        HandshakeError::Frame(_) => "bad handshake frame".into(),
-        HandshakeError::Refused(_) => "refused".into(),
+        HandshakeError::WrongCluster { .. } => RefusalKind::WrongCluster,
+        HandshakeError::WrongSettings { .. } => RefusalKind::WrongSettings,
+        HandshakeError::Version { .. } => RefusalKind::Version,
+        HandshakeError::BadMagic(_) => RefusalKind::BadMagic,
+        HandshakeError::Identity(_) => RefusalKind::Identity,
+        HandshakeError::Decode(_) => RefusalKind::UndecodableHandshake,
+        HandshakeError::Timeout(_) => RefusalKind::HandshakeTimeout,
+        HandshakeError::Closed => RefusalKind::ClosedInHandshake,
+        HandshakeError::Frame(_) => RefusalKind::BadHandshakeFrame,
+        HandshakeError::Refused(_) => RefusalKind::Refused,
     }
 }
 

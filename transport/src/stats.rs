@@ -58,9 +58,10 @@ pub struct StatsSnapshot {
     pub links_down: u64,
     /// Refusals and closes of a misbehaving connection logged at debug
     /// level instead of warned: each kind (a full handshake table, a
-    /// closed or silent connection, bad magic, an undecodable message, a
-    /// refused identity; a refusal for a reason, by reason) is warned at
-    /// its 1st, 2nd, 4th, 8th, ... occurrence only.
+    /// closed or silent connection, bad magic, another cluster name,
+    /// other settings, another version, a refused identity, a bad frame,
+    /// an undecodable message), whatever values the peer sent, is warned
+    /// at its 1st, 2nd, 4th, 8th, ... occurrence only.
     pub warnings_throttled: u64,
 }
 
@@ -89,6 +90,72 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
 }
 
+/// A kind of refusal or close of a misbehaving connection: what
+/// [`crate::transport::Inner::throttle`] counts for the rate of its
+/// warnings. It names what went wrong, never a value the peer sent (its
+/// cluster name, settings, identity or bytes), so a stranger that varies
+/// them on every connection is one kind all the same, and the counts are
+/// a fixed array of [`RefusalKind::COUNT`], whatever comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefusalKind {
+    /// A connection refused at accept: the handshake table was full.
+    HandshakeTableFull,
+    /// A connection refused after its handshake: too many connections.
+    TooManyConnections,
+    /// A first frame without the protocol's magic bytes.
+    BadMagic,
+    /// A `Hello` of another protocol version.
+    Version,
+    /// A `Hello` naming another cluster.
+    WrongCluster,
+    /// A `Hello` with other cluster settings.
+    WrongSettings,
+    /// A `Hello` whose name or address breaks the identity rule.
+    Identity,
+    /// A handshake frame that did not decode.
+    UndecodableHandshake,
+    /// No handshake within the handshake timeout.
+    HandshakeTimeout,
+    /// A connection closed before its handshake completed.
+    ClosedInHandshake,
+    /// A handshake frame that broke the framing.
+    BadHandshakeFrame,
+    /// A refusal from the peer (not expected of a dialer).
+    Refused,
+    /// A connection closed for a malformed frame after its handshake.
+    BadFrame,
+    /// A connection closed for a message its channel could not decode.
+    UndecodableMessage,
+}
+
+impl RefusalKind {
+    /// Every kind, in declaration order: `ALL[k as usize] == k`.
+    pub(crate) const ALL: [RefusalKind; 14] = [
+        RefusalKind::HandshakeTableFull,
+        RefusalKind::TooManyConnections,
+        RefusalKind::BadMagic,
+        RefusalKind::Version,
+        RefusalKind::WrongCluster,
+        RefusalKind::WrongSettings,
+        RefusalKind::Identity,
+        RefusalKind::UndecodableHandshake,
+        RefusalKind::HandshakeTimeout,
+        RefusalKind::ClosedInHandshake,
+        RefusalKind::BadHandshakeFrame,
+        RefusalKind::Refused,
+        RefusalKind::BadFrame,
+        RefusalKind::UndecodableMessage,
+    ];
+
+    /// How many kinds there are.
+    pub(crate) const COUNT: usize = RefusalKind::ALL.len();
+
+    /// This kind's index in `0..COUNT`.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Whether the `count`th occurrence of one kind of refusal is warned: the
 /// 1st, 2nd, 4th, 8th, ... (so N occurrences give ⌊log2 N⌋ + 1 warnings);
 /// the others are logged at debug level.
@@ -98,7 +165,14 @@ pub(crate) fn warned_at(count: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::warned_at;
+    use super::{RefusalKind, warned_at};
+
+    #[test]
+    fn each_refusal_kind_has_its_own_count() {
+        for (i, k) in RefusalKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
+        }
+    }
 
     #[test]
     fn n_occurrences_are_warned_log2_n_plus_one_times() {

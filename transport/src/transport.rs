@@ -21,7 +21,7 @@ use crate::link::{self, Link};
 use crate::listener;
 use crate::mailbox::Mailbox;
 use crate::outbox::{BodyEncoder, Pushed};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{RefusalKind, Stats, StatsSnapshot};
 
 /// Channel ids are `0..MAX_CHANNELS`.
 pub const MAX_CHANNELS: usize = 64;
@@ -278,9 +278,10 @@ pub(crate) struct Inner {
     /// one may not be listening yet, so failing to reach it is information
     /// until the join ends ([`Transport::joined`]).
     joining_through: Mutex<FastMap<String, ()>>,
-    /// Handshakes this node refused, counted by reason (for the warning's
-    /// rate: a peer of another cluster retries every second or so).
-    refused_here: Mutex<FastMap<String, u64>>,
+    /// Refusals and closes of misbehaving connections on this node,
+    /// counted by kind ([`Inner::throttle`]): one counter per kind, so
+    /// the memory is fixed whatever peers send.
+    refused_here: [AtomicU64; RefusalKind::COUNT],
     next_corr: AtomicU64,
     pub stats: Stats,
     pub shutdown: CancellationToken,
@@ -357,7 +358,7 @@ impl Transport {
             forgotten: Mutex::new(FastMap::default()),
             leaving: AtomicBool::new(false),
             joining_through: Mutex::new(FastMap::default()),
-            refused_here: Mutex::new(FastMap::default()),
+            refused_here: std::array::from_fn(|_| AtomicU64::new(0)),
             dial_errors: Mutex::new(FastMap::default()),
             next_corr: AtomicU64::new(1),
             stats: Stats::default(),
@@ -662,24 +663,6 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-impl Inner {
-    /// Counts a handshake this node refused for `reason`; returns how many
-    /// times it refused for that reason (1 for the first). The table keeps
-    /// at most [`MAX_REFUSAL_REASONS`] reasons; past it, it starts over.
-    pub(crate) fn count_refusal(&self, reason: &str) -> u64 {
-        let mut counts = self
-            .refused_here
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if counts.len() >= MAX_REFUSAL_REASONS && !counts.contains_key(reason) {
-            counts.clear();
-        }
-        let n = counts.entry(reason.to_owned()).or_default();
-        *n += 1;
-        *n
-    }
-}
-
 /// One refusal counted by [`Inner::throttle`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Throttled {
@@ -693,11 +676,14 @@ pub(crate) struct Throttled {
 
 impl Inner {
     /// Counts a refusal or close of a misbehaving connection of kind
-    /// `kind` (a fixed name; for a refusal for a reason, another cluster
-    /// name, other settings or another version, the reason) and says
-    /// whether to warn of it.
-    pub(crate) fn throttle(&self, kind: &str) -> Throttled {
-        let count = self.count_refusal(kind);
+    /// `kind` and says whether to warn of it: at the 1st, 2nd, 4th, ...
+    /// of its kind on this node, so n of a kind give ⌊log2 n⌋ + 1
+    /// warnings, however the peers vary what they send (the warning
+    /// itself may show the peer's values, escaped).
+    pub(crate) fn throttle(&self, kind: RefusalKind) -> Throttled {
+        let count = self.refused_here[kind.index()]
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         let warn = crate::stats::warned_at(count);
         if !warn {
             crate::stats::bump(&self.stats.warnings_throttled);
@@ -705,9 +691,6 @@ impl Inner {
         Throttled { count, warn }
     }
 }
-
-/// Distinct refusal reasons [`Inner::count_refusal`] keeps counts of.
-const MAX_REFUSAL_REASONS: usize = 256;
 
 impl Inner {
     fn links_lock(&self) -> std::sync::MutexGuard<'_, FastMap<String, Arc<PeerLinks>>> {

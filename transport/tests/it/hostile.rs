@@ -1050,3 +1050,34 @@ async fn a_rejection_reason_arrives_escaped() {
         e => panic!("unexpected {e:?}"),
     }
 }
+
+/// A stranger that names another cluster on every connection is warned
+/// of at the 1st, 2nd, 4th, ... such refusal, as one kind: the throttle
+/// counts refusals by kind, not by the reason's text, which holds the
+/// stranger's value (100 names were 100 warnings). The warnings still
+/// say the name, escaped.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stranger_varying_its_cluster_name_is_warned_log_n_times() {
+    let (logs, _guard) = Logs::capture(tracing::Level::WARN);
+    let b = node("b", "c").await;
+    const N: u64 = 100;
+    for i in 0..N {
+        let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+        s.write_all(&hello_frame(&format!("other-{i}\n"), &b))
+            .await
+            .unwrap();
+        let reason = mismatch_reason(reply_until_eof(&mut s).await);
+        assert!(reason.contains(&format!(r#""other-{i}\n""#)), "{reason}");
+    }
+    assert_eq!(b.stats().handshakes_refused, N);
+    let text = logs.text();
+    let warned = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("cluster name"))
+        .count() as u64;
+    assert_eq!(warned, u64::from(N.ilog2()) + 1, "{text}");
+    assert_eq!(b.stats().warnings_throttled, N - warned);
+    // The first is warned with the stranger's name, escaped.
+    assert!(text.contains(r#"cluster name "other-0\n""#), "{text}");
+    assert!(!text.contains("other-0\n"), "{text:?}");
+}
