@@ -200,11 +200,13 @@ pub enum InvalidMessage {
         max: u64,
     },
     /// A member name (a member's, an accuser's) holds whitespace, a
-    /// control or invisible character, `@` or `#`, which would split,
+    /// control, invisible or blank character, a noncharacter, `@` or `#`, which would split,
     /// shift or hide the fields of the log lines it shows in (the
     /// transport's identity rule). The name is shown escaped.
     #[error(
-        "member name {name:?} holds {c:?}: whitespace, control and invisible characters, '@' and '#' are not allowed"
+        "member name {name} holds {c}: whitespace, control and invisible characters, '@' and '#' are not allowed",
+        name = escaped(.name),
+        c = escaped(.c)
     )]
     NameChar {
         /// The name received.
@@ -215,7 +217,9 @@ pub enum InvalidMessage {
     /// An address holds whitespace, a control or invisible character,
     /// `@` or `#` (the transport's identity rule). Shown escaped.
     #[error(
-        "address {addr:?} holds {c:?}: whitespace, control and invisible characters, '@' and '#' are not allowed"
+        "address {addr} holds {c}: whitespace, control and invisible characters, '@' and '#' are not allowed",
+        addr = escaped(.addr),
+        c = escaped(.c)
     )]
     AddrChar {
         /// The address received.
@@ -223,6 +227,56 @@ pub enum InvalidMessage {
         /// The first character refused.
         c: char,
     },
+    /// A member name starts with a combining mark, which would join the
+    /// character before it in a log line (the transport's identity rule).
+    /// Shown escaped.
+    #[error(
+        "member name {name} starts with {c}: a combining mark is not allowed first (it would join the character before it in a log line)",
+        name = escaped(.name),
+        c = escaped(.c)
+    )]
+    NameLeadingMark {
+        /// The name received.
+        name: String,
+        /// The combining mark it starts with.
+        c: char,
+    },
+    /// An address starts with a combining mark (the transport's identity
+    /// rule). Shown escaped.
+    #[error(
+        "address {addr} starts with {c}: a combining mark is not allowed first (it would join the character before it in a log line)",
+        addr = escaped(.addr),
+        c = escaped(.c)
+    )]
+    AddrLeadingMark {
+        /// The address received.
+        addr: String,
+        /// The combining mark it starts with.
+        c: char,
+    },
+}
+
+/// `v` as `{:?}` shows it, with each character the identity rule refuses
+/// that `{:?}` leaves as is (the braille blank, a Hangul filler) escaped
+/// as `\u{..}`, the space and `@` and `#` excepted: an error shows what
+/// was refused.
+fn escaped<T: std::fmt::Debug + ?Sized>(v: &T) -> String {
+    let debug = format!("{v:?}");
+    let escape = |c: char| {
+        c != ' ' && !matches!(c, '@' | '#') && crate::swim::message::refused_in_identity(c)
+    };
+    if !debug.chars().any(escape) {
+        return debug;
+    }
+    let mut out = String::with_capacity(debug.len() + 8);
+    for c in debug.chars() {
+        if escape(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Encoding or decoding a [`Message`](crate::swim::Message) failed.

@@ -357,10 +357,11 @@ impl Config {
 /// Checks a node name with the transport's identity rule
 /// ([`transport::check_identity`], which every peer applies to it at the
 /// handshake and membership to names it learns): at most
-/// `MAX_NAME_BYTES` bytes, and no whitespace, control or invisible
-/// characters, which would split, shift or hide the fields of every log
-/// line (`time level node target: message`), nor `@` or `#` (a member
-/// shows as `name@address#generation`), nor empty.
+/// `MAX_NAME_BYTES` bytes, and no whitespace, control, invisible or
+/// blank characters nor noncharacters, which would split, shift or hide
+/// the fields of every log line (`time level node target: message`), no
+/// combining mark first (it would join the character before it), nor `@`
+/// or `#` (a member shows as `name@address#generation`), nor empty.
 ///
 /// # Errors
 /// One line saying what is wrong with the name.

@@ -61,7 +61,9 @@ impl std::fmt::Display for IdentityField {
 
 /// Why a node name or advertised address breaks the identity rule
 /// ([`crate::check_identity`]). The offending value is shown escaped
-/// (`{:?}`), so a hostile one cannot forge log lines.
+/// (`{:?}`, and each character [`crate::is_unprintable`] refuses that
+/// `{:?}` shows as is, such as the braille blank, as `\u{..}`), so a
+/// hostile one cannot forge log lines and a blank one is seen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     /// The name or address is empty.
@@ -84,7 +86,9 @@ pub enum IdentityError {
     /// escape) or an invisible one: each would split, shift or hide the
     /// fields of the log lines it is shown in.
     #[error(
-        "node {field} {value:?} holds {c:?}: whitespace, control and invisible characters are not allowed"
+        "node {field} {value} holds {c}: whitespace, control and invisible characters are not allowed",
+        value = shown(.value),
+        c = shown(.c)
     )]
     Unprintable {
         /// Which part.
@@ -94,10 +98,27 @@ pub enum IdentityError {
         /// The first offending character.
         c: char,
     },
+    /// It starts with a combining mark ([`crate::is_combining_mark`]),
+    /// which would join the character before it in a log line (the `@`
+    /// of `name@address`, or the field before the name).
+    #[error(
+        "node {field} {value} starts with {c}: a combining mark is not allowed first (it would join the character before it in a log line)",
+        value = shown(.value),
+        c = shown(.c)
+    )]
+    LeadingMark {
+        /// Which part.
+        field: IdentityField,
+        /// The whole value.
+        value: String,
+        /// The combining mark it starts with.
+        c: char,
+    },
     /// It holds `@` or `#`, which separate the parts of an identity as
     /// logged (`name@address#generation`).
     #[error(
-        "node {field} {value:?} holds {c:?}: '@' and '#' are not allowed (members show as name@address#generation)"
+        "node {field} {value} holds {c:?}: '@' and '#' are not allowed (members show as name@address#generation)",
+        value = shown(.value)
     )]
     Separator {
         /// Which part.
@@ -298,4 +319,11 @@ fn as_text(bytes: &[u8]) -> String {
             }
         })
         .collect()
+}
+
+/// `v` as `{:?}` shows it, with each character [`crate::is_unprintable`]
+/// refuses that `{:?}` leaves as is (the braille blank, a Hangul filler)
+/// escaped as `\u{..}`: an identity error shows what was refused.
+fn shown<T: std::fmt::Debug + ?Sized>(v: &T) -> String {
+    crate::handshake::escape_unprintable(&format!("{v:?}"))
 }

@@ -77,12 +77,24 @@ impl NodeId {
 
 /// The identity rule: a node name (`field` [`IdentityField::Name`]) or
 /// advertised `host:port` ([`IdentityField::Addr`]) is not empty, at most
-/// [`MAX_NAME_BYTES`] or [`MAX_ADDR_BYTES`] long, and holds no whitespace,
-/// control character or invisible character ([`is_unprintable`]), nor `@`
-/// or `#`. Both show in every log line that names a peer
-/// (`name@address#generation`): a newline or an ANSI escape in one would
-/// forge lines or colours, a space or an invisible character would shift
-/// or hide fields. Every handshake checks the peer's identity with it
+/// [`MAX_NAME_BYTES`] or [`MAX_ADDR_BYTES`] long, holds no whitespace,
+/// control, invisible or blank character nor noncharacter
+/// ([`is_unprintable`]), does not start with a combining mark
+/// ([`is_combining_mark`]), and holds no `@` or `#`. Both show in every
+/// log line that names a peer (`name@address#generation`): a newline or
+/// an ANSI escape in one would forge lines or colours, a space or an
+/// invisible character would shift or hide fields, a leading combining
+/// mark would join the character before it.
+///
+/// Its limits: it is a fixed list, not Unicode's full tables (this crate
+/// takes no Unicode dependency). A combining mark is refused only first
+/// (after a base character it is part of the text: `e` and U+0301 is
+/// `é`), and only from the main combining blocks: the marks of other
+/// scripts (Devanagari vowel signs, Hebrew points, Arabic harakat, ...)
+/// may still start a name, and a name may still look like another (`é`
+/// as one character or two, Latin `a` and Cyrillic `а`): names are told
+/// apart by their bytes, not their look. Every handshake checks the
+/// peer's identity with it
 /// (the acceptor the dialer's, the dialer the acceptor's), the transport
 /// its own at bind, and node-cli its `--name`; membership applies the same
 /// rule to the names and addresses it learns by gossip.
@@ -111,6 +123,13 @@ pub fn check_identity(field: IdentityField, value: &str) -> Result<(), IdentityE
             c,
         });
     }
+    if let Some(c) = value.chars().next().filter(|&c| is_combining_mark(c)) {
+        return Err(IdentityError::LeadingMark {
+            field,
+            value: value.to_owned(),
+            c,
+        });
+    }
     if let Some(c) = value.chars().find(|c| matches!(c, '@' | '#')) {
         return Err(IdentityError::Separator {
             field,
@@ -122,20 +141,44 @@ pub fn check_identity(field: IdentityField, value: &str) -> Result<(), IdentityE
 }
 
 /// Whether `c` is refused in an identity ([`check_identity`]):
-/// whitespace, a control character, or one that shows as nothing or
+/// whitespace, a control character, one that shows as nothing or
 /// reorders the text around it (Unicode's Default_Ignorable_Code_Point
 /// from DerivedCoreProperties.txt, and the interlinear annotation marks:
-/// soft hyphen, zero-width and direction marks, the byte-order mark), so
-/// two names that differ by one would look the same.
+/// soft hyphen, zero-width and direction marks, the byte-order mark), the
+/// braille blank U+2800, which renders as a space, or a noncharacter
+/// (U+FDD0..=U+FDEF and the last two code points of every plane, U+FFFE,
+/// U+FFFF, U+1FFFE, ...: never meant to be shown, drawn as nothing or a
+/// replacement box), so two names that differ by one would look the
+/// same.
 pub fn is_unprintable(c: char) -> bool {
     c.is_whitespace()
         || c.is_control()
+        || is_noncharacter(c)
         || matches!(c,
             '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
             | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
             | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
             | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1bca0}'..='\u{1bca3}'
-            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}' | '\u{2800}')
+}
+
+/// Whether `c` is one of Unicode's 66 noncharacters: U+FDD0..=U+FDEF and
+/// U+xxFFFE, U+xxFFFF of every plane.
+fn is_noncharacter(c: char) -> bool {
+    matches!(c, '\u{fdd0}'..='\u{fdef}') || u32::from(c) & 0xfffe == 0xfffe
+}
+
+/// Whether `c` is a combining mark of the main combining blocks, which an
+/// identity may not start with ([`check_identity`]): Combining
+/// Diacritical Marks (U+0300..=U+036F) and their Extended (U+1AB0..=U+1AFF)
+/// and Supplement (U+1DC0..=U+1DFF) blocks, Combining Diacritical Marks
+/// for Symbols (U+20D0..=U+20FF) and Combining Half Marks
+/// (U+FE20..=U+FE2F). Not every combining mark: the marks inside other
+/// scripts' blocks are not in it.
+pub fn is_combining_mark(c: char) -> bool {
+    matches!(c,
+        '\u{300}'..='\u{36f}' | '\u{1ab0}'..='\u{1aff}' | '\u{1dc0}'..='\u{1dff}'
+        | '\u{20d0}'..='\u{20ff}' | '\u{fe20}'..='\u{fe2f}')
 }
 
 /// `text` from a peer (a refusal's reason) as it may be logged: each
@@ -461,6 +504,70 @@ mod tests {
             e.to_string(),
             r#"node name "ev\nERROR forged" holds '\n': whitespace, control and invisible characters are not allowed"#
         );
+    }
+
+    /// A tester's finds: characters that render blank (braille blank),
+    /// are not characters (U+FFFF and the other noncharacters), or join
+    /// the character before them (a combining mark first, which would
+    /// join the `@` of `name@address` or the field before the name).
+    #[test]
+    fn blank_noncharacters_and_a_leading_combining_mark_are_refused() {
+        use IdentityField::{Addr, Name};
+        for (bad, c) in [
+            ("\u{2800}", '\u{2800}'),
+            ("node\u{2800}1", '\u{2800}'),
+            ("node\u{ffff}", '\u{ffff}'),
+            ("node\u{fffe}", '\u{fffe}'),
+            ("n\u{fdd0}", '\u{fdd0}'),
+            ("n\u{fdef}", '\u{fdef}'),
+            ("n\u{1fffe}", '\u{1fffe}'),
+            ("n\u{10ffff}", '\u{10ffff}'),
+        ] {
+            for field in [Name, Addr] {
+                match check_identity(field, bad) {
+                    Err(e @ IdentityError::Unprintable { c: got, .. }) => {
+                        assert_eq!(got, c, "{bad:?}");
+                        assert!(e.to_string().is_ascii(), "shown escaped: {e}");
+                    }
+                    other => panic!("{bad:?}: {other:?}"),
+                }
+            }
+            assert!(escape_unprintable(bad).is_ascii(), "{bad:?} escaped");
+        }
+        for (bad, c) in [
+            ("\u{301}a", '\u{301}'),
+            ("\u{300}", '\u{300}'),
+            ("\u{36f}x", '\u{36f}'),
+            ("\u{1ab0}x", '\u{1ab0}'),
+            ("\u{1aff}x", '\u{1aff}'),
+            ("\u{1dc0}x", '\u{1dc0}'),
+            ("\u{20d0}x", '\u{20d0}'),
+            ("\u{20ff}x", '\u{20ff}'),
+            ("\u{fe20}x", '\u{fe20}'),
+            ("\u{fe2f}x", '\u{fe2f}'),
+        ] {
+            for field in [Name, Addr] {
+                match check_identity(field, bad) {
+                    Err(e @ IdentityError::LeadingMark { c: got, .. }) => {
+                        assert_eq!(got, c, "{bad:?}");
+                        assert!(e.to_string().is_ascii(), "shown escaped: {e}");
+                        assert!(e.to_string().contains("not allowed"), "{e}");
+                    }
+                    other => panic!("{bad:?}: {other:?}"),
+                }
+            }
+        }
+        // After a base character a combining mark is part of the text.
+        for ok in [
+            "e\u{301}",
+            "n\u{303}o",
+            "a\u{20d7}",
+            "\u{fdcf}",
+            "\u{fdf0}",
+            "\u{fffd}",
+        ] {
+            assert_eq!(check_identity(Name, ok), Ok(()), "{ok:?}");
+        }
     }
 
     #[test]

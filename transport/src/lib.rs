@@ -71,7 +71,8 @@ pub use error::{
     AskError, BindError, FrameError, HandshakeError, IdentityError, IdentityField, SendError,
 };
 pub use handshake::{
-    Lane, MAX_ADDR_BYTES, MAX_NAME_BYTES, NodeId, PROTOCOL_VERSION, check_identity, is_unprintable,
+    Lane, MAX_ADDR_BYTES, MAX_NAME_BYTES, NodeId, PROTOCOL_VERSION, check_identity,
+    is_combining_mark, is_unprintable,
 };
 pub use inbound::{Inbound, Responder};
 pub use stats::StatsSnapshot;

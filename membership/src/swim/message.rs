@@ -379,6 +379,12 @@ fn check_name(name: &str) -> Result<(), InvalidMessage> {
             c,
         });
     }
+    if let Some(c) = name.chars().next().filter(|&c| is_combining_mark(c)) {
+        return Err(InvalidMessage::NameLeadingMark {
+            name: name.to_owned(),
+            c,
+        });
+    }
     Ok(())
 }
 
@@ -395,28 +401,50 @@ fn check_addr(addr: &str) -> Result<(), InvalidMessage> {
             c,
         });
     }
+    if let Some(c) = addr.chars().next().filter(|&c| is_combining_mark(c)) {
+        return Err(InvalidMessage::AddrLeadingMark {
+            addr: addr.to_owned(),
+            c,
+        });
+    }
     Ok(())
 }
 
 /// Whether `c` is refused in a member name or address: whitespace, a
 /// control character (a newline, an ANSI escape), an invisible one
 /// (Unicode's Default_Ignorable_Code_Point and the interlinear annotation
-/// marks), `@` or `#`. It is the transport's identity rule
-/// (`transport::check_identity`), which every handshake applies to the
-/// peer: names and addresses learnt by gossip show in the same log lines.
-/// The core builds without the transport, so the rule is written here
-/// too; a test (with the `runtime` feature) checks every character
-/// against the transport's.
-fn refused_in_identity(c: char) -> bool {
+/// marks), the braille blank U+2800, a noncharacter (U+FDD0..=U+FDEF,
+/// U+xxFFFE, U+xxFFFF), `@` or `#`; and first, a combining mark
+/// ([`is_combining_mark`]). It is the transport's identity rule
+/// (`transport::check_identity`, whose doc says its limits), which every
+/// handshake applies to the peer: names and addresses learnt by gossip
+/// show in the same log lines. The core builds without the transport, so
+/// the rule is written here too; a test (with the `runtime` feature)
+/// checks every character, first and after another, against the
+/// transport's.
+pub(crate) fn refused_in_identity(c: char) -> bool {
     c.is_whitespace()
         || c.is_control()
+        || matches!(c, '\u{fdd0}'..='\u{fdef}')
+        || u32::from(c) & 0xfffe == 0xfffe
         || matches!(c,
             '@' | '#'
             | '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
             | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
             | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
             | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1bca0}'..='\u{1bca3}'
-            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}' | '\u{2800}')
+}
+
+/// Whether `c` is a combining mark of the main combining blocks, which a
+/// member name or address may not start with (it would join the
+/// character before it in a log line): U+0300..=U+036F, U+1AB0..=U+1AFF,
+/// U+1DC0..=U+1DFF, U+20D0..=U+20FF, U+FE20..=U+FE2F, as
+/// `transport::is_combining_mark`.
+fn is_combining_mark(c: char) -> bool {
+    matches!(c,
+        '\u{300}'..='\u{36f}' | '\u{1ab0}'..='\u{1aff}' | '\u{1dc0}'..='\u{1dff}'
+        | '\u{20d0}'..='\u{20ff}' | '\u{fe20}'..='\u{fe2f}')
 }
 
 fn check_id(id: &MemberId) -> Result<(), InvalidMessage> {
@@ -475,26 +503,35 @@ mod tests {
     use transport::IdentityField::{Addr, Name};
 
     /// Membership refuses in names and addresses learnt by gossip exactly
-    /// what the transport's handshake refuses in a peer's identity.
+    /// what the transport's handshake refuses in a peer's identity: every
+    /// character after another one and first (where a combining mark is
+    /// refused too).
     #[test]
     fn the_identity_rule_is_the_transport_s() {
         assert_eq!(MAX_NAME_BYTES, transport::MAX_NAME_BYTES);
         assert_eq!(MAX_ADDR_BYTES, transport::MAX_ADDR_BYTES);
         let mut text = String::new();
         for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
-            text.clear();
-            text.push('a');
-            text.push(c);
-            assert_eq!(
-                check_name(&text).is_err(),
-                transport::check_identity(Name, &text).is_err(),
-                "{c:?}"
-            );
-            assert_eq!(
-                check_addr(&text).is_err(),
-                transport::check_identity(Addr, &text).is_err(),
-                "{c:?}"
-            );
+            for first in [false, true] {
+                text.clear();
+                if first {
+                    text.push(c);
+                    text.push('a');
+                } else {
+                    text.push('a');
+                    text.push(c);
+                }
+                assert_eq!(
+                    check_name(&text).is_err(),
+                    transport::check_identity(Name, &text).is_err(),
+                    "{c:?} first: {first}"
+                );
+                assert_eq!(
+                    check_addr(&text).is_err(),
+                    transport::check_identity(Addr, &text).is_err(),
+                    "{c:?} first: {first}"
+                );
+            }
         }
     }
 }

@@ -313,3 +313,71 @@ fn a_member_name_or_address_with_control_characters_is_refused() {
         Err(InvalidMessage::AddrChar { c: '\r', .. })
     ));
 }
+
+/// A name or address that renders blank (the braille blank U+2800), holds
+/// a noncharacter (U+FFFF) or starts with a combining mark (U+0301, which
+/// would join the character before it in a log line) is refused, as the
+/// transport's handshake refuses it; a mark after a base character is
+/// part of the name.
+#[test]
+fn a_member_name_or_address_that_renders_blank_or_joins_is_refused() {
+    use membership::InvalidMessage;
+    let limits = membership::swim::WireLimits {
+        max_metadata_bytes: 512,
+        max_updates: 16,
+        max_state_entries: 1000,
+    };
+    let with_name = |name: &str| {
+        let mut u = sample_update();
+        u.member.id.name = name.into();
+        Message::Gossip {
+            from: id("a"),
+            updates: vec![u],
+        }
+        .validate(&limits)
+    };
+    let with_addr = |addr: &str| {
+        let mut u = sample_update();
+        u.member.id.addr = addr.into();
+        Message::Gossip {
+            from: id("a"),
+            updates: vec![u],
+        }
+        .validate(&limits)
+    };
+    for (bad, c) in [
+        ("\u{2800}", '\u{2800}'),
+        ("n\u{2800}1", '\u{2800}'),
+        ("n\u{ffff}", '\u{ffff}'),
+        ("n\u{fdd0}", '\u{fdd0}'),
+        ("n\u{10fffe}", '\u{10fffe}'),
+    ] {
+        let e = with_name(bad).unwrap_err();
+        assert_eq!(
+            e,
+            InvalidMessage::NameChar {
+                name: bad.into(),
+                c
+            }
+        );
+        assert!(e.to_string().is_ascii(), "shown escaped: {e}");
+        assert!(matches!(
+            with_addr(bad),
+            Err(InvalidMessage::AddrChar { c: got, .. }) if got == c
+        ));
+    }
+    let e = with_name("\u{301}a").unwrap_err();
+    assert_eq!(
+        e,
+        InvalidMessage::NameLeadingMark {
+            name: "\u{301}a".into(),
+            c: '\u{301}'
+        }
+    );
+    assert!(e.to_string().contains(r#""\u{301}a""#), "{e}");
+    assert!(matches!(
+        with_addr("\u{20d0}h:1"),
+        Err(InvalidMessage::AddrLeadingMark { c: '\u{20d0}', .. })
+    ));
+    assert_eq!(with_name("e\u{301}"), Ok(()));
+}

@@ -538,6 +538,10 @@ fn a_name_with_whitespace_or_control_characters_is_refused() {
         "node\u{200b}1",
         "node\u{202e}1",
         "node\u{e0020}1",
+        // Blank (braille blank), a noncharacter, a combining mark first.
+        "\u{2800}",
+        "node\u{ffff}",
+        "\u{301}node",
     ] {
         let (status, lines) = run("badname", node_cmd(bad, &["--port", "0"]));
         assert_eq!(status.code(), Some(2), "{bad:?}: {lines:?}");
