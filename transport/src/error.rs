@@ -224,8 +224,12 @@ pub enum FrameError {
         /// `[transport] max_frame_bytes`.
         max: usize,
     },
-    /// The connection closed in the middle of a frame.
-    #[error("connection closed inside a frame ({buffered} bytes buffered)")]
+    /// The connection ended in the middle of a frame: the peer closed it
+    /// with a frame on its way (e.g. a peer that gave up on this node
+    /// while this node was stopped). A lost connection, not malformed
+    /// input: the readers log it at debug or info, never as a bad frame,
+    /// and do not count it in `frame_errors`.
+    #[error("connection closed mid-frame ({buffered} bytes of it received)")]
     Truncated {
         /// Bytes of the partial frame (length prefix included) that had arrived.
         buffered: usize,

@@ -284,6 +284,9 @@ async fn read_replies(
         match read {
             Ok(0) => break "connection closed by peer".to_owned(),
             Ok(_) => {}
+            // A failed read or a peer that closed inside a frame
+            // (`FrameError::Truncated`): a lost connection, said with the
+            // link going down (info), not a bad frame.
             Err(e) => break e.to_string(),
         }
     };

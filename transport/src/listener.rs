@@ -196,7 +196,10 @@ async fn serve(
             Ok(0) if idle.is_closing() => break "idle".to_owned(),
             Ok(0) => break "closed by peer".to_owned(),
             Ok(_) => {}
-            Err(e @ FrameError::Io(_)) => break e.to_string(),
+            // Lost, not malformed: a peer that closed inside a frame
+            // (one that gave up on this node while it was stopped, say)
+            // is said with the link going down, at debug.
+            Err(e @ (FrameError::Io(_) | FrameError::Truncated { .. })) => break e.to_string(),
             Err(e) => {
                 bump(&inner.stats.frame_errors);
                 warn_bad_frame(&inner, &conn, addr, &e);
@@ -481,8 +484,10 @@ async fn read_hello(
             Ok(None) => {}
             Err(e) => return Err(handshake_frame_error(e, reader)),
         }
-        if reader.read_from(stream).await? == 0 {
-            return Err(HandshakeError::Closed);
+        match reader.read_from(stream).await {
+            Ok(0) | Err(FrameError::Truncated { .. }) => return Err(HandshakeError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -38,7 +38,9 @@ pub struct StatsSnapshot {
     pub handshakes_refused: u64,
     /// Inbound connections closed at accept because a connection cap was reached.
     pub connections_refused: u64,
-    /// Connections closed for a framing error (oversized, truncated, bad header).
+    /// Connections closed for a malformed frame (oversized, bad header,
+    /// wrong direction). Not a connection closed mid-frame, which is a
+    /// lost connection.
     pub frame_errors: u64,
     /// Message bodies that did not decode as their channel's type.
     pub decode_errors: u64,

@@ -1081,3 +1081,119 @@ async fn a_stranger_varying_its_cluster_name_is_warned_log_n_times() {
     assert!(text.contains(r#"cluster name "other-0\n""#), "{text}");
     assert!(!text.contains("other-0\n"), "{text:?}");
 }
+
+/// A peer that closes its connection inside a frame lost the connection
+/// (it gave up on this node while this node was stopped, and the rest of
+/// the frame never came): logged at debug as a connection closed
+/// mid-frame, not warned as a bad frame nor counted in `frame_errors`, on
+/// an inbound connection and an outbound link alike. A resumed node
+/// warned "bad frame ... connection closed inside a frame" for each.
+/// A malformed frame (a length above the limit) is still warned.
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_closed_mid_frame_is_lost_not_a_bad_frame() {
+    let (logs, _guard) = Logs::capture(tracing::Level::DEBUG);
+    let warnings = || {
+        logs.text()
+            .lines()
+            .filter(|l| l.contains("WARN"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let b = node("b", "c").await;
+    echo(&b);
+    let handshaken = || async {
+        let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+        s.write_all(&hello_frame("c", &b)).await.unwrap();
+        let mut buf = BytesMut::new();
+        while FrameCodec::new(1 << 20).decode(&mut buf).unwrap().is_none() {
+            assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+        }
+        s
+    };
+    // Inbound: a whole frame, then all but the last byte of one, then
+    // the end of the stream.
+    let mut s = handshaken().await;
+    let mut frame = BytesMut::new();
+    Header {
+        channel: 1,
+        kind: Kind::Tell,
+    }
+    .encode_frame(
+        &postcard::to_allocvec(&Msg::Ping(1)).unwrap(),
+        1 << 20,
+        &mut frame,
+    )
+    .unwrap();
+    let mut out = frame.clone();
+    out.extend_from_slice(&frame[..frame.len() - 1]);
+    s.write_all(&out).await.unwrap();
+    s.shutdown().await.unwrap();
+    wait_until(
+        "b to see the connection end",
+        Duration::from_secs(5),
+        || logs.text().contains("inbound link down"),
+    )
+    .await;
+    assert!(
+        logs.text().contains("closed mid-frame"),
+        "said at debug:\n{}",
+        logs.text()
+    );
+    assert_eq!(b.stats().frames_received, 1);
+    assert_eq!(b.stats().frame_errors, 0);
+    assert_eq!(warnings(), Vec::<String>::new());
+
+    // Outbound: the acceptor answers the ask with part of a reply and
+    // closes.
+    let a = node("a", "c").await;
+    let ca = echo(&a);
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut s, mut buf) = accept_as_fake(fake).await;
+        let mut codec = FrameCodec::new(1 << 20);
+        let ask = loop {
+            if let Some(f) = codec.decode(&mut buf).unwrap() {
+                break f;
+            }
+            assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+        };
+        let Kind::Ask { corr } = Header::decode(&ask).unwrap().0.kind else {
+            panic!("an ask");
+        };
+        let mut out = BytesMut::new();
+        Header {
+            channel: 1,
+            kind: Kind::Reply { corr },
+        }
+        .encode_frame(
+            &postcard::to_allocvec(&Msg::Pong(1)).unwrap(),
+            1 << 20,
+            &mut out,
+        )
+        .unwrap();
+        s.write_all(&out[..out.len() - 1]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+    });
+    match ping(&ca, &fake_addr, 1).await.unwrap_err() {
+        AskError::Unreachable { reason, .. } => {
+            assert!(reason.contains("closed mid-frame"), "{reason}")
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    assert_eq!(a.stats().frame_errors, 0);
+    assert_eq!(warnings(), Vec::<String>::new());
+
+    // A length above the limit is malformed: warned.
+    let mut s = handshaken().await;
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    wait_until("the frame error count", Duration::from_secs(5), || {
+        b.stats().frame_errors == 1
+    })
+    .await;
+    let warned = warnings();
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(warned[0].contains("bad frame"), "{warned:#?}");
+}
