@@ -2,6 +2,7 @@
 //! bytes and HTTP on the transport's port. Each is refused with a reason
 //! where one can be sent, and nothing else is disturbed.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::EitherWriter;
 use transport::frame::{FrameCodec, Header, Kind};
 use transport::handshake::{Hello, HelloReply, MAGIC};
 use transport::{
@@ -112,21 +115,70 @@ impl std::io::Write for Logs {
     }
 }
 
+thread_local! {
+    /// Where this thread's log lines go while a test captures them, and
+    /// the least severe level kept.
+    static CAPTURE: RefCell<Option<(Logs, tracing::Level)>> = const { RefCell::new(None) };
+}
+
+/// The writer of this test binary's one subscriber: each event goes to
+/// the capture of the thread that logs it, if that thread has one and
+/// the event is at its level or above, else nowhere.
+///
+/// One global subscriber, not one per test (`set_default`): tracing
+/// caches each callsite's interest process-wide, computed by whichever
+/// thread reaches the callsite first. With per-thread subscribers, a
+/// sibling test without one could reach a callsite first and cache it as
+/// never wanted, and this test's events there were silently lost (seen
+/// as a missing "inbound link down" and a missing warning under load).
+#[derive(Clone, Copy)]
+struct ThreadCapture;
+
+impl<'a> MakeWriter<'a> for ThreadCapture {
+    type Writer = EitherWriter<Logs, std::io::Sink>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EitherWriter::B(std::io::sink())
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        CAPTURE.with_borrow(|capture| match capture {
+            Some((logs, level)) if meta.level() <= level => EitherWriter::A(logs.clone()),
+            _ => EitherWriter::B(std::io::sink()),
+        })
+    }
+}
+
+/// Ends this thread's capture when dropped.
+struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.set(None);
+    }
+}
+
 impl Logs {
-    /// Captures what this thread logs at `level` and above until the guard
-    /// is dropped (tasks of a current-thread runtime log on this thread).
-    fn capture(level: tracing::Level) -> (Logs, tracing::subscriber::DefaultGuard) {
+    /// Captures what this thread logs at `level` and above (at most
+    /// debug) until the guard is dropped (tasks of a current-thread
+    /// runtime log on this thread).
+    fn capture(level: tracing::Level) -> (Logs, CaptureGuard) {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(ThreadCapture)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other subscriber in this test binary");
+        });
+        // Callsites first reached before the subscriber was installed
+        // are asked again.
+        tracing::callsite::rebuild_interest_cache();
         let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer({
-                let logs = logs.clone();
-                move || logs.clone()
-            })
-            .with_ansi(false)
-            .with_max_level(level)
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        (logs, guard)
+        CAPTURE.set(Some((logs.clone(), level)));
+        (logs, CaptureGuard)
     }
 
     fn text(&self) -> String {
@@ -687,6 +739,25 @@ async fn accept_as_fake(fake: tokio::net::TcpListener) -> (TcpStream, BytesMut) 
     (s, buf)
 }
 
+/// Reads the dialer's next frame on a fake peer's connection (after
+/// [`accept_as_fake`]) and returns its correlation id.
+///
+/// # Panics
+/// When the connection closes first or the frame is not an ask.
+async fn next_ask(s: &mut TcpStream, buf: &mut BytesMut) -> u64 {
+    let mut codec = FrameCodec::new(1 << 20);
+    let ask = loop {
+        if let Some(f) = codec.decode(buf).unwrap() {
+            break f;
+        }
+        assert!(s.read_buf(buf).await.unwrap() > 0);
+    };
+    let Kind::Ask { corr } = Header::decode(&ask).unwrap().0.kind else {
+        panic!("an ask");
+    };
+    corr
+}
+
 /// An address nothing listens on: a port bound and closed just now.
 fn unused_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1022,16 +1093,7 @@ async fn a_rejection_reason_arrives_escaped() {
     let fake_addr = fake.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         let (mut s, mut buf) = accept_as_fake(fake).await;
-        let mut codec = FrameCodec::new(1 << 20);
-        let ask = loop {
-            if let Some(f) = codec.decode(&mut buf).unwrap() {
-                break f;
-            }
-            assert!(s.read_buf(&mut buf).await.unwrap() > 0);
-        };
-        let Kind::Ask { corr } = Header::decode(&ask).unwrap().0.kind else {
-            panic!("an ask");
-        };
+        let corr = next_ask(&mut s, &mut buf).await;
         let mut out = BytesMut::new();
         Header {
             channel: 1,
@@ -1151,16 +1213,7 @@ async fn a_connection_closed_mid_frame_is_lost_not_a_bad_frame() {
     let fake_addr = fake.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         let (mut s, mut buf) = accept_as_fake(fake).await;
-        let mut codec = FrameCodec::new(1 << 20);
-        let ask = loop {
-            if let Some(f) = codec.decode(&mut buf).unwrap() {
-                break f;
-            }
-            assert!(s.read_buf(&mut buf).await.unwrap() > 0);
-        };
-        let Kind::Ask { corr } = Header::decode(&ask).unwrap().0.kind else {
-            panic!("an ask");
-        };
+        let corr = next_ask(&mut s, &mut buf).await;
         let mut out = BytesMut::new();
         Header {
             channel: 1,
