@@ -247,7 +247,7 @@ pub enum FrameError {
 pub enum HandshakeError {
     /// The first frame did not start with the protocol's magic bytes (not a
     /// casty node: an HTTP client, a port scanner, random bytes).
-    #[error("bad magic bytes {0:02x?} ({text:?} as text): not a casty peer", text = as_text(.0))]
+    #[error("bad magic bytes 0x{hex} ({text:?} as text): not a casty peer", hex = as_hex(.0), text = as_text(.0))]
     BadMagic([u8; 4]),
     /// The peer speaks another protocol version: its `Hello` says so,
     /// whether or not the rest of it decodes as this version's.
@@ -309,6 +309,11 @@ impl From<IdentityError> for HandshakeError {
     fn from(e: IdentityError) -> HandshakeError {
         HandshakeError::Identity(e)
     }
+}
+
+/// `bytes` in hex, two lowercase digits each, nothing between (`58585858`).
+fn as_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `bytes` as ASCII text, each byte that is not printable shown as `.`.

@@ -145,7 +145,12 @@ pub fn check_identity(field: IdentityField, value: &str) -> Result<(), IdentityE
 /// reorders the text around it (Unicode's Default_Ignorable_Code_Point
 /// from DerivedCoreProperties.txt, and the interlinear annotation marks:
 /// soft hyphen, zero-width and direction marks, the byte-order mark), the
-/// braille blank U+2800, which renders as a space, or a noncharacter
+/// braille blank U+2800, which renders as a space, the null notehead
+/// U+1D159, which renders as nothing, a format character outside
+/// Default_Ignorable_Code_Point (the prepended concatenation marks
+/// U+0600..=U+0605, U+06DD, U+070F, U+0890, U+0891, U+08E2, U+110BD and
+/// U+110CD, which join the character after them, and the Egyptian
+/// hieroglyph format controls U+13430..=U+1343F), or a noncharacter
 /// (U+FDD0..=U+FDEF and the last two code points of every plane, U+FFFE,
 /// U+FFFF, U+1FFFE, ...: never meant to be shown, drawn as nothing or a
 /// replacement box), so two names that differ by one would look the
@@ -159,7 +164,14 @@ pub fn is_unprintable(c: char) -> bool {
             | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
             | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
             | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1bca0}'..='\u{1bca3}'
-            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}' | '\u{2800}')
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}' | '\u{2800}'
+            // Format characters that Default_Ignorable_Code_Point leaves
+            // out: the prepended concatenation marks, which join the
+            // character after them (an `@` after a name), the Egyptian
+            // hieroglyph format controls, and the blank null notehead.
+            | '\u{600}'..='\u{605}' | '\u{6dd}' | '\u{70f}' | '\u{890}' | '\u{891}'
+            | '\u{8e2}' | '\u{110bd}' | '\u{110cd}' | '\u{13430}'..='\u{1343f}'
+            | '\u{1d159}')
 }
 
 /// Whether `c` is one of Unicode's 66 noncharacters: U+FDD0..=U+FDEF and
@@ -429,6 +441,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bad_magic_bytes_are_shown_in_hex_and_as_text() {
+        let e = HandshakeError::BadMagic(*b"XX\n\x01").to_string();
+        assert!(e.contains("bad magic bytes 0x58580a01"), "{e}");
+        assert!(e.contains("(\"XX..\" as text)"), "{e}");
+    }
+
+    #[test]
     fn the_identity_rule_refuses_what_would_split_shift_or_hide_a_log_field() {
         use IdentityField::{Addr, Name};
         for ok in [
@@ -522,6 +541,20 @@ mod tests {
             ("n\u{fdef}", '\u{fdef}'),
             ("n\u{1fffe}", '\u{1fffe}'),
             ("n\u{10ffff}", '\u{10ffff}'),
+            // Format characters outside Default_Ignorable_Code_Point, and
+            // the blank null notehead.
+            ("node\u{600}", '\u{600}'),
+            ("node\u{605}", '\u{605}'),
+            ("node\u{6dd}", '\u{6dd}'),
+            ("node\u{70f}", '\u{70f}'),
+            ("node\u{890}", '\u{890}'),
+            ("node\u{891}", '\u{891}'),
+            ("node\u{8e2}", '\u{8e2}'),
+            ("node\u{110bd}", '\u{110bd}'),
+            ("node\u{110cd}", '\u{110cd}'),
+            ("a\u{13430}b", '\u{13430}'),
+            ("a\u{1343f}b", '\u{1343f}'),
+            ("a\u{1d159}b", '\u{1d159}'),
         ] {
             for field in [Name, Addr] {
                 match check_identity(field, bad) {

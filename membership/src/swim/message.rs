@@ -413,7 +413,10 @@ fn check_addr(addr: &str) -> Result<(), InvalidMessage> {
 /// Whether `c` is refused in a member name or address: whitespace, a
 /// control character (a newline, an ANSI escape), an invisible one
 /// (Unicode's Default_Ignorable_Code_Point and the interlinear annotation
-/// marks), the braille blank U+2800, a noncharacter (U+FDD0..=U+FDEF,
+/// marks), the braille blank U+2800, the null notehead U+1D159, the
+/// format characters Default_Ignorable_Code_Point leaves out (prepended
+/// concatenation marks, Egyptian hieroglyph format controls), a
+/// noncharacter (U+FDD0..=U+FDEF,
 /// U+xxFFFE, U+xxFFFF), `@` or `#`; and first, a combining mark
 /// ([`is_combining_mark`]). It is the transport's identity rule
 /// (`transport::check_identity`, whose doc says its limits), which every
@@ -433,7 +436,14 @@ pub(crate) fn refused_in_identity(c: char) -> bool {
             | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
             | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
             | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}' | '\u{1bca0}'..='\u{1bca3}'
-            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}' | '\u{2800}')
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}' | '\u{2800}'
+            // Format characters that Default_Ignorable_Code_Point leaves
+            // out: the prepended concatenation marks, which join the
+            // character after them (an `@` after a name), the Egyptian
+            // hieroglyph format controls, and the blank null notehead.
+            | '\u{600}'..='\u{605}' | '\u{6dd}' | '\u{70f}' | '\u{890}' | '\u{891}'
+            | '\u{8e2}' | '\u{110bd}' | '\u{110cd}' | '\u{13430}'..='\u{1343f}'
+            | '\u{1d159}')
 }
 
 /// Whether `c` is a combining mark of the main combining blocks, which a
