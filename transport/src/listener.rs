@@ -90,6 +90,13 @@ async fn serve(
         Ok(hello) => hello,
         Err(e) => {
             bump(&inner.stats.handshakes_refused);
+            if matches!(e, HandshakeError::Closed) && reader.buffered().is_empty() {
+                // Closed before a byte came: a port probe (a load
+                // balancer's or an orchestrator's health check), not a
+                // peer that was refused.
+                tracing::debug!(%addr, "connection closed before its handshake began (nothing sent: a port probe?)");
+                return;
+            }
             // Refusals may come by the hundred in a second from one
             // scanner or flood, and a stranger may vary what it sends
             // (its cluster name, settings or identity) on every

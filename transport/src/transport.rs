@@ -311,12 +311,42 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// Checks that this node's [`crate::handshake::Hello`] fits the handshake frame
+/// ([`crate::handshake::HANDSHAKE_MAX_FRAME_BYTES`]): it carries the cluster name and
+/// the settings, and a peer refuses a longer one unread, so a node with a
+/// cluster name of 20,000 bytes could never join nor be joined.
+///
+/// # Errors
+/// [`BindError::Config`] naming the two sizes.
+fn check_hello_fits(cluster: &str, id: &NodeId, settings: &str) -> Result<(), BindError> {
+    use tokio_util::codec::Encoder as _;
+    let hello = crate::handshake::Hello {
+        magic: crate::handshake::MAGIC,
+        version: crate::PROTOCOL_VERSION,
+        cluster: cluster.to_owned(),
+        from: id.clone(),
+        lane: Lane::Bulk,
+        settings: settings.to_owned(),
+    };
+    let body = postcard::to_allocvec(&hello).map_err(|e| BindError::Config(e.to_string()))?;
+    crate::frame::FrameCodec::new(crate::handshake::HANDSHAKE_MAX_FRAME_BYTES)
+        .encode(Bytes::from(body), &mut BytesMut::new())
+        .map_err(|e| {
+            BindError::Config(format!(
+                "this node's handshake does not fit its frame ({e}): the cluster name is {} bytes and the settings {} bytes",
+                cluster.len(),
+                settings.len()
+            ))
+        })
+}
+
 impl Transport {
     /// Binds the listener and starts accepting. Stops when `shutdown` is
     /// cancelled (see [`Transport::shutdown`]).
     ///
     /// # Errors
-    /// [`BindError::Config`] for an invalid config, [`BindError::Identity`]
+    /// [`BindError::Config`] for an invalid config or a cluster name and
+    /// settings too long for the handshake frame, [`BindError::Identity`]
     /// for a name or advertised address peers would refuse
     /// ([`crate::check_identity`]), [`BindError::Listen`] when the address
     /// cannot be bound.
@@ -345,6 +375,7 @@ impl Transport {
         };
         id.check()?;
         let settings = with_frame_limit(&local.settings, config.max_frame_bytes);
+        check_hello_fits(&local.cluster, &id, &settings)?;
         let inner = Arc::new(Inner {
             config,
             cluster: local.cluster,
