@@ -240,6 +240,11 @@ impl Config {
                 "environment variable {var:?}: not a configuration key: after CASTY_ come the key's parts joined by `__`, none of them empty, with no `.` or space (CASTY_CLUSTER__PORT for cluster.port)"
             )));
         }
+        // figment parses every `CASTY_` value with a parser that recurses
+        // once per `[` or `{` without a limit: refused here, before it runs.
+        if let Some(line) = deep_env_values(std::env::vars_os()).into_iter().next() {
+            return Err(ConfigError(line));
+        }
         fig = fig.merge(EnvLayer::new()?);
         // Checked before the flags too, as the file is: a bad
         // `CASTY_CLUSTER__PORT` under `--port` is still an error.
@@ -941,6 +946,63 @@ fn malformed_env_names(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<S
         .collect()
 }
 
+/// Deepest nesting of `[` and `{` a `CASTY_` value may hold.
+///
+/// figment reads each `CASTY_` value with its own parser (`Env::data`, and
+/// [`EnvLayer`] to find figment's reading), which recurses once per `[` or
+/// `{` with no limit: about 1,500 levels overflowed the main thread's stack
+/// and aborted the process (exit 134). The configuration's deepest value is
+/// a list of text (`seed_nodes`, one level), and the toml crate refuses 80
+/// levels in `casty.toml` ("recursion limit exceeded"), so 64 refuses
+/// nothing a key can take and stays far from the stack's limit.
+const MAX_ENV_NESTING: usize = 64;
+
+/// The error line (the key, the depth, the variable) for each variable
+/// among `vars` that figment would read as
+/// `CASTY_` configuration (its name trimmed, the prefix in any case) whose
+/// value nests `[` and `{` deeper than [`MAX_ENV_NESTING`], in the order
+/// given. Every bracket counts, also inside quotes and unclosed ones: the
+/// bound is far above any value a key takes, and counting them all cannot
+/// miss one figment's parser recurses on.
+fn deep_env_values(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<String> {
+    vars.filter_map(|(name, value)| {
+        let name = name.to_string_lossy();
+        let prefix = name.trim().get(..6)?;
+        if !prefix.eq_ignore_ascii_case("CASTY_") {
+            return None;
+        }
+        let depth = nesting(&value.to_string_lossy());
+        (depth > MAX_ENV_NESTING).then(|| {
+            let var = name.trim();
+            let key = var[6..].to_lowercase().replace("__", ".");
+            format!(
+                "{key}: the value nests `[` or `{{` {depth} levels deep, above {MAX_ENV_NESTING} (no key takes more than a list) (from environment variable {})",
+                var.escape_debug()
+            )
+        })
+    })
+    .collect()
+}
+
+/// The deepest nesting of `[` and `{` in `text`: each opens a level, each
+/// `]` or `}` closes one (none below zero), whatever quotes surround them.
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// The dotted key set on the line of TOML `text` holding byte `offset`
 /// (`key = value` under the last `[table]` header above it), when that
 /// line sets one.
@@ -1040,6 +1102,34 @@ mod tests {
                 " CASTY_CLUSTER____PORT",
                 "CASTY_ ",
                 "CASTY_CLUSTER__\u{fffd}",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_environment_value_nested_too_deep_is_found_before_figment_parses_it() {
+        assert_eq!(nesting("['a:1', \"b:2\"]"), 1);
+        assert_eq!(nesting("[[1], [2, [3]]]"), 3);
+        assert_eq!(nesting("]]]["), 1);
+        assert_eq!(nesting(&"{a=".repeat(10)), 10);
+        // Inside quotes too, and unclosed.
+        assert_eq!(nesting(&format!("\"{}\"", "[".repeat(65))), 65);
+        let var = |name: &str, value: String| (name.into(), value.into());
+        let vars = vec![
+            var("CASTY_CLUSTER__SEED_NODES", "['a:1']".to_owned()),
+            var("CASTY_SYSTEM__NAME", "[".repeat(MAX_ENV_NESTING)),
+            var(" casty_cluster__port", "[".repeat(3000)),
+            var("OTHER", "[".repeat(3000)),
+            var(
+                "CASTY_A__B",
+                format!("{}{}", "{a=".repeat(65), "}".repeat(65)),
+            ),
+        ];
+        assert_eq!(
+            deep_env_values(vars.into_iter()),
+            [
+                "cluster.port: the value nests `[` or `{` 3000 levels deep, above 64 (no key takes more than a list) (from environment variable casty_cluster__port)",
+                "a.b: the value nests `[` or `{` 65 levels deep, above 64 (no key takes more than a list) (from environment variable CASTY_A__B)",
             ]
         );
     }

@@ -296,3 +296,41 @@ fn two_refused_variables_give_one_line_naming_the_first() {
         "{line}"
     );
 }
+
+/// A value nested thousands of `[` or `{` deep overflowed the stack in
+/// figment's parser and aborted the process (exit 134, at about 1,500
+/// levels): refused before figment reads it, one line naming the key and
+/// the variable, whatever the key and whether the brackets close; a list
+/// is still read.
+#[test]
+fn a_deeply_nested_environment_value_is_refused_not_a_crash() {
+    let deep = [
+        ("CASTY_CLUSTER__PORT", "[".repeat(3000)),
+        (
+            "CASTY_CLUSTER__PORT",
+            format!("{}1{}", "[".repeat(3000), "]".repeat(3000)),
+        ),
+        ("CASTY_SYSTEM__NAME", "{a=".repeat(3000)),
+        ("CASTY_CLUSTER__SEED_NODES", "[".repeat(3000)),
+        ("CASTY_NO_SUCH__KEY", "[".repeat(3000)),
+    ];
+    for (var, value) in deep {
+        let read = print_config("deep", |cmd| {
+            cmd.env(var, &value);
+        });
+        let Read::Refused(line) = read else {
+            panic!("{var}: accepted: {read:?}");
+        };
+        assert!(
+            line.contains("levels deep, above 64")
+                && line.ends_with(&format!("(from environment variable {var})")),
+            "{var}: {line}"
+        );
+    }
+    assert_same(&[(
+        "cluster",
+        "seed_nodes",
+        "['10.0.0.1:25520']",
+        Some("seed_nodes = [\"10.0.0.1:25520\"]"),
+    )]);
+}
