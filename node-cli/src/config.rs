@@ -285,6 +285,16 @@ impl Config {
         if !self.node.name.is_empty() {
             check_name(&self.node.name).map_err(|e| ConfigError(format!("node.name: {e}")))?;
         }
+        // The address every peer's handshake checks (before is_any_address,
+        // which shows the host: refused here, it is shown escaped).
+        check_host(&self.cluster.host, self.cluster.port)
+            .map_err(|e| ConfigError(format!("cluster.host: {e}")))?;
+        if !self.node.bind_host.is_empty() {
+            check_host(&self.node.bind_host, self.cluster.port).map_err(|e| {
+                let e = e.replacen("node address", "bind address", 1);
+                ConfigError(format!("node.bind_host: {e}"))
+            })?;
+        }
         // The address peers dial: "any address" would make each dial itself.
         if is_any_address(&self.cluster.host) {
             return Err(ConfigError(format!(
@@ -372,6 +382,35 @@ impl Config {
 /// One line saying what is wrong with the name.
 pub fn check_name(name: &str) -> Result<(), String> {
     transport::check_identity(transport::IdentityField::Name, name).map_err(|e| e.to_string())
+}
+
+/// Checks a host with the transport's identity rule
+/// ([`transport::check_identity`], [`transport::IdentityField::Addr`]) on
+/// `host:port` as the transport forms the address it advertises (an IPv6
+/// literal in brackets), so that a host peers would refuse (whitespace, a
+/// control or invisible character, `@`, `#`, more than
+/// [`transport::MAX_ADDR_BYTES`] with its port) is a configuration error
+/// rather than a failure at start, or a lookup that logs it raw. Port 0
+/// is also checked as 65535 for the length: the bound port is not known
+/// yet, and may take five digits. `auto` (resolved at start to an IP
+/// address) passes.
+///
+/// # Errors
+/// The identity error, the value escaped.
+fn check_host(host: &str, port: u16) -> Result<(), String> {
+    let addr = |port: u16| {
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    };
+    let check = |addr: &str| transport::check_identity(transport::IdentityField::Addr, addr);
+    check(&addr(port)).map_err(|e| e.to_string())?;
+    if port == 0 {
+        check(&addr(u16::MAX)).map_err(|e| format!("{e} (port 0 counted as five digits)"))?;
+    }
+    Ok(())
 }
 
 /// Whether `host` names "any address": 0.0.0.0 or ::, also in the forms
@@ -1387,6 +1426,38 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn a_host_is_checked_as_the_address_the_transport_advertises() {
+        for host in ["127.0.0.1", "auto", "::1", "[::1]", "node-0.example"] {
+            assert_eq!(check_host(host, 0), Ok(()), "{host}");
+        }
+        // The longest DNS name with the longest port.
+        assert_eq!(check_host(&"h".repeat(253), 0), Ok(()));
+        let e = check_host(&"h".repeat(254), 0).unwrap_err();
+        assert!(
+            e.ends_with("260 bytes exceeds 259 (port 0 counted as five digits)"),
+            "{e}"
+        );
+        assert_eq!(check_host(&"h".repeat(254), 1), Ok(()));
+        let e = check_host("a\nb", 1).unwrap_err();
+        assert!(e.contains(r#""a\nb:1""#), "escaped: {e}");
+        for host in ["a b", "\u{2800}", "a@b", "a#b"] {
+            assert!(check_host(host, 1).is_err(), "{host:?}");
+        }
+        let line = error_for("[cluster]\nhost = \"a b\"\n");
+        assert!(
+            line.starts_with("cluster.host: node address \"a b:25520\" holds ' '")
+                && line.ends_with("(from TOML source string)"),
+            "{line}"
+        );
+        let line = error_for("[node]\nbind_host = \"a@b\"\n");
+        assert!(
+            line.starts_with("node.bind_host: bind address \"a@b:25520\" holds '@'")
+                && line.ends_with("(from TOML source string)"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -549,3 +549,81 @@ fn a_name_with_whitespace_or_control_characters_is_refused() {
         assert!(lines[0].contains("not allowed"), "{lines:?}");
     }
 }
+
+/// An advertised host that breaks the transport's identity rule (a space,
+/// the braille blank, `@`, more than 259 bytes with its port, a newline)
+/// is a configuration error naming the key and its source (exit 2, one
+/// line, the host escaped), from a flag, the file or the environment, also
+/// under `--print-config`; so is such a bind host. It was accepted by
+/// `--print-config` and failed at start (exit 1, "cannot start the
+/// transport", no source), or with a newline reached DNS and split a log
+/// line. `auto` is still accepted (resolved at start).
+#[test]
+fn an_advertised_host_breaking_the_identity_rule_is_a_configuration_error() {
+    let long = "h".repeat(254);
+    let bad = ["a b", "\u{2800}", "a@b", long.as_str(), "127.0.0.1\nx"];
+    for host in bad {
+        for args in [
+            &["--host", host, "--port", "0"][..],
+            &["--host", host, "--port", "0", "--bind-host", "127.0.0.1"][..],
+            &["--host", host, "--port", "0", "--print-config"][..],
+        ] {
+            let (status, lines) = run("badhost", node_cmd("badhost", args));
+            assert_eq!(status.code(), Some(2), "{host:?} {args:?}: {lines:?}");
+            assert_eq!(lines.len(), 1, "one line: {lines:?}");
+            assert!(
+                lines[0].starts_with("error: configuration: cluster.host: node address ")
+                    && lines[0].ends_with("(from command-line flag --host)"),
+                "{lines:?}"
+            );
+        }
+    }
+    // From the file and the environment.
+    let dir = scratch();
+    std::fs::write(dir.join("casty.toml"), "[cluster]\nhost = \"a b\"\n").unwrap();
+    let mut cmd = node_cmd("badhost-file", &["--port", "0", "--print-config"]);
+    cmd.current_dir(&dir);
+    let (status, lines) = run("badhost-file", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert!(
+        lines[0].starts_with("error: configuration: cluster.host: ")
+            && lines[0].contains("casty.toml"),
+        "{lines:?}"
+    );
+    let mut cmd = node_cmd("badhost-env", &["--port", "0", "--print-config"]);
+    cmd.env("CASTY_CLUSTER__HOST", "a@b");
+    let (status, lines) = run("badhost-env", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert!(
+        lines[0].starts_with("error: configuration: cluster.host: ")
+            && lines[0].ends_with("(from environment variable CASTY_CLUSTER__HOST)"),
+        "{lines:?}"
+    );
+    // The bind host.
+    let (status, lines) = run(
+        "badbind",
+        node_cmd(
+            "badbind",
+            &["--bind-host", "a\nb", "--port", "0", "--print-config"],
+        ),
+    );
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(
+        lines[0].starts_with("error: configuration: node.bind_host: ")
+            && lines[0].ends_with("(from command-line flag --bind-host)"),
+        "{lines:?}"
+    );
+    // The longest DNS name is still an address; `auto` is resolved later.
+    let longest = "h".repeat(253);
+    for host in [longest.as_str(), "auto", "::1", "[::1]"] {
+        let (status, lines) = run(
+            "goodhost",
+            node_cmd(
+                "goodhost",
+                &["--host", host, "--port", "0", "--print-config"],
+            ),
+        );
+        assert_eq!(status.code(), Some(0), "{host}: {lines:?}");
+    }
+}
