@@ -152,6 +152,18 @@ pub struct DefaultsSection {
     pub mailbox: MailboxConfig,
 }
 
+/// Longest cluster name (`[system] name`), in bytes. The transport's
+/// `Hello`, the first frame of every connection, carries the cluster name
+/// beside the magic and version (6 bytes), the dialer's name (at most 128
+/// bytes) and address (at most 259), its generation and lane, and the
+/// cluster settings (under 100 bytes: `num_shards=.. replication_factor=..
+/// max_frame_bytes=..`), and a handshake frame holds at most 16 KiB
+/// (`transport`'s `HANDSHAKE_MAX_FRAME_BYTES`): with a name of about 16 KB
+/// the `Hello` did not fit and no node could join. 1,024 bytes keeps the
+/// `Hello` under 1.6 KB, far inside the frame, and is far above any name a
+/// cluster needs.
+pub const MAX_CLUSTER_NAME_BYTES: usize = 1024;
+
 /// A configuration error: one line naming the key and its source.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -278,6 +290,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.system.name.is_empty() {
             return Err(ConfigError("system.name must not be empty".into()));
+        }
+        let len = self.system.name.len();
+        if len > MAX_CLUSTER_NAME_BYTES {
+            return Err(ConfigError(format!(
+                "system.name is {len} bytes, above {MAX_CLUSTER_NAME_BYTES}: every connection's handshake carries it in one frame of at most 16 KiB (the transport's limit)"
+            )));
         }
         if self.cluster.host.is_empty() {
             return Err(ConfigError("cluster.host must not be empty".into()));

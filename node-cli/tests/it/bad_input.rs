@@ -627,3 +627,43 @@ fn an_advertised_host_breaking_the_identity_rule_is_a_configuration_error() {
         assert_eq!(status.code(), Some(0), "{host}: {lines:?}");
     }
 }
+
+/// A cluster name longer than 1,024 bytes is refused (exit 2, one line
+/// naming `system.name` and its source): one of about 16 KB was accepted,
+/// and no node could join, its handshake's `Hello` (the cluster name and
+/// the settings) above the 16 KiB handshake frame.
+#[test]
+fn a_cluster_name_above_1024_bytes_is_a_configuration_error() {
+    let long = "c".repeat(1025);
+    let mut cmd = node_cmd("longcluster", &["--port", "0", "--print-config"]);
+    cmd.env("CASTY_SYSTEM__NAME", &long);
+    let (status, lines) = run("longcluster", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(
+        lines[0].starts_with("error: configuration: system.name is 1025 bytes, above 1024")
+            && lines[0].ends_with("(from environment variable CASTY_SYSTEM__NAME)"),
+        "{lines:?}"
+    );
+    let dir = scratch();
+    std::fs::write(
+        dir.join("casty.toml"),
+        format!("[system]\nname = \"{}\"\n", "c".repeat(16 * 1024)),
+    )
+    .unwrap();
+    let mut cmd = node_cmd("longcluster-file", &["--port", "0"]);
+    cmd.current_dir(&dir);
+    let (status, lines) = run("longcluster-file", cmd);
+    assert_eq!(status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(
+        lines[0].starts_with("error: configuration: system.name is 16384 bytes")
+            && lines[0].contains("casty.toml"),
+        "{lines:?}"
+    );
+    // 1,024 bytes is a name.
+    let mut cmd = node_cmd("cluster1024", &["--port", "0", "--print-config"]);
+    cmd.env("CASTY_SYSTEM__NAME", "c".repeat(1024));
+    let (status, lines) = run("cluster1024", cmd);
+    assert_eq!(status.code(), Some(0), "{lines:?}");
+}
