@@ -796,6 +796,13 @@ fn kind_text(kind: &figment::error::Kind) -> String {
             "found the text \"{text}\", expected {} (write the number without quotes)",
             plain_expected(expected)
         ),
+        // A float where a whole number goes (`port = 25521.0`, `1e6`):
+        // said as written, not as the whole number it equals.
+        Kind::InvalidType(found @ Actual::Float(_), expected) => format!(
+            "found {} (a number with a fraction or exponent), expected {}",
+            plain_actual(found),
+            plain_expected(expected)
+        ),
         Kind::InvalidType(found, expected) => format!(
             "found {}, expected {}",
             plain_actual(found),
@@ -830,7 +837,8 @@ fn plain_actual(found: &figment::error::Actual) -> String {
     match found {
         Actual::Signed(n) => n.to_string(),
         Actual::Unsigned(n) => n.to_string(),
-        Actual::Float(n) => n.to_string(),
+        // `{:?}` keeps the fraction (25521.0, not 25521).
+        Actual::Float(n) => format!("{n:?}"),
         Actual::Bool(b) => b.to_string(),
         Actual::Str(text) => format!("the text {text:?}"),
         other => other.to_string(),
@@ -1237,6 +1245,15 @@ mod tests {
             (
                 Kind::InvalidValue(Actual::Signed(70000), "u16".into()),
                 "70000 is out of range: expected a whole number from 0 to 65535",
+            ),
+            // A float equal to a whole number: not said as one.
+            (
+                Kind::InvalidType(Actual::Float(25521.0), "u16".into()),
+                "found 25521.0 (a number with a fraction or exponent), expected a whole number from 0 to 65535",
+            ),
+            (
+                Kind::InvalidValue(Actual::Float(-1.0), "a number from 0".into()),
+                "-1.0 is out of range: expected a number from 0",
             ),
             (
                 Kind::InvalidType(Actual::Signed(5), "struct ClusterSection".into()),

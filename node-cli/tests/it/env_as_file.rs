@@ -334,3 +334,36 @@ fn a_deeply_nested_environment_value_is_refused_not_a_crash() {
         Some("seed_nodes = [\"10.0.0.1:25520\"]"),
     )]);
 }
+
+/// A whole number written as a float (`port = 25521.0`, `1e6`) is refused
+/// saying a float was found: the message read "found 25521, expected a
+/// whole number", as if a whole number had been found.
+#[test]
+fn a_whole_number_written_as_a_float_is_named_a_float() {
+    for (section, key, text, found) in [
+        (
+            "cluster",
+            "port",
+            "25521.0",
+            "found 25521.0 (a number with a fraction or exponent)",
+        ),
+        (
+            "transport",
+            "max_frame_bytes",
+            "1e6",
+            "found 1000000.0 (a number with a fraction or exponent)",
+        ),
+    ] {
+        for read in [from_file(section, key, text), from_env(section, key, text)] {
+            let Read::Refused(line) = read else {
+                panic!("{section}.{key} = {text}: accepted: {read:?}");
+            };
+            assert!(
+                line.contains(&format!(
+                    "{section}.{key}: {found}, expected a whole number"
+                )),
+                "{line}"
+            );
+        }
+    }
+}
