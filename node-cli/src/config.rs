@@ -516,7 +516,7 @@ fn merge_flags(mut fig: Figment, cli: &Cli) -> Figment {
 /// and text TOML refuses (`007`, `.5`, `"abc`, `[a:1]`) is refused, naming
 /// the variable. One exception: a key whose default is text also takes
 /// unquoted text as that text (`my-cluster`, a host `1e5`, a name `inf`),
-/// up to a `#` after whitespace. figment's `Env` would read `007` as 7,
+/// up to a `#` first or after whitespace. figment's `Env` would read `007` as 7,
 /// keep `'abc'` with its quotes and refuse `25520 # c` for a number key.
 ///
 /// Left as figment's `Env` reads them, so their errors stay figment's: a
@@ -693,12 +693,14 @@ fn toml_value(text: &str) -> Result<toml::Value, String> {
     }
 }
 
-/// Unquoted text for a text key: `text` up to a `#` after whitespace (a
-/// comment), without the whitespace around it.
+/// Unquoted text for a text key: `text` up to a `#` first or after
+/// whitespace (a comment), without the whitespace around it. A `#` first
+/// leaves nothing (`' # c'` is empty, as `key = # c` sets no value).
 fn unquoted(text: &str) -> &str {
+    let text = text.trim();
     let end = text
         .char_indices()
-        .find(|&(i, c)| c == '#' && text[..i].ends_with(char::is_whitespace))
+        .find(|&(i, c)| c == '#' && (i == 0 || text[..i].ends_with(char::is_whitespace)))
         .map_or(text.len(), |(i, _)| i);
     text[..end].trim()
 }
@@ -1334,7 +1336,7 @@ mod tests {
         let e = seeds("[a:1]").unwrap_err();
         assert!(e.contains("each item in quotes"), "{e}");
         // A text key: TOML's strings, else the unquoted text, up to a `#`
-        // after whitespace, also where it reads as something else.
+        // first or after whitespace, also where it reads as something else.
         let read = |raw: &str| match env_value(Some(&text), raw) {
             Ok(Some(Value::String(_, s))) => Ok(s),
             other => Err(format!("{other:?}")),
@@ -1359,6 +1361,11 @@ mod tests {
             ("a#b", "a#b"),
             ("inf # c", "inf"),
             ("", ""),
+            // A `#` first is a comment too, also after spaces.
+            (" # c", ""),
+            ("# only comment", ""),
+            ("#", ""),
+            ("#a#b", ""),
         ] {
             assert_eq!(read(raw).as_deref(), Ok(want), "{raw:?}");
         }

@@ -367,3 +367,35 @@ fn a_whole_number_written_as_a_float_is_named_a_float() {
         }
     }
 }
+
+/// A `#` at the start of unquoted text is a comment, as after a space:
+/// `CASTY_CLUSTER__HOST=' # c'` was the host `# c` and
+/// `CASTY_SYSTEM__NAME='# only comment'` that name; the value is empty,
+/// refused as an empty one is.
+#[test]
+fn a_leading_hash_in_unquoted_text_is_a_comment() {
+    for (section, key, text) in [
+        ("cluster", "host", " # c"),
+        ("system", "name", "# only comment"),
+        ("system", "name", "#"),
+    ] {
+        let read = from_env(section, key, text);
+        let Read::Refused(ref line) = read else {
+            panic!("{section}.{key} = {text:?}: accepted: {read:?}");
+        };
+        assert!(
+            line.contains(&format!("{section}.{key} must not be empty"))
+                && line.ends_with(&format!(
+                    "(from environment variable {})",
+                    variable(section, key)
+                )),
+            "{line}"
+        );
+        assert_eq!(read, from_env(section, key, ""), "{text:?} reads as empty");
+    }
+    // Not first and not after a space: part of the text.
+    let Read::Printed(lines) = from_env("system", "name", "a#b") else {
+        panic!("a#b refused");
+    };
+    assert_eq!(printed(&lines, "system", "name"), Some("name = \"a#b\""));
+}
