@@ -252,6 +252,12 @@ impl Config {
                 "environment variable {var:?}: not a configuration key: after CASTY_ come the key's parts joined by `__`, none of them empty, with no `.` or space (CASTY_CLUSTER__PORT for cluster.port)"
             )));
         }
+        // figment reads names in any case, and one of two spellings of a
+        // key would be dropped unread: refused here, naming both.
+        let names = std::env::vars_os().map(|(k, _)| k);
+        if let Some(line) = env_names_of_one_key(names).into_iter().next() {
+            return Err(ConfigError(line));
+        }
         // figment parses every `CASTY_` value with a parser that recurses
         // once per `[` or `{` without a limit: refused here, before it runs.
         if let Some(line) = deep_env_values(std::env::vars_os()).into_iter().next() {
@@ -1013,6 +1019,40 @@ fn malformed_env_names(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<S
         .collect()
 }
 
+/// The error line for each key that two or more `CASTY_` variables among
+/// `names` spell (figment matches names in any case and trims their
+/// spaces: `CASTY_cluster__port` and `CASTY_CLUSTER__PORT` are one key,
+/// and it would keep one value and drop the other unread), naming the
+/// variables in sorted order; keys in sorted order.
+fn env_names_of_one_key(names: impl Iterator<Item = std::ffi::OsString>) -> Vec<String> {
+    let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for raw in names {
+        let lossy = raw.to_string_lossy();
+        let name = lossy.trim();
+        let Some(prefix) = name.get(..6) else {
+            continue;
+        };
+        if !prefix.eq_ignore_ascii_case("CASTY_") {
+            continue;
+        }
+        let key = name[6..].to_lowercase().replace("__", ".");
+        by_key.entry(key).or_default().push(name.to_owned());
+    }
+    by_key
+        .into_iter()
+        .filter(|(_, vars)| vars.len() > 1)
+        .map(|(key, mut vars)| {
+            vars.sort();
+            let vars: Vec<String> = vars.iter().map(|v| format!("{v:?}")).collect();
+            format!(
+                "{key}: set by {} environment variables, {} (names are read in any case): keep one",
+                vars.len(),
+                vars.join(" and ")
+            )
+        })
+        .collect()
+}
+
 /// Deepest nesting of `[` and `{` a `CASTY_` value may hold.
 ///
 /// figment reads each `CASTY_` value with its own parser (`Env::data`, and
@@ -1169,6 +1209,26 @@ mod tests {
                 " CASTY_CLUSTER____PORT",
                 "CASTY_ ",
                 "CASTY_CLUSTER__\u{fffd}",
+            ]
+        );
+    }
+
+    #[test]
+    fn two_spellings_of_one_environment_key_are_found() {
+        let names = [
+            "CASTY_CLUSTER__PORT",
+            "CASTY_cluster__port",
+            "OTHER",
+            "CASTY_SYSTEM__NAME",
+            " casty_system__name ",
+            "CASTY_CLUSTER__HOST",
+        ]
+        .map(std::ffi::OsString::from);
+        assert_eq!(
+            env_names_of_one_key(names.into_iter()),
+            [
+                "cluster.port: set by 2 environment variables, \"CASTY_CLUSTER__PORT\" and \"CASTY_cluster__port\" (names are read in any case): keep one",
+                "system.name: set by 2 environment variables, \"CASTY_SYSTEM__NAME\" and \"casty_system__name\" (names are read in any case): keep one",
             ]
         );
     }

@@ -399,3 +399,23 @@ fn a_leading_hash_in_unquoted_text_is_a_comment() {
     };
     assert_eq!(printed(&lines, "system", "name"), Some("name = \"a#b\""));
 }
+
+/// figment reads `CASTY_` names in any case: of `CASTY_cluster__port=abc`
+/// and `CASTY_CLUSTER__PORT=1` it kept one value and dropped the other
+/// unread (the port read 1, "abc" silently ignored). Two spellings of one
+/// key are refused, one line naming both.
+#[test]
+fn two_spellings_of_one_key_are_refused_naming_both() {
+    let read = print_config("spellings", |cmd| {
+        cmd.env("CASTY_cluster__port", "abc");
+        cmd.env("CASTY_CLUSTER__PORT", "1");
+    });
+    let Read::Refused(line) = read else {
+        panic!("accepted: {read:?}");
+    };
+    assert!(
+        line.contains("cluster.port: set by 2 environment variables")
+            && line.contains("\"CASTY_CLUSTER__PORT\" and \"CASTY_cluster__port\""),
+        "{line}"
+    );
+}
