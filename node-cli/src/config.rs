@@ -303,6 +303,14 @@ impl Config {
                 "system.name is {len} bytes, above {MAX_CLUSTER_NAME_BYTES}: every connection's handshake carries it in one frame of at most 16 KiB (the transport's limit)"
             )));
         }
+        // Shown in refusals on both sides of a handshake (escaped there),
+        // and no control character belongs in a name.
+        if let Some(c) = self.system.name.chars().find(|c| c.is_control()) {
+            return Err(ConfigError(format!(
+                "system.name {:?} holds the control character {c:?}: not allowed in a cluster name",
+                self.system.name
+            )));
+        }
         if self.cluster.host.is_empty() {
             return Err(ConfigError("cluster.host must not be empty".into()));
         }

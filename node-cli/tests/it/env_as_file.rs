@@ -419,3 +419,23 @@ fn two_spellings_of_one_key_are_refused_naming_both() {
         "{line}"
     );
 }
+
+/// A cluster name holding a control character (a newline, an escape) ran
+/// (shown escaped in every log line, but no name needs one): refused, one
+/// line naming the key and its source, from the file and the environment.
+#[test]
+fn a_cluster_name_with_a_control_character_is_refused() {
+    for text in ["\"abc\\nother = 1\"", "\"a\\u001b[31m\"", "\"tab\\there\""] {
+        let Read::Refused(line) = from_file("system", "name", text) else {
+            panic!("{text}: accepted from the file");
+        };
+        assert!(line.contains("control character"), "{line}");
+    }
+    let Read::Refused(line) = from_env("system", "name", "abc\nother = 1") else {
+        panic!("accepted from the environment");
+    };
+    assert!(
+        line.contains("control character") && line.contains("CASTY_SYSTEM__NAME"),
+        "{line}"
+    );
+}
