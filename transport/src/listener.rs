@@ -90,11 +90,15 @@ async fn serve(
         Ok(hello) => hello,
         Err(e) => {
             bump(&inner.stats.handshakes_refused);
-            if matches!(e, HandshakeError::Closed) && reader.buffered().is_empty() {
-                // Closed before a byte came: a port probe (a load
-                // balancer's or an orchestrator's health check), not a
-                // peer that was refused.
-                tracing::debug!(%addr, "connection closed before its handshake began (nothing sent: a port probe?)");
+            let lost = matches!(
+                e,
+                HandshakeError::Closed | HandshakeError::Frame(FrameError::Io(_))
+            );
+            if lost && reader.buffered().is_empty() {
+                // Closed or reset before a byte came: a port probe (a load
+                // balancer's or an orchestrator's health check, some of
+                // which close with a reset), not a peer that was refused.
+                tracing::debug!(%addr, error = %e, "connection closed before its handshake began (nothing sent: a port probe?)");
                 return;
             }
             // Refusals may come by the hundred in a second from one
