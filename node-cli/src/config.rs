@@ -529,8 +529,10 @@ fn merge_flags(mut fig: Figment, cli: &Cli) -> Figment {
 /// are the text abc), numbers are TOML's (`5e-1`, `1_000`, `0x10`, `inf`),
 /// and text TOML refuses (`007`, `.5`, `"abc`, `[a:1]`) is refused, naming
 /// the variable. One exception: a key whose default is text also takes
-/// unquoted text as that text (`my-cluster`, a host `1e5`, a name `inf`),
-/// up to a `#` first or after whitespace. figment's `Env` would read `007` as 7,
+/// unquoted text as that text, all of it but the spaces around it
+/// (`my-cluster`, a host `1e5`, a name `inf`, `team #1`: no comment in
+/// it, where cutting at a `#` would change a cluster name without a
+/// word). figment's `Env` would read `007` as 7,
 /// keep `'abc'` with its quotes and refuse `25520 # c` for a number key.
 ///
 /// Left as figment's `Env` reads them, so their errors stay figment's: a
@@ -707,16 +709,11 @@ fn toml_value(text: &str) -> Result<toml::Value, String> {
     }
 }
 
-/// Unquoted text for a text key: `text` up to a `#` first or after
-/// whitespace (a comment), without the whitespace around it. A `#` first
-/// leaves nothing (`' # c'` is empty, as `key = # c` sets no value).
+/// Unquoted text for a text key: all of `text` but the whitespace around
+/// it, a `#` included (`team #1`): unquoted text is not TOML, and cutting
+/// it at a `#` would change a cluster name or host without a word.
 fn unquoted(text: &str) -> &str {
-    let text = text.trim();
-    let end = text
-        .char_indices()
-        .find(|&(i, c)| c == '#' && (i == 0 || text[..i].ends_with(char::is_whitespace)))
-        .map_or(text.len(), |(i, _)| i);
-    text[..end].trim()
+    text.trim()
 }
 
 /// Values from one named source: figment's `Serialized` provider under a
@@ -1403,8 +1400,8 @@ mod tests {
         );
         let e = seeds("[a:1]").unwrap_err();
         assert!(e.contains("each item in quotes"), "{e}");
-        // A text key: TOML's strings, else the unquoted text, up to a `#`
-        // first or after whitespace, also where it reads as something else.
+        // A text key: TOML's strings, else the unquoted text, all of it,
+        // also where it reads as something else.
         let read = |raw: &str| match env_value(Some(&text), raw) {
             Ok(Some(Value::String(_, s))) => Ok(s),
             other => Err(format!("{other:?}")),
@@ -1425,15 +1422,15 @@ mod tests {
             ("\" abc \"", " abc "),
             ("\"abc\" # c", "abc"),
             ("\"a#b\"", "a#b"),
-            (" my-cluster # c", "my-cluster"),
+            (" my-cluster # c", "my-cluster # c"),
+            ("team #1", "team #1"),
             ("a#b", "a#b"),
-            ("inf # c", "inf"),
+            ("inf # c", "inf # c"),
             ("", ""),
-            // A `#` first is a comment too, also after spaces.
-            (" # c", ""),
-            ("# only comment", ""),
-            ("#", ""),
-            ("#a#b", ""),
+            // A `#` first too: no comment in unquoted text.
+            (" # c", "# c"),
+            ("# only comment", "# only comment"),
+            ("#", "#"),
         ] {
             assert_eq!(read(raw).as_deref(), Ok(want), "{raw:?}");
         }
