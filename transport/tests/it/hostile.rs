@@ -758,6 +758,23 @@ async fn next_ask(s: &mut TcpStream, buf: &mut BytesMut) -> u64 {
     corr
 }
 
+/// A fake peer on a free port (returned) that accepts one dialer
+/// ([`accept_as_fake`]), reads its first ask, writes `answer(corr)` for
+/// it, closes its side and drains the dialer until it closes.
+async fn fake_answering_one_ask(answer: impl FnOnce(u64) -> BytesMut + Send + 'static) -> String {
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = fake.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut s, mut buf) = accept_as_fake(fake).await;
+        let corr = next_ask(&mut s, &mut buf).await;
+        s.write_all(&answer(corr)).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+    });
+    addr
+}
+
 /// An address nothing listens on: a port bound and closed just now.
 fn unused_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1119,11 +1136,7 @@ async fn undecodable_messages_are_warned_once_per_connection() {
 async fn a_rejection_reason_arrives_escaped() {
     let a = node("a", "c").await;
     let ca = echo(&a);
-    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fake_addr = fake.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let (mut s, mut buf) = accept_as_fake(fake).await;
-        let corr = next_ask(&mut s, &mut buf).await;
+    let fake_addr = fake_answering_one_ask(|corr| {
         let mut out = BytesMut::new();
         Header {
             channel: 1,
@@ -1131,10 +1144,9 @@ async fn a_rejection_reason_arrives_escaped() {
         }
         .encode_frame(b"no\nFORGED-LINE \x1b[31m", 1 << 20, &mut out)
         .unwrap();
-        s.write_all(&out).await.unwrap();
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink).await;
-    });
+        out
+    })
+    .await;
     match ping(&ca, &fake_addr, 1).await.unwrap_err() {
         AskError::Rejected { reason, .. } => {
             assert_eq!(reason, r"no\nFORGED-LINE \u{1b}[31m")
@@ -1239,11 +1251,7 @@ async fn a_connection_closed_mid_frame_is_lost_not_a_bad_frame() {
     // closes.
     let a = node("a", "c").await;
     let ca = echo(&a);
-    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fake_addr = fake.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        let (mut s, mut buf) = accept_as_fake(fake).await;
-        let corr = next_ask(&mut s, &mut buf).await;
+    let fake_addr = fake_answering_one_ask(|corr| {
         let mut out = BytesMut::new();
         Header {
             channel: 1,
@@ -1255,11 +1263,10 @@ async fn a_connection_closed_mid_frame_is_lost_not_a_bad_frame() {
             &mut out,
         )
         .unwrap();
-        s.write_all(&out[..out.len() - 1]).await.unwrap();
-        s.shutdown().await.unwrap();
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink).await;
-    });
+        out.truncate(out.len() - 1);
+        out
+    })
+    .await;
     match ping(&ca, &fake_addr, 1).await.unwrap_err() {
         AskError::Unreachable { reason, .. } => {
             assert!(reason.contains("closed mid-frame"), "{reason}")
